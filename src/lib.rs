@@ -1,0 +1,14 @@
+//! capdial: a replicated key-value database where each keyspace picks its place on the CAP dial.
+//!
+//! A `strong` keyspace is replicated by Raft ([`raft`], with its state machine in [`strong`]);
+//! an `eventual` keyspace holds CRDT values spread by gossip and anti-entropy ([`eventual`]).
+//! Both engines are sans-IO state machines: they take messages, timeouts and the current time,
+//! and hand back what to persist, send and apply. That is what lets the deterministic
+//! simulator ([`sim`]) drive them from one seed and check them on every step.
+
+pub mod eventual;
+pub mod raft;
+pub mod sim;
+pub mod strong;
+pub mod types;
+pub mod wire;
