@@ -1,6 +1,7 @@
 //! Scripted tests for the core, on a tiny in-memory network that passes every message
 //! through `crate::wire::roundtrip`. Time is simulated; nothing sleeps.
 
+mod chaos;
 mod election;
 mod membership;
 mod reads;
