@@ -75,6 +75,8 @@ pub struct RaftNode {
     /// The last committed index handed out in `Ready::committed` (or covered by a snapshot).
     pub(crate) handed_commit: LogIndex,
     pub(crate) election_deadline: Instant,
+    /// A candidate re-sends unanswered vote requests at this time.
+    pub(crate) vote_retry_at: Instant,
     /// When a follower last heard from its leader in the current term.
     pub(crate) leader_contact: Option<Instant>,
     /// After a restart the node refuses votes until here: it may have promised a leader a
@@ -119,8 +121,13 @@ impl RaftNode {
             applied,
             handed_commit: applied,
             election_deadline: now,
+            vote_retry_at: now,
             leader_contact: None,
-            vote_blackout_until: now + config.election_timeout,
+            vote_blackout_until: if config.has_bug(PlantedBug::VoteWithoutPersist) {
+                now
+            } else {
+                now + config.election_timeout
+            },
             votes: BTreeMap::new(),
             leader_state: None,
             remote_reads: VecDeque::new(),
@@ -156,6 +163,8 @@ impl RaftNode {
             self.leader_tick();
         } else if self.now >= self.election_deadline {
             self.election_timeout_fired();
+        } else if self.role == Role::Candidate && self.now >= self.vote_retry_at {
+            self.request_votes();
         }
         self.check_invariants();
     }
@@ -170,6 +179,7 @@ impl RaftNode {
                 }
                 at
             }
+            None if self.role == Role::Candidate => self.election_deadline.min(self.vote_retry_at),
             None => self.election_deadline,
         };
         let read = self.remote_reads.iter().map(|r| r.deadline).min();
