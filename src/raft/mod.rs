@@ -60,7 +60,9 @@
 //! believes a leader is alive: it leads, it heard from its leader less than `t` ago, or it
 //! restarted less than `t` ago (it may have promised a lease before crashing). With
 //! `check_quorum` a leader that has not heard from a majority within `t` steps down, so a
-//! leader cut off in a minority stops serving writes and reads.
+//! leader cut off in a minority stops serving writes and reads. A candidate re-sends its vote
+//! requests to voters that have not answered every `heartbeat_interval` (they are
+//! idempotent), so a lost request does not cost a whole election timeout.
 //!
 //! # Replication and commit
 //!
@@ -98,6 +100,14 @@
 //! consecutive configurations have overlapping majorities. A leader that removes itself keeps
 //! leading (not counting itself) until the removal commits, then steps down. Learners receive
 //! the log but never vote or campaign.
+//!
+//! # Planted bugs (feature `sim-bugs`)
+//!
+//! [`PlantedBug`] switches on one known mistake through `Config::planted_bug`, so the
+//! simulator can prove it catches it: committing an old-term entry by counting (and no
+//! start-of-term no-op, as in Figure 8), granting a vote without persisting it, answering
+//! ReadIndex without the heartbeat round, and a lease that ignores drift and delay. Each
+//! variant's doc says exactly how it misbehaves.
 
 mod config;
 mod election;

@@ -52,7 +52,6 @@ pub(crate) struct RemoteRead {
 #[derive(Debug)]
 pub(crate) struct InflightReady {
     id: ReadyId,
-    hard_state: HardState,
     snapshot_index: Option<LogIndex>,
 }
 
@@ -308,7 +307,6 @@ impl RaftNode {
         if let Some(index) = inflight.snapshot_index {
             self.applied = self.applied.max(index.min(self.handed_commit));
         }
-        let _ = inflight.hard_state;
         if self.role == Role::Leader {
             self.maybe_commit();
         }
@@ -423,9 +421,6 @@ impl RaftNode {
             index,
             kind,
         });
-        if self.members.current().voters.len() == 1 {
-            // A sole voter's commit waits only for its own persist, checked on advance.
-        }
         index
     }
 
@@ -455,11 +450,7 @@ impl RaftNode {
         self.ready_seq += 1;
         let id = ReadyId(self.ready_seq);
         let snapshot_index = snapshot.as_ref().map(|s| s.meta.index);
-        self.inflight_ready = Some(InflightReady {
-            id,
-            hard_state,
-            snapshot_index,
-        });
+        self.inflight_ready = Some(InflightReady { id, snapshot_index });
         self.handed_hard_state = hard_state;
         Some(Ready {
             id,
