@@ -133,7 +133,7 @@ pub use config::{
 pub use error::{CompactError, ConfigError, ProposeError, ReadError};
 pub use message::{
     AppendOutcome, Entry, EntryKind, Envelope, HardState, Membership, MembershipChange, ProposalId,
-    RaftMessage, ReadId, Snapshot, SnapshotMeta,
+    RaftMessage, ReadId, Snapshot, SnapshotMeta, TERM_OR_INDEX_MAX,
 };
 pub use node::RaftNode;
 pub use ready::{ReadState, Ready, ReadyId, RestoredState, Role, StaleStatus, Status};

@@ -146,7 +146,7 @@ impl RaftNode {
     /// Feeds one message from a peer. Malformed or stale messages are ignored.
     pub fn handle_message(&mut self, now: Instant, envelope: Envelope) {
         self.observe(now);
-        if envelope.to != self.id || envelope.from == self.id {
+        if envelope.to != self.id || envelope.from == self.id || !envelope.msg.is_sane() {
             return;
         }
         self.step(envelope.from, envelope.msg);

@@ -3,6 +3,7 @@
 
 mod chaos;
 mod election;
+mod fuzz;
 mod membership;
 mod reads;
 mod replication;
