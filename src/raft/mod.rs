@@ -48,9 +48,12 @@
 //! [`RestoredState`] from exactly what was durable (hard state, last snapshot, entries after
 //! it, and how far its state machine is applied) and calls [`RaftNode::new`]. Whatever a
 //! crash lost was never promised to anyone, because promises travel in
-//! `persisted_messages`. Compaction is the shell's call: after snapshotting applied state up
-//! to `index`, call `compact(index, data)`; persist the returned snapshot, then drop durable
-//! entries up to `index` (a restored log may still hold them: they are skipped).
+//! `persisted_messages`. (The one promise that is not persisted, a follower's heartbeat ack
+//! that backs its leader's lease, is covered by the restart blackout described below.)
+//! Compaction is the shell's call: after snapshotting applied state up to `index`, call
+//! `compact(index, data)`; persist the returned snapshot, then drop durable entries up to
+//! `index` (a restored log may still hold them: they are skipped). The in-memory log only
+//! shrinks through compaction, so the shell bounds the core's memory by compacting.
 //!
 //! # Elections
 //!
