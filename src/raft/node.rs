@@ -554,11 +554,11 @@ fn restore_log(
         }
     };
     let mut members = MembershipLog::new(base_index, base_members);
-    let mut entries = Vec::new();
-    let mut expected = base_index.0 + 1;
-    for entry in restored.entries.iter().filter(|e| e.index > base_index) {
-        if entry.index.0 != expected || entries.last().is_some_and(|p: &Entry| p.term > entry.term)
-        {
+    let mut entries: Vec<Entry> = Vec::new();
+    let after_base = restored.entries.iter().filter(|e| e.index > base_index);
+    for (expected, entry) in (base_index.0 + 1..).zip(after_base) {
+        let previous_term = entries.last().map_or(base_term, |p| p.term);
+        if entry.index.0 != expected || entry.term < previous_term {
             return Err(ConfigError::RestoredLogGap { index: entry.index });
         }
         if let EntryKind::Membership(change) = &entry.kind {
@@ -569,7 +569,6 @@ fn restore_log(
             members.push(entry.index, next);
         }
         entries.push(entry.clone());
-        expected += 1;
     }
     let mut log = RaftLog::restored(base_index, base_term, entries);
     let last = log.last_index();

@@ -395,13 +395,11 @@ fn entries_are_well_formed(
     leader_term: Term,
     entries: &[Entry],
 ) -> bool {
-    let mut expected = prev_index.0 + 1;
     let mut term = prev_term;
-    for entry in entries {
+    for (expected, entry) in (prev_index.0 + 1..).zip(entries) {
         if entry.index.0 != expected || entry.term < term || entry.term > leader_term {
             return false;
         }
-        expected += 1;
         term = entry.term;
     }
     true
