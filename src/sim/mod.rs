@@ -11,6 +11,8 @@
 
 pub mod clock;
 pub mod faults;
+pub mod history;
+pub mod linearizability;
 pub mod net;
 pub mod rng;
 
