@@ -1,0 +1,1 @@
+//! Scripted tests for the core.
