@@ -15,6 +15,7 @@ pub mod history;
 pub mod linearizability;
 pub mod net;
 pub mod rng;
+pub mod strong;
 
 pub use rng::SimRng;
 
