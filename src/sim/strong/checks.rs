@@ -42,6 +42,9 @@ struct Persisted {
 #[derive(Clone, Debug)]
 pub(crate) struct AppliedEntry {
     pub(crate) term: Term,
+    /// The highest term any node had when the entry was first applied: it was committed in
+    /// that term or earlier, so every leader of a later term must hold it.
+    pub(crate) known_by_term: Term,
     pub(crate) digest: u64,
     pub(crate) command: Option<Bytes>,
 }
@@ -51,6 +54,8 @@ pub(crate) struct AppliedEntry {
 pub(crate) struct Checker {
     pub(crate) violations: Vec<String>,
     leaders: BTreeMap<Term, NodeId>,
+    /// The highest term any node has had (kept current by `observe` and persists).
+    pub(crate) term_max: Term,
     persisted: BTreeMap<(LogIndex, Term), Persisted>,
     /// Every entry applied by some node: the committed log as the cluster saw it.
     pub(crate) applied: BTreeMap<LogIndex, AppliedEntry>,
@@ -76,6 +81,7 @@ impl Checker {
     /// Checks a node's status after a step. `term_at` reads its log (for completeness).
     pub(crate) fn observe(&mut self, status: &Status, term_at: impl Fn(LogIndex) -> Option<Term>) {
         let node = status.id;
+        self.term_max = self.term_max.max(status.term);
         let seen = self.commit_seen.entry(node).or_default();
         if status.commit < *seen {
             let text = format!(
@@ -113,6 +119,7 @@ impl Checker {
         let missing = self
             .applied
             .range(above_snapshot)
+            .filter(|(_, entry)| entry.known_by_term < status.term)
             .find(|(index, entry)| term_at(**index) != Some(entry.term))
             .map(|(index, entry)| (*index, entry.term));
         if let Some((index, term)) = missing {
@@ -132,6 +139,9 @@ impl Checker {
     /// Checks entries a node is about to persist after `previous_term` (the durable term at
     /// `entries[0].index - 1`).
     pub(crate) fn persisting(&mut self, node: NodeId, previous_term: Term, entries: &[Entry]) {
+        for entry in entries {
+            self.term_max = self.term_max.max(entry.term);
+        }
         let mut previous = previous_term;
         for entry in entries {
             let record = Persisted {
@@ -156,14 +166,15 @@ impl Checker {
         }
     }
 
-    /// Checks an entry a node applies.
-    pub(crate) fn applying(&mut self, node: NodeId, entry: &Entry) {
+    /// Checks an entry a node applies. `term_now` is the highest term in the cluster.
+    pub(crate) fn applying(&mut self, node: NodeId, entry: &Entry, term_now: Term) {
         let command = match &entry.kind {
             EntryKind::Normal { command, .. } => Some(command.clone()),
             _ => None,
         };
         let applied = AppliedEntry {
             term: entry.term,
+            known_by_term: term_now,
             digest: digest(&entry.kind),
             command,
         };

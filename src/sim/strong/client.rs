@@ -283,7 +283,8 @@ impl Client {
                 self.leader_hint = hint;
                 active.target = hint.unwrap_or(*self.rng.pick(&self.nodes));
                 let backoff = if hint.is_some() {
-                    Duration::from_micros(100)
+                    self.rng
+                        .duration_between(Duration::from_micros(500), Duration::from_millis(2))
                 } else {
                     self.rng
                         .duration_between(Duration::from_millis(1), BACKOFF_MAX)

@@ -372,6 +372,7 @@ impl SimNode {
             self.durable.entries.extend(ready.entries.iter().cloned());
         }
         if let Some(hard_state) = ready.hard_state {
+            checker.term_max = checker.term_max.max(hard_state.term);
             let old = self.durable.hard_state;
             if hard_state.term < old.term
                 || (hard_state.term == old.term
@@ -554,7 +555,8 @@ impl Live {
             world.checker.violation(text);
             return false;
         }
-        world.checker.applying(id, entry);
+        let term_now = world.checker.term_max.max(self.core.status().term);
+        world.checker.applying(id, entry, term_now);
         match &entry.kind {
             EntryKind::Normal { proposal, command } => {
                 let response = self.machine.apply(entry.index, command);
