@@ -127,6 +127,14 @@ pub(crate) enum ReplyBody {
     },
 }
 
+/// Per-seed variations of the core's configuration.
+#[derive(Clone, Copy, Debug)]
+struct CoreShape {
+    /// Some seeds run without PreVote (elections then disrupt more, and split votes abound).
+    pre_vote: bool,
+    one_entry_appends: bool,
+}
+
 struct Bugs {
     core: Option<crate::raft::PlantedBug>,
     machine: MachineConfig,
@@ -242,8 +250,11 @@ impl Run {
     fn new(config: &SimConfig, bugs: Bugs) -> Run {
         let mut rng = SimRng::new(config.seed);
         let ids: Vec<NodeId> = (1..=config.nodes as u64).map(NodeId).collect();
-        let pre_vote = !rng.chance(0.3);
-        let nodes = Self::build_nodes(&mut rng, &ids, &bugs, pre_vote);
+        let shape = CoreShape {
+            pre_vote: !rng.chance(0.3),
+            one_entry_appends: rng.chance(0.3),
+        };
+        let nodes = Self::build_nodes(&mut rng, &ids, &bugs, shape);
         let net = SimNet::new(NetConfig::healthy(), rng.fork(1));
         let horizon = Instant::ZERO + TIME_PER_STEP * config.steps.max(1) as u32;
         let (faults, beyond) = Self::draw_faults(&mut rng.fork(2), &ids, horizon);
@@ -297,7 +308,12 @@ impl Run {
         }
     }
 
-    fn build_nodes(rng: &mut SimRng, ids: &[NodeId], bugs: &Bugs, pre_vote: bool) -> Vec<SimNode> {
+    fn build_nodes(
+        rng: &mut SimRng,
+        ids: &[NodeId],
+        bugs: &Bugs,
+        shape: CoreShape,
+    ) -> Vec<SimNode> {
         ids.iter()
             .map(|id| {
                 let mut config = Config::new(*id, ids.to_vec());
@@ -305,7 +321,13 @@ impl Run {
                 config.heartbeat_interval = HEARTBEAT_INTERVAL;
                 config.lease_drift_max = LEASE_DRIFT_MAX;
                 config.max_inflight_appends = 8;
-                config.pre_vote = pre_vote;
+                config.pre_vote = shape.pre_vote;
+                if shape.one_entry_appends {
+                    // One entry per append, one append in flight: replication creeps,
+                    // which widens the windows old-term commit mistakes need.
+                    config.max_entries_bytes_per_append = 1;
+                    config.max_inflight_appends = 1;
+                }
                 config.snapshot_chunk_bytes = 512;
                 #[cfg(feature = "sim-bugs")]
                 {
@@ -434,11 +456,27 @@ impl Run {
             .iter()
             .filter(|client| !client.finished)
             .count();
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.status())
+            .map(|s| {
+                format!(
+                    "{} {:?} t{} commit {} applied {} last {} voters {:?}",
+                    s.id,
+                    s.role,
+                    s.term.0,
+                    s.commit.0,
+                    s.applied.0,
+                    s.last_index.0,
+                    s.membership.voters
+                )
+            })
+            .collect();
         let text = format!(
             "liveness: {stuck} clients still have operations pending {:?} after the faults \
-             stopped (leader now: {:?}) {pending:?}",
-            LIVENESS_BOUND,
-            self.current_leader()
+             stopped; nodes: {nodes:?}; pending: {pending:?}",
+            LIVENESS_BOUND
         );
         self.liveness.push(text);
     }
