@@ -335,7 +335,6 @@ impl RaftNode {
             heartbeat_at: now + self.config.heartbeat_interval,
             check_quorum_at: now + self.config.election_timeout,
             reads: ReadTracker::new(),
-            commit_changed: false,
         });
         self.sync_progress();
         // The no-op lets the leader commit its term's first entry, and with it everything

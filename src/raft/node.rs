@@ -39,8 +39,6 @@ pub(crate) struct LeaderState {
     pub(crate) heartbeat_at: Instant,
     pub(crate) check_quorum_at: Instant,
     pub(crate) reads: ReadTracker,
-    /// The commit index moved: tell followers at the next flush.
-    pub(crate) commit_changed: bool,
 }
 
 /// A read a follower forwarded to its leader.

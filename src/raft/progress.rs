@@ -32,6 +32,8 @@ pub(crate) struct Progress {
     pub(crate) recent_active: bool,
     /// The highest heartbeat round this follower acknowledged in this leadership.
     pub(crate) acked_seq: u64,
+    /// The highest commit index this follower can have learned from what we sent.
+    pub(crate) commit_sent: LogIndex,
 }
 
 impl Progress {
@@ -42,6 +44,7 @@ impl Progress {
             state: ProgressState::Probe { paused: false },
             recent_active: true,
             acked_seq: 0,
+            commit_sent: LogIndex(0),
         }
     }
 
@@ -67,8 +70,9 @@ impl Progress {
             self.next_index = LogIndex(self.match_index.0 + 1);
         }
         match &mut self.state {
-            ProgressState::Probe { .. } if moved => self.become_replicate(),
-            ProgressState::Probe { paused } => *paused = false,
+            // A probe answered at (or beyond) the match point: the logs match, pipeline.
+            ProgressState::Probe { .. } if index >= self.match_index => self.become_replicate(),
+            ProgressState::Probe { .. } => {}
             ProgressState::Replicate { inflight } => {
                 while inflight.front().is_some_and(|last| *last <= index) {
                     inflight.pop_front();

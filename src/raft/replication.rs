@@ -5,7 +5,7 @@ use super::config::PlantedBug;
 use super::membership::quorum_index;
 use super::message::{AppendOutcome, Entry, RaftMessage};
 use super::node::RaftNode;
-use super::progress::ProgressState;
+use super::progress::{Progress, ProgressState};
 use super::ready::Role;
 use crate::types::{LogIndex, NodeId, Term};
 
@@ -25,11 +25,8 @@ impl RaftNode {
             .as_ref()
             .map(|l| l.progress.keys().copied().collect())
             .unwrap_or_default();
-        let commit_changed =
-            std::mem::take(&mut self.leader_state.as_mut().expect("leader").commit_changed);
         for peer in peers {
-            let sent = self.send_appends(peer);
-            if commit_changed && !sent {
+            if !self.send_appends(peer) {
                 self.send_commit(peer);
             }
         }
@@ -97,41 +94,45 @@ impl RaftNode {
             leader_commit: self.log.commit,
         };
         self.send(peer, msg);
-        let progress = self
-            .leader_state
-            .as_mut()
-            .and_then(|l| l.progress.get_mut(&peer))
-            .expect("peer has progress");
+        let commit = self.log.commit;
+        let progress = self.progress_mut(peer).expect("peer has progress");
         progress.sent(last);
+        progress.commit_sent = progress.commit_sent.max(commit.min(last));
         true
     }
 
-    /// An empty append at the follower's match index: carries the commit index without
-    /// using a window slot, and cannot be rejected (the follower holds that prefix).
+    /// An empty append at the follower's match index, when that would teach it a higher
+    /// commit index: uses no window slot and cannot be rejected (the follower holds that
+    /// prefix).
     fn send_commit(&mut self, peer: NodeId) {
-        let Some(progress) = self
-            .leader_state
-            .as_ref()
-            .and_then(|l| l.progress.get(&peer))
-        else {
+        let commit = self.log.commit;
+        let Some(progress) = self.progress_mut(peer) else {
             return;
         };
         let prev_index = progress.match_index;
+        let learns = commit.min(prev_index) > progress.commit_sent;
         let replicating = matches!(progress.state, ProgressState::Replicate { .. });
+        if !learns || !replicating {
+            return;
+        }
+        progress.commit_sent = commit.min(prev_index);
         let Some(prev_term) = self.log.term(prev_index) else {
             return;
         };
-        if !replicating {
-            return;
-        }
         let msg = RaftMessage::Append {
             term: self.term,
             prev_index,
             prev_term,
             entries: Vec::new(),
-            leader_commit: self.log.commit,
+            leader_commit: commit,
         };
         self.send(peer, msg);
+    }
+
+    pub(crate) fn progress_mut(&mut self, peer: NodeId) -> Option<&mut Progress> {
+        self.leader_state
+            .as_mut()
+            .and_then(|l| l.progress.get_mut(&peer))
     }
 
     /// Follower: the log-matching check, conflict truncation and commit (Raft Figure 2).
@@ -311,9 +312,6 @@ impl RaftNode {
     }
 
     fn on_leader_commit(&mut self) {
-        if let Some(leader) = self.leader_state.as_mut() {
-            leader.commit_changed = true;
-        }
         self.release_reads_waiting_for_commit();
         let removed = !self.members.current().is_voter(self.id);
         if removed && self.log.commit >= self.members.current_index() {
