@@ -115,11 +115,24 @@ mod planted {
     // index, without checking with a quorum.
     #[test]
     fn read_index_without_heartbeat_is_caught() {
-        first_catch("read-index-no-heartbeat", 20);
+        let (seed, violation) = first_catch("read-index-no-heartbeat", 20);
+        eprintln!("read-index-no-heartbeat: seed {seed}: {violation}");
+    }
+
+    // A node grants a vote, crashes (the nemesis) and restarts having forgotten it, then
+    // grants another candidate the same term: two leaders in one term.
+    #[test]
+    fn vote_without_persist_is_caught_by_election_safety() {
+        let (seed, violation) = first_catch("vote-without-persist", 300);
+        assert!(
+            violation.starts_with("election safety"),
+            "seed {seed}: {violation}"
+        );
     }
 
     #[test]
     fn commit_old_term_is_caught() {
-        first_catch("commit-old-term", 100);
+        let (seed, violation) = first_catch("commit-old-term", 100);
+        eprintln!("commit-old-term: seed {seed}: {violation}");
     }
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// An attempt with no answer after this long is retried.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(400);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(150);
 /// In the faulty phase an operation is abandoned after this long.
 const OPERATION_DEADLINE: Duration = Duration::from_secs(3);
 /// The pause after a refusal before trying again (a hint is followed sooner).
@@ -57,6 +57,8 @@ pub(crate) struct Client {
     next_at: Instant,
     /// Mean pause between two operations.
     think_mean: Duration,
+    /// Extra share of reads sent as lease reads (some seeds lean on leases).
+    lease_share: f64,
     /// The client runs one final linearizable read in the liveness phase, then stops.
     pub(crate) finished: bool,
     final_issued: bool,
@@ -70,6 +72,7 @@ impl Client {
         keys: Vec<Bytes>,
         nodes: Vec<NodeId>,
         think_mean: Duration,
+        lease_share: f64,
     ) -> Client {
         Client {
             index,
@@ -84,6 +87,7 @@ impl Client {
             active: None,
             next_at: Instant::ZERO,
             think_mean,
+            lease_share,
             finished: false,
             final_issued: false,
             stats: ClientStats::default(),
@@ -168,7 +172,11 @@ impl Client {
         let key = self.rng.pick(&self.keys).clone();
         let roll = self.rng.below(100);
         if roll < 45 {
-            let level = *self.rng.pick(&ReadLevel::ALL);
+            let level = if self.rng.chance(self.lease_share) {
+                ReadLevel::Lease
+            } else {
+                *self.rng.pick(&ReadLevel::ALL)
+            };
             self.stats.reads_by_level[level as usize] += 1;
             return RequestBody::Read { key, level };
         }

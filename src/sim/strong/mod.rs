@@ -202,6 +202,16 @@ struct FaultStats {
     jumps: u64,
     jumps_beyond: u64,
     membership_changes: u64,
+    vote_crashes: u64,
+    leader_mutes: u64,
+}
+
+/// Messages to `node` are delayed by `extra` until `until`.
+#[derive(Clone, Copy, Debug)]
+struct SlowInbound {
+    node: NodeId,
+    extra: Duration,
+    until: Instant,
 }
 
 /// Membership changes during faults: remove a voter, add it back as a learner, promote it.
@@ -244,6 +254,16 @@ struct Run {
     finished_at: Option<Instant>,
     /// The liveness checker's finding, kept apart: it is reported after the safety ones.
     liveness: Vec<String>,
+    /// This seed crashes some nodes right after they grant a vote, and restarts them soon:
+    /// the vote must have been durable before the grant left.
+    vote_nemesis: bool,
+    pre_vote: bool,
+    /// Times of the lease nemesis (see `mute_leader`), in order.
+    lease_nemesis: Vec<Instant>,
+    /// Messages to this node arrive `extra` late until `until`.
+    slow_inbound: Option<SlowInbound>,
+    /// Nodes whose next crash is the nemesis's quick restart.
+    quick_restarts: std::collections::BTreeSet<NodeId>,
 }
 
 impl Run {
@@ -251,7 +271,7 @@ impl Run {
         let mut rng = SimRng::new(config.seed);
         let ids: Vec<NodeId> = (1..=config.nodes as u64).map(NodeId).collect();
         let shape = CoreShape {
-            pre_vote: !rng.chance(0.3),
+            pre_vote: !rng.chance(0.5),
             one_entry_appends: rng.chance(0.3),
         };
         let nodes = Self::build_nodes(&mut rng, &ids, &bugs, shape);
@@ -264,12 +284,18 @@ impl Run {
             .collect();
         let client_count = rng.range_u64(3, 6) as usize;
         let think_mean = TIME_PER_STEP * client_count as u32 / 2;
+        let lease_share = if rng.chance(0.4) { 0.6 } else { 0.0 };
         let clients = (0..client_count)
             .map(|index| {
                 let fork = rng.fork(100 + index as u64);
-                Client::new(index, fork, keys.clone(), ids.clone(), think_mean)
+                Client::new(index, fork, keys.clone(), ids.clone(), think_mean, lease_share)
             })
             .collect();
+        let vote_nemesis = rng.chance(0.6);
+        let mut lease_nemesis: Vec<Instant> = (0..rng.below(4))
+            .map(|_| Instant::ZERO + rng.duration_between(ms(500), horizon - Instant::ZERO))
+            .collect();
+        lease_nemesis.sort();
         let membership = rng.chance(0.5).then(|| MembershipPlan {
             target: *rng.pick(&ids),
             stage: MembershipStage::Remove,
@@ -288,6 +314,7 @@ impl Run {
                 checker: Checker::default(),
                 replies: Vec::new(),
                 proposals: 0,
+                votes_granted: Vec::new(),
             },
             clients,
             history: History::new(),
@@ -305,6 +332,11 @@ impl Run {
             machine_config: bugs.machine,
             finished_at: None,
             liveness: Vec::new(),
+            vote_nemesis,
+            pre_vote: shape.pre_vote,
+            quick_restarts: std::collections::BTreeSet::new(),
+            lease_nemesis,
+            slow_inbound: None,
         }
     }
 
@@ -380,6 +412,17 @@ impl Run {
                 at += rng.duration_between(ms(10), ms(80));
             }
         }
+        if rng.chance(0.3) {
+            // A long bridge partition: two sides that each reach only the bridge node, so
+            // both sides keep electing through it.
+            let at = Instant::ZERO + rng.duration_between(ms(200), horizon - Instant::ZERO);
+            let bridge = *rng.pick(ids);
+            extra.push((at, FaultEvent::Partition(Shape::Bridge { bridge })));
+            extra.push((
+                at + rng.duration_between(ms(800), ms(3000)),
+                FaultEvent::Heal,
+            ));
+        }
         // Keep the finale (the generator's last events, at the horizon) last.
         events.extend(extra.into_iter().filter(|(at, _)| *at < horizon));
         let schedule = FaultSchedule::from_events(events);
@@ -420,6 +463,7 @@ impl Run {
             };
             self.now = self.now.max(next);
             self.step();
+            self.crash_after_votes();
             self.check_nodes();
         }
         if let Phase::Liveness { .. } = self.phase
@@ -462,13 +506,14 @@ impl Run {
             .filter_map(|node| node.status())
             .map(|s| {
                 format!(
-                    "{} {:?} t{} commit {} applied {} last {} voters {:?}",
+                    "{} {:?} t{} commit {} applied {} last {} (t{}) voters {:?}",
                     s.id,
                     s.role,
                     s.term.0,
                     s.commit.0,
                     s.applied.0,
                     s.last_index.0,
+                        s.last_term.0,
                     s.membership.voters
                 )
             })
@@ -492,7 +537,8 @@ impl Run {
             .min();
         let client = self.clients.iter().filter_map(Client::deadline).min();
         let membership = self.membership.as_ref().map(|plan| plan.next_at);
-        [fault, delivery, request, node, client, membership]
+        let lease_nemesis = self.lease_nemesis.first().copied();
+        [fault, delivery, request, node, client, membership, lease_nemesis]
             .into_iter()
             .flatten()
             .min()
@@ -536,8 +582,22 @@ impl Run {
                 self.world.net.requeue(delivery, until);
                 return;
             }
+            if let Some(slow) = &self.slow_inbound
+                && slow.node == delivery.to
+                && now < slow.until
+                && now < delivery.sent_at + slow.extra
+            {
+                let at = delivery.sent_at + slow.extra;
+                self.world.net.requeue(delivery, at);
+                return;
+            }
             self.nodes[index].on_message(now, delivery.message, &mut self.world);
             self.dispatch_replies();
+            return;
+        }
+        if self.lease_nemesis.first().is_some_and(|at| *at <= now) {
+            self.lease_nemesis.remove(0);
+            self.mute_leader();
             return;
         }
         if self
@@ -620,6 +680,75 @@ impl Run {
         }
     }
 
+    /// The crash-after-vote nemesis: a node that just granted a vote crashes a moment later
+    /// (after its fsync) and restarts soon after, while the election may still be running.
+    fn crash_after_votes(&mut self) {
+        let voters = std::mem::take(&mut self.world.votes_granted);
+        if !self.vote_nemesis || self.phase != Phase::Safety {
+            return;
+        }
+        for voter in voters {
+            let all_up = self.nodes.iter().all(SimNode::is_up);
+            if !all_up || !self.rng.chance(0.8) {
+                continue;
+            }
+            // After the vote's fsync (at most 0.8 ms), then back within a millisecond or so.
+            let crash_at = self.now + self.rng.duration_between(Duration::from_micros(900), ms(2));
+            let restart_at =
+                crash_at + self.rng.duration_between(Duration::from_micros(100), ms(2));
+            self.quick_restarts.insert(voter);
+            self.fault_stats.vote_crashes += 1;
+            self.schedule_fault(crash_at, FaultEvent::Crash(voter));
+            self.schedule_fault(restart_at, FaultEvent::Restart(voter));
+        }
+    }
+
+    /// The lease nemesis: the leader's outbound links are cut (its followers stop hearing it
+    /// and elect another leader) while everything sent *to* it arrives late (so the acks of
+    /// its last heartbeat rounds, and the new leader's messages, trickle in). A lease must
+    /// count from when its round was sent, less the drift bound; one counted from the acks'
+    /// arrival outlives the followers' promise.
+    fn mute_leader(&mut self) {
+        if self.phase != Phase::Safety {
+            return;
+        }
+        // Only on a whole, connected cluster, so the others can elect a new leader at once.
+        let whole = self.world.net.links().is_full()
+            && self
+                .nodes
+                .iter()
+                .all(|node| node.is_up() && !node.is_paused(self.now));
+        let leader = self.current_leader();
+        let Some(leader) = leader.filter(|_| whole) else {
+            let retry = self.now + ms(100);
+            let position = self.lease_nemesis.partition_point(|at| *at <= retry);
+            self.lease_nemesis.insert(position, retry);
+            return;
+        };
+        self.fault_stats.leader_mutes += 1;
+        let mut links = self.world.net.links().clone();
+        for other in &self.ids {
+            links = links.with_cut(leader, *other);
+        }
+        self.world.net.set_links(links);
+        let lasting = self.rng.duration_between(ms(500), ms(1500));
+        self.slow_inbound = Some(SlowInbound {
+            node: leader,
+            extra: self.rng.duration_between(ms(60), ms(400)),
+            until: self.now + lasting,
+        });
+        self.schedule_fault(self.now + lasting, FaultEvent::Heal);
+    }
+
+    /// Inserts a fault among those still to come, in time order (before the finale).
+    fn schedule_fault(&mut self, at: Instant, event: FaultEvent) {
+        let pending = &self.faults[self.next_fault..];
+        let Some(position) = pending.iter().position(|(when, _)| *when > at) else {
+            return;
+        };
+        self.faults.insert(self.next_fault + position, (at, event));
+    }
+
     fn apply_fault(&mut self, event: FaultEvent) {
         let now = self.now;
         match event {
@@ -633,7 +762,12 @@ impl Run {
                 self.fault_stats.crashes += 1;
                 let index = self.index(node);
                 self.nodes[index].crash();
-                self.world.net.drop_node(node);
+                // A quick process restart (the nemesis's) leaves the network alone: what was
+                // in flight to the node still arrives if it is back by then, as when the
+                // sender's transport resends on reconnect. Other crashes cut every socket.
+                if !self.quick_restarts.remove(&node) {
+                    self.world.net.drop_node(node);
+                }
             }
             FaultEvent::Restart(node) => {
                 let index = self.index(node);
@@ -849,14 +983,15 @@ impl Run {
             lin.inconclusive.len()
         );
         format!(
-            "seed {} n={} clients={}: ops ok={ok} indeterminate={indeterminate} \
+            "seed {} n={} clients={}{}: ops ok={ok} indeterminate={indeterminate} \
              failed={failed} retries={retries} reads(lin/lease/follower/stale)={}/{}/{}/{} | \
-             leaders={} | faults: partitions={} crashes={} pauses={} jumps={} (beyond={}) \
+             leaders={} | faults: partitions={} crashes={} (after votes={}) pauses={} mutes={} jumps={} (beyond={}) \
              membership={} | msgs sent={} delivered={} lost={} cut={} | applied={} | \
              sim {:.1}s | {lin}{}",
             self.config.seed,
             self.config.nodes,
             self.clients.len(),
+            if self.pre_vote { "" } else { " no-prevote" },
             reads[0],
             reads[1],
             reads[2],
@@ -864,7 +999,9 @@ impl Run {
             self.world.checker.leaders_elected(),
             faults.partitions,
             faults.crashes,
+            faults.vote_crashes,
             faults.pauses,
+            faults.leader_mutes,
             faults.jumps,
             faults.jumps_beyond,
             faults.membership_changes,

@@ -10,8 +10,8 @@
 use super::checks::Checker;
 use super::{Reply, ReplyBody, RequestBody};
 use crate::raft::{
-    Config, Entry, EntryKind, Envelope, HardState, ProposalId, ProposeError, RaftNode, ReadError,
-    ReadId, Ready, RestoredState, Role, Snapshot,
+    Config, Entry, EntryKind, Envelope, HardState, ProposalId, ProposeError, RaftMessage, RaftNode,
+    ReadError, ReadId, Ready, RestoredState, Role, Snapshot,
 };
 use crate::sim::clock::NodeClock;
 use crate::sim::history::ReadLevel;
@@ -33,6 +33,17 @@ pub(crate) struct World {
     pub(crate) checker: Checker,
     pub(crate) replies: Vec<Reply>,
     pub(crate) proposals: u64,
+    /// Nodes that just granted a vote (for the crash-after-vote nemesis).
+    pub(crate) votes_granted: Vec<NodeId>,
+}
+
+impl World {
+    fn send(&mut self, now: Instant, envelope: Envelope) {
+        if let RaftMessage::VoteResponse { granted: true, .. } = envelope.msg {
+            self.votes_granted.push(envelope.from);
+        }
+        self.net.send(now, envelope.from, envelope.to, envelope);
+    }
 }
 
 /// What survives a crash.
@@ -321,7 +332,7 @@ impl SimNode {
                 return;
             };
             for envelope in ready.messages.drain(..) {
-                world.net.send(now, envelope.from, envelope.to, envelope);
+                world.send(now, envelope);
             }
             if ready.has_persist_work() {
                 let low = FSYNC_MAX / 10;
@@ -340,7 +351,7 @@ impl SimNode {
         let (_, mut ready) = live.persisting.take().expect("a persist is in flight");
         self.persist(&ready, &mut world.checker);
         for envelope in ready.persisted_messages.drain(..) {
-            world.net.send(now, envelope.from, envelope.to, envelope);
+            world.send(now, envelope);
         }
         self.apply(&mut ready, world);
         let live = self.live.as_mut().expect("still live");
