@@ -28,7 +28,10 @@
 
 mod checks;
 mod client;
+mod faults;
+mod membership;
 mod node;
+mod report;
 
 use crate::raft::{Config, MembershipChange, Role};
 use crate::sim::clock::NodeClock;
@@ -42,6 +45,7 @@ use crate::types::{Instant, NodeId};
 use bytes::Bytes;
 use checks::Checker;
 use client::Client;
+use membership::{MembershipPlan, MembershipStage};
 use node::{SimNode, World};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -214,21 +218,6 @@ struct SlowInbound {
     until: Instant,
 }
 
-/// Membership changes during faults: remove a voter, add it back as a learner, promote it.
-#[derive(Clone, Copy, Debug)]
-enum MembershipStage {
-    Remove,
-    AddLearner,
-    Promote,
-}
-
-struct MembershipPlan {
-    target: NodeId,
-    stage: MembershipStage,
-    next_at: Instant,
-    cycles_left: u32,
-}
-
 struct Run {
     config: SimConfig,
     rng: SimRng,
@@ -288,7 +277,14 @@ impl Run {
         let clients = (0..client_count)
             .map(|index| {
                 let fork = rng.fork(100 + index as u64);
-                Client::new(index, fork, keys.clone(), ids.clone(), think_mean, lease_share)
+                Client::new(
+                    index,
+                    fork,
+                    keys.clone(),
+                    ids.clone(),
+                    think_mean,
+                    lease_share,
+                )
             })
             .collect();
         let vote_nemesis = rng.chance(0.6);
@@ -375,60 +371,6 @@ impl Run {
             .collect()
     }
 
-    /// The seed's fault timeline: the shared generator, plus quick restarts after some
-    /// crashes and bursts of flapping partitions. Returns whether jumps may exceed the bound.
-    fn draw_faults(
-        rng: &mut SimRng,
-        ids: &[NodeId],
-        horizon: Instant,
-    ) -> (Vec<(Instant, FaultEvent)>, bool) {
-        let beyond = rng.chance(0.15);
-        let jump_max = if beyond { ms(600) } else { JUMP_WITHIN_MAX };
-        let mut options = FaultOptions::all(jump_max);
-        options.mean_gap = rng.duration_between(ms(150), ms(500));
-        let start = Instant::ZERO + ms(200);
-        let schedule = FaultSchedule::generate(rng, ids, start, horizon, &options);
-        let mut events = schedule.events().to_vec();
-        let mut extra = Vec::new();
-        for (at, event) in &events {
-            if let FaultEvent::Crash(node) = event
-                && rng.chance(0.5)
-            {
-                extra.push((
-                    *at + rng.duration_between(ms(5), ms(200)),
-                    FaultEvent::Restart(*node),
-                ));
-            }
-        }
-        for _ in 0..rng.below(3) {
-            let mut at = Instant::ZERO + rng.duration_between(ms(200), horizon - Instant::ZERO);
-            for _ in 0..rng.range_u64(4, 12) {
-                let event = if rng.chance(0.5) {
-                    FaultEvent::Partition(Shape::random(rng, ids))
-                } else {
-                    FaultEvent::Heal
-                };
-                extra.push((at, event));
-                at += rng.duration_between(ms(10), ms(80));
-            }
-        }
-        if rng.chance(0.3) {
-            // A long bridge partition: two sides that each reach only the bridge node, so
-            // both sides keep electing through it.
-            let at = Instant::ZERO + rng.duration_between(ms(200), horizon - Instant::ZERO);
-            let bridge = *rng.pick(ids);
-            extra.push((at, FaultEvent::Partition(Shape::Bridge { bridge })));
-            extra.push((
-                at + rng.duration_between(ms(800), ms(3000)),
-                FaultEvent::Heal,
-            ));
-        }
-        // Keep the finale (the generator's last events, at the horizon) last.
-        events.extend(extra.into_iter().filter(|(at, _)| *at < horizon));
-        let schedule = FaultSchedule::from_events(events);
-        (schedule.events().to_vec(), beyond)
-    }
-
     fn index(&self, node: NodeId) -> usize {
         (node.0 - 1) as usize
     }
@@ -513,7 +455,7 @@ impl Run {
                     s.commit.0,
                     s.applied.0,
                     s.last_index.0,
-                        s.last_term.0,
+                    s.last_term.0,
                     s.membership.voters
                 )
             })
@@ -538,10 +480,18 @@ impl Run {
         let client = self.clients.iter().filter_map(Client::deadline).min();
         let membership = self.membership.as_ref().map(|plan| plan.next_at);
         let lease_nemesis = self.lease_nemesis.first().copied();
-        [fault, delivery, request, node, client, membership, lease_nemesis]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            fault,
+            delivery,
+            request,
+            node,
+            client,
+            membership,
+            lease_nemesis,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs one event due at `self.now`, in a fixed order of sources.
@@ -680,197 +630,6 @@ impl Run {
         }
     }
 
-    /// The crash-after-vote nemesis: a node that just granted a vote crashes a moment later
-    /// (after its fsync) and restarts soon after, while the election may still be running.
-    fn crash_after_votes(&mut self) {
-        let voters = std::mem::take(&mut self.world.votes_granted);
-        if !self.vote_nemesis || self.phase != Phase::Safety {
-            return;
-        }
-        for voter in voters {
-            let all_up = self.nodes.iter().all(SimNode::is_up);
-            if !all_up || !self.rng.chance(0.8) {
-                continue;
-            }
-            // After the vote's fsync (at most 0.8 ms), then back within a millisecond or so.
-            let crash_at = self.now + self.rng.duration_between(Duration::from_micros(900), ms(2));
-            let restart_at =
-                crash_at + self.rng.duration_between(Duration::from_micros(100), ms(2));
-            self.quick_restarts.insert(voter);
-            self.fault_stats.vote_crashes += 1;
-            self.schedule_fault(crash_at, FaultEvent::Crash(voter));
-            self.schedule_fault(restart_at, FaultEvent::Restart(voter));
-        }
-    }
-
-    /// The lease nemesis: the leader's outbound links are cut (its followers stop hearing it
-    /// and elect another leader) while everything sent *to* it arrives late (so the acks of
-    /// its last heartbeat rounds, and the new leader's messages, trickle in). A lease must
-    /// count from when its round was sent, less the drift bound; one counted from the acks'
-    /// arrival outlives the followers' promise.
-    fn mute_leader(&mut self) {
-        if self.phase != Phase::Safety {
-            return;
-        }
-        // Only on a whole, connected cluster, so the others can elect a new leader at once.
-        let whole = self.world.net.links().is_full()
-            && self
-                .nodes
-                .iter()
-                .all(|node| node.is_up() && !node.is_paused(self.now));
-        let leader = self.current_leader();
-        let Some(leader) = leader.filter(|_| whole) else {
-            let retry = self.now + ms(100);
-            let position = self.lease_nemesis.partition_point(|at| *at <= retry);
-            self.lease_nemesis.insert(position, retry);
-            return;
-        };
-        self.fault_stats.leader_mutes += 1;
-        let mut links = self.world.net.links().clone();
-        for other in &self.ids {
-            links = links.with_cut(leader, *other);
-        }
-        self.world.net.set_links(links);
-        let lasting = self.rng.duration_between(ms(500), ms(1500));
-        self.slow_inbound = Some(SlowInbound {
-            node: leader,
-            extra: self.rng.duration_between(ms(60), ms(400)),
-            until: self.now + lasting,
-        });
-        self.schedule_fault(self.now + lasting, FaultEvent::Heal);
-    }
-
-    /// Inserts a fault among those still to come, in time order (before the finale).
-    fn schedule_fault(&mut self, at: Instant, event: FaultEvent) {
-        let pending = &self.faults[self.next_fault..];
-        let Some(position) = pending.iter().position(|(when, _)| *when > at) else {
-            return;
-        };
-        self.faults.insert(self.next_fault + position, (at, event));
-    }
-
-    fn apply_fault(&mut self, event: FaultEvent) {
-        let now = self.now;
-        match event {
-            FaultEvent::Partition(shape) => {
-                self.fault_stats.partitions += 1;
-                let links = shape.links(&self.ids, self.current_leader());
-                self.world.net.set_links(links);
-            }
-            FaultEvent::Heal => self.world.net.heal(),
-            FaultEvent::Crash(node) => {
-                self.fault_stats.crashes += 1;
-                let index = self.index(node);
-                self.nodes[index].crash();
-                // A quick process restart (the nemesis's) leaves the network alone: what was
-                // in flight to the node still arrives if it is back by then, as when the
-                // sender's transport resends on reconnect. Other crashes cut every socket.
-                if !self.quick_restarts.remove(&node) {
-                    self.world.net.drop_node(node);
-                }
-            }
-            FaultEvent::Restart(node) => {
-                let index = self.index(node);
-                if !self.nodes[index].is_up() {
-                    self.nodes[index].restart(now, &mut self.world.checker);
-                }
-            }
-            FaultEvent::Pause { node, duration } => {
-                self.fault_stats.pauses += 1;
-                let index = self.index(node);
-                if self.nodes[index].is_up() {
-                    self.nodes[index].paused_until = Some(now + duration);
-                }
-            }
-            FaultEvent::MonotonicJump { node, forward } => self.jump(node, forward),
-            FaultEvent::WallStep { node, millis } => {
-                let index = self.index(node);
-                self.nodes[index].clock.step_wall(millis);
-            }
-            FaultEvent::NetQuality(config) => self.world.net.set_config(config),
-        }
-        if self.phase == Phase::Safety && self.next_fault >= self.faults.len() {
-            // The generator's finale ran: the safety phase ends here.
-            self.finale();
-        }
-    }
-
-    fn jump(&mut self, node: NodeId, forward: Duration) {
-        self.fault_stats.jumps += 1;
-        let index = self.index(node);
-        self.nodes[index].clock.jump_monotonic(forward);
-        let now = self.now;
-        let recent = self.jumps.entry(node).or_default();
-        recent.retain(|(at, _)| now.saturating_duration_since(*at) < JUMP_WINDOW);
-        recent.push((now, forward));
-        let total: Duration = recent.iter().map(|(_, jump)| *jump).sum();
-        if forward > JUMP_WITHIN_MAX || total > JUMP_BUDGET {
-            self.fault_stats.jumps_beyond += 1;
-        }
-    }
-
-    fn membership_step(&mut self) {
-        let Some(plan) = self.membership.as_mut() else {
-            return;
-        };
-        plan.next_at = self.now + self.rng.duration_between(ms(50), ms(400));
-        let Some(leader) = self.current_leader() else {
-            return;
-        };
-        let index = (leader.0 - 1) as usize;
-        if self.nodes[index].is_paused(self.now) {
-            return;
-        }
-        let Some(status) = self.nodes[index].status() else {
-            return;
-        };
-        let plan = self.membership.as_mut().expect("checked above");
-        let target = plan.target;
-        let members = &status.membership;
-        let change = match plan.stage {
-            MembershipStage::Remove if members.voters.contains(&target) => {
-                if members.voters.len() <= 2 {
-                    self.membership = None;
-                    return;
-                }
-                MembershipChange::RemoveVoter(target)
-            }
-            MembershipStage::Remove => {
-                plan.stage = MembershipStage::AddLearner;
-                return;
-            }
-            MembershipStage::AddLearner if !members.learners.contains(&target) => {
-                MembershipChange::AddLearner(target)
-            }
-            MembershipStage::AddLearner => {
-                plan.stage = MembershipStage::Promote;
-                return;
-            }
-            MembershipStage::Promote if !members.voters.contains(&target) => {
-                MembershipChange::PromoteLearner(target)
-            }
-            MembershipStage::Promote => {
-                plan.cycles_left -= 1;
-                if plan.cycles_left == 0 {
-                    self.membership = None;
-                } else {
-                    plan.stage = MembershipStage::Remove;
-                    plan.target = *self.rng.pick(&self.ids);
-                }
-                return;
-            }
-        };
-        let local = self.nodes[index].clock.local(self.now);
-        let Some(core) = self.nodes[index].core_mut() else {
-            return;
-        };
-        if core.propose_membership(local, change).is_ok() {
-            self.fault_stats.membership_changes += 1;
-        }
-        self.nodes[index].on_deadline(self.now, &mut self.world);
-        self.dispatch_replies();
-    }
-
     /// The per-step checks on every live node.
     fn check_nodes(&mut self) {
         for node in &self.nodes {
@@ -880,200 +639,6 @@ impl Run {
             let term_at = |index| node.term_at(index);
             self.world.checker.observe(&status, term_at);
         }
-    }
-
-    fn report(&mut self) -> SeedReport {
-        let excuse_lease = self.fault_stats.jumps_beyond > 0;
-        // The history is checked even when a step checker already fired (the run stopped
-        // there; what was in flight is indeterminate), so a report names every symptom.
-        let include = |op: &crate::sim::history::Operation| match op.call {
-            Call::Get {
-                level: ReadLevel::Stale,
-            } => false,
-            Call::Get {
-                level: ReadLevel::Lease,
-            } => !excuse_lease,
-            _ => true,
-        };
-        let lin = check_history(&self.history, include, STEPS_PER_KEY_DEFAULT);
-        let mut violations = std::mem::take(&mut self.world.checker.violations);
-        violations.extend(lin.violations.iter().cloned());
-        violations.extend(self.check_reads());
-        violations.append(&mut self.liveness);
-        let summary = self.summary(&lin, excuse_lease);
-        SeedReport {
-            seed: self.config.seed,
-            violations,
-            summary,
-        }
-    }
-
-    /// Every read against the reference log, and applied indexes per node incarnation.
-    fn check_reads(&self) -> Vec<String> {
-        let reference = Reference::replay(&self.world.checker, &self.machine_config, &self.keys);
-        let mut violations = Vec::new();
-        let mut last_applied: BTreeMap<(NodeId, u64), u64> = BTreeMap::new();
-        let mut reads: Vec<_> = self
-            .history
-            .operations()
-            .iter()
-            .filter_map(|op| match &op.completion {
-                Completion::Ok {
-                    event,
-                    returned: returned @ Return::Get { .. },
-                    ..
-                } => Some((*event, op, returned)),
-                _ => None,
-            })
-            .collect();
-        reads.sort_by_key(|(event, _, _)| *event);
-        for (_, op, returned) in reads {
-            let Return::Get {
-                current,
-                node,
-                applied,
-                incarnation,
-            } = returned
-            else {
-                continue;
-            };
-            let last = last_applied.entry((*node, *incarnation)).or_default();
-            if *applied < *last {
-                violations.push(format!(
-                    "read went back in time on {node}: applied {applied} after {last}: {op}"
-                ));
-            }
-            *last = (*last).max(*applied);
-            if let Some(expected) = reference.at(&op.key, *applied) {
-                let got = current
-                    .as_ref()
-                    .map(|seen| (&seen.value, seen.mod_revision));
-                let want = expected.as_ref().map(|v| (&v.value, v.mod_revision.0));
-                if got != want {
-                    violations.push(format!(
-                        "read does not match the reference log at applied {applied} \
-                         (expected {want:?}): {op}"
-                    ));
-                }
-            }
-        }
-        violations.truncate(5);
-        violations
-    }
-
-    fn summary(
-        &self,
-        lin: &crate::sim::linearizability::LinearizabilityReport,
-        excuse_lease: bool,
-    ) -> String {
-        let (ok, indeterminate, failed) = self.history.counts();
-        let stats = self.world.net.stats();
-        let faults = &self.fault_stats;
-        let retries: u64 = self.clients.iter().map(|c| c.stats.retries).sum();
-        let mut reads = [0u64; 4];
-        for client in &self.clients {
-            for (total, count) in reads.iter_mut().zip(client.stats.reads_by_level) {
-                *total += count;
-            }
-        }
-        let lin = format!(
-            "lin: {} keys {} ops {} inconclusive",
-            lin.keys,
-            lin.operations,
-            lin.inconclusive.len()
-        );
-        format!(
-            "seed {} n={} clients={}{}: ops ok={ok} indeterminate={indeterminate} \
-             failed={failed} retries={retries} reads(lin/lease/follower/stale)={}/{}/{}/{} | \
-             leaders={} | faults: partitions={} crashes={} (after votes={}) pauses={} mutes={} jumps={} (beyond={}) \
-             membership={} | msgs sent={} delivered={} lost={} cut={} | applied={} | \
-             sim {:.1}s | {lin}{}",
-            self.config.seed,
-            self.config.nodes,
-            self.clients.len(),
-            if self.pre_vote { "" } else { " no-prevote" },
-            reads[0],
-            reads[1],
-            reads[2],
-            reads[3],
-            self.world.checker.leaders_elected(),
-            faults.partitions,
-            faults.crashes,
-            faults.vote_crashes,
-            faults.pauses,
-            faults.leader_mutes,
-            faults.jumps,
-            faults.jumps_beyond,
-            faults.membership_changes,
-            stats.sent,
-            stats.delivered,
-            stats.lost,
-            stats.cut_by_partition,
-            self.world.checker.applied.len(),
-            self.now.as_nanos() as f64 / 1e9,
-            if excuse_lease {
-                " (lease reads excused: clock jumped beyond the bound)"
-            } else {
-                ""
-            }
-        )
-    }
-}
-
-/// The keys' states along the committed log, replayed from what the cluster applied.
-struct Reference {
-    /// Per key: (index, state after it) for every index that changed it, and the last index
-    /// replayed (reads beyond it are not checked).
-    timelines: BTreeMap<Bytes, BTreeMap<u64, Option<Versioned>>>,
-    replayed: u64,
-}
-
-impl Reference {
-    fn replay(checker: &Checker, config: &MachineConfig, keys: &[Bytes]) -> Reference {
-        let mut machine = StrongMachine::new(config.clone());
-        let mut timelines: BTreeMap<Bytes, BTreeMap<u64, Option<Versioned>>> = keys
-            .iter()
-            .map(|key| (key.clone(), BTreeMap::from([(0, None)])))
-            .collect();
-        for (index, entry) in &checker.applied {
-            if index.0 != machine.applied().0 + 1 {
-                break;
-            }
-            match &entry.command {
-                Some(command) => {
-                    let Ok(response) = machine.apply(*index, command) else {
-                        continue;
-                    };
-                    let _ = response;
-                    let touched = StrongRequest::decode(command)
-                        .map(|request| request.command.key().clone())
-                        .ok();
-                    if let Some(timeline) =
-                        touched.and_then(|key| timelines.get_mut(&key).map(|t| (t, key)))
-                    {
-                        let (timeline, key) = timeline;
-                        timeline.insert(index.0, machine.get(&key).cloned());
-                    }
-                }
-                None => machine.skip(*index),
-            }
-        }
-        Reference {
-            timelines,
-            replayed: machine.applied().0,
-        }
-    }
-
-    /// The key's state at `applied`, if the reference reaches that far.
-    fn at(&self, key: &Bytes, applied: u64) -> Option<Option<Versioned>> {
-        if applied > self.replayed {
-            return None;
-        }
-        let timeline = self.timelines.get(key)?;
-        timeline
-            .range(..=applied)
-            .next_back()
-            .map(|(_, state)| state.clone())
     }
 }
 
