@@ -35,12 +35,12 @@ fn assert_seeds_pass(nodes: usize, seeds: std::ops::Range<u64>) {
 
 #[test]
 fn three_node_seeds_pass_every_checker() {
-    assert_seeds_pass(3, 0..150);
+    assert_seeds_pass(3, 0..200);
 }
 
 #[test]
 fn five_node_seeds_pass_every_checker() {
-    assert_seeds_pass(5, 1_000..1_100);
+    assert_seeds_pass(5, 1_000..1_150);
 }
 
 #[test]
@@ -115,24 +115,42 @@ mod planted {
     // index, without checking with a quorum.
     #[test]
     fn read_index_without_heartbeat_is_caught() {
-        let (seed, violation) = first_catch("read-index-no-heartbeat", 20);
-        eprintln!("read-index-no-heartbeat: seed {seed}: {violation}");
+        let (seed, violation) = first_catch("read-index-no-heartbeat", 60);
+        assert!(
+            violation.starts_with("linearizability"),
+            "seed {seed}: {violation}"
+        );
     }
 
     // A node grants a vote, crashes (the nemesis) and restarts having forgotten it, then
     // grants another candidate the same term: two leaders in one term.
     #[test]
     fn vote_without_persist_is_caught_by_election_safety() {
-        let (seed, violation) = first_catch("vote-without-persist", 300);
+        let (seed, violation) = first_catch("vote-without-persist", 200);
         assert!(
             violation.starts_with("election safety"),
             "seed {seed}: {violation}"
         );
     }
 
+    // Without the no-op (the planted bug skips it) a new leader commits old-term entries by
+    // counting. Caught by leader completeness (a later leader lacks an entry applied
+    // earlier) or, first here, by liveness: ReadIndex waits forever for an entry of the
+    // leader's own term when no client writes.
     #[test]
     fn commit_old_term_is_caught() {
-        let (seed, violation) = first_catch("commit-old-term", 100);
-        eprintln!("commit-old-term: seed {seed}: {violation}");
+        first_catch("commit-old-term", 100);
+    }
+
+    // A lease counted from the acks' arrival, a full election timeout long: the muted-leader
+    // nemesis (outbound cut, inbound slow) lets it outlive the followers' promise while a
+    // new leader commits. The weakest catch: about 1 seed in 400.
+    #[test]
+    fn lease_ignoring_drift_is_caught_by_linearizability() {
+        let (seed, violation) = first_catch("lease-ignores-drift", 400);
+        assert!(
+            violation.starts_with("linearizability"),
+            "seed {seed}: {violation}"
+        );
     }
 }

@@ -288,6 +288,14 @@ impl Client {
         active.waiting = None;
         match reply.body {
             ReplyBody::Refused { hint } => {
+                // A lease the leader cannot vouch for: fall back to ReadIndex, as a real
+                // client would, rather than spin on leases.
+                if let RequestBody::Read { level, .. } = &mut active.body
+                    && *level == ReadLevel::Lease
+                    && hint.is_none()
+                {
+                    *level = ReadLevel::Linearizable;
+                }
                 self.leader_hint = hint;
                 active.target = hint.unwrap_or(*self.rng.pick(&self.nodes));
                 let backoff = if hint.is_some() {

@@ -91,12 +91,12 @@ impl Run {
         if self.phase != Phase::Safety {
             return;
         }
-        // Only on a whole, connected cluster, so the others can elect a new leader at once.
-        let whole = self.world.net.links().is_full()
-            && self
-                .nodes
-                .iter()
-                .all(|node| node.is_up() && !node.is_paused(self.now));
+        // Only when every node is up and awake, so the others can elect a new leader at
+        // once; the mute replaces whatever partition was in force.
+        let whole = self
+            .nodes
+            .iter()
+            .all(|node| node.is_up() && !node.is_paused(self.now));
         let leader = self.current_leader();
         let Some(leader) = leader.filter(|_| whole) else {
             let retry = self.now + ms(100);
@@ -105,7 +105,7 @@ impl Run {
             return;
         };
         self.fault_stats.leader_mutes += 1;
-        let mut links = self.world.net.links().clone();
+        let mut links = crate::sim::faults::Links::full();
         for other in &self.ids {
             links = links.with_cut(leader, *other);
         }

@@ -288,7 +288,7 @@ impl Run {
             })
             .collect();
         let vote_nemesis = rng.chance(0.6);
-        let mut lease_nemesis: Vec<Instant> = (0..rng.below(4))
+        let mut lease_nemesis: Vec<Instant> = (0..rng.range_u64(2, 6))
             .map(|_| Instant::ZERO + rng.duration_between(ms(500), horizon - Instant::ZERO))
             .collect();
         lease_nemesis.sort();
