@@ -1,4 +1,4 @@
-//! The Raft core alone: propose → committed → applied on a 3-node in-memory loop, batching
+//! The Raft core alone: propose → committed → applied on a 3- and a 5-node in-memory loop, batching
 //! on. Messages are passed by value (no codec), persistence is a no-op: this measures the
 //! core's CPU cost per proposal. Target (issue 2): >= 500,000 small proposals per second.
 
@@ -21,8 +21,8 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new() -> Cluster {
-        let voters: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    fn new(size: u64) -> Cluster {
+        let voters: Vec<NodeId> = (1..=size).map(NodeId).collect();
         let now = Instant::from_nanos(1_000_000_000);
         let nodes = voters
             .iter()
@@ -33,7 +33,7 @@ impl Cluster {
             .collect();
         let mut cluster = Cluster {
             nodes,
-            applied: vec![LogIndex(0); 3],
+            applied: vec![LogIndex(0); voters.len()],
             queue: VecDeque::new(),
             now,
             next_proposal: 0,
@@ -96,10 +96,11 @@ fn propose_commit_apply(c: &mut Criterion) {
     let mut group = c.benchmark_group("raft_core");
     group.throughput(Throughput::Elements(PROPOSALS_PER_BATCH));
     let command = Bytes::from(vec![7u8; COMMAND_BYTES]);
-    let mut cluster = Cluster::new();
-    group.bench_function("3_nodes_1000x16B_proposals_to_applied", |b| {
-        b.iter(|| cluster.batch(&command))
-    });
+    for size in [3, 5] {
+        let mut cluster = Cluster::new(size);
+        let name = format!("{size}_nodes_1000x16B_proposals_to_applied");
+        group.bench_function(name, |b| b.iter(|| cluster.batch(&command)));
+    }
     group.finish();
 }
 

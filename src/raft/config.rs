@@ -145,12 +145,16 @@ pub enum PlantedBug {
     /// Commit an entry of an earlier term by counting replicas (the Figure 8 mistake).
     CommitOldTermByCounting,
     /// Grant a vote without persisting it: the response goes out at once and the vote is
-    /// missing from `hard_state`, so a crash forgets it.
+    /// missing from `hard_state`, so a crash forgets it. The restart blackout (a restarted
+    /// node refuses votes for one election timeout) is volatile too, as a node that forgets
+    /// its promises would have it: otherwise the blackout hides most re-votes after a crash.
     VoteWithoutPersist,
     /// Answer ReadIndex at once with the commit index, without a heartbeat round.
     ReadIndexWithoutHeartbeat,
-    /// Lease measured from when the quorum ack arrived, lasting a full election timeout: no
-    /// drift margin and no allowance for the round's delay.
+    /// A lease that trusts the clocks and the timeouts too much: measured from when the
+    /// quorum ack *arrived* (not when the round was sent), lasting the top of the randomized
+    /// election timeout (`2t`) with no drift margin. Followers may elect a new leader `t`
+    /// after they last heard from this one, so the old leader serves stale lease reads.
     LeaseIgnoresDrift,
 }
 

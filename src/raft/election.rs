@@ -251,13 +251,23 @@ impl RaftNode {
         if self.tally() == Some(true) {
             return self.become_leader();
         }
+        self.request_votes();
+    }
+
+    /// Asks every voter that has not answered yet. A candidate repeats this each heartbeat
+    /// interval, so one lost request does not cost a whole election timeout. Requests are
+    /// idempotent: a voter that already voted in this term answers the same way again.
+    pub(crate) fn request_votes(&mut self) {
+        self.vote_retry_at = self.now + self.config.heartbeat_interval;
         let msg = RaftMessage::Vote {
             term: self.term,
             last_index: self.log.last_index(),
             last_term: self.log.last_term(),
         };
         for voter in self.other_voters() {
-            self.send_after_persist(voter, msg.clone());
+            if !self.votes.contains_key(&voter) {
+                self.send_after_persist(voter, msg.clone());
+            }
         }
     }
 

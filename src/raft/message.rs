@@ -246,7 +246,83 @@ pub enum RaftMessage {
     },
 }
 
+/// Terms and indexes at or beyond this are refused as malformed: no real cluster gets near
+/// it (one term per election timeout, one index per entry), and refusing them keeps every
+/// `+ 1` in the core free of overflow.
+pub const TERM_OR_INDEX_MAX: u64 = u64::MAX / 4;
+
 impl RaftMessage {
+    /// Whether every term and index in the message is below [`TERM_OR_INDEX_MAX`], and a
+    /// snapshot chunk's offset and size are consistent.
+    pub fn is_sane(&self) -> bool {
+        let ok = |value: u64| value < TERM_OR_INDEX_MAX;
+        let entries_ok = |entries: &[Entry]| entries.iter().all(|e| ok(e.term.0) && ok(e.index.0));
+        ok(self.term().0)
+            && match self {
+                RaftMessage::PreVote {
+                    last_index,
+                    last_term,
+                    ..
+                }
+                | RaftMessage::Vote {
+                    last_index,
+                    last_term,
+                    ..
+                } => ok(last_index.0) && ok(last_term.0),
+                RaftMessage::Append {
+                    prev_index,
+                    prev_term,
+                    entries,
+                    leader_commit,
+                    ..
+                } => {
+                    ok(prev_index.0)
+                        && ok(prev_term.0)
+                        && ok(leader_commit.0)
+                        && entries_ok(entries)
+                }
+                RaftMessage::AppendResponse {
+                    outcome: AppendOutcome::Success { match_index },
+                    ..
+                } => ok(match_index.0),
+                RaftMessage::AppendResponse {
+                    outcome:
+                        AppendOutcome::Reject {
+                            rejected_prev,
+                            conflict_term,
+                            hint_index,
+                        },
+                    ..
+                } => {
+                    ok(rejected_prev.0) && ok(hint_index.0) && conflict_term.is_none_or(|t| ok(t.0))
+                }
+                RaftMessage::Heartbeat { commit, .. } => ok(commit.0),
+                RaftMessage::InstallSnapshot {
+                    meta,
+                    offset,
+                    data,
+                    total_bytes,
+                    ..
+                } => {
+                    ok(meta.index.0)
+                        && ok(meta.term.0)
+                        && ok(*offset)
+                        && ok(*total_bytes)
+                        && ok(data.len() as u64)
+                }
+                RaftMessage::SnapshotResponse {
+                    snapshot_index,
+                    next_offset,
+                    ..
+                } => ok(snapshot_index.0) && ok(*next_offset),
+                RaftMessage::ReadIndexResponse { index, .. } => index.is_none_or(|i| ok(i.0)),
+                RaftMessage::PreVoteResponse { .. }
+                | RaftMessage::VoteResponse { .. }
+                | RaftMessage::HeartbeatResponse { .. }
+                | RaftMessage::ReadIndex { .. } => true,
+            }
+    }
+
     /// The term the message carries.
     pub fn term(&self) -> Term {
         match self {

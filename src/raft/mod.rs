@@ -48,9 +48,12 @@
 //! [`RestoredState`] from exactly what was durable (hard state, last snapshot, entries after
 //! it, and how far its state machine is applied) and calls [`RaftNode::new`]. Whatever a
 //! crash lost was never promised to anyone, because promises travel in
-//! `persisted_messages`. Compaction is the shell's call: after snapshotting applied state up
-//! to `index`, call `compact(index, data)`; persist the returned snapshot, then drop durable
-//! entries up to `index` (a restored log may still hold them: they are skipped).
+//! `persisted_messages`. (The one promise that is not persisted, a follower's heartbeat ack
+//! that backs its leader's lease, is covered by the restart blackout described below.)
+//! Compaction is the shell's call: after snapshotting applied state up to `index`, call
+//! `compact(index, data)`; persist the returned snapshot, then drop durable entries up to
+//! `index` (a restored log may still hold them: they are skipped). The in-memory log only
+//! shrinks through compaction, so the shell bounds the core's memory by compacting.
 //!
 //! # Elections
 //!
@@ -60,7 +63,9 @@
 //! believes a leader is alive: it leads, it heard from its leader less than `t` ago, or it
 //! restarted less than `t` ago (it may have promised a lease before crashing). With
 //! `check_quorum` a leader that has not heard from a majority within `t` steps down, so a
-//! leader cut off in a minority stops serving writes and reads.
+//! leader cut off in a minority stops serving writes and reads. A candidate re-sends its vote
+//! requests to voters that have not answered every `heartbeat_interval` (they are
+//! idempotent), so a lost request does not cost a whole election timeout.
 //!
 //! # Replication and commit
 //!
@@ -98,6 +103,14 @@
 //! consecutive configurations have overlapping majorities. A leader that removes itself keeps
 //! leading (not counting itself) until the removal commits, then steps down. Learners receive
 //! the log but never vote or campaign.
+//!
+//! # Planted bugs (feature `sim-bugs`)
+//!
+//! [`PlantedBug`] switches on one known mistake through `Config::planted_bug`, so the
+//! simulator can prove it catches it: committing an old-term entry by counting (and no
+//! start-of-term no-op, as in Figure 8), granting a vote without persisting it, answering
+//! ReadIndex without the heartbeat round, and a lease that ignores drift and delay. Each
+//! variant's doc says exactly how it misbehaves.
 
 mod config;
 mod election;
@@ -123,7 +136,7 @@ pub use config::{
 pub use error::{CompactError, ConfigError, ProposeError, ReadError};
 pub use message::{
     AppendOutcome, Entry, EntryKind, Envelope, HardState, Membership, MembershipChange, ProposalId,
-    RaftMessage, ReadId, Snapshot, SnapshotMeta,
+    RaftMessage, ReadId, Snapshot, SnapshotMeta, TERM_OR_INDEX_MAX,
 };
 pub use node::RaftNode;
 pub use ready::{ReadState, Ready, ReadyId, RestoredState, Role, StaleStatus, Status};

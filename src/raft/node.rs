@@ -52,7 +52,6 @@ pub(crate) struct RemoteRead {
 #[derive(Debug)]
 pub(crate) struct InflightReady {
     id: ReadyId,
-    hard_state: HardState,
     snapshot_index: Option<LogIndex>,
 }
 
@@ -75,6 +74,8 @@ pub struct RaftNode {
     /// The last committed index handed out in `Ready::committed` (or covered by a snapshot).
     pub(crate) handed_commit: LogIndex,
     pub(crate) election_deadline: Instant,
+    /// A candidate re-sends unanswered vote requests at this time.
+    pub(crate) vote_retry_at: Instant,
     /// When a follower last heard from its leader in the current term.
     pub(crate) leader_contact: Option<Instant>,
     /// After a restart the node refuses votes until here: it may have promised a leader a
@@ -119,8 +120,13 @@ impl RaftNode {
             applied,
             handed_commit: applied,
             election_deadline: now,
+            vote_retry_at: now,
             leader_contact: None,
-            vote_blackout_until: now + config.election_timeout,
+            vote_blackout_until: if config.has_bug(PlantedBug::VoteWithoutPersist) {
+                now
+            } else {
+                now + config.election_timeout
+            },
             votes: BTreeMap::new(),
             leader_state: None,
             remote_reads: VecDeque::new(),
@@ -140,7 +146,7 @@ impl RaftNode {
     /// Feeds one message from a peer. Malformed or stale messages are ignored.
     pub fn handle_message(&mut self, now: Instant, envelope: Envelope) {
         self.observe(now);
-        if envelope.to != self.id || envelope.from == self.id {
+        if envelope.to != self.id || envelope.from == self.id || !envelope.msg.is_sane() {
             return;
         }
         self.step(envelope.from, envelope.msg);
@@ -156,6 +162,8 @@ impl RaftNode {
             self.leader_tick();
         } else if self.now >= self.election_deadline {
             self.election_timeout_fired();
+        } else if self.role == Role::Candidate && self.now >= self.vote_retry_at {
+            self.request_votes();
         }
         self.check_invariants();
     }
@@ -170,6 +178,7 @@ impl RaftNode {
                 }
                 at
             }
+            None if self.role == Role::Candidate => self.election_deadline.min(self.vote_retry_at),
             None => self.election_deadline,
         };
         let read = self.remote_reads.iter().map(|r| r.deadline).min();
@@ -298,7 +307,6 @@ impl RaftNode {
         if let Some(index) = inflight.snapshot_index {
             self.applied = self.applied.max(index.min(self.handed_commit));
         }
-        let _ = inflight.hard_state;
         if self.role == Role::Leader {
             self.maybe_commit();
         }
@@ -413,9 +421,6 @@ impl RaftNode {
             index,
             kind,
         });
-        if self.members.current().voters.len() == 1 {
-            // A sole voter's commit waits only for its own persist, checked on advance.
-        }
         index
     }
 
@@ -445,11 +450,7 @@ impl RaftNode {
         self.ready_seq += 1;
         let id = ReadyId(self.ready_seq);
         let snapshot_index = snapshot.as_ref().map(|s| s.meta.index);
-        self.inflight_ready = Some(InflightReady {
-            id,
-            hard_state,
-            snapshot_index,
-        });
+        self.inflight_ready = Some(InflightReady { id, snapshot_index });
         self.handed_hard_state = hard_state;
         Some(Ready {
             id,
@@ -553,11 +554,11 @@ fn restore_log(
         }
     };
     let mut members = MembershipLog::new(base_index, base_members);
-    let mut entries = Vec::new();
-    let mut expected = base_index.0 + 1;
-    for entry in restored.entries.iter().filter(|e| e.index > base_index) {
-        if entry.index.0 != expected || entries.last().is_some_and(|p: &Entry| p.term > entry.term)
-        {
+    let mut entries: Vec<Entry> = Vec::new();
+    let after_base = restored.entries.iter().filter(|e| e.index > base_index);
+    for (expected, entry) in (base_index.0 + 1..).zip(after_base) {
+        let previous_term = entries.last().map_or(base_term, |p| p.term);
+        if entry.index.0 != expected || entry.term < previous_term {
             return Err(ConfigError::RestoredLogGap { index: entry.index });
         }
         if let EntryKind::Membership(change) = &entry.kind {
@@ -568,7 +569,6 @@ fn restore_log(
             members.push(entry.index, next);
         }
         entries.push(entry.clone());
-        expected += 1;
     }
     let mut log = RaftLog::restored(base_index, base_term, entries);
     let last = log.last_index();

@@ -153,7 +153,7 @@ impl RaftNode {
             if self.config.has_bug(PlantedBug::LeaseIgnoresDrift) && newly_acked {
                 leader
                     .reads
-                    .extend_lease(now + self.config.election_timeout);
+                    .extend_lease(now + 2 * self.config.election_timeout);
             }
             leader.reads.quorum_seq_seen = leader.reads.quorum_seq_seen.max(quorum_seq);
             leader.reads.confirm(quorum_seq, lease)

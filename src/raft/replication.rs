@@ -166,7 +166,7 @@ impl RaftNode {
                 },
             );
         }
-        if !entries_are_consecutive(prev_index, &entries) {
+        if !entries_are_well_formed(prev_index, prev_term, self.term, &entries) {
             return;
         }
         let last_new = LogIndex(prev_index.0 + entries.len() as u64);
@@ -259,6 +259,8 @@ impl RaftNode {
             AppendOutcome::Reject { hint_index, .. } => hint_index,
             AppendOutcome::Success { .. } => LogIndex(0),
         };
+        let last = self.log.last_index();
+        let next_guess = next_guess.min(LogIndex(last.0 + 1));
         let Some(progress) = self
             .leader_state
             .as_mut()
@@ -269,7 +271,8 @@ impl RaftNode {
         progress.recent_active = true;
         match outcome {
             AppendOutcome::Success { match_index } => {
-                if progress.update_match(match_index) {
+                // A follower cannot match beyond our log; a claim that it does is malformed.
+                if progress.update_match(match_index.min(last)) {
                     self.maybe_commit();
                 }
             }
@@ -383,14 +386,20 @@ impl RaftNode {
     }
 }
 
-fn entries_are_consecutive(prev_index: LogIndex, entries: &[Entry]) -> bool {
-    let mut expected = prev_index.0 + 1;
-    let mut term = Term(0);
-    for entry in entries {
-        if entry.index.0 != expected || entry.term < term {
+/// What a correct leader sends: consecutive indexes after `prev_index`, terms from
+/// `prev_term` up to the leader's own term, never decreasing. Anything else is dropped rather
+/// than allowed to break the log's invariants.
+fn entries_are_well_formed(
+    prev_index: LogIndex,
+    prev_term: Term,
+    leader_term: Term,
+    entries: &[Entry],
+) -> bool {
+    let mut term = prev_term;
+    for (expected, entry) in (prev_index.0 + 1..).zip(entries) {
+        if entry.index.0 != expected || entry.term < term || entry.term > leader_term {
             return false;
         }
-        expected += 1;
         term = entry.term;
     }
     true

@@ -113,6 +113,7 @@ impl RaftNode {
         if self.role != Role::Leader {
             return;
         }
+        let last = self.log.last_index();
         let Some(progress) = self
             .leader_state
             .as_mut()
@@ -122,7 +123,7 @@ impl RaftNode {
         };
         progress.recent_active = true;
         if done {
-            if progress.update_match(snapshot_index)
+            if progress.update_match(snapshot_index.min(last))
                 || matches!(progress.state, ProgressState::Snapshot { .. })
             {
                 progress.become_probe();

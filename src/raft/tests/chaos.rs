@@ -393,3 +393,15 @@ fn chaos_catches_read_index_without_heartbeat() {
     });
     assert!(caught.is_some(), "no seed caught the planted bug");
 }
+
+/// Leases that outlive the followers' promise are caught too: a partitioned or paused
+/// leader serves a lease read after a newer leader committed more.
+#[cfg(feature = "sim-bugs")]
+#[test]
+fn chaos_catches_lease_ignoring_drift() {
+    let caught = (0..40).find(|seed| {
+        let run = || run_seed(*seed, 3 + 2 * (seed % 2), 3000, Some("lease-ignores-drift"));
+        std::panic::catch_unwind(run).is_err()
+    });
+    assert!(caught.is_some(), "no seed caught the planted bug");
+}

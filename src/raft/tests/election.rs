@@ -238,3 +238,29 @@ fn planted_vote_without_persist_sends_early_and_omits_the_vote() {
         RaftMessage::VoteResponse { granted: true, .. }
     ));
 }
+
+#[test]
+fn a_candidate_resends_lost_vote_requests_within_its_term() {
+    let mut cluster = Cluster::new(3, |c| c.pre_vote = false);
+    cluster.mangle = Some(Box::new(|e: Envelope| {
+        (!matches!(e.msg, RaftMessage::Vote { .. })).then_some(e)
+    }));
+    cluster.now += 2 * T;
+    let deadline = cluster.raft(n(1)).poll_timeout().unwrap();
+    cluster.now = cluster.now.max(deadline);
+    let now = cluster.now;
+    cluster.raft(n(1)).handle_timeout(now);
+    cluster.stabilize();
+    assert_eq!(cluster.status(n(1)).role, Role::Candidate);
+    cluster.mangle = None;
+    let retry = cluster.raft(n(1)).poll_timeout().unwrap();
+    assert!(
+        retry < cluster.now + T,
+        "the retry comes before the next election timeout"
+    );
+    cluster.now = retry;
+    cluster.raft(n(1)).handle_timeout(retry);
+    cluster.stabilize();
+    assert_eq!(cluster.leaders(), vec![n(1)]);
+    assert_eq!(cluster.status(n(1)).term, Term(1), "won in the same term");
+}
