@@ -82,9 +82,9 @@ impl Run {
         }
     }
 
-    /// The lease nemesis: the leader's outbound links are cut (its followers stop hearing it
-    /// and elect another leader) while everything sent *to* it arrives late (so the acks of
-    /// its last heartbeat rounds, and the new leader's messages, trickle in). A lease must
+    /// The lease nemesis: everything sent *to* the leader starts arriving late, then its
+    /// outbound links are cut (its followers stop hearing it and elect another leader) while
+    /// the acks of its last heartbeat rounds, and the new leader's messages, trickle in. A lease must
     /// count from when its round was sent, less the drift bound; one counted from the acks'
     /// arrival outlives the followers' promise.
     pub(super) fn mute_leader(&mut self) {
@@ -97,31 +97,43 @@ impl Run {
             .nodes
             .iter()
             .all(|node| node.is_up() && !node.is_paused(self.now));
+        let busy = self.mute_at.is_some() || self.slow_inbound.is_some_and(|s| s.until > self.now);
         let leader = self.current_leader();
-        let Some(leader) = leader.filter(|_| whole) else {
+        let Some(leader) = leader.filter(|_| whole && !busy) else {
             let retry = self.now + ms(100);
             let position = self.lease_nemesis.partition_point(|at| *at <= retry);
             self.lease_nemesis.insert(position, retry);
             return;
         };
         self.fault_stats.leader_mutes += 1;
+        // First only slow: every message to the leader arrives `extra` late (its acks too),
+        // then, once a stream of late acks is in flight, its outbound links are cut.
+        let extra = self.rng.duration_between(ms(100), ms(400));
+        let mute_at = self.now + extra + self.rng.duration_between(ms(10), ms(100));
+        let lasting = self.rng.duration_between(ms(800), ms(2000));
+        let until = mute_at + lasting;
+        self.slow_inbound = Some(SlowInbound {
+            node: leader,
+            extra,
+            until,
+        });
+        self.mute_at = Some((mute_at, leader));
+        // The rest of the schedule waits until the leader is unmuted, so nothing else
+        // (a crash, a heal) spoils the scenario.
+        let shift = until - self.now;
+        for (at, _) in &mut self.faults[self.next_fault..] {
+            *at += shift;
+        }
+        self.schedule_fault(until, FaultEvent::Heal);
+    }
+
+    /// The muted phase of the lease nemesis: the leader's outbound links are cut.
+    pub(super) fn cut_outbound(&mut self, leader: NodeId) {
         let mut links = crate::sim::faults::Links::full();
         for other in &self.ids {
             links = links.with_cut(leader, *other);
         }
         self.world.net.set_links(links);
-        let lasting = self.rng.duration_between(ms(800), ms(2000));
-        self.slow_inbound = Some(SlowInbound {
-            node: leader,
-            extra: self.rng.duration_between(ms(150), ms(600)),
-            until: self.now + lasting,
-        });
-        // The rest of the schedule waits until the leader is unmuted, so nothing else
-        // (a crash, a heal) spoils the scenario.
-        for (at, _) in &mut self.faults[self.next_fault..] {
-            *at += lasting;
-        }
-        self.schedule_fault(self.now + lasting, FaultEvent::Heal);
     }
 
     /// Inserts a fault among those still to come, in time order (before the finale).

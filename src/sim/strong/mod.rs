@@ -249,6 +249,8 @@ struct Run {
     pre_vote: bool,
     /// Times of the lease nemesis (see `mute_leader`), in order.
     lease_nemesis: Vec<Instant>,
+    /// When the lease nemesis cuts the slowed leader's outbound links.
+    mute_at: Option<(Instant, NodeId)>,
     /// Messages to this node arrive `extra` late until `until`.
     slow_inbound: Option<SlowInbound>,
     /// Nodes whose next crash is the nemesis's quick restart.
@@ -332,6 +334,7 @@ impl Run {
             pre_vote: shape.pre_vote,
             quick_restarts: std::collections::BTreeSet::new(),
             lease_nemesis,
+            mute_at: None,
             slow_inbound: None,
         }
     }
@@ -480,6 +483,7 @@ impl Run {
         let client = self.clients.iter().filter_map(Client::deadline).min();
         let membership = self.membership.as_ref().map(|plan| plan.next_at);
         let lease_nemesis = self.lease_nemesis.first().copied();
+        let mute = self.mute_at.map(|(at, _)| at);
         [
             fault,
             delivery,
@@ -488,6 +492,7 @@ impl Run {
             client,
             membership,
             lease_nemesis,
+            mute,
         ]
         .into_iter()
         .flatten()
@@ -543,6 +548,13 @@ impl Run {
             }
             self.nodes[index].on_message(now, delivery.message, &mut self.world);
             self.dispatch_replies();
+            return;
+        }
+        if let Some((at, leader)) = self.mute_at
+            && at <= now
+        {
+            self.mute_at = None;
+            self.cut_outbound(leader);
             return;
         }
         if self.lease_nemesis.first().is_some_and(|at| *at <= now) {
