@@ -147,6 +147,9 @@ struct Op {
     kind: Kind,
 }
 
+/// A completed cas: its revision, whether it succeeded, and the key it reported.
+type CasOutcome = (u64, bool, Option<(u32, u64)>);
+
 enum Kind {
     Put {
         value: u32,
@@ -158,7 +161,7 @@ enum Kind {
     Cas {
         expected: Option<u64>,
         value: Option<u32>,
-        outcome: Option<(u64, bool, Option<(u32, u64)>)>,
+        outcome: Option<CasOutcome>,
     },
     Get {
         current: Option<(u32, u64)>,
@@ -297,7 +300,7 @@ impl Model {
         mut self,
         expected: Option<u64>,
         value: Option<u32>,
-        outcome: &Option<(u64, bool, Option<(u32, u64)>)>,
+        outcome: &Option<CasOutcome>,
     ) -> Option<Model> {
         match *outcome {
             // Indeterminate: if it took effect, it succeeded (a failed cas changes nothing,

@@ -6,7 +6,9 @@
 //!  run_seed(config)
 //!   ├─ safety phase: clients issue `config.steps` operations while faults happen
 //!   │    (partitions of every shape, loss/dup/reorder, crashes + restarts, pauses, clock
-//!   │    jumps, flapping, membership changes); checkers run after every event
+//!   │    jumps, flapping, membership changes, and two nemeses: a crash right after a
+//!   │    vote with a quick restart, and a leader whose inbound is slowed then whose
+//!   │    outbound is cut); checkers run after every event
 //!   ├─ finale: heal, healthy network, restart every crashed node
 //!   ├─ liveness phase: every pending operation, and one final linearizable read per
 //!   │    client, must complete within LIVENESS_BOUND of simulated time
@@ -25,6 +27,12 @@
 //! cluster applied, replayed) at the applied index it reports, and a node's applied index
 //! never goes back within one incarnation. Scans are not issued by the simulated clients;
 //! the state machine's unit tests cover them.
+//!
+//! Seeds vary the cores too: some run without PreVote, some replicate one entry per append
+//! with one append in flight. A client whose lease read is refused falls back to ReadIndex.
+//! Planted bugs (`SimConfig::bug`, feature `sim-bugs`): the core's `commit-old-term`,
+//! `vote-without-persist`, `read-index-no-heartbeat`, `lease-ignores-drift`, and the state
+//! machine's `no-dedup`.
 
 mod checks;
 mod client;
