@@ -79,6 +79,11 @@ fn bad_configurations_are_typed_errors() {
 
 /// Runs seeds from 0 with `bug` planted until one fails; returns that seed and what caught
 /// it. Panics if none of `seeds_max` seeds (alternating 3 and 5 nodes) catches it.
+///
+/// Measured catch rates over seeds 0..400 (first catching seed in brackets): no-dedup 60%
+/// [0], commit-old-term 8% [7], read-index-no-heartbeat 6% [6], vote-without-persist 1.75%
+/// [30], lease-ignores-drift 1.5% [25]. Each bound leaves the chance of a miss, should the
+/// core's behaviour shift the seeds, well under 1%.
 #[cfg(feature = "sim-bugs")]
 fn first_catch(bug: &str, seeds_max: u64) -> (u64, String) {
     for seed in 0..seeds_max {
@@ -115,7 +120,7 @@ mod planted {
     // index, without checking with a quorum.
     #[test]
     fn read_index_without_heartbeat_is_caught() {
-        let (seed, violation) = first_catch("read-index-no-heartbeat", 60);
+        let (seed, violation) = first_catch("read-index-no-heartbeat", 150);
         assert!(
             violation.starts_with("linearizability"),
             "seed {seed}: {violation}"
@@ -126,7 +131,7 @@ mod planted {
     // grants another candidate the same term: two leaders in one term.
     #[test]
     fn vote_without_persist_is_caught_by_election_safety() {
-        let (seed, violation) = first_catch("vote-without-persist", 200);
+        let (seed, violation) = first_catch("vote-without-persist", 400);
         assert!(
             violation.starts_with("election safety"),
             "seed {seed}: {violation}"
@@ -147,7 +152,7 @@ mod planted {
     // new leader commits. The weakest catch: about 6 seeds in 400 (first: seed 25).
     #[test]
     fn lease_ignoring_drift_is_caught_by_linearizability() {
-        let (seed, violation) = first_catch("lease-ignores-drift", 400);
+        let (seed, violation) = first_catch("lease-ignores-drift", 600);
         assert!(
             violation.starts_with("linearizability"),
             "seed {seed}: {violation}"
