@@ -113,7 +113,10 @@ mod tests {
         assert_eq!(t - Duration::from_nanos(9), Instant::ZERO);
         assert_eq!(Instant::ZERO - t, Duration::ZERO);
         assert_eq!((t + Duration::from_nanos(7)).as_nanos(), 12);
-        assert_eq!((Instant::from_nanos(u64::MAX) + Duration::MAX).as_nanos(), u64::MAX);
+        assert_eq!(
+            (Instant::from_nanos(u64::MAX) + Duration::MAX).as_nanos(),
+            u64::MAX
+        );
     }
 
     #[test]

@@ -75,7 +75,10 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, EncodeError> {
         .map_err(EncodeError::Serialize)?;
     let bytes = frame.len() - HEADER_BYTES;
     if bytes > FRAME_BYTES_MAX {
-        return Err(EncodeError::TooLarge { bytes, bytes_max: FRAME_BYTES_MAX });
+        return Err(EncodeError::TooLarge {
+            bytes,
+            bytes_max: FRAME_BYTES_MAX,
+        });
     }
     let length = u32::try_from(bytes).expect("checked against FRAME_BYTES_MAX above");
     frame[1..HEADER_BYTES].copy_from_slice(&length.to_le_bytes());
@@ -91,7 +94,10 @@ pub fn decode_header(header: &[u8; HEADER_BYTES]) -> Result<usize, DecodeError> 
     let length = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
     let bytes = usize::try_from(length).unwrap_or(usize::MAX);
     if bytes > FRAME_BYTES_MAX {
-        return Err(DecodeError::TooLarge { bytes, bytes_max: FRAME_BYTES_MAX });
+        return Err(DecodeError::TooLarge {
+            bytes,
+            bytes_max: FRAME_BYTES_MAX,
+        });
     }
     Ok(bytes)
 }
@@ -100,17 +106,25 @@ pub fn decode_header(header: &[u8; HEADER_BYTES]) -> Result<usize, DecodeError> 
 /// stream reader can keep what follows.
 pub fn decode<T: DeserializeOwned>(buffer: &[u8]) -> Result<(T, usize), DecodeError> {
     let Some(header) = buffer.first_chunk::<HEADER_BYTES>() else {
-        return Err(DecodeError::Incomplete { needed: HEADER_BYTES, available: buffer.len() });
+        return Err(DecodeError::Incomplete {
+            needed: HEADER_BYTES,
+            available: buffer.len(),
+        });
     };
     let bytes = decode_header(header)?;
     let end = HEADER_BYTES + bytes;
     let Some(payload) = buffer.get(HEADER_BYTES..end) else {
-        return Err(DecodeError::Incomplete { needed: end, available: buffer.len() });
+        return Err(DecodeError::Incomplete {
+            needed: end,
+            available: buffer.len(),
+        });
     };
-    let (message, used) = bincode::serde::decode_from_slice(payload, config())
-        .map_err(DecodeError::Malformed)?;
+    let (message, used) =
+        bincode::serde::decode_from_slice(payload, config()).map_err(DecodeError::Malformed)?;
     if used != payload.len() {
-        return Err(DecodeError::TrailingBytes { trailing: payload.len() - used });
+        return Err(DecodeError::TrailingBytes {
+            trailing: payload.len() - used,
+        });
     }
     Ok((message, end))
 }
@@ -168,11 +182,20 @@ mod tests {
         ));
         let mut wrong_version = frame.clone();
         wrong_version[0] = 9;
-        assert!(matches!(decode::<Sample>(&wrong_version), Err(DecodeError::Version { found: 9 })));
+        assert!(matches!(
+            decode::<Sample>(&wrong_version),
+            Err(DecodeError::Version { found: 9 })
+        ));
         let oversized = [VERSION, 0xFF, 0xFF, 0xFF, 0x7F];
-        assert!(matches!(decode::<Sample>(&oversized), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(
+            decode::<Sample>(&oversized),
+            Err(DecodeError::TooLarge { .. })
+        ));
         let unknown_variant = [VERSION, 4, 0, 0, 0, 9, 0, 0, 0];
-        assert!(matches!(decode::<Sample>(&unknown_variant), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            decode::<Sample>(&unknown_variant),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     // A payload that claims a huge vector must fail on the limit, not try to allocate it.
@@ -185,7 +208,10 @@ mod tests {
         let mut huge = vec![VERSION, 12, 0, 0, 0, 1, 0, 0, 0];
         huge.extend_from_slice(&(u64::MAX / 2).to_le_bytes());
         huge[1] = 12;
-        assert!(matches!(decode::<Sample>(&huge), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            decode::<Sample>(&huge),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     #[test]
