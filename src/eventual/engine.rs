@@ -16,8 +16,8 @@ use super::reads::PendingRead;
 use super::sync::SyncSession;
 use super::value::{KeyState, ReadValue, WriteStamp};
 use super::{
-    DELTA_BYTES_MAX, EVENTS_MAX, KEY_BYTES_MAX, READS_PENDING_MAX, TRANSMIT_QUEUE_MAX,
-    VALUE_BYTES_MAX, WRITES_PENDING_MAX,
+    DELTA_BYTES_MAX, EVENTS_MAX, EVENTS_UNDRAINED_MAX, KEY_BYTES_MAX, READS_PENDING_MAX,
+    TRANSMIT_QUEUE_MAX, VALUE_BYTES_MAX, WRITES_PENDING_MAX,
 };
 use crate::types::{Instant, NodeId, WallMillis};
 use bytes::Bytes;
@@ -323,6 +323,12 @@ impl AntiEntropy {
                 bytes_max: VALUE_BYTES_MAX,
             });
         }
+        if self.events.len() >= EVENTS_UNDRAINED_MAX {
+            return Err(WriteError::Backpressure {
+                pending: self.events.len(),
+                pending_max: EVENTS_UNDRAINED_MAX,
+            });
+        }
         if self.writes.len() >= WRITES_PENDING_MAX {
             return Err(WriteError::Backpressure {
                 pending: self.writes.len(),
@@ -346,6 +352,12 @@ impl AntiEntropy {
             return Err(ReadError::KeyTooLarge {
                 bytes: key.len(),
                 bytes_max: KEY_BYTES_MAX,
+            });
+        }
+        if self.events.len() >= EVENTS_UNDRAINED_MAX {
+            return Err(ReadError::Backpressure {
+                pending: self.events.len(),
+                pending_max: EVENTS_UNDRAINED_MAX,
             });
         }
         if self.reads.len() >= READS_PENDING_MAX {
