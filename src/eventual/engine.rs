@@ -613,6 +613,16 @@ impl AntiEntropy {
                 "invariant: one value type"
             );
         }
+        // Under `merkle-forget-key` a created key's entry is knowingly left at 0.
+        if !self.bug_merkle_forgets_key() {
+            for ((hash, _), stored) in &self.store {
+                let expected = entry_hash(*hash, stored.state.digest());
+                assert_eq!(
+                    stored.entry, expected,
+                    "invariant: entry hashes are current"
+                );
+            }
+        }
         for overlay in self.overlay.values() {
             assert!(
                 overlay.pending >= 1,
@@ -645,8 +655,9 @@ impl AntiEntropy {
     }
 
     /// Installs `state` for `key`, keeping the tree and the tombstone set in step.
-    /// `from_peer` marks a state arriving from elsewhere (the planted Merkle bug's trigger).
-    pub(super) fn set_state(&mut self, key: Bytes, state: KeyState, from_peer: bool) {
+    /// `local_write` marks the install of this node's own write (the planted Merkle bug's
+    /// trigger: forgetting it means a lost delta is never repaired).
+    pub(super) fn set_state(&mut self, key: Bytes, state: KeyState, local_write: bool) {
         let hash = key_hash(&key);
         let entry = entry_hash(hash, state.digest());
         if state.is_tombstone() {
@@ -666,7 +677,7 @@ impl AntiEntropy {
                 stored.state = state;
             }
             None => {
-                let forget = from_peer && self.bug_merkle_forgets_key();
+                let forget = local_write && self.bug_merkle_forgets_key();
                 let entry = if forget { 0 } else { entry };
                 self.tree.update(hash, 0, entry);
                 self.store.insert((hash, key), StoredKey { state, entry });
@@ -730,7 +741,7 @@ impl AntiEntropy {
         let changed = merged.is_some();
         self.knowledge.record_context(&context);
         if let Some(merged) = merged {
-            self.set_state(key.clone(), merged, true);
+            self.set_state(key.clone(), merged, false);
             self.dirty.insert(key);
         } else if force_persist && self.stored(&key).is_some() {
             self.dirty.insert(key);
@@ -766,7 +777,7 @@ impl AntiEntropy {
             }
             None => state,
         };
-        self.set_state(key.clone(), merged.clone(), false);
+        self.set_state(key.clone(), merged.clone(), true);
         if let Some(overlay) = self.overlay.get_mut(&key) {
             overlay.pending -= 1;
             if overlay.pending == 0 {
