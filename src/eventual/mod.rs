@@ -68,6 +68,7 @@ mod message;
 mod reads;
 pub mod sync;
 pub mod value;
+mod writes;
 
 #[cfg(feature = "sim-bugs")]
 pub use config::PlantedBug;
