@@ -143,6 +143,8 @@ pub struct AntiEntropy {
     pub(super) peer_knowledge: BTreeMap<NodeId, VClock<NodeId>>,
     /// Keys holding tombstones, with their phase-1 barrier once recorded.
     pub(super) tombstones: BTreeMap<Bytes, Option<VClock<NodeId>>>,
+    /// Where the next tombstone collection pass starts (round-robin over `tombstones`).
+    pub(super) gc_cursor: Option<Bytes>,
     pub(super) liveness: LivenessView,
     /// Keys changed since the last batch.
     pub(super) dirty: BTreeSet<Bytes>,
@@ -212,6 +214,7 @@ impl AntiEntropy {
             durable: meta,
             peer_knowledge: BTreeMap::new(),
             tombstones: BTreeMap::new(),
+            gc_cursor: None,
             liveness,
             dirty: BTreeSet::new(),
             batched_knowledge: VClock::new(),
