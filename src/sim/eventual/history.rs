@@ -1,0 +1,124 @@
+//! What the simulated clients did and what they were told: the op log the checkers judge.
+//!
+//! Every write is recorded when it is issued, with the identity the engine gave it (the dot of
+//! a counter increment or a set add, the context a set remove observed, the HLC stamp of an
+//! `lww` write, the clock of an `mvreg` write), and later resolved to an [`Outcome`]. Values
+//! written by the clients are unique (they carry the write's id), so a value in a final state
+//! names exactly one write.
+
+use crate::types::{Instant, NodeId};
+use crdts::{Dot, VClock};
+use std::fmt;
+
+/// How a write ended, as its client saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not answered yet. At the end of a run every pending write counts as indeterminate.
+    Pending,
+    /// Acknowledged at the requested level: it must never be lost.
+    Acked,
+    /// Applied on the receiving node but not acknowledged (quorum not reached, timed out, the
+    /// node crashed before the ack): it may or may not survive.
+    Indeterminate,
+    /// Rejected before anything was applied: it must never appear anywhere.
+    Failed,
+}
+
+impl Outcome {
+    /// Whether the write may be part of a replica's state.
+    pub fn may_apply(self) -> bool {
+        !matches!(self, Outcome::Failed)
+    }
+
+    /// Whether the write must be part of every converged state (unless superseded).
+    pub fn must_apply(self) -> bool {
+        matches!(self, Outcome::Acked)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Outcome::Pending => "pending",
+            Outcome::Acked => "acked",
+            Outcome::Indeterminate => "indeterminate",
+            Outcome::Failed => "failed",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Identifies one client write across the run.
+pub type WriteId = u64;
+
+/// One write to a counter key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CounterWrite {
+    pub id: WriteId,
+    pub amount: i64,
+    pub outcome: Outcome,
+}
+
+/// One write to a set key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SetWrite {
+    Add {
+        id: WriteId,
+        member: Vec<u8>,
+        /// The dot the add was tagged with, when the engine said.
+        dot: Option<Dot<NodeId>>,
+        outcome: Outcome,
+    },
+    Remove {
+        id: WriteId,
+        member: Vec<u8>,
+        /// The adds of `member` this remove observed (and so removes): every dot it covers.
+        observed: VClock<NodeId>,
+        outcome: Outcome,
+    },
+}
+
+impl SetWrite {
+    pub fn member(&self) -> &[u8] {
+        match self {
+            SetWrite::Add { member, .. } | SetWrite::Remove { member, .. } => member,
+        }
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            SetWrite::Add { outcome, .. } | SetWrite::Remove { outcome, .. } => *outcome,
+        }
+    }
+}
+
+/// One write to an `lww` key: a put (`value` is `Some`) or a delete. `S` is the engine's HLC
+/// stamp, ordered as the engine orders it (ties already broken by node id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LwwWrite<S> {
+    pub id: WriteId,
+    pub value: Option<Vec<u8>>,
+    pub stamp: S,
+    pub outcome: Outcome,
+}
+
+/// One write to an `mvreg` key: `clock` is the write's version (the context it read, plus its
+/// own dot). It supersedes exactly the writes whose clocks are strictly below.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MvWrite {
+    pub id: WriteId,
+    pub value: Vec<u8>,
+    pub clock: VClock<NodeId>,
+    pub outcome: Outcome,
+}
+
+/// A session read and what it returned, for the read-your-writes checker. `T` is what the
+/// token promised (a stamp or a clock) and `R` what the read saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRead<T, R> {
+    pub node: NodeId,
+    pub at: Instant,
+    pub key: Vec<u8>,
+    pub token: T,
+    pub seen: R,
+}
