@@ -328,21 +328,25 @@ fn duplicate_stamps<S: Ord + Debug>(key: &[u8], writes: &[LwwWrite<S>]) -> Vec<S
     violations
 }
 
-/// MVReg: `siblings` are the converged register's (clock, value) pairs.
-pub fn check_mvreg(
-    key: &[u8],
-    writes: &[MvWrite],
-    siblings: &[(VClock<NodeId>, Vec<u8>)],
-) -> Vec<String> {
-    let mut violations = Vec::new();
-    let by_value: BTreeMap<&[u8], &MvWrite> =
-        writes.iter().map(|w| (w.value.as_slice(), w)).collect();
+/// An `mvreg` sibling: its clock and value (`None`: a delete).
+pub type Sibling = (VClock<NodeId>, Option<Vec<u8>>);
+
+/// MVReg: `siblings` are the converged register's (clock, value) pairs, delete siblings
+/// included; an absent key has none.
+pub fn check_mvreg(key: &[u8], writes: &[MvWrite], siblings: &[Sibling]) -> Vec<String> {
     let k = show_key(key);
+    let mut violations = Vec::new();
     for (clock, value) in siblings {
-        match by_value.get(value.as_slice()) {
+        let write = writes.iter().find(|w| match (&w.value, value) {
+            (Some(written), Some(seen)) => written == seen,
+            (None, None) => w.clock == *clock,
+            _ => false,
+        });
+        match write {
             None => violations.push(format!(
-                "phantom: mvreg key {k}: sibling {} matches no write",
-                show_key(value)
+                "phantom: mvreg key {k}: sibling {} at {} matches no write",
+                show_value(value),
+                render(clock)
             )),
             Some(write) if !write.outcome.may_apply() => violations.push(format!(
                 "phantom: mvreg key {k}: failed write #{} is a sibling",
@@ -359,13 +363,10 @@ pub fn check_mvreg(
     }
     violations.extend(sibling_order(&k, siblings));
     for write in writes.iter().filter(|w| w.outcome.must_apply()) {
-        let kept = siblings
-            .iter()
-            .any(|(clock, value)| *value == write.value || write.clock < *clock);
-        if !kept {
+        if write.value.is_some() && !mv_kept(writes, write, siblings) {
             violations.push(format!(
                 "lost-ack: mvreg key {k}: acked write #{} at {} is neither a sibling nor \
-                 superseded by one; siblings {}",
+                 superseded by one or by a delete; siblings {}",
                 write.id,
                 render(&write.clock),
                 render(&siblings.iter().map(|s| &s.0).collect::<Vec<_>>())
@@ -375,7 +376,7 @@ pub fn check_mvreg(
             violations.push(format!(
                 "mvreg: key {k}: sibling {} at {} survives although acked write #{} \
                  superseded it",
-                show_key(value),
+                show_value(value),
                 render(clock),
                 write.id
             ));
@@ -384,68 +385,105 @@ pub fn check_mvreg(
     violations
 }
 
+fn show_value(value: &Option<Vec<u8>>) -> String {
+    value
+        .as_deref()
+        .map_or_else(|| "<delete>".to_string(), show_key)
+}
+
+/// An `mvreg` put is kept if it is a sibling, or a sibling or a delete that may have applied
+/// supersedes it (a collected delete leaves no sibling behind).
+fn mv_kept(writes: &[MvWrite], write: &MvWrite, siblings: &[Sibling]) -> bool {
+    let sibling = siblings
+        .iter()
+        .any(|(clock, value)| *value == write.value || write.clock < *clock);
+    sibling
+        || writes
+            .iter()
+            .any(|d| d.value.is_none() && d.outcome.may_apply() && write.clock < d.clock)
+}
+
+/// Whether an `mvreg` read (its siblings and context) reflects `write`: the context covers
+/// the write's clock, or a delete that may have applied superseded it.
+pub fn mv_reflects(
+    writes: &[MvWrite],
+    write: &MvWrite,
+    siblings: &[Vec<u8>],
+    context: &VClock<NodeId>,
+) -> bool {
+    let seen_value = write
+        .value
+        .as_ref()
+        .is_some_and(|value| siblings.contains(value));
+    seen_value
+        || write.clock <= *context
+        || writes
+            .iter()
+            .any(|d| d.value.is_none() && d.outcome.may_apply() && write.clock <= d.clock)
+}
+
+/// Whether a set read (its members) reflects `write`: an add's member is present unless a
+/// remove that may have applied observed it; a removed member is absent unless some add of
+/// it escaped the remove.
+pub fn set_reflects(writes: &[SetWrite], write: &SetWrite, members: &[Vec<u8>]) -> bool {
+    let member = write.member();
+    let present = members.iter().any(|m| m.as_slice() == member);
+    let same: Vec<&SetWrite> = writes.iter().filter(|w| w.member() == member).collect();
+    match write {
+        SetWrite::Add { dot, .. } => {
+            present
+                || same.iter().any(|w| match (w, dot) {
+                    (
+                        SetWrite::Remove {
+                            observed, outcome, ..
+                        },
+                        Some(dot),
+                    ) => outcome.may_apply() && covers(observed, dot),
+                    (SetWrite::Remove { outcome, .. }, None) => outcome.may_apply(),
+                    _ => false,
+                })
+        }
+        SetWrite::Remove { observed, .. } => {
+            !present
+                || same.iter().any(|w| match w {
+                    SetWrite::Add { dot, outcome, .. } => {
+                        outcome.may_apply() && dot.as_ref().is_none_or(|d| !covers(observed, d))
+                    }
+                    SetWrite::Remove { .. } => false,
+                })
+        }
+    }
+}
+
+/// Whether an `lww` read that saw `seen` (the winning stamp; `None` if the key is absent)
+/// reflects a write at `stamp`: the stamp seen is at or after it, or the key is absent and
+/// a later delete (since collected) may have applied.
+pub fn lww_reflects<S: Ord>(writes: &[LwwWrite<S>], stamp: &S, seen: Option<&S>) -> bool {
+    match seen {
+        Some(seen) => seen >= stamp,
+        None => writes
+            .iter()
+            .any(|w| w.value.is_none() && w.outcome.may_apply() && w.stamp > *stamp),
+    }
+}
+
 /// Siblings must be pairwise concurrent: neither equal nor ordered.
-fn sibling_order(key: &str, siblings: &[(VClock<NodeId>, Vec<u8>)]) -> Vec<String> {
+fn sibling_order(key: &str, siblings: &[Sibling]) -> Vec<String> {
     let mut violations = Vec::new();
     for (index, (a, a_value)) in siblings.iter().enumerate() {
         for (b, b_value) in &siblings[index + 1..] {
             if !a.concurrent(b) {
                 violations.push(format!(
                     "mvreg: key {key}: siblings {} at {} and {} at {} are not concurrent",
-                    show_key(a_value),
+                    show_value(a_value),
                     render(a),
-                    show_key(b_value),
+                    show_value(b_value),
                     render(b)
                 ));
             }
         }
     }
     violations
-}
-
-/// Session (read-your-writes), LWW: a read with the token of a write at `token` must see a
-/// stamp at or after it; absent is fine only if a later delete may have been collected.
-pub fn check_lww_session<S: Ord + Debug>(
-    key: &[u8],
-    writes: &[LwwWrite<S>],
-    token: &S,
-    seen: Option<&S>,
-    node: NodeId,
-) -> Option<String> {
-    let fine = match seen {
-        Some(stamp) => stamp >= token,
-        None => writes
-            .iter()
-            .any(|w| w.value.is_none() && w.outcome.may_apply() && w.stamp > *token),
-    };
-    (!fine).then(|| {
-        format!(
-            "session: lww key {} on {node}: read with token {} saw {}",
-            show_key(key),
-            render(token),
-            render(&seen)
-        )
-    })
-}
-
-/// Session, clock-versioned values (mvreg, set, counter): the read's version must cover the
-/// token's.
-pub fn check_clock_session(
-    kind: &str,
-    key: &[u8],
-    token: &VClock<NodeId>,
-    seen: &VClock<NodeId>,
-    node: NodeId,
-) -> Option<String> {
-    let fine = token <= seen;
-    (!fine).then(|| {
-        format!(
-            "session: {kind} key {} on {node}: read with token {} saw version {}",
-            show_key(key),
-            render(token),
-            render(seen)
-        )
-    })
 }
 
 /// Counts writes per outcome for the summary line: acked, indeterminate (pending included),

@@ -6,7 +6,7 @@
 //! written by the clients are unique (they carry the write's id), so a value in a final state
 //! names exactly one write.
 
-use crate::types::{Instant, NodeId};
+use crate::types::NodeId;
 use crdts::{Dot, VClock};
 use std::fmt;
 
@@ -102,23 +102,13 @@ pub struct LwwWrite<S> {
     pub outcome: Outcome,
 }
 
-/// One write to an `mvreg` key: `clock` is the write's version (the context it read, plus its
-/// own dot). It supersedes exactly the writes whose clocks are strictly below.
+/// One write to an `mvreg` key: a put (`value` is `Some`) or a delete (a `None` sibling).
+/// `clock` is the write's version (the context it read, plus its own dot); it supersedes
+/// exactly the writes whose clocks are strictly below.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MvWrite {
     pub id: WriteId,
-    pub value: Vec<u8>,
+    pub value: Option<Vec<u8>>,
     pub clock: VClock<NodeId>,
     pub outcome: Outcome,
-}
-
-/// A session read and what it returned, for the read-your-writes checker. `T` is what the
-/// token promised (a stamp or a clock) and `R` what the read saw.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SessionRead<T, R> {
-    pub node: NodeId,
-    pub at: Instant,
-    pub key: Vec<u8>,
-    pub token: T,
-    pub seen: R,
 }
