@@ -112,3 +112,98 @@ pub struct MvWrite {
     pub clock: VClock<NodeId>,
     pub outcome: Outcome,
 }
+
+/// Where one write sits in the [`OpLog`]: its keyspace (an index into the value types), key
+/// and position in that key's list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteRef {
+    pub keyspace: usize,
+    pub key: bytes::Bytes,
+    pub index: usize,
+}
+
+/// Facts about a write beyond its outcome, for the read checkers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteMeta {
+    /// The node that took it (index into the cluster).
+    pub node: usize,
+    /// Acked at `quorum` or `all`: a later quorum read must reflect it.
+    pub quorum: bool,
+    /// Global time at which the taking node reported it persisted (acked, or failed with
+    /// `QuorumNotReached`): later local reads there must reflect it.
+    pub persisted_at: Option<crate::types::Instant>,
+    /// Global time of the ack.
+    pub acked_at: Option<crate::types::Instant>,
+    /// The write's dot as its persist batch showed it; the engine's token must match.
+    pub dot: (NodeId, u64),
+}
+
+/// Every write of a run, per value type and key. `S` is the `lww` stamp type.
+#[derive(Clone, Debug)]
+pub struct OpLog<S> {
+    pub lww: std::collections::BTreeMap<bytes::Bytes, Vec<LwwWrite<S>>>,
+    pub mvreg: std::collections::BTreeMap<bytes::Bytes, Vec<MvWrite>>,
+    pub counter: std::collections::BTreeMap<bytes::Bytes, Vec<CounterWrite>>,
+    pub set: std::collections::BTreeMap<bytes::Bytes, Vec<SetWrite>>,
+    /// Indexed like the write ids (`meta[id]`).
+    pub meta: Vec<WriteMeta>,
+}
+
+impl<S> Default for OpLog<S> {
+    fn default() -> Self {
+        OpLog {
+            lww: Default::default(),
+            mvreg: Default::default(),
+            counter: Default::default(),
+            set: Default::default(),
+            meta: Vec::new(),
+        }
+    }
+}
+
+impl<S> OpLog<S> {
+    /// Resolves a write. A write resolves once; later reports (say, a crash after the ack)
+    /// change nothing.
+    pub fn resolve(&mut self, write: &WriteRef, outcome: Outcome) {
+        let slot = match write.keyspace {
+            0 => &mut self.lww.get_mut(&write.key).expect("logged key")[write.index].outcome,
+            1 => &mut self.mvreg.get_mut(&write.key).expect("logged key")[write.index].outcome,
+            2 => &mut self.counter.get_mut(&write.key).expect("logged key")[write.index].outcome,
+            _ => match &mut self.set.get_mut(&write.key).expect("logged key")[write.index] {
+                SetWrite::Add { outcome, .. } | SetWrite::Remove { outcome, .. } => outcome,
+            },
+        };
+        if *slot == Outcome::Pending {
+            *slot = outcome;
+        }
+    }
+
+    /// Every still-pending write becomes indeterminate (the run is over).
+    pub fn close(&mut self) {
+        let pending = |outcome: &mut Outcome| {
+            if *outcome == Outcome::Pending {
+                *outcome = Outcome::Indeterminate;
+            }
+        };
+        self.lww.values_mut().flatten().for_each(|w| pending(&mut w.outcome));
+        self.mvreg.values_mut().flatten().for_each(|w| pending(&mut w.outcome));
+        self.counter.values_mut().flatten().for_each(|w| pending(&mut w.outcome));
+        for write in self.set.values_mut().flatten() {
+            match write {
+                SetWrite::Add { outcome, .. } | SetWrite::Remove { outcome, .. } => {
+                    pending(outcome)
+                }
+            }
+        }
+    }
+
+    /// Every outcome, for the summary.
+    pub fn outcomes(&self) -> Vec<Outcome> {
+        let mut all: Vec<Outcome> = Vec::new();
+        all.extend(self.lww.values().flatten().map(|w| w.outcome));
+        all.extend(self.mvreg.values().flatten().map(|w| w.outcome));
+        all.extend(self.counter.values().flatten().map(|w| w.outcome));
+        all.extend(self.set.values().flatten().map(SetWrite::outcome));
+        all
+    }
+}
