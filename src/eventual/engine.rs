@@ -698,7 +698,8 @@ impl AntiEntropy {
         if let Some(stamp) = state.lww_stamp() {
             self.hlc.observe(stamp);
         }
-        self.knowledge.record_context(&state.context);
+        // Knowledge is recorded after the collected-key check below, which relies on it.
+        let context = state.context.clone();
         if let Some(overlay) = self.overlay.get_mut(&key) {
             let _ = overlay.state.merge(state.clone());
         }
@@ -715,6 +716,7 @@ impl AntiEntropy {
             }
         };
         let changed = merged.is_some();
+        self.knowledge.record_context(&context);
         if let Some(merged) = merged {
             self.set_state(key.clone(), merged, true);
             self.dirty.insert(key);

@@ -5,8 +5,8 @@
 //! peer otherwise (so a peer believed down is probed and a healed partition noticed). Only
 //! one session is open at a time and it has at most one request outstanding; as soon as an
 //! answer arrives the next request goes out, while the round's byte budget lasts. A repair
-//! larger than the budget continues in the next rounds. A request unanswered within
-//! `request_timeout` abandons the session.
+//! larger than the budget continues in the next rounds. A request unanswered within two
+//! rounds (or `request_timeout`, if shorter) abandons the session.
 //!
 //! When a session completes, this node holds everything the responder held when it answered
 //! the root, so it takes the responder's reported knowledge vector into its own.
@@ -93,7 +93,7 @@ impl AntiEntropy {
             inner: VecDeque::new(),
             leaves: VecDeque::new(),
             outstanding: Some(Outstanding::Root),
-            deadline: Some(now + self.config.request_timeout),
+            deadline: Some(now + self.sync_step_timeout()),
             summary,
         });
         self.stats.sessions_started += 1;
@@ -103,6 +103,14 @@ impl AntiEntropy {
             knowledge: self.durable.knowledge.clone(),
         };
         self.send_sync(peer, message, true);
+    }
+
+    /// How long one session step waits for its answer: two rounds, or `request_timeout` if
+    /// shorter. A lost message then costs two rounds of anti-entropy, not a client timeout.
+    fn sync_step_timeout(&self) -> std::time::Duration {
+        self.config
+            .request_timeout
+            .min(self.config.round_interval * 2)
     }
 
     fn choose_partner(&mut self, now: Instant) -> NodeId {
@@ -323,10 +331,11 @@ impl AntiEntropy {
         } else {
             return self.finish_session(false);
         };
+        let deadline = now + self.sync_step_timeout();
         let Some(session) = &mut self.sync else {
             return;
         };
-        session.deadline = Some(now + self.config.request_timeout);
+        session.deadline = Some(deadline);
         self.send_sync(peer, message, true);
     }
 
