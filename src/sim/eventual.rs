@@ -30,7 +30,7 @@ mod driver;
 pub mod history;
 mod verdict;
 
-use crate::eventual::{AntiEntropy, EngineConfig, HlcTimestamp, RequestId};
+use crate::eventual::{AntiEntropy, EngineConfig, HlcTimestamp};
 use crate::sim::faults::{FaultOptions, FaultSchedule};
 use crate::sim::net::{NetConfig, SimNet};
 use crate::sim::{SeedReport, SimConfig, SimError, SimRng};
@@ -51,8 +51,11 @@ const CONVERGENCE_MAX: Duration = Duration::from_secs(30);
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// Simulated clients per node.
 const CLIENTS_PER_NODE: usize = 2;
-/// Keys per keyspace: few, so that writes conflict; more than one, so Merkle trees branch.
+/// Hot keys per keyspace (80% of operations): few, so that writes conflict.
 const KEYS_PER_KEYSPACE: u64 = 3;
+/// Cold keys per keyspace (20%): each written rarely, so most replicas first learn of it
+/// from a peer (the path `merkle-forget-key` breaks), and Merkle trees branch more.
+const COLD_KEYS_PER_KEYSPACE: u64 = 12;
 /// Event-loop iterations per run. A healthy run needs far fewer (each iteration handles
 /// everything due at one instant); hitting it means an engine spins and is a violation.
 const LOOP_ITERATIONS_MAX: u64 = 2_000_000;
@@ -167,6 +170,8 @@ struct Sim {
     next_request: u64,
     /// Client operations issued so far (the run stops issuing at `config.steps`).
     issued: u64,
+    /// Set for the liveness phase: clients finish what they have in flight, then idle.
+    clients_stopped: bool,
     violations: Vec<String>,
     tally: Tally,
     healed_at: Instant,
@@ -217,6 +222,7 @@ impl Sim {
             requests: BTreeMap::new(),
             next_request: 0,
             issued: 0,
+            clients_stopped: false,
             violations: Vec::new(),
             tally: Tally::default(),
             healed_at: end,
@@ -256,6 +262,7 @@ impl Sim {
     /// Clients stop; the schedule's finale healed and restarted everything at the end of
     /// the safety phase. Run until the replicas agree, at most [`CONVERGENCE_MAX`].
     fn run_liveness_phase(&mut self) {
+        self.clients_stopped = true;
         for client in &mut self.clients {
             client.next_at = None;
         }

@@ -461,9 +461,10 @@ pub fn set_reflects(writes: &[SetWrite], write: &SetWrite, members: &[Vec<u8>]) 
 pub fn lww_reflects<S: Ord>(writes: &[LwwWrite<S>], stamp: &S, seen: Option<&S>) -> bool {
     match seen {
         Some(seen) => seen >= stamp,
+        // The write itself may be the delete.
         None => writes
             .iter()
-            .any(|w| w.value.is_none() && w.outcome.may_apply() && w.stamp > *stamp),
+            .any(|w| w.value.is_none() && w.outcome.may_apply() && w.stamp >= *stamp),
     }
 }
 

@@ -8,12 +8,12 @@
 use super::checkers::{lww_reflects, mv_reflects, render, set_reflects, show_key};
 use super::cluster::{Keyspace, set_remove_context};
 use super::history::{CounterWrite, LwwWrite, MvWrite, Outcome, SetWrite, WriteMeta, WriteRef};
-use super::{CLIENTS_PER_NODE, KEYS_PER_KEYSPACE, PendingRead, Request, SAFETY_PHASE, Sim};
+use super::{CLIENTS_PER_NODE, COLD_KEYS_PER_KEYSPACE, KEYS_PER_KEYSPACE, PendingRead, Request, SAFETY_PHASE, Sim};
 use crate::eventual::{
     Op, PersistBatch, ReadContext, ReadLevel, ReadValue, RequestId, SessionToken, WriteLevel,
 };
 use bytes::Bytes;
-use crdts::{Dot, VClock};
+use crdts::{CmRDT, Dot, VClock};
 use std::time::Duration;
 
 /// Members the set clients add and remove: few, so adds and removes collide.
@@ -44,6 +44,10 @@ impl Sim {
 
     /// The client is free again: it acts after a think time.
     pub(super) fn client_done(&mut self, client: usize) {
+        if self.clients_stopped {
+            self.clients[client].next_at = None;
+            return;
+        }
         let think = self.think_time();
         self.clients[client].next_at = Some(self.now + think);
     }
@@ -79,7 +83,11 @@ impl Sim {
         self.issued += 1;
         self.clients[client].next_at = None;
         let keyspace = self.rng.below(4) as usize;
-        let key = Bytes::from(format!("k{}", self.rng.below(KEYS_PER_KEYSPACE)));
+        let key = if self.rng.chance(0.8) {
+            Bytes::from(format!("k{}", self.rng.below(KEYS_PER_KEYSPACE)))
+        } else {
+            Bytes::from(format!("cold{}", self.rng.below(COLD_KEYS_PER_KEYSPACE)))
+        };
         if self.rng.chance(0.65) {
             self.issue_write(client, node, keyspace, key);
         } else {

@@ -11,7 +11,7 @@ use crate::eventual::{
 use crate::sim::clock::NodeClock;
 use crate::types::{Instant, NodeId, WallMillis};
 use bytes::Bytes;
-use crdts::{CvRDT, VClock};
+use crdts::VClock;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 

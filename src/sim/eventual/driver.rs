@@ -94,7 +94,8 @@ impl Sim {
                 }
             }
             FaultEvent::Pause { node, duration } => {
-                let node = &mut self.nodes[self.node_index(node)];
+                let index = self.node_index(node);
+                let node = &mut self.nodes[index];
                 if node.is_up() {
                     let until = self.now + duration;
                     node.paused_until = Some(node.paused_until.map_or(until, |u| u.max(until)));
@@ -282,7 +283,6 @@ impl Sim {
             }
             Event::ReadDone { id, value, .. } => self.read_answered(id.0, Some(value)),
             Event::ReadFailed { id, .. } => self.read_answered(id.0, None),
-            _ => {}
         }
     }
 }
