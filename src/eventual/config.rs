@@ -117,8 +117,8 @@ pub enum PlantedBug {
     /// `early-tombstone-gc`: tombstones are collected as soon as they are created, without
     /// waiting for every member to have seen them.
     EarlyTombstoneGc,
-    /// `merkle-forget-key`: the Merkle tree is not updated when a key is first created by a
-    /// merge from a peer, so anti-entropy believes it is in sync.
+    /// `merkle-forget-key`: when a local write creates a key, the Merkle tree is not
+    /// updated, so if its delta is lost anti-entropy believes the replicas are in sync.
     MerkleForgetsKey,
 }
 

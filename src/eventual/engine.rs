@@ -16,8 +16,8 @@ use super::reads::PendingRead;
 use super::sync::SyncSession;
 use super::value::{KeyState, ReadValue, WriteStamp};
 use super::{
-    DELTA_BYTES_MAX, EVENTS_MAX, KEY_BYTES_MAX, READS_PENDING_MAX, TRANSMIT_QUEUE_MAX,
-    VALUE_BYTES_MAX, WRITES_PENDING_MAX,
+    DELTA_BYTES_MAX, EVENTS_MAX, EVENTS_UNDRAINED_MAX, KEY_BYTES_MAX, READS_PENDING_MAX,
+    TRANSMIT_QUEUE_MAX,
 };
 use crate::types::{Instant, NodeId, WallMillis};
 use bytes::Bytes;
@@ -296,42 +296,6 @@ impl AntiEntropy {
         Ok(())
     }
 
-    fn check_write(&self, key: &Bytes, op: &super::value::Op) -> Result<(), WriteError> {
-        use super::value::Op;
-        if op.value_type() != self.config.value_type {
-            return Err(WriteError::WrongType {
-                expected: self.config.value_type,
-                got: op.value_type(),
-            });
-        }
-        if key.len() > KEY_BYTES_MAX {
-            return Err(WriteError::KeyTooLarge {
-                bytes: key.len(),
-                bytes_max: KEY_BYTES_MAX,
-            });
-        }
-        let value_bytes = match op {
-            Op::LwwPut(value)
-            | Op::MvPut { value, .. }
-            | Op::SetAdd(value)
-            | Op::SetRemove(value) => value.len(),
-            Op::LwwDelete | Op::MvDelete { .. } | Op::CounterAdd(_) => 0,
-        };
-        if value_bytes > VALUE_BYTES_MAX {
-            return Err(WriteError::ValueTooLarge {
-                bytes: value_bytes,
-                bytes_max: VALUE_BYTES_MAX,
-            });
-        }
-        if self.writes.len() >= WRITES_PENDING_MAX {
-            return Err(WriteError::Backpressure {
-                pending: self.writes.len(),
-                pending_max: WRITES_PENDING_MAX,
-            });
-        }
-        Ok(())
-    }
-
     /// Starts a read. The answer comes as `Event::ReadDone` / `Event::ReadFailed` (for
     /// `Local`, and for a `Session` token already seen, before this call returns).
     pub fn read(
@@ -346,6 +310,12 @@ impl AntiEntropy {
             return Err(ReadError::KeyTooLarge {
                 bytes: key.len(),
                 bytes_max: KEY_BYTES_MAX,
+            });
+        }
+        if self.events.len() >= EVENTS_UNDRAINED_MAX {
+            return Err(ReadError::Backpressure {
+                pending: self.events.len(),
+                pending_max: EVENTS_UNDRAINED_MAX,
             });
         }
         if self.reads.len() >= READS_PENDING_MAX {
@@ -601,6 +571,16 @@ impl AntiEntropy {
                 "invariant: one value type"
             );
         }
+        // Under `merkle-forget-key` a created key's entry is knowingly left at 0.
+        if !self.bug_merkle_forgets_key() {
+            for ((hash, _), stored) in &self.store {
+                let expected = entry_hash(*hash, stored.state.digest());
+                assert_eq!(
+                    stored.entry, expected,
+                    "invariant: entry hashes are current"
+                );
+            }
+        }
         for overlay in self.overlay.values() {
             assert!(
                 overlay.pending >= 1,
@@ -633,8 +613,9 @@ impl AntiEntropy {
     }
 
     /// Installs `state` for `key`, keeping the tree and the tombstone set in step.
-    /// `from_peer` marks a state arriving from elsewhere (the planted Merkle bug's trigger).
-    pub(super) fn set_state(&mut self, key: Bytes, state: KeyState, from_peer: bool) {
+    /// `local_write` marks the install of this node's own write (the planted Merkle bug's
+    /// trigger: forgetting it means a lost delta is never repaired).
+    pub(super) fn set_state(&mut self, key: Bytes, state: KeyState, local_write: bool) {
         let hash = key_hash(&key);
         let entry = entry_hash(hash, state.digest());
         if state.is_tombstone() {
@@ -654,7 +635,7 @@ impl AntiEntropy {
                 stored.state = state;
             }
             None => {
-                let forget = from_peer && self.bug_merkle_forgets_key();
+                let forget = local_write && self.bug_merkle_forgets_key();
                 let entry = if forget { 0 } else { entry };
                 self.tree.update(hash, 0, entry);
                 self.store.insert((hash, key), StoredKey { state, entry });
@@ -718,7 +699,7 @@ impl AntiEntropy {
         let changed = merged.is_some();
         self.knowledge.record_context(&context);
         if let Some(merged) = merged {
-            self.set_state(key.clone(), merged, true);
+            self.set_state(key.clone(), merged, false);
             self.dirty.insert(key);
         } else if force_persist && self.stored(&key).is_some() {
             self.dirty.insert(key);
@@ -740,141 +721,6 @@ impl AntiEntropy {
             .has_bug(super::config::PlantedBug::MergeDropsSibling)
         {
             merged.drop_one_sibling();
-        }
-    }
-
-    fn install_write(&mut self, now: Instant, key: Bytes, seq: u64, state: KeyState) {
-        let merged = match self.stored(&key) {
-            Some(existing) => {
-                let mut merged = existing.clone();
-                merged
-                    .merge(state)
-                    .expect("invariant: one value type per keyspace");
-                merged
-            }
-            None => state,
-        };
-        self.set_state(key.clone(), merged.clone(), false);
-        if let Some(overlay) = self.overlay.get_mut(&key) {
-            overlay.pending -= 1;
-            if overlay.pending == 0 {
-                self.overlay.remove(&key);
-            }
-        }
-        let Some(write) = self.writes.get_mut(&seq) else {
-            return;
-        };
-        write.acked.insert(self.config.node);
-        write.deadline = Some(now + self.config.request_timeout);
-        let level = write.level;
-        let token = SessionToken {
-            node: self.config.node,
-            seq,
-        };
-        self.push_delta(now, key, merged, token, level != WriteLevel::Local);
-        self.check_write_done(seq);
-    }
-
-    /// Pushes a just-persisted write's state: to every peer not believed down, or to every
-    /// peer when the write waits for acknowledgements.
-    fn push_delta(
-        &mut self,
-        now: Instant,
-        key: Bytes,
-        state: KeyState,
-        token: SessionToken,
-        ack_requested: bool,
-    ) {
-        if !ack_requested && !Self::delta_fits(&state, &key) {
-            return; // Anti-entropy carries large states within its byte budget.
-        }
-        let targets: Vec<NodeId> = self
-            .peers
-            .iter()
-            .copied()
-            .filter(|peer| ack_requested || self.liveness.of(*peer, now) != Liveness::Down)
-            .collect();
-        for peer in targets {
-            let entry = KeyEntry {
-                key: key.clone(),
-                state: state.clone(),
-            };
-            self.send_delta(
-                peer,
-                GossipMessage::Delta {
-                    entry,
-                    token,
-                    ack_requested,
-                },
-            );
-        }
-    }
-
-    pub(super) fn needed_acks(&self, level: WriteLevel) -> usize {
-        match level {
-            WriteLevel::Local => 1,
-            WriteLevel::Quorum => self.config.quorum(),
-            WriteLevel::All => self.config.members.len(),
-        }
-    }
-
-    fn check_write_done(&mut self, seq: u64) {
-        let Some(write) = self.writes.get(&seq) else {
-            return;
-        };
-        let needed = self.needed_acks(write.level);
-        if write.acked.len() >= needed {
-            let write = self.writes.remove(&seq).expect("invariant: just found");
-            let token = SessionToken {
-                node: self.config.node,
-                seq,
-            };
-            let acks = write.acked.len();
-            self.push_event(Event::WriteAcked {
-                id: write.id,
-                token,
-                acks,
-                stamp: write.stamp,
-            });
-        }
-    }
-
-    fn handle_delta_ack(&mut self, _now: Instant, from: NodeId, token: SessionToken) {
-        if token.node != self.config.node {
-            return;
-        }
-        if let Some(write) = self.writes.get_mut(&token.seq) {
-            if !write.acked.is_empty() {
-                write.acked.insert(from);
-            }
-        }
-        self.check_write_done(token.seq);
-    }
-
-    fn expire_writes(&mut self, now: Instant) {
-        let expired: Vec<u64> = self
-            .writes
-            .iter()
-            .filter(|(_, write)| write.deadline.is_some_and(|deadline| now >= deadline))
-            .map(|(seq, _)| *seq)
-            .collect();
-        for seq in expired {
-            let write = self.writes.remove(&seq).expect("invariant: just listed");
-            let needed = self.needed_acks(write.level);
-            let error = WriteError::QuorumNotReached {
-                acked: write.acked.len(),
-                needed,
-            };
-            let token = SessionToken {
-                node: self.config.node,
-                seq,
-            };
-            self.push_event(Event::WriteFailed {
-                id: write.id,
-                token,
-                stamp: write.stamp,
-                error,
-            });
         }
     }
 

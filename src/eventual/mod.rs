@@ -68,6 +68,7 @@ mod message;
 mod reads;
 pub mod sync;
 pub mod value;
+mod writes;
 
 #[cfg(feature = "sim-bugs")]
 pub use config::PlantedBug;
@@ -90,15 +91,18 @@ pub const MEMBERS_MAX: usize = 64;
 pub const WRITES_PENDING_MAX: usize = 4096;
 /// Reads waiting for a token or a quorum.
 pub const READS_PENDING_MAX: usize = 1024;
-/// Events not yet drained: at most one per pending write and read.
-pub const EVENTS_MAX: usize = WRITES_PENDING_MAX + READS_PENDING_MAX + 1;
+/// Undrained events beyond which new writes and reads are refused with `Backpressure`.
+pub const EVENTS_UNDRAINED_MAX: usize = 1024;
+/// Events not yet drained: the undrained limit plus one per pending write and read, the
+/// most that can complete before the caller is refused.
+pub const EVENTS_MAX: usize = EVENTS_UNDRAINED_MAX + WRITES_PENDING_MAX + READS_PENDING_MAX + 1;
 /// Outgoing messages queued; beyond this gossip is dropped (deltas are best-effort).
 pub const TRANSMIT_QUEUE_MAX: usize = 64 * 1024;
 /// Largest key state pushed as a delta; bigger ones travel only by anti-entropy.
 pub const DELTA_BYTES_MAX: usize = 256 * 1024;
 
 const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX < crate::wire::FRAME_BYTES_MAX);
-const _: () = assert!(EVENTS_MAX > WRITES_PENDING_MAX + READS_PENDING_MAX);
+const _: () = assert!(EVENTS_MAX > EVENTS_UNDRAINED_MAX + WRITES_PENDING_MAX + READS_PENDING_MAX);
 
 #[cfg(test)]
 mod tests;

@@ -849,3 +849,96 @@ fn state_digest_is_independent_of_merge_order() {
     ba.merge(mv_a).unwrap();
     assert_eq!(ab.digest(), ba.digest());
 }
+
+/// Each planted bug must visibly break what the simulator's checkers look at.
+#[cfg(feature = "sim-bugs")]
+mod planted_bugs {
+    use super::*;
+
+    fn with_bug(count: u64, value_type: ValueType, bug: PlantedBug) -> Cluster {
+        Cluster::with_config(count, value_type, |config| config.planted_bug = Some(bug))
+    }
+
+    #[test]
+    fn planted_bug_names_round_trip() {
+        for bug in PlantedBug::ALL {
+            assert_eq!(PlantedBug::from_name(bug.name()), Some(bug));
+        }
+        assert_eq!(PlantedBug::from_name("no-such-bug"), None);
+    }
+
+    #[test]
+    fn mvreg_drop_sibling_loses_a_concurrent_write() {
+        let mut cluster = with_bug(2, ValueType::MvReg, PlantedBug::MergeDropsSibling);
+        cluster.isolate(1);
+        cluster.write(
+            1,
+            "k",
+            Op::MvPut {
+                value: bytes("a"),
+                context: None,
+            },
+            WriteLevel::Local,
+        );
+        cluster.write(
+            2,
+            "k",
+            Op::MvPut {
+                value: bytes("b"),
+                context: None,
+            },
+            WriteLevel::Local,
+        );
+        cluster.heal();
+        cluster.run_for(Duration::from_secs(1), STEP);
+        let ReadValue::MvReg { siblings, .. } = cluster.engine(1).value(b"k") else {
+            panic!("mvreg")
+        };
+        assert_eq!(
+            siblings.len(),
+            1,
+            "the bug keeps one of two concurrent siblings"
+        );
+    }
+
+    #[test]
+    fn early_tombstone_gc_lets_a_partitioned_replica_keep_a_deleted_value() {
+        let mut cluster = with_bug(3, ValueType::Lww, PlantedBug::EarlyTombstoneGc);
+        cluster.write(1, "k", Op::LwwPut(bytes("old")), WriteLevel::All);
+        cluster.isolate(3);
+        cluster.write(1, "k", Op::LwwDelete, WriteLevel::Local);
+        cluster.run_for(Duration::from_millis(500), STEP);
+        assert!(
+            cluster.engine(1).key_state(b"k").is_none(),
+            "collected at once"
+        );
+        cluster.heal();
+        cluster.run_for(Duration::from_secs(3), STEP);
+        assert!(matches!(
+            cluster.engine(3).value(b"k"),
+            ReadValue::Lww { value: Some(_), .. }
+        ));
+        assert_ne!(
+            cluster.engine(1).live_entries(),
+            cluster.engine(3).live_entries()
+        );
+    }
+
+    #[test]
+    fn merkle_forget_key_never_repairs_a_lost_delta() {
+        let mut cluster = with_bug(2, ValueType::Counter, PlantedBug::MerkleForgetsKey);
+        cluster.isolate(1);
+        cluster.write(1, "c", Op::CounterAdd(1), WriteLevel::Local);
+        cluster.heal();
+        cluster.run_for(Duration::from_secs(2), STEP);
+        assert_eq!(
+            cluster.engine(2).value(b"c"),
+            ReadValue::Counter(0),
+            "never repaired"
+        );
+        assert_eq!(
+            cluster.engine(1).merkle_root(),
+            cluster.engine(2).merkle_root()
+        );
+    }
+}
