@@ -41,7 +41,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The planted bugs this simulator knows, by their command-line names.
-pub const BUG_NAMES: [&str; 3] = ["mvreg-drop-sibling", "early-tombstone-gc", "merkle-forget-key"];
+pub const BUG_NAMES: [&str; 3] = [
+    "mvreg-drop-sibling",
+    "early-tombstone-gc",
+    "merkle-forget-key",
+];
 
 /// How long the faulty phase lasts; the clients spread their `steps` operations over it.
 const SAFETY_PHASE: Duration = Duration::from_secs(8);
@@ -240,7 +244,8 @@ impl Sim {
             .iter()
             .map(|value_type| {
                 #[allow(unused_mut)]
-                let mut config = EngineConfig::new(self.nodes[node].id, members.clone(), *value_type);
+                let mut config =
+                    EngineConfig::new(self.nodes[node].id, members.clone(), *value_type);
                 #[cfg(feature = "sim-bugs")]
                 {
                     config.planted_bug = self.bug;
@@ -269,7 +274,9 @@ impl Sim {
         self.healed_at = self.now;
         self.run_until(self.healed_at + CONVERGENCE_MAX, true);
         if self.converged_at.is_none() {
-            let detail = self.divergence().unwrap_or_else(|| "requests pending".to_string());
+            let detail = self
+                .divergence()
+                .unwrap_or_else(|| "requests pending".to_string());
             self.violations.push(format!(
                 "convergence: no convergence within {CONVERGENCE_MAX:?} after heal: {detail}"
             ));
@@ -326,7 +333,11 @@ impl Sim {
                     .as_nanos()
                     .max(1);
                 let took = (at - self.healed_at).as_nanos();
-                format!("{} rounds ({:?})", took.div_ceil(interval), at - self.healed_at)
+                format!(
+                    "{} rounds ({:?})",
+                    took.div_ceil(interval),
+                    at - self.healed_at
+                )
             },
         );
         let sync_bytes = self.tally.sync_bytes_lost_engines

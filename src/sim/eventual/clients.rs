@@ -8,7 +8,10 @@
 use super::checkers::{lww_reflects, mv_reflects, render, set_reflects, show_key};
 use super::cluster::{Keyspace, set_remove_context};
 use super::history::{CounterWrite, LwwWrite, MvWrite, Outcome, SetWrite, WriteMeta, WriteRef};
-use super::{CLIENTS_PER_NODE, COLD_KEYS_PER_KEYSPACE, KEYS_PER_KEYSPACE, PendingRead, Request, SAFETY_PHASE, Sim};
+use super::{
+    CLIENTS_PER_NODE, COLD_KEYS_PER_KEYSPACE, KEYS_PER_KEYSPACE, PendingRead, Request,
+    SAFETY_PHASE, Sim,
+};
 use crate::eventual::{
     Op, PersistBatch, ReadContext, ReadLevel, ReadValue, RequestId, SessionToken, WriteLevel,
 };
@@ -30,13 +33,19 @@ enum Planned {
     },
     Counter(i64),
     SetAdd(Bytes),
-    SetRemove { member: Bytes, observed: VClock<crate::types::NodeId> },
+    SetRemove {
+        member: Bytes,
+        observed: VClock<crate::types::NodeId>,
+    },
 }
 
 impl Sim {
     pub(super) fn run_clients(&mut self) {
         for client in 0..self.clients.len() {
-            if self.clients[client].next_at.is_some_and(|at| at <= self.now) {
+            if self.clients[client]
+                .next_at
+                .is_some_and(|at| at <= self.now)
+            {
                 self.client_act(client);
             }
         }
@@ -95,7 +104,13 @@ impl Sim {
         }
     }
 
-    fn plan_write(&mut self, client: usize, node: usize, keyspace: Keyspace, key: &Bytes) -> Option<Planned> {
+    fn plan_write(
+        &mut self,
+        client: usize,
+        node: usize,
+        keyspace: Keyspace,
+        key: &Bytes,
+    ) -> Option<Planned> {
         let value = Bytes::from(format!("c{client}-w{}", self.log.meta.len()));
         let planned = match keyspace {
             0 => Planned::Lww(self.rng.chance(0.8).then_some(value)),
@@ -137,11 +152,17 @@ impl Sim {
         let op = match &planned {
             Planned::Lww(Some(value)) => Op::LwwPut(value.clone()),
             Planned::Lww(None) => Op::LwwDelete,
-            Planned::MvReg { value: Some(value), context } => Op::MvPut {
+            Planned::MvReg {
+                value: Some(value),
+                context,
+            } => Op::MvPut {
                 value: value.clone(),
                 context: context.clone(),
             },
-            Planned::MvReg { value: None, context } => Op::MvDelete {
+            Planned::MvReg {
+                value: None,
+                context,
+            } => Op::MvDelete {
                 context: context.clone(),
             },
             Planned::Counter(amount) => Op::CounterAdd(*amount),
@@ -150,8 +171,13 @@ impl Sim {
         };
         let request = self.next_request;
         self.next_request += 1;
-        let (local, wall) = (self.nodes[node].local(self.now), self.nodes[node].wall(self.now));
-        let engine = self.nodes[node].engine(keyspace).expect("invariant: node is up");
+        let (local, wall) = (
+            self.nodes[node].local(self.now),
+            self.nodes[node].wall(self.now),
+        );
+        let engine = self.nodes[node]
+            .engine(keyspace)
+            .expect("invariant: node is up");
         if engine
             .local_write(local, wall, RequestId(request), key.clone(), op, level)
             .is_err()
@@ -164,7 +190,14 @@ impl Sim {
             .poll_persist()
             .expect("engine contract: a local write is handed out in the next persist batch");
         let write = self.log_write(node, keyspace, &key, planned, &batch, level);
-        self.requests.insert(request, Request::Write { client, node, write });
+        self.requests.insert(
+            request,
+            Request::Write {
+                client,
+                node,
+                write,
+            },
+        );
         self.push_batch(node, keyspace, batch);
         self.drain(node, keyspace);
     }
@@ -201,42 +234,60 @@ impl Sim {
                 let stamp = state
                     .and_then(|s| s.lww_stamp())
                     .expect("engine contract: an lww write's batch holds its stamped state");
-                push(&mut self.log.lww, key_owned, LwwWrite {
-                    id,
-                    value: value.map(|v| v.to_vec()),
-                    stamp,
-                    outcome: Outcome::Pending,
-                })
+                push(
+                    &mut self.log.lww,
+                    key_owned,
+                    LwwWrite {
+                        id,
+                        value: value.map(|v| v.to_vec()),
+                        stamp,
+                        outcome: Outcome::Pending,
+                    },
+                )
             }
             Planned::MvReg { value, context } => {
                 let mut clock = context.map_or_else(VClock::new, |c| c.0);
                 clock.apply(dot);
-                push(&mut self.log.mvreg, key_owned, MvWrite {
-                    id,
-                    value: value.map(|v| v.to_vec()),
-                    clock,
-                    outcome: Outcome::Pending,
-                })
+                push(
+                    &mut self.log.mvreg,
+                    key_owned,
+                    MvWrite {
+                        id,
+                        value: value.map(|v| v.to_vec()),
+                        clock,
+                        outcome: Outcome::Pending,
+                    },
+                )
             }
-            Planned::Counter(amount) => push(&mut self.log.counter, key_owned, CounterWrite {
-                id,
-                amount,
-                outcome: Outcome::Pending,
-            }),
-            Planned::SetAdd(member) => push(&mut self.log.set, key_owned, SetWrite::Add {
-                id,
-                member: member.to_vec(),
-                dot: Some(dot),
-                outcome: Outcome::Pending,
-            }),
-            Planned::SetRemove { member, observed } => {
-                push(&mut self.log.set, key_owned, SetWrite::Remove {
+            Planned::Counter(amount) => push(
+                &mut self.log.counter,
+                key_owned,
+                CounterWrite {
+                    id,
+                    amount,
+                    outcome: Outcome::Pending,
+                },
+            ),
+            Planned::SetAdd(member) => push(
+                &mut self.log.set,
+                key_owned,
+                SetWrite::Add {
+                    id,
+                    member: member.to_vec(),
+                    dot: Some(dot),
+                    outcome: Outcome::Pending,
+                },
+            ),
+            Planned::SetRemove { member, observed } => push(
+                &mut self.log.set,
+                key_owned,
+                SetWrite::Remove {
                     id,
                     member: member.to_vec(),
                     observed,
                     outcome: Outcome::Pending,
-                })
-            }
+                },
+            ),
         };
         WriteRef {
             keyspace,
@@ -254,7 +305,12 @@ impl Sim {
         acked: bool,
         persisted: bool,
     ) {
-        let Some(Request::Write { client, node, write }) = self.requests.remove(&request) else {
+        let Some(Request::Write {
+            client,
+            node,
+            write,
+        }) = self.requests.remove(&request)
+        else {
             return;
         };
         let id = self.write_id(&write);
@@ -272,9 +328,15 @@ impl Sim {
         if acked {
             meta.acked_at = Some(self.now);
             let slot = (write.keyspace, write.key.clone());
-            self.clients[client].tokens.insert(slot, (token, write.clone()));
+            self.clients[client]
+                .tokens
+                .insert(slot, (token, write.clone()));
         }
-        let outcome = if acked { Outcome::Acked } else { Outcome::Indeterminate };
+        let outcome = if acked {
+            Outcome::Acked
+        } else {
+            Outcome::Indeterminate
+        };
         self.log.resolve(&write, outcome);
         self.client_done(client);
     }
@@ -309,7 +371,10 @@ impl Sim {
     }
 
     fn issue_read(&mut self, client: usize, node: usize, keyspace: Keyspace, key: Bytes) {
-        let token = self.clients[client].tokens.get(&(keyspace, key.clone())).cloned();
+        let token = self.clients[client]
+            .tokens
+            .get(&(keyspace, key.clone()))
+            .cloned();
         let choice = self.rng.below(10);
         let (level, label, expected) = match (choice, token) {
             (4..7, Some((token, write))) => (ReadLevel::Session(token), "session", vec![write]),
@@ -337,7 +402,9 @@ impl Sim {
         };
         self.requests.insert(request, Request::Read(read));
         let local = self.nodes[node].local(self.now);
-        let engine = self.nodes[node].engine(keyspace).expect("invariant: node is up");
+        let engine = self.nodes[node]
+            .engine(keyspace)
+            .expect("invariant: node is up");
         if engine.read(local, RequestId(request), key, level).is_err() {
             self.requests.remove(&request);
             self.tally.reads_failed += 1;
@@ -386,7 +453,9 @@ impl Sim {
             }
         }
         if let ReadValue::MvReg { context, .. } = value {
-            self.clients[read.client].contexts.insert(read.key.clone(), context);
+            self.clients[read.client]
+                .contexts
+                .insert(read.key.clone(), context);
         }
         self.client_done(read.client);
     }

@@ -66,7 +66,10 @@ impl SimNode {
             clock,
             engines: None,
             paused_until: None,
-            durable: VALUE_TYPES.iter().map(|_| RestoredState::default()).collect(),
+            durable: VALUE_TYPES
+                .iter()
+                .map(|_| RestoredState::default())
+                .collect(),
             disk: VecDeque::new(),
             incarnation: 0,
         }

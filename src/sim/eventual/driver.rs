@@ -51,7 +51,10 @@ impl Sim {
             self.apply_fault(fault);
         }
         for node in 0..self.nodes.len() {
-            if self.nodes[node].paused_until.is_some_and(|until| until <= self.now) {
+            if self.nodes[node]
+                .paused_until
+                .is_some_and(|until| until <= self.now)
+            {
                 self.nodes[node].paused_until = None;
             }
             self.complete_disk_writes(node);
@@ -120,8 +123,12 @@ impl Sim {
             return;
         }
         self.tally.crashes += 1;
-        self.tally.sync_bytes_lost_engines +=
-            self.nodes[node].engines.iter().flatten().map(|e| e.stats().sync_bytes_sent).sum::<u64>();
+        self.tally.sync_bytes_lost_engines += self.nodes[node]
+            .engines
+            .iter()
+            .flatten()
+            .map(|e| e.stats().sync_bytes_sent)
+            .sum::<u64>();
         self.nodes[node].crash();
         self.net.drop_node(self.nodes[node].id);
         let lost: Vec<u64> = self
@@ -134,7 +141,8 @@ impl Sim {
             let request = self.requests.remove(&id).expect("invariant: just listed");
             let client = match request {
                 Request::Write { client, write, .. } => {
-                    self.log.resolve(&write, super::history::Outcome::Indeterminate);
+                    self.log
+                        .resolve(&write, super::history::Outcome::Indeterminate);
                     client
                 }
                 Request::Read(read) => read.client,
@@ -147,8 +155,15 @@ impl Sim {
         if !self.nodes[node].is_running(self.now) {
             return;
         }
-        while self.nodes[node].disk.front().is_some_and(|w| w.done_at <= self.now) {
-            let write = self.nodes[node].disk.pop_front().expect("invariant: just peeked");
+        while self.nodes[node]
+            .disk
+            .front()
+            .is_some_and(|w| w.done_at <= self.now)
+        {
+            let write = self.nodes[node]
+                .disk
+                .pop_front()
+                .expect("invariant: just peeked");
             self.nodes[node].durable[write.keyspace].apply(&write.batch);
             let local = self.nodes[node].local(self.now);
             if let Some(engine) = self.nodes[node].engine(write.keyspace) {
@@ -168,9 +183,17 @@ impl Sim {
             return;
         }
         let keyspace = usize::from(delivery.message.keyspace);
-        assert!(keyspace < VALUE_TYPES.len(), "invariant: the harness numbers keyspaces");
-        let (local, wall) = (self.nodes[node].local(self.now), self.nodes[node].wall(self.now));
-        let engine = self.nodes[node].engine(keyspace).expect("invariant: node is up");
+        assert!(
+            keyspace < VALUE_TYPES.len(),
+            "invariant: the harness numbers keyspaces"
+        );
+        let (local, wall) = (
+            self.nodes[node].local(self.now),
+            self.nodes[node].wall(self.now),
+        );
+        let engine = self.nodes[node]
+            .engine(keyspace)
+            .expect("invariant: node is up");
         engine.handle_message(local, wall, delivery.from, delivery.message.message);
         self.drain(node, keyspace);
     }
@@ -241,7 +264,10 @@ impl Sim {
     /// every node up, nothing on its way to a disk and no request pending.
     pub(super) fn converged(&self) -> bool {
         let quiet = self.requests.is_empty()
-            && self.nodes.iter().all(|n| n.is_running(self.now) && n.disk.is_empty());
+            && self
+                .nodes
+                .iter()
+                .all(|n| n.is_running(self.now) && n.disk.is_empty());
         quiet && self.divergence().is_none()
     }
 

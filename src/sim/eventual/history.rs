@@ -185,9 +185,18 @@ impl<S> OpLog<S> {
                 *outcome = Outcome::Indeterminate;
             }
         };
-        self.lww.values_mut().flatten().for_each(|w| pending(&mut w.outcome));
-        self.mvreg.values_mut().flatten().for_each(|w| pending(&mut w.outcome));
-        self.counter.values_mut().flatten().for_each(|w| pending(&mut w.outcome));
+        self.lww
+            .values_mut()
+            .flatten()
+            .for_each(|w| pending(&mut w.outcome));
+        self.mvreg
+            .values_mut()
+            .flatten()
+            .for_each(|w| pending(&mut w.outcome));
+        self.counter
+            .values_mut()
+            .flatten()
+            .for_each(|w| pending(&mut w.outcome));
         for write in self.set.values_mut().flatten() {
             match write {
                 SetWrite::Add { outcome, .. } | SetWrite::Remove { outcome, .. } => {

@@ -64,7 +64,10 @@ impl Sim {
         let states: Vec<BTreeMap<Bytes, KeyState>> = (0..VALUE_TYPES.len())
             .map(|keyspace| {
                 let engine = &self.nodes[0].engines.as_ref().expect("checked up")[keyspace];
-                engine.entries().map(|(k, s)| (k.clone(), s.clone())).collect()
+                engine
+                    .entries()
+                    .map(|(k, s)| (k.clone(), s.clone()))
+                    .collect()
             })
             .collect();
         self.check_lww_keys(&states[0]);
