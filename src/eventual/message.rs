@@ -13,7 +13,9 @@
 //!  A: SyncPush { A's states B asked for }   ──▶  B merges
 //! ```
 //!
-//! Each message carries the `session` id; answers to another session are ignored. Every
+//! Each request carries a fresh id in its `session` field, echoed by the answer; an answer
+//! whose id is not the outstanding request's (another session, or a duplicated or late
+//! answer to an earlier request) is ignored. Every
 //! request is bounded (`*_MAX` constants) and A keeps within `round_bytes_max` per round.
 
 use super::hlc::HlcTimestamp;

@@ -266,6 +266,13 @@ impl AntiEntropy {
                 }
             }
             (Outstanding::Children(asked), GossipMessage::SyncChildrenReply { nodes, .. }) => {
+                if nodes.len() != asked.len() {
+                    // A node left unanswered would never be compared: the session could not
+                    // claim the peer's knowledge. Start over next round.
+                    self.sync = None;
+                    self.stats.sessions_aborted += 1;
+                    return;
+                }
                 for (node, hashes) in nodes {
                     if asked.contains(&node) {
                         let differing = self.tree.differing_children(node, &hashes);
@@ -316,7 +323,12 @@ impl AntiEntropy {
         if session.outstanding.is_some() || budget == 0 {
             return;
         }
-        let (id, peer) = (session.id, session.peer);
+        // Every request gets a fresh id (sent as `session`), so a duplicated or late answer to
+        // an earlier request of this session can never be taken for this one's.
+        let id = self.next_session;
+        self.next_session += 1;
+        session.id = id;
+        let peer = session.peer;
         let message = if !session.inner.is_empty() {
             let count =
                 (budget / CHILDREN_REPLY_BYTES_PER_NODE).clamp(1, SYNC_NODES_PER_REQUEST_MAX);
