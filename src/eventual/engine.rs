@@ -146,8 +146,11 @@ pub struct AntiEntropy {
     pub(super) liveness: LivenessView,
     /// Keys changed since the last batch.
     pub(super) dirty: BTreeSet<Bytes>,
-    /// The knowledge vector changed without a key change (a completed session).
-    pub(super) meta_dirty: bool,
+    /// The knowledge vector of the last batch created. The knowledge vector also grows
+    /// without any key changing (a completed session, a dot seen in an already-held state);
+    /// a batch must then still carry it to disk, or peers would never see it grow and no
+    /// tombstone would ever become stable.
+    pub(super) batched_knowledge: VClock<NodeId>,
     pub(super) unbatched: Vec<AfterPersist>,
     pub(super) in_flight: VecDeque<InFlightBatch>,
     pub(super) next_persist_id: u64,
@@ -211,7 +214,7 @@ impl AntiEntropy {
             tombstones: BTreeMap::new(),
             liveness,
             dirty: BTreeSet::new(),
-            meta_dirty: false,
+            batched_knowledge: VClock::new(),
             unbatched: Vec::new(),
             in_flight: VecDeque::new(),
             next_persist_id: 1,
@@ -227,6 +230,7 @@ impl AntiEntropy {
             stats: EngineStats::default(),
             config,
         };
+        engine.batched_knowledge = engine.durable.knowledge.clone();
         for (key, state) in restored.keys {
             if state.value_type() != engine.config.value_type {
                 return Err(ConfigError::RestoredWrongType {
@@ -411,7 +415,8 @@ impl AntiEntropy {
     /// The next batch to persist, holding every key changed since the previous batch and the
     /// new meta. Persist batches in order; then call `persisted(batch.id)`.
     pub fn poll_persist(&mut self) -> Option<PersistBatch> {
-        if self.dirty.is_empty() && !self.meta_dirty && self.unbatched.is_empty() {
+        let knowledge_changed = self.knowledge.vector() != &self.batched_knowledge;
+        if self.dirty.is_empty() && !knowledge_changed && self.unbatched.is_empty() {
             return None;
         }
         let keys = std::mem::take(&mut self.dirty)
@@ -431,7 +436,7 @@ impl AntiEntropy {
         };
         let id = PersistId(self.next_persist_id);
         self.next_persist_id += 1;
-        self.meta_dirty = false;
+        self.batched_knowledge = meta.knowledge.clone();
         let actions = std::mem::take(&mut self.unbatched);
         self.in_flight.push_back(InFlightBatch {
             id,

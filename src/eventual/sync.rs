@@ -513,11 +513,8 @@ impl AntiEntropy {
             return;
         };
         if let Some(knowledge) = &session.peer_knowledge {
-            let before = self.knowledge.vector().clone();
+            // The next batch carries the grown vector to disk (see `batched_knowledge`).
             self.knowledge.merge_vector(knowledge);
-            if *self.knowledge.vector() != before {
-                self.meta_dirty = true;
-            }
         }
         self.stats.sessions_completed += 1;
         if in_sync {

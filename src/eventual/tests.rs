@@ -1154,3 +1154,65 @@ fn repair_costs_in_proportion_to_the_difference() {
         "{total_bytes} bytes in all for {differing} of {keys} keys"
     );
 }
+
+/// Found by the eventual simulator (seed 1485, 5 nodes): n5 saw n4's dots 6..8 only in
+/// states it already held (their keys had moved on), so its knowledge vector grew in memory
+/// but no batch carried it to disk. Peers only ever saw its durable vector, which stayed at
+/// n4:5, so no tombstone involving n4's later writes ever became stable anywhere and the
+/// replicas' Merkle roots never converged. A grown vector alone must produce a batch.
+#[test]
+fn knowledge_grown_without_a_key_change_is_persisted() {
+    let members = vec![NodeId(1), NodeId(2)];
+    let mut engine = AntiEntropy::new(
+        EngineConfig::new(NodeId(1), members, ValueType::Lww),
+        RestoredState::default(),
+        1,
+    )
+    .unwrap();
+    let (now, wall) = (Instant::from_nanos(1), WallMillis(10));
+    let stamp = |seq: u64| WriteStamp {
+        node: NodeId(2),
+        seq,
+        hlc: HlcTimestamp {
+            physical_ms: seq,
+            logical: 0,
+            node: NodeId(2),
+        },
+    };
+    let mut first = KeyState::new(ValueType::Lww);
+    first
+        .apply_local(Op::LwwPut(bytes("one")), stamp(1))
+        .unwrap();
+    let mut second = first.clone();
+    second
+        .apply_local(Op::LwwPut(bytes("two")), stamp(2))
+        .unwrap();
+    let delta = |state: KeyState, seq| GossipMessage::Delta {
+        entry: KeyEntry {
+            key: bytes("k"),
+            state,
+        },
+        token: SessionToken {
+            node: NodeId(2),
+            seq,
+        },
+        ack_requested: false,
+    };
+    engine.handle_message(now, wall, NodeId(2), delta(second, 2));
+    let batch = engine.poll_persist().expect("the new state is persisted");
+    assert_eq!(
+        batch.meta.knowledge.get(&NodeId(2)),
+        0,
+        "dot 1 not seen yet: not contiguous"
+    );
+    engine.persisted(now, batch.id);
+    engine.handle_message(now, wall, NodeId(2), delta(first, 1)); // old news for the key
+    let batch = engine
+        .poll_persist()
+        .expect("the grown knowledge vector is persisted");
+    assert!(batch.keys.is_empty());
+    assert_eq!(batch.meta.knowledge.get(&NodeId(2)), 2);
+    engine.persisted(now, batch.id);
+    assert_eq!(engine.durable_meta().knowledge.get(&NodeId(2)), 2);
+    assert!(engine.poll_persist().is_none());
+}
