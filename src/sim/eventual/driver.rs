@@ -123,6 +123,7 @@ impl Sim {
             return;
         }
         self.tally.crashes += 1;
+        self.check_engine_invariants(node, "before a crash");
         self.tally.sync_bytes_lost_engines += self.nodes[node]
             .engines
             .iter()
@@ -309,6 +310,33 @@ impl Sim {
             }
             Event::ReadDone { id, value, .. } => self.read_answered(id.0, Some(value)),
             Event::ReadFailed { id, .. } => self.read_answered(id.0, None),
+        }
+    }
+}
+
+impl Sim {
+    /// Runs every engine's own `check_invariants` on `node` (O(keys + tree), so only at
+    /// crashes and at the end). A failed invariant becomes a violation line with the seed's
+    /// report instead of a bare panic.
+    pub(super) fn check_engine_invariants(&mut self, node: usize, when: &str) {
+        let Some(engines) = &self.nodes[node].engines else {
+            return;
+        };
+        for (keyspace, engine) in engines.iter().enumerate() {
+            let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                engine.check_invariants();
+            }));
+            if let Err(panic) = checked {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                self.violations.push(format!(
+                    "invariant: {} {:?} engine {when}: {message}",
+                    self.nodes[node].id, VALUE_TYPES[keyspace]
+                ));
+            }
         }
     }
 }

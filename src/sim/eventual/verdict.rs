@@ -49,6 +49,9 @@ impl Sim {
         if self.nodes.iter().any(|node| !node.is_up()) {
             return; // Already reported: the cluster never came back whole.
         }
+        for node in 0..self.nodes.len() {
+            self.check_engine_invariants(node, "at the end");
+        }
         for (keyspace, value_type) in VALUE_TYPES.iter().enumerate() {
             let replicas: Vec<(NodeId, BTreeMap<Vec<u8>, Canonical>, u64)> = self
                 .nodes
@@ -59,7 +62,12 @@ impl Sim {
                 })
                 .collect();
             let name = format!("{value_type:?}").to_lowercase();
-            self.violations.extend(check_convergence(&name, &replicas));
+            let found = check_convergence(&name, &replicas);
+            if !found.is_empty() {
+                self.violations.extend(found);
+                self.violations
+                    .extend(self.tombstone_differences(keyspace, &name));
+            }
         }
         let states: Vec<BTreeMap<Bytes, KeyState>> = (0..VALUE_TYPES.len())
             .map(|keyspace| {
@@ -74,6 +82,47 @@ impl Sim {
         self.check_mvreg_keys(&states[1]);
         self.check_counter_keys(&states[2]);
         self.check_set_keys(&states[3]);
+    }
+
+    /// The keys whose stored entries (tombstones included) differ from the first node's: what
+    /// the Merkle roots see when the live states agree.
+    fn tombstone_differences(&self, keyspace: usize, name: &str) -> Vec<String> {
+        let entries = |node: &super::cluster::SimNode| -> BTreeMap<Bytes, Vec<u8>> {
+            let engine = &node.engines.as_ref().expect("checked up")[keyspace];
+            engine
+                .entries()
+                .map(|(key, state)| (key.clone(), state.canonical_bytes()))
+                .collect()
+        };
+        let first = entries(&self.nodes[0]);
+        let mut lines = Vec::new();
+        for node in &self.nodes[1..] {
+            let theirs = entries(node);
+            let keys: BTreeSet<&Bytes> = first.keys().chain(theirs.keys()).collect();
+            for key in keys.into_iter().filter(|k| first.get(*k) != theirs.get(*k)) {
+                let show = |map: &BTreeMap<Bytes, Vec<u8>>, at: &super::cluster::SimNode| {
+                    let engine = &at.engines.as_ref().expect("checked up")[keyspace];
+                    match map.get(key) {
+                        None => "nothing".to_string(),
+                        Some(_) => format!(
+                            "{:?} context {:?}",
+                            engine.key_state(key).map(KeyState::read),
+                            engine.key_state(key).map(|s| &s.context)
+                        ),
+                    }
+                };
+                lines.push(format!(
+                    "convergence: {name} key {}: stored entries differ (tombstones included): \
+                     {} holds {}, {} holds {}",
+                    super::checkers::show_key(key),
+                    self.nodes[0].id,
+                    show(&first, &self.nodes[0]),
+                    node.id,
+                    show(&theirs, node)
+                ));
+            }
+        }
+        lines
     }
 
     fn check_lww_keys(&mut self, states: &BTreeMap<Bytes, KeyState>) {
