@@ -22,6 +22,22 @@
 //!
 //! Every random choice comes from `SimRng::new(seed)` and its forks, so a run is a pure
 //! function of its [`SimConfig`].
+//!
+//! # What the checkers know, and how
+//!
+//! - A write's identity is read from the persist batch the engine hands out right after
+//!   `local_write` (its dot is `(node, batch.meta.seq)`, its `lww` stamp the key's marker in
+//!   the batch), and cross-checked against the token of its ack (`harness:` violation).
+//! - A set remove's observed adds are computed as the engine does, from the node's installed
+//!   state merged with the newest state of the key still on its way to the disk (the
+//!   engine's pending overlay, which it does not expose).
+//! - Reads are checked as they complete: a session read must reflect its token's write, a
+//!   quorum read every write acked at `quorum`/`all` before it started, a local read every
+//!   write its node persisted before it started. Counter reads are not checked (a value cannot
+//!   show one increment); counters are judged on their converged value only.
+//! - Engine `check_invariants` runs at every crash and at the end (it rebuilds the Merkle
+//!   tree, too costly after every input).
+//! - Not modelled: disk errors (every fsync succeeds), client retries.
 
 pub mod checkers;
 mod clients;
@@ -53,6 +69,8 @@ const SAFETY_PHASE: Duration = Duration::from_secs(8);
 const CONVERGENCE_MAX: Duration = Duration::from_secs(30);
 /// How often the liveness phase compares the replicas.
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// After convergence, how long the cluster keeps running to measure in-sync rounds.
+const IN_SYNC_PROBE: Duration = Duration::from_millis(300);
 /// Simulated clients per node.
 const CLIENTS_PER_NODE: usize = 2;
 /// Hot keys per keyspace (80% of operations): few, so that writes conflict.
@@ -182,6 +200,8 @@ struct Sim {
     tally: Tally,
     healed_at: Instant,
     converged_at: Option<Instant>,
+    /// See [`Sim::in_sync_session_bytes`]; measured after convergence.
+    in_sync_bytes_max: Option<u64>,
 }
 
 impl Sim {
@@ -233,6 +253,7 @@ impl Sim {
             tally: Tally::default(),
             healed_at: end,
             converged_at: None,
+            in_sync_bytes_max: None,
         };
         for node in 0..sim.nodes.len() {
             sim.start_node(node);
@@ -285,6 +306,23 @@ impl Sim {
         }
         self.log.close();
         self.check_final_states();
+        if self.converged_at.is_some() {
+            self.run_until(self.now + IN_SYNC_PROBE, false);
+            self.in_sync_bytes_max = self.in_sync_session_bytes();
+        }
+    }
+
+    /// The costliest in-sync anti-entropy session (bytes both ways) among the last sessions
+    /// the engines started: the price of a round when there is nothing to repair.
+    fn in_sync_session_bytes(&self) -> Option<u64> {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.engines.as_ref())
+            .flatten()
+            .filter_map(|engine| engine.stats().last_session)
+            .filter(|session| session.in_sync)
+            .map(|session| session.bytes_sent + session.bytes_received)
+            .max()
     }
 
     /// The event loop. In the liveness phase it also probes for convergence and stops at it.
@@ -348,8 +386,8 @@ impl Sim {
         let summary = format!(
             "eventual seed {} nodes {}: writes {acked} acked / {indeterminate} indeterminate / \
              {failed} failed ({} refused), reads {} ({} failed), faults {} ({} crashes, {} \
-             partitions), converged after {rounds}, anti-entropy {sync_bytes} bytes, \
-             messages {} sent / {} delivered",
+             partitions), converged after {rounds}, anti-entropy {sync_bytes} bytes \
+             (in-sync session max {} bytes), messages {} sent / {} delivered",
             self.config.seed,
             self.config.nodes,
             self.tally.writes_refused,
@@ -358,6 +396,8 @@ impl Sim {
             self.tally.faults,
             self.tally.crashes,
             self.tally.partitions,
+            self.in_sync_bytes_max
+                .map_or_else(|| "?".to_string(), |b| b.to_string()),
             net.sent,
             net.delivered,
         );
