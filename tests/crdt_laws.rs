@@ -72,12 +72,12 @@ fn op_for(
     let value = Bytes::from(format!("v{id}"));
     let member = Bytes::from(vec![b'a' + member]);
     match value_type {
-        ValueType::Lww if choice % 4 == 0 => Op::LwwDelete,
+        ValueType::Lww if choice.is_multiple_of(4) => Op::LwwDelete,
         ValueType::Lww => Op::LwwPut(value),
         ValueType::MvReg => {
             // Most writes carry the context of a read of this replica's state.
             let context = match state.read() {
-                ReadValue::MvReg { context, .. } if choice % 3 != 0 => Some(context),
+                ReadValue::MvReg { context, .. } if !choice.is_multiple_of(3) => Some(context),
                 _ => None,
             };
             if choice % 5 == 1 && context.is_some() {
@@ -87,7 +87,7 @@ fn op_for(
             }
         }
         ValueType::Counter => Op::CounterAdd(amount),
-        ValueType::Set if choice % 3 == 0 => Op::SetRemove(member),
+        ValueType::Set if choice.is_multiple_of(3) => Op::SetRemove(member),
         ValueType::Set => Op::SetAdd(member),
     }
 }

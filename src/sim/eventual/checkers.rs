@@ -47,12 +47,15 @@ fn covers(clock: &VClock<NodeId>, dot: &Dot<NodeId>) -> bool {
     clock.get(&dot.actor) >= dot.counter
 }
 
+/// One replica as the convergence checker sees it: its node, full state and Merkle root.
+pub type Replica<V, R> = (NodeId, BTreeMap<Vec<u8>, V>, R);
+
 /// Convergence: every replica holds the same state for every key of a keyspace. `replicas`
 /// gives each node's full state (key to value, in a form whose `==` means identical CRDT
 /// state) and its Merkle root.
 pub fn check_convergence<V: PartialEq + Debug, R: PartialEq + Debug>(
     keyspace: &str,
-    replicas: &[(NodeId, BTreeMap<Vec<u8>, V>, R)],
+    replicas: &[Replica<V, R>],
 ) -> Vec<String> {
     let mut violations = Vec::new();
     let Some((first_node, first_state, first_root)) = replicas.first() else {
