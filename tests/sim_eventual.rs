@@ -66,6 +66,37 @@ fn five_node_seeds_have_no_violations() {
     sweep(5, SEEDS_FIVE_NODES);
 }
 
+/// Seeds that found engine bugs, kept as regressions (their stories):
+/// - 3 nodes, seed 3: a network-duplicated `SyncChildrenReply` of an earlier request was taken
+///   as the answer to the current one; the session "finished" and the initiator adopted its
+///   peer's knowledge vector without the peer's states, then dropped the missing key forever
+///   as "collected" (no convergence; session reads served before their write arrived).
+/// - 3 nodes, seeds 358 and 1683; 5 nodes, seeds 198, 493, 1002 and 1485: knowledge that grew
+///   in a merge that changed no key was never persisted, so the node kept reporting an old
+///   durable vector; a peer's tombstone then never became stable, was never collected, and
+///   the Merkle roots never agreed again.
+#[test]
+fn seeds_that_found_engine_bugs_pass() {
+    for (nodes, seed) in [
+        (3, 3),
+        (3, 358),
+        (3, 1683),
+        (5, 198),
+        (5, 493),
+        (5, 1002),
+        (5, 1485),
+    ] {
+        let report = run(seed, nodes, None);
+        assert!(
+            report.passed(),
+            "{}\n{}\n{}",
+            config(seed, nodes, None).replay_command("eventual"),
+            report.summary,
+            report.violations.join("\n")
+        );
+    }
+}
+
 #[test]
 fn a_seed_replays_identically() {
     for (seed, nodes) in [(7, 3), (11, 5)] {
