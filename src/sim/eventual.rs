@@ -47,7 +47,7 @@ pub mod history;
 mod verdict;
 
 use crate::eventual::{AntiEntropy, EngineConfig, HlcTimestamp};
-use crate::sim::faults::{FaultOptions, FaultSchedule};
+use crate::sim::faults::{FaultEvent, FaultOptions, FaultSchedule};
 use crate::sim::net::{NetConfig, SimNet};
 use crate::sim::{SeedReport, SimConfig, SimError, SimRng};
 use crate::types::{Instant, NodeId};
@@ -71,6 +71,8 @@ const CONVERGENCE_MAX: Duration = Duration::from_secs(30);
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// After convergence, how long the cluster keeps running to measure in-sync rounds.
 const IN_SYNC_PROBE: Duration = Duration::from_millis(300);
+/// Share of seeds on which the whole cluster crashes at once.
+const WHOLE_CLUSTER_CRASH_CHANCE: f64 = 0.2;
 /// Simulated clients per node.
 const CLIENTS_PER_NODE: usize = 2;
 /// Hot keys per keyspace (80% of operations): few, so that writes conflict.
@@ -169,6 +171,8 @@ struct Tally {
     faults: u64,
     crashes: u64,
     partitions: u64,
+    /// Every node crashed at once at some point.
+    whole_cluster_crash: bool,
     /// Anti-entropy bytes sent by engines that have since crashed.
     sync_bytes_lost_engines: u64,
 }
@@ -255,10 +259,29 @@ impl Sim {
             converged_at: None,
             in_sync_bytes_max: None,
         };
+        // Drawn after every other stream, so adding it changed no other choice.
+        sim.add_whole_cluster_crash(&mut root.fork(6), &ids);
         for node in 0..sim.nodes.len() {
             sim.start_node(node);
         }
         sim
+    }
+
+    /// On some seeds every node crashes at once and restarts a little later: acknowledged
+    /// writes must survive `kill -9` of the whole cluster, not only of a minority (which is
+    /// all the shared schedule does).
+    fn add_whole_cluster_crash(&mut self, rng: &mut SimRng, ids: &[NodeId]) {
+        if !rng.chance(WHOLE_CLUSTER_CRASH_CHANCE) {
+            return;
+        }
+        let at = Instant::ZERO + rng.duration_between(SAFETY_PHASE / 4, SAFETY_PHASE * 3 / 4);
+        let restart_at =
+            at + rng.duration_between(Duration::from_millis(100), Duration::from_millis(500));
+        let mut events = self.faults.events().to_vec();
+        events.extend(ids.iter().map(|id| (at, FaultEvent::Crash(*id))));
+        events.extend(ids.iter().map(|id| (restart_at, FaultEvent::Restart(*id))));
+        self.faults = FaultSchedule::from_events(events);
+        self.tally.whole_cluster_crash = true;
     }
 
     fn engine_configs(&self, node: usize) -> Vec<EngineConfig> {
@@ -368,10 +391,7 @@ impl Sim {
         let rounds = self.converged_at.map_or_else(
             || "never".to_string(),
             |at| {
-                let interval = EngineConfig::new(NodeId(1), vec![NodeId(1)], VALUE_TYPES[0])
-                    .round_interval
-                    .as_nanos()
-                    .max(1);
+                let interval = self.engine_configs(0)[0].round_interval.as_nanos().max(1);
                 let took = (at - self.healed_at).as_nanos();
                 format!(
                     "{} rounds ({:?})",
@@ -385,7 +405,7 @@ impl Sim {
         let net = self.net.stats();
         let summary = format!(
             "eventual seed {} nodes {}: writes {acked} acked / {indeterminate} indeterminate / \
-             {failed} failed ({} refused), reads {} ({} failed), faults {} ({} crashes, {} \
+             {failed} failed ({} refused), reads {} ({} failed), faults {} ({} crashes{}, {} \
              partitions), converged after {rounds}, anti-entropy {sync_bytes} bytes \
              (in-sync session max {} bytes), messages {} sent / {} delivered",
             self.config.seed,
@@ -395,6 +415,11 @@ impl Sim {
             self.tally.reads_failed,
             self.tally.faults,
             self.tally.crashes,
+            if self.tally.whole_cluster_crash {
+                " incl. whole cluster"
+            } else {
+                ""
+            },
             self.tally.partitions,
             self.in_sync_bytes_max
                 .map_or_else(|| "?".to_string(), |b| b.to_string()),
