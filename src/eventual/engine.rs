@@ -143,6 +143,8 @@ pub struct AntiEntropy {
     pub(super) peer_knowledge: BTreeMap<NodeId, VClock<NodeId>>,
     /// Keys holding tombstones, with their phase-1 barrier once recorded.
     pub(super) tombstones: BTreeMap<Bytes, Option<VClock<NodeId>>>,
+    /// Where the next tombstone collection pass starts (round-robin over `tombstones`).
+    pub(super) gc_cursor: Option<Bytes>,
     pub(super) liveness: LivenessView,
     /// Keys changed since the last batch.
     pub(super) dirty: BTreeSet<Bytes>,
@@ -171,7 +173,9 @@ pub struct AntiEntropy {
 
 impl AntiEntropy {
     /// Creates the engine from its configuration and everything persisted before a restart
-    /// (`RestoredState::default()` for a new node). `rng_seed` drives partner choice.
+    /// (`RestoredState::default()` for a new node). `rng_seed` drives partner choice and the
+    /// starting point of request ids: give each incarnation (each restart) its own seed, so
+    /// answers still in flight to the previous incarnation cannot match new requests.
     pub fn new(
         config: EngineConfig,
         restored: RestoredState,
@@ -212,6 +216,7 @@ impl AntiEntropy {
             durable: meta,
             peer_knowledge: BTreeMap::new(),
             tombstones: BTreeMap::new(),
+            gc_cursor: None,
             liveness,
             dirty: BTreeSet::new(),
             batched_knowledge: VClock::new(),
@@ -231,6 +236,10 @@ impl AntiEntropy {
             config,
         };
         engine.batched_knowledge = engine.durable.knowledge.clone();
+        // Request ids start at a random point, so answers addressed to an earlier incarnation
+        // of this node (still in flight across a restart) do not match new requests.
+        engine.next_session = rand::Rng::random_range(&mut engine.rng, 1..u64::MAX / 2);
+        engine.next_read = rand::Rng::random_range(&mut engine.rng, 1..u64::MAX / 2);
         for (key, state) in restored.keys {
             if state.value_type() != engine.config.value_type {
                 return Err(ConfigError::RestoredWrongType {

@@ -186,12 +186,23 @@ impl super::engine::AntiEntropy {
             &self.peer_knowledge,
         );
         let early = self.bug_early_tombstone_gc();
+        // Round-robin from where the last call stopped, so keys late in the order are not
+        // starved by early ones that stay uncollectable.
+        let start = self.gc_cursor.take().unwrap_or_default();
         let candidates: Vec<(bytes::Bytes, Option<VClock<NodeId>>)> = self
             .tombstones
-            .iter()
-            .take(GC_KEYS_PER_ROUND_MAX)
+            .range(start..)
+            .chain(self.tombstones.iter())
+            .take(GC_KEYS_PER_ROUND_MAX.min(self.tombstones.len()))
             .map(|(key, fence)| (key.clone(), fence.clone()))
             .collect();
+        self.gc_cursor = candidates.last().and_then(|(last, _)| {
+            let next = self.tombstones.range::<bytes::Bytes, _>((
+                std::ops::Bound::Excluded(last.clone()),
+                std::ops::Bound::Unbounded,
+            ));
+            next.map(|(key, _)| key.clone()).next()
+        });
         for (key, fence) in candidates {
             if self.overlay.contains_key(&key) {
                 continue; // A local write on it is still being persisted.

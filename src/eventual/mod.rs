@@ -9,7 +9,7 @@
 //! Whatever deltas miss, anti-entropy repairs: each round a node compares Merkle trees
 //! ([`merkle`]) with one peer, descends only into differing branches and exchanges the states
 //! of differing keys ([`sync`]). Write levels `quorum` / `all` wait for peers to persist the
-//! delta; read levels `session` / `quorum` wait for a token or a majority ([`reads`]).
+//! delta; read levels `session` / `quorum` wait for a token or a majority (`reads.rs`).
 //! Tombstones are collected only once causally stable ([`gc`]), so deletes never resurrect.
 //!
 //! # Calling protocol
@@ -54,6 +54,22 @@
 //!
 //! `now` is the node's monotonic clock (round timer, deadlines, liveness). `wall` is the
 //! wall clock, used only by the HLC of `lww` keyspaces; it may jump either way.
+
+//! # Notes for shells, simulators and checkers
+//!
+//! - Reads see *installed* state: a local write is invisible (also to `value`) until its
+//!   batch is persisted. `Event::WriteFailed { QuorumNotReached }` means the write is
+//!   persisted here and keeps spreading: its outcome is indeterminate, not undone.
+//! - Compare replicas with [`AntiEntropy::live_entries`] / [`AntiEntropy::state_digest`]
+//!   (tombstones excluded: nodes collect them at different times). Merkle roots agree once
+//!   every tombstone is collected everywhere, which needs every member up and gossiping.
+//! - An `lww` tombstone reads as `value: None` with the delete's `stamp`; once collected, as
+//!   `stamp: None`.
+//! - `Orswot` and `MVReg` serde bytes are not canonical (hash maps, merge order): compare
+//!   states with `==` or [`KeyState::digest`], never by their encoding.
+//! - Give each incarnation its own `rng_seed` (request ids start at a seeded point).
+//! - [`AntiEntropy::check_invariants`] is O(keys + Merkle size); each engine holds a dense
+//!   Merkle tree of 69,905 hashes (~560 KB).
 
 mod config;
 mod engine;

@@ -1,4 +1,4 @@
-//! Merkle anti-entropy sessions (see the diagram in [`super::message`]).
+//! Merkle anti-entropy sessions (the message flow is drawn in `message.rs`).
 //!
 //! Each round (`round_interval`) this node collects stable tombstones, then either continues
 //! its open session or starts one with a partner: an `Alive` peer three times in four, any
