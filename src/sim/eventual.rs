@@ -387,7 +387,7 @@ impl Sim {
     }
 
     fn report(&self) -> SeedReport {
-        let [acked, indeterminate, failed] = checkers::tally(self.log.outcomes().into_iter());
+        let [acked, indeterminate, lost, failed] = checkers::tally(self.log.outcomes().into_iter());
         let rounds = self.converged_at.map_or_else(
             || "never".to_string(),
             |at| {
@@ -405,7 +405,7 @@ impl Sim {
         let net = self.net.stats();
         let summary = format!(
             "eventual seed {} nodes {}: writes {acked} acked / {indeterminate} indeterminate / \
-             {failed} failed ({} refused), reads {} ({} failed), faults {} ({} crashes{}, {} \
+             {lost} lost in crashes / {failed} failed ({} refused), reads {} ({} failed), faults {} ({} crashes{}, {} \
              partitions), converged after {rounds}, anti-entropy {sync_bytes} bytes \
              (in-sync session max {} bytes), messages {} sent / {} delivered",
             self.config.seed,

@@ -263,7 +263,13 @@ pub fn check_lww<S: Ord + Debug>(
         }
         return violations;
     };
-    let Some(winner) = writes.iter().find(|w| w.stamp == *stamp) else {
+    // A stamp may be reissued after a crash lost the write that first had it: prefer the
+    // write that may have applied.
+    let same_stamp = || writes.iter().filter(|w| w.stamp == *stamp);
+    let winner = same_stamp()
+        .find(|w| w.outcome.may_apply())
+        .or_else(|| same_stamp().next());
+    let Some(winner) = winner else {
         violations.push(format!(
             "phantom: lww key {}: value {} at {} matches no write",
             show_key(key),
@@ -491,14 +497,15 @@ fn sibling_order(key: &str, siblings: &[Sibling]) -> Vec<String> {
 }
 
 /// Counts writes per outcome for the summary line: acked, indeterminate (pending included),
-/// failed.
-pub fn tally(outcomes: impl Iterator<Item = Outcome>) -> [u64; 3] {
-    let mut counts = [0u64; 3];
+/// lost in a crash, failed.
+pub fn tally(outcomes: impl Iterator<Item = Outcome>) -> [u64; 4] {
+    let mut counts = [0u64; 4];
     for outcome in outcomes {
         let slot = match outcome {
             Outcome::Acked => 0,
             Outcome::Indeterminate | Outcome::Pending => 1,
-            Outcome::Failed => 2,
+            Outcome::Lost => 2,
+            Outcome::Failed => 3,
         };
         counts[slot] += 1;
     }

@@ -227,6 +227,7 @@ impl Sim {
             persisted_at: None,
             acked_at: None,
             dot: (node_id, batch.meta.seq),
+            batch: (keyspace, batch.id.0),
         });
         let key_owned = key.clone();
         let index = match planned {
@@ -341,7 +342,7 @@ impl Sim {
         self.client_done(client);
     }
 
-    fn write_id(&self, write: &WriteRef) -> u64 {
+    pub(super) fn write_id(&self, write: &WriteRef) -> u64 {
         let key = &write.key;
         match write.keyspace {
             0 => self.log.lww[key][write.index].id,

@@ -2,6 +2,7 @@
 //! and draining an engine's outputs after every input.
 
 use super::cluster::{DiskWrite, Keyspace, SimMessage, VALUE_TYPES};
+use super::history::Outcome;
 use super::{Request, Sim};
 use crate::eventual::{Event, PersistBatch, WriteError};
 use crate::sim::faults::{FaultEvent, Shape};
@@ -130,6 +131,11 @@ impl Sim {
             .flatten()
             .map(|e| e.stats().sync_bytes_sent)
             .sum::<u64>();
+        let not_durable: Vec<(usize, u64)> = self.nodes[node]
+            .disk
+            .iter()
+            .map(|write| (write.keyspace, write.batch.id.0))
+            .collect();
         self.nodes[node].crash();
         self.net.drop_node(self.nodes[node].id);
         let lost: Vec<u64> = self
@@ -142,8 +148,13 @@ impl Sim {
             let request = self.requests.remove(&id).expect("invariant: just listed");
             let client = match request {
                 Request::Write { client, write, .. } => {
-                    self.log
-                        .resolve(&write, super::history::Outcome::Indeterminate);
+                    let batch = self.log.meta[self.write_id(&write) as usize].batch;
+                    let outcome = if not_durable.contains(&batch) {
+                        Outcome::Lost
+                    } else {
+                        Outcome::Indeterminate
+                    };
+                    self.log.resolve(&write, outcome);
                     client
                 }
                 Request::Read(read) => read.client,

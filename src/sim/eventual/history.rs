@@ -22,12 +22,16 @@ pub enum Outcome {
     Indeterminate,
     /// Rejected before anything was applied: it must never appear anywhere.
     Failed,
+    /// Its node crashed while the batch holding it was still on its way to the disk. The
+    /// engine shows a write to nobody before it is durable, so it must never appear either
+    /// (if it does, the engine sent or served something it had not persisted).
+    Lost,
 }
 
 impl Outcome {
     /// Whether the write may be part of a replica's state.
     pub fn may_apply(self) -> bool {
-        !matches!(self, Outcome::Failed)
+        !matches!(self, Outcome::Failed | Outcome::Lost)
     }
 
     /// Whether the write must be part of every converged state (unless superseded).
@@ -43,6 +47,7 @@ impl fmt::Display for Outcome {
             Outcome::Acked => "acked",
             Outcome::Indeterminate => "indeterminate",
             Outcome::Failed => "failed",
+            Outcome::Lost => "lost",
         };
         f.write_str(name)
     }
@@ -136,6 +141,9 @@ pub struct WriteMeta {
     pub acked_at: Option<crate::types::Instant>,
     /// The write's dot as its persist batch showed it; the engine's token must match.
     pub dot: (NodeId, u64),
+    /// The keyspace and persist batch that hold it: a crash before that batch is durable
+    /// loses it.
+    pub batch: (usize, u64),
 }
 
 /// Every write of a run, per value type and key. `S` is the `lww` stamp type.
