@@ -7,6 +7,7 @@
 //! simulator ([`sim`]) drive them from one seed and check them on every step.
 
 pub mod eventual;
+pub mod net;
 pub mod raft;
 pub mod sim;
 pub mod strong;
