@@ -10,6 +10,7 @@ pub mod eventual;
 pub mod net;
 pub mod raft;
 pub mod sim;
+pub mod storage;
 pub mod strong;
 pub mod types;
 pub mod wire;
