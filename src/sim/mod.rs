@@ -11,8 +11,11 @@
 
 pub mod clock;
 pub mod faults;
+pub mod history;
+pub mod linearizability;
 pub mod net;
 pub mod rng;
+pub mod strong;
 
 pub use rng::SimRng;
 
