@@ -122,7 +122,20 @@ fn engines() -> (AntiEntropy, AntiEntropy, usize) {
     let mut second = first.clone();
     let mut differing_bytes = 0;
     for (n, index) in (0..KEYS).step_by((KEYS / DIFFERING) as usize).enumerate() {
-        let state = lww_state(2, n as u64 + 1, 2_000, b"newer value, written on n2 only");
+        // n2 overwrote the key it held (so its state descends from n1's, as a real write would).
+        let mut state = second[&key(index)].clone();
+        let hlc = HlcTimestamp {
+            physical_ms: 2_000,
+            logical: 0,
+            node: NodeId(2),
+        };
+        let stamp = WriteStamp {
+            node: NodeId(2),
+            seq: n as u64 + 1,
+            hlc,
+        };
+        let value = Bytes::from_static(b"newer value, written on n2 only");
+        state.apply_local(Op::LwwPut(value), stamp).expect("lww op");
         let entry = capdial::eventual::KeyEntry {
             key: key(index),
             state: state.clone(),
@@ -155,22 +168,44 @@ fn engines() -> (AntiEntropy, AntiEntropy, usize) {
     (one, two, differing_bytes)
 }
 
-/// Fires one n1 round against n2 and delivers until quiet; returns the bytes exchanged.
+/// Encoded bytes exchanged, split into the tree path (roots, children hashes, leaf digests)
+/// and the key states (leaf states and pushes).
+#[derive(Default)]
+struct Bytes2 {
+    path: u64,
+    states: u64,
+}
+
+impl Bytes2 {
+    fn count(&mut self, message: &capdial::eventual::GossipMessage) {
+        use capdial::eventual::GossipMessage::{SyncLeafStates, SyncPush};
+        let size = capdial::wire::encode(message).expect("encodes").len() as u64;
+        match message {
+            SyncLeafStates { .. } | SyncPush { .. } => self.states += size,
+            _ => self.path += size,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.path + self.states
+    }
+}
+
+/// Fires one n1 round against n2 and delivers until quiet, counting the bytes exchanged.
 /// Only n1 initiates (n2's timer is never fired), so the bytes are n1's sessions only.
-fn one_round(one: &mut AntiEntropy, two: &mut AntiEntropy, now: &mut Instant) -> u64 {
-    let mut bytes = 0u64;
+fn one_round(one: &mut AntiEntropy, two: &mut AntiEntropy, now: &mut Instant, bytes: &mut Bytes2) {
     let wall = WallMillis(5_000);
     *now += Duration::from_millis(100);
     one.handle_timeout(*now, wall);
     loop {
         let mut moved = false;
         while let Some((_, message)) = one.poll_transmit() {
-            bytes += capdial::wire::encode(&message).expect("encodes").len() as u64;
+            bytes.count(&message);
             two.handle_message(*now, wall, NodeId(1), capdial::wire::roundtrip(&message));
             moved = true;
         }
         while let Some((_, message)) = two.poll_transmit() {
-            bytes += capdial::wire::encode(&message).expect("encodes").len() as u64;
+            bytes.count(&message);
             one.handle_message(*now, wall, NodeId(2), capdial::wire::roundtrip(&message));
             moved = true;
         }
@@ -180,7 +215,7 @@ fn one_round(one: &mut AntiEntropy, two: &mut AntiEntropy, now: &mut Instant) ->
             }
         }
         if !moved {
-            return bytes;
+            return;
         }
     }
 }
@@ -190,25 +225,34 @@ fn report_sync_bytes() {
     let mut now = Instant::from_nanos(1_000_000_000);
     one.handle_timeout(now, WallMillis(5_000));
     two.handle_timeout(now, WallMillis(5_000));
-    let (mut repair_bytes, mut rounds) = (0, 0);
+    let (mut repair, mut rounds) = (Bytes2::default(), 0);
     while one.merkle_root() != two.merkle_root() || one.stats().sessions_completed == 0 {
-        repair_bytes += one_round(&mut one, &mut two, &mut now);
+        one_round(&mut one, &mut two, &mut now, &mut repair);
         rounds += 1;
         assert!(rounds < 10_000, "repair did not finish");
     }
     let stats = one.stats();
     println!(
-        "repair of {DIFFERING} of {KEYS} keys: {repair_bytes} bytes in {rounds} rounds of at most \
-         {} bytes (differing states {differing_bytes} bytes, ratio {:.2}); keys repaired on n1: {}",
+        "repair of {DIFFERING} of {KEYS} keys: {} bytes in {rounds} rounds of at most {} bytes, \
+         {} sessions: key states {} bytes ({:.2}x the {differing_bytes} bytes of differing \
+         states), tree path {} bytes; keys repaired on n1: {}",
+        repair.total(),
         one.config().round_bytes_max,
-        repair_bytes as f64 / differing_bytes as f64,
+        stats.sessions_started,
+        repair.states,
+        repair.states as f64 / differing_bytes as f64,
+        repair.path,
         stats.keys_repaired
     );
-    let in_sync_bytes = one_round(&mut one, &mut two, &mut now);
+    let mut in_sync = Bytes2::default();
+    one_round(&mut one, &mut two, &mut now, &mut in_sync);
     let last = one.stats().last_session.expect("a session ran");
     println!(
-        "in-sync round: {in_sync_bytes} bytes on the wire (session: {} sent, {} received, in sync: {})",
-        last.bytes_sent, last.bytes_received, last.in_sync
+        "in-sync round: {} bytes on the wire (session: {} sent, {} received, in sync: {})",
+        in_sync.total(),
+        last.bytes_sent,
+        last.bytes_received,
+        last.in_sync
     );
 }
 

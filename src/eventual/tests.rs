@@ -1037,3 +1037,120 @@ fn randomized_faults_then_heal_converge() {
         }
     }
 }
+
+/// Two replicas of 20,000 keys that differ in 20 (n2 overwrote them): one session repairs
+/// n1, moving the differing states about once, plus the tree path (children hashes and the
+/// leaf digests) -- not the data set.
+#[test]
+fn repair_costs_in_proportion_to_the_difference() {
+    use crdts::{CmRDT, Dot, VClock};
+    let (keys, differing) = (20_000u64, 20u64);
+    let key = |index: u64| Bytes::from(format!("user:{index:010}"));
+    let stamp = |node: u64, seq: u64, physical_ms: u64| WriteStamp {
+        node: NodeId(node),
+        seq,
+        hlc: HlcTimestamp {
+            physical_ms,
+            logical: 0,
+            node: NodeId(node),
+        },
+    };
+    let mut first = BTreeMap::new();
+    for index in 0..keys {
+        let mut state = KeyState::new(ValueType::Lww);
+        state
+            .apply_local(
+                Op::LwwPut(Bytes::from_static(&[42; 32])),
+                stamp(1, index + 1, 1_000),
+            )
+            .unwrap();
+        first.insert(key(index), state);
+    }
+    let mut second = first.clone();
+    let mut differing_bytes = 0;
+    for (n, index) in (0..keys).step_by((keys / differing) as usize).enumerate() {
+        let mut state = second[&key(index)].clone();
+        state
+            .apply_local(
+                Op::LwwPut(bytes("newer value, from n2")),
+                stamp(2, n as u64 + 1, 2_000),
+            )
+            .unwrap();
+        differing_bytes += crate::wire::encode(&KeyEntry {
+            key: key(index),
+            state: state.clone(),
+        })
+        .unwrap()
+        .len();
+        second.insert(key(index), state);
+    }
+    let members = vec![NodeId(1), NodeId(2)];
+    let mut knowledge = VClock::new();
+    knowledge.apply(Dot::new(NodeId(1), keys));
+    let meta = |node| DurableMeta {
+        seq: keys,
+        hlc: HlcTimestamp::zero(NodeId(node)),
+        knowledge: knowledge.clone(),
+    };
+    let restored = |keys, node| RestoredState {
+        keys,
+        meta: Some(meta(node)),
+    };
+    let config = |node| EngineConfig::new(NodeId(node), members.clone(), ValueType::Lww);
+    let mut one = AntiEntropy::new(config(1), restored(first, 1), 1).unwrap();
+    let mut two = AntiEntropy::new(config(2), restored(second, 2), 2).unwrap();
+    let (mut now, wall) = (Instant::from_nanos(1), WallMillis(5_000));
+    two.handle_timeout(now, wall);
+    let (mut state_bytes, mut total_bytes) = (0, 0);
+    for _round in 0..10 {
+        now += Duration::from_millis(100);
+        one.handle_timeout(now, wall);
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for (from, to) in [(1, 2), (2, 1)] {
+                let (sender, receiver) = if from == 1 {
+                    (&mut one, &mut two)
+                } else {
+                    (&mut two, &mut one)
+                };
+                while let Some((_, message)) = sender.poll_transmit() {
+                    let size = crate::wire::encode(&message).unwrap().len();
+                    total_bytes += size;
+                    if matches!(
+                        message,
+                        GossipMessage::SyncLeafStates { .. } | GossipMessage::SyncPush { .. }
+                    ) {
+                        state_bytes += size;
+                    }
+                    receiver.handle_message(
+                        now,
+                        wall,
+                        NodeId(from),
+                        crate::wire::roundtrip(&message),
+                    );
+                    moved = true;
+                }
+                let _ = to;
+            }
+        }
+        if one.merkle_root() == two.merkle_root() {
+            break;
+        }
+    }
+    assert_eq!(one.merkle_root(), two.merkle_root());
+    assert_eq!(one.stats().keys_repaired, differing);
+    assert_eq!(
+        one.stats().sessions_started,
+        1,
+        "one session repaired everything"
+    );
+    assert!(
+        state_bytes < 3 * differing_bytes,
+        "{state_bytes} state bytes for {differing_bytes} differing"
+    );
+    assert!(
+        total_bytes < 64 * 1024,
+        "{total_bytes} bytes in all for {differing} of {keys} keys"
+    );
+}

@@ -278,10 +278,14 @@ impl KeyState {
             }
             Crdt::Counter(counter) => {
                 let sum = counter.read();
-                // `&sum - &sum` is a bigint zero, without naming the bigint crate.
-                let negative = sum < (&sum - &sum);
-                let clamped =
-                    i64::try_from(&sum).unwrap_or(if negative { i64::MIN } else { i64::MAX });
+                // Out of range only after ~2^63 of increments; the sign decides the clamp.
+                let clamped = i64::try_from(&sum).unwrap_or_else(|_| {
+                    if sum.to_string().starts_with('-') {
+                        i64::MIN
+                    } else {
+                        i64::MAX
+                    }
+                });
                 ReadValue::Counter(clamped)
             }
             Crdt::Set(set) => {

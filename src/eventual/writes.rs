@@ -154,10 +154,11 @@ impl AntiEntropy {
         if token.node != self.config.node {
             return;
         }
-        if let Some(write) = self.writes.get_mut(&token.seq) {
-            if !write.acked.is_empty() {
-                write.acked.insert(from);
-            }
+        // An ack counts only once this node persisted the write itself (acked is non-empty).
+        if let Some(write) = self.writes.get_mut(&token.seq)
+            && !write.acked.is_empty()
+        {
+            write.acked.insert(from);
         }
         self.check_write_done(token.seq);
     }
