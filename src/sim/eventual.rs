@@ -158,6 +158,8 @@ struct Tally {
 /// The whole simulated world of one run.
 struct Sim {
     config: SimConfig,
+    // Only read when planted bugs are built.
+    #[cfg_attr(not(feature = "sim-bugs"), allow(dead_code))]
     bug: Bug,
     now: Instant,
     nodes: Vec<SimNode>,
