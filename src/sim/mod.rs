@@ -10,9 +10,13 @@
 //! liveness phase after everything heals, and returns a [`SeedReport`] from its checkers.
 
 pub mod clock;
+pub mod eventual;
 pub mod faults;
+pub mod history;
+pub mod linearizability;
 pub mod net;
 pub mod rng;
+pub mod strong;
 
 pub use rng::SimRng;
 

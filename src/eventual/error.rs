@@ -1,0 +1,142 @@
+//! Typed errors, one enum per operation family.
+
+use super::levels::SessionToken;
+use super::value::ValueType;
+use crate::types::NodeId;
+use std::time::Duration;
+
+/// Why an engine could not be created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `node` is not in `members`.
+    #[error("node {node} is not among the keyspace's members")]
+    NodeNotMember {
+        /// This node.
+        node: NodeId,
+    },
+    /// A member is listed twice.
+    #[error("member {node} is listed twice")]
+    DuplicateMember {
+        /// The repeated member.
+        node: NodeId,
+    },
+    /// Too many members for the bounded per-member state.
+    #[error("{members} members, limit {members_max}")]
+    TooManyMembers {
+        /// Members configured.
+        members: usize,
+        /// The limit.
+        members_max: usize,
+    },
+    /// A duration that must be positive is zero.
+    #[error("{field} must be positive")]
+    ZeroDuration {
+        /// The configuration field.
+        field: &'static str,
+    },
+    /// `down_after` is shorter than `suspect_after`.
+    #[error("down_after must be at least suspect_after")]
+    DownBeforeSuspect,
+    /// `round_bytes_max` cannot hold even an in-sync round.
+    #[error("round_bytes_max {bytes} is below the minimum {bytes_min}")]
+    RoundBytesTooSmall {
+        /// Configured.
+        bytes: usize,
+        /// Minimum.
+        bytes_min: usize,
+    },
+    /// A restored key state has another value type than the keyspace.
+    #[error("restored state of a {found:?} value in a {expected:?} keyspace")]
+    RestoredWrongType {
+        /// The keyspace's type.
+        expected: ValueType,
+        /// The restored state's type.
+        found: ValueType,
+    },
+}
+
+/// Why a write was refused (returned by `local_write`) or failed later (`Event::WriteFailed`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The operation does not fit the keyspace's value type. Nothing was applied.
+    #[error("a {got:?} operation on a {expected:?} keyspace")]
+    WrongType {
+        /// The keyspace's type.
+        expected: ValueType,
+        /// The operation's type.
+        got: ValueType,
+    },
+    /// The key is too long. Nothing was applied.
+    #[error("key of {bytes} bytes, limit {bytes_max}")]
+    KeyTooLarge {
+        /// Key length.
+        bytes: usize,
+        /// Limit.
+        bytes_max: usize,
+    },
+    /// The value (or set member) is too long. Nothing was applied.
+    #[error("value of {bytes} bytes, limit {bytes_max}")]
+    ValueTooLarge {
+        /// Value length.
+        bytes: usize,
+        /// Limit.
+        bytes_max: usize,
+    },
+    /// Too many writes are waiting for persistence or acknowledgements. Nothing was applied.
+    #[error("{pending} writes pending, limit {pending_max}")]
+    Backpressure {
+        /// Writes pending.
+        pending: usize,
+        /// Limit.
+        pending_max: usize,
+    },
+    /// Not enough replicas persisted the write within `request_timeout`. The write IS applied
+    /// and persisted locally and keeps spreading: its outcome is indeterminate, not undone.
+    #[error("{acked} of {needed} replicas persisted the write in time")]
+    QuorumNotReached {
+        /// Replicas (including this one) that persisted it.
+        acked: usize,
+        /// Replicas the write level needed.
+        needed: usize,
+    },
+}
+
+/// Why a read was refused (returned by `read`) or failed later (`Event::ReadFailed`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The key is too long.
+    #[error("key of {bytes} bytes, limit {bytes_max}")]
+    KeyTooLarge {
+        /// Key length.
+        bytes: usize,
+        /// Limit.
+        bytes_max: usize,
+    },
+    /// Too many reads are waiting.
+    #[error("{pending} reads pending, limit {pending_max}")]
+    Backpressure {
+        /// Reads pending.
+        pending: usize,
+        /// Limit.
+        pending_max: usize,
+    },
+    /// The session token's write did not reach this node within `session_wait_max`.
+    #[error("write {token:?} not seen here after {waited:?}")]
+    SessionTimeout {
+        /// The token the read waited for.
+        token: SessionToken,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// Not enough replicas answered within `request_timeout`.
+    #[error("{answered} of {needed} replicas answered in time")]
+    QuorumNotReached {
+        /// Replicas (including this one) that answered.
+        answered: usize,
+        /// Replicas needed.
+        needed: usize,
+    },
+}

@@ -1,0 +1,1156 @@
+//! Engines driven by hand: a tiny in-test cluster that persists every batch at once, passes
+//! every message through `wire::roundtrip`, and can cut links and crash nodes.
+
+use super::*;
+use crate::types::{Instant, NodeId, WallMillis};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+struct Node {
+    engine: AntiEntropy,
+    image: RestoredState,
+    events: Vec<Event>,
+    /// When false, batches are not persisted (the shell's disk is slow).
+    persisting: bool,
+}
+
+struct Cluster {
+    nodes: BTreeMap<NodeId, Node>,
+    configs: BTreeMap<NodeId, EngineConfig>,
+    now: Instant,
+    wall: u64,
+    in_flight: VecDeque<(NodeId, NodeId, GossipMessage)>,
+    /// Directed links that drop everything.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    next_request: u64,
+    delivered_bytes: u64,
+    /// Chaos: probability to drop / duplicate a message; deliveries in random order.
+    chaos: Option<(f64, f64, rand_chacha::ChaCha8Rng)>,
+}
+
+fn bytes(text: &str) -> Bytes {
+    Bytes::copy_from_slice(text.as_bytes())
+}
+
+impl Cluster {
+    fn new(count: u64, value_type: ValueType) -> Cluster {
+        Cluster::with_config(count, value_type, |_| {})
+    }
+
+    fn with_config(
+        count: u64,
+        value_type: ValueType,
+        tweak: impl Fn(&mut EngineConfig),
+    ) -> Cluster {
+        let members: Vec<NodeId> = (1..=count).map(NodeId).collect();
+        let mut cluster = Cluster {
+            nodes: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            now: Instant::from_nanos(1_000_000_000),
+            wall: 1_000_000,
+            in_flight: VecDeque::new(),
+            cut: BTreeSet::new(),
+            next_request: 1,
+            delivered_bytes: 0,
+            chaos: None,
+        };
+        for node in &members {
+            let mut config = EngineConfig::new(*node, members.clone(), value_type);
+            tweak(&mut config);
+            let engine =
+                AntiEntropy::new(config.clone(), RestoredState::default(), node.0).unwrap();
+            cluster.configs.insert(*node, config);
+            let node_state = Node {
+                engine,
+                image: RestoredState::default(),
+                events: Vec::new(),
+                persisting: true,
+            };
+            cluster.nodes.insert(*node, node_state);
+        }
+        for node in members {
+            let (now, wall) = (cluster.now, WallMillis(cluster.wall));
+            cluster.node(node).engine.handle_timeout(now, wall);
+        }
+        cluster
+    }
+
+    fn node(&mut self, node: NodeId) -> &mut Node {
+        self.nodes.get_mut(&node).expect("test node exists")
+    }
+
+    fn engine(&self, node: u64) -> &AntiEntropy {
+        &self.nodes[&NodeId(node)].engine
+    }
+
+    /// Persists (if allowed), collects messages and events of one node until quiet.
+    fn drain(&mut self, id: NodeId) {
+        let now = self.now;
+        let node = self.nodes.get_mut(&id).expect("test node exists");
+        loop {
+            let mut progressed = false;
+            if node.persisting {
+                while let Some(batch) = node.engine.poll_persist() {
+                    node.image.apply(&crate::wire::roundtrip(&batch));
+                    node.engine.persisted(now, batch.id);
+                    progressed = true;
+                }
+            }
+            while let Some((to, message)) = node.engine.poll_transmit() {
+                self.in_flight.push_back((id, to, message));
+                progressed = true;
+            }
+            while let Some(event) = node.engine.poll_event() {
+                node.events.push(event);
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        node.engine.check_invariants();
+    }
+
+    fn deliver_all(&mut self) {
+        for _ in 0..100_000 {
+            let Some((from, to, message)) = self.in_flight.pop_front() else {
+                return;
+            };
+            if self.cut.contains(&(from, to)) {
+                continue;
+            }
+            self.delivered_bytes += crate::wire::encode(&message).unwrap().len() as u64;
+            let message = crate::wire::roundtrip(&message);
+            let (now, wall) = (self.now, WallMillis(self.wall));
+            self.node(to)
+                .engine
+                .handle_message(now, wall, from, message);
+            self.drain(to);
+        }
+        panic!("messages kept flowing for 100,000 deliveries");
+    }
+
+    /// Advances time in `step`s, firing timeouts and delivering everything after each.
+    fn run_for(&mut self, total: Duration, step: Duration) {
+        let end = self.now + total;
+        while self.now < end {
+            self.now += step;
+            self.wall += step.as_millis() as u64;
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                let (now, wall) = (self.now, WallMillis(self.wall));
+                let node = self.node(id);
+                if node.engine.poll_timeout().is_some_and(|at| at <= now) {
+                    node.engine.handle_timeout(now, wall);
+                }
+                self.drain(id);
+            }
+            self.deliver_all();
+        }
+    }
+
+    fn write(&mut self, node: u64, key: &str, op: Op, level: WriteLevel) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        let (now, wall) = (self.now, WallMillis(self.wall));
+        self.node(NodeId(node))
+            .engine
+            .local_write(now, wall, id, bytes(key), op, level)
+            .unwrap();
+        self.drain(NodeId(node));
+        self.deliver_all();
+        id
+    }
+
+    fn read(&mut self, node: u64, key: &str, level: ReadLevel) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        let now = self.now;
+        self.node(NodeId(node))
+            .engine
+            .read(now, id, bytes(key), level)
+            .unwrap();
+        self.drain(NodeId(node));
+        self.deliver_all();
+        id
+    }
+
+    fn event_for(&self, node: u64, id: RequestId) -> Option<&Event> {
+        self.nodes[&NodeId(node)]
+            .events
+            .iter()
+            .find(|event| match event {
+                Event::WriteAcked { id: got, .. }
+                | Event::WriteFailed { id: got, .. }
+                | Event::ReadDone { id: got, .. }
+                | Event::ReadFailed { id: got, .. } => *got == id,
+            })
+    }
+
+    fn token_of(&self, node: u64, id: RequestId) -> SessionToken {
+        match self.event_for(node, id) {
+            Some(Event::WriteAcked { token, .. }) => *token,
+            other => panic!("write {id:?} not acked: {other:?}"),
+        }
+    }
+
+    fn isolate(&mut self, node: u64) {
+        for other in self.nodes.keys().copied().collect::<Vec<_>>() {
+            if other != NodeId(node) {
+                self.cut.insert((NodeId(node), other));
+                self.cut.insert((other, NodeId(node)));
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Loses everything not persisted and restarts the node from its durable image.
+    fn crash_restart(&mut self, node: u64) {
+        let id = NodeId(node);
+        let config = self.configs[&id].clone();
+        let image = self.nodes[&id].image.clone();
+        let engine = AntiEntropy::new(config, image.clone(), 99 + node).unwrap();
+        self.nodes.insert(
+            id,
+            Node {
+                engine,
+                image,
+                events: Vec::new(),
+                persisting: true,
+            },
+        );
+        let (now, wall) = (self.now, WallMillis(self.wall));
+        self.node(id).engine.handle_timeout(now, wall);
+        self.drain(id);
+    }
+
+    fn assert_converged(&self) {
+        let first = self.engine(1).live_entries();
+        for (id, node) in &self.nodes {
+            let live = node.engine.live_entries();
+            let differing: Vec<_> = first
+                .iter()
+                .filter(|(key, state)| live.get(*key) != Some(*state))
+                .map(|(key, _)| key.clone())
+                .chain(live.keys().filter(|key| !first.contains_key(*key)).cloned())
+                .take(5)
+                .collect();
+            assert!(
+                differing.is_empty(),
+                "{id} differs from n1 on keys {differing:?} (first five)"
+            );
+        }
+    }
+}
+
+const STEP: Duration = Duration::from_millis(10);
+
+#[test]
+fn wrong_op_for_the_keyspace_type_is_refused_and_applies_nothing() {
+    let mut cluster = Cluster::new(1, ValueType::Counter);
+    let engine = &mut cluster.node(NodeId(1)).engine;
+    let result = engine.local_write(
+        Instant::from_nanos(5),
+        WallMillis(1),
+        RequestId(1),
+        bytes("k"),
+        Op::LwwPut(bytes("v")),
+        WriteLevel::Local,
+    );
+    assert_eq!(
+        result,
+        Err(WriteError::WrongType {
+            expected: ValueType::Counter,
+            got: ValueType::Lww
+        })
+    );
+    assert!(engine.poll_persist().is_none());
+    assert_eq!(engine.value(b"k"), ReadValue::Counter(0));
+}
+
+#[test]
+fn local_write_is_acked_only_after_it_is_persisted() {
+    let mut cluster = Cluster::new(2, ValueType::Lww);
+    cluster.node(NodeId(1)).persisting = false;
+    let id = cluster.write(1, "k", Op::LwwPut(bytes("v")), WriteLevel::Local);
+    assert!(
+        cluster.event_for(1, id).is_none(),
+        "no ack before the persist"
+    );
+    assert_eq!(
+        cluster.engine(2).value(b"k"),
+        ReadValue::empty(ValueType::Lww),
+        "no delta before the persist"
+    );
+    assert_eq!(
+        cluster.engine(1).value(b"k"),
+        ReadValue::empty(ValueType::Lww),
+        "pending writes are invisible"
+    );
+    cluster.node(NodeId(1)).persisting = true;
+    cluster.drain(NodeId(1));
+    cluster.deliver_all();
+    assert!(matches!(
+        cluster.event_for(1, id),
+        Some(Event::WriteAcked { acks: 1, .. })
+    ));
+    assert!(
+        matches!(cluster.engine(2).value(b"k"), ReadValue::Lww { value: Some(v), .. } if v == "v")
+    );
+}
+
+#[test]
+fn a_crash_before_the_persist_loses_the_unacked_write_and_never_reuses_its_dot() {
+    let mut cluster = Cluster::new(2, ValueType::Counter);
+    let first = cluster.write(1, "c", Op::CounterAdd(5), WriteLevel::Local);
+    let first_token = cluster.token_of(1, first);
+    cluster.node(NodeId(1)).persisting = false;
+    cluster.write(1, "c", Op::CounterAdd(100), WriteLevel::Local);
+    cluster.crash_restart(1);
+    let second = cluster.write(1, "c", Op::CounterAdd(1), WriteLevel::Local);
+    assert!(cluster.token_of(1, second).seq > first_token.seq);
+    cluster.run_for(Duration::from_secs(2), STEP);
+    assert_eq!(cluster.engine(1).value(b"c"), ReadValue::Counter(6));
+    assert_eq!(cluster.engine(2).value(b"c"), ReadValue::Counter(6));
+}
+
+fn diverge_and_converge(value_type: ValueType, ops: [Op; 2]) {
+    let mut cluster = Cluster::new(2, value_type);
+    cluster.isolate(1);
+    let [first, second] = ops;
+    for index in 0..20 {
+        cluster.write(1, &format!("a{index}"), first.clone(), WriteLevel::Local);
+        cluster.write(2, &format!("b{index}"), second.clone(), WriteLevel::Local);
+    }
+    cluster.write(1, "both", first, WriteLevel::Local);
+    cluster.write(2, "both", second, WriteLevel::Local);
+    assert_ne!(
+        cluster.engine(1).merkle_root(),
+        cluster.engine(2).merkle_root()
+    );
+    cluster.heal();
+    cluster.run_for(Duration::from_secs(2), STEP);
+    cluster.assert_converged();
+    assert_eq!(
+        cluster.engine(1).merkle_root(),
+        cluster.engine(2).merkle_root()
+    );
+    assert_eq!(cluster.engine(1).live_entries().len(), 41);
+    assert!(
+        cluster.engine(1).stats().keys_repaired + cluster.engine(2).stats().keys_repaired >= 40
+    );
+}
+
+#[test]
+fn two_engines_converge_by_anti_entropy_after_divergent_writes() {
+    diverge_and_converge(
+        ValueType::Lww,
+        [Op::LwwPut(bytes("x")), Op::LwwPut(bytes("y"))],
+    );
+    diverge_and_converge(ValueType::Counter, [Op::CounterAdd(3), Op::CounterAdd(-1)]);
+    diverge_and_converge(
+        ValueType::Set,
+        [Op::SetAdd(bytes("x")), Op::SetAdd(bytes("y"))],
+    );
+    let put = |value| Op::MvPut {
+        value: bytes(value),
+        context: None,
+    };
+    diverge_and_converge(ValueType::MvReg, [put("x"), put("y")]);
+}
+
+#[test]
+fn concurrent_mvreg_writes_become_siblings_and_a_context_write_replaces_them() {
+    let mut cluster = Cluster::new(2, ValueType::MvReg);
+    cluster.isolate(1);
+    cluster.write(
+        1,
+        "k",
+        Op::MvPut {
+            value: bytes("a"),
+            context: None,
+        },
+        WriteLevel::Local,
+    );
+    cluster.write(
+        2,
+        "k",
+        Op::MvPut {
+            value: bytes("b"),
+            context: None,
+        },
+        WriteLevel::Local,
+    );
+    cluster.heal();
+    cluster.run_for(Duration::from_secs(1), STEP);
+    let ReadValue::MvReg { siblings, context } = cluster.engine(1).value(b"k") else {
+        panic!("mvreg")
+    };
+    assert_eq!(siblings, vec![bytes("a"), bytes("b")]);
+    cluster.write(
+        2,
+        "k",
+        Op::MvPut {
+            value: bytes("c"),
+            context: Some(context),
+        },
+        WriteLevel::Local,
+    );
+    let ReadValue::MvReg { siblings, .. } = cluster.engine(1).value(b"k") else {
+        panic!("mvreg")
+    };
+    assert_eq!(siblings, vec![bytes("c")]);
+}
+
+#[test]
+fn lww_later_write_wins_even_from_a_node_whose_wall_clock_is_behind() {
+    let mut cluster = Cluster::new(2, ValueType::Lww);
+    cluster.write(1, "k", Op::LwwPut(bytes("first")), WriteLevel::Local);
+    cluster.wall -= 60_000; // the wall clock jumps back a minute everywhere
+    cluster.write(2, "k", Op::LwwPut(bytes("second")), WriteLevel::Local);
+    cluster.run_for(Duration::from_millis(500), STEP);
+    for node in [1, 2] {
+        assert!(
+            matches!(cluster.engine(node).value(b"k"), ReadValue::Lww { value: Some(v), .. } if v == "second")
+        );
+    }
+}
+
+#[test]
+fn quorum_write_is_acked_after_a_majority_persisted_it() {
+    let mut cluster = Cluster::new(3, ValueType::Lww);
+    cluster.isolate(3);
+    let id = cluster.write(1, "k", Op::LwwPut(bytes("v")), WriteLevel::Quorum);
+    assert!(matches!(
+        cluster.event_for(1, id),
+        Some(Event::WriteAcked { acks: 2, .. })
+    ));
+    let key_in_image = cluster.nodes[&NodeId(2)]
+        .image
+        .keys
+        .contains_key(&bytes("k"));
+    assert!(key_in_image, "the acking replica persisted the delta");
+}
+
+#[test]
+fn quorum_write_without_a_majority_fails_typed_but_stays_applied_and_spreads() {
+    let mut cluster = Cluster::new(3, ValueType::Lww);
+    cluster.isolate(1);
+    let id = cluster.write(1, "k", Op::LwwPut(bytes("v")), WriteLevel::Quorum);
+    assert!(cluster.event_for(1, id).is_none());
+    cluster.run_for(Duration::from_millis(1_100), STEP);
+    match cluster.event_for(1, id) {
+        Some(Event::WriteFailed {
+            error:
+                WriteError::QuorumNotReached {
+                    acked: 1,
+                    needed: 2,
+                },
+            ..
+        }) => {}
+        other => panic!("expected QuorumNotReached, got {other:?}"),
+    }
+    assert!(matches!(
+        cluster.engine(1).value(b"k"),
+        ReadValue::Lww { value: Some(_), .. }
+    ));
+    cluster.heal();
+    cluster.run_for(Duration::from_secs(3), STEP);
+    cluster.assert_converged();
+    assert!(matches!(
+        cluster.engine(3).value(b"k"),
+        ReadValue::Lww { value: Some(_), .. }
+    ));
+}
+
+#[test]
+fn all_write_needs_every_member() {
+    let mut cluster = Cluster::new(3, ValueType::Counter);
+    let id = cluster.write(2, "c", Op::CounterAdd(1), WriteLevel::All);
+    assert!(matches!(
+        cluster.event_for(2, id),
+        Some(Event::WriteAcked { acks: 3, .. })
+    ));
+    cluster.cut.insert((NodeId(3), NodeId(2))); // n3's acks cannot reach n2
+    let id = cluster.write(2, "c", Op::CounterAdd(1), WriteLevel::All);
+    cluster.run_for(Duration::from_millis(1_100), STEP);
+    assert!(matches!(
+        cluster.event_for(2, id),
+        Some(Event::WriteFailed {
+            error: WriteError::QuorumNotReached {
+                acked: 2,
+                needed: 3
+            },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn session_read_waits_for_its_token_then_serves() {
+    let mut cluster = Cluster::new(2, ValueType::Lww);
+    cluster.isolate(2);
+    let write = cluster.write(1, "k", Op::LwwPut(bytes("mine")), WriteLevel::Local);
+    let token = cluster.token_of(1, write);
+    let read = cluster.read(2, "k", ReadLevel::Session(token));
+    assert!(
+        cluster.event_for(2, read).is_none(),
+        "n2 has not seen the write: wait"
+    );
+    cluster.run_for(Duration::from_millis(300), STEP);
+    assert!(cluster.event_for(2, read).is_none());
+    cluster.heal();
+    cluster.run_for(Duration::from_millis(400), STEP);
+    match cluster.event_for(2, read) {
+        Some(Event::ReadDone {
+            value: ReadValue::Lww { value: Some(v), .. },
+            ..
+        }) => assert_eq!(v, "mine"),
+        other => panic!("expected the session read to see the write, got {other:?}"),
+    }
+    let again = cluster.read(2, "k", ReadLevel::Session(token));
+    assert!(
+        matches!(cluster.event_for(2, again), Some(Event::ReadDone { .. })),
+        "served at once now"
+    );
+}
+
+#[test]
+fn session_read_times_out_with_a_typed_error() {
+    let mut cluster = Cluster::new(2, ValueType::Lww);
+    cluster.isolate(2);
+    let write = cluster.write(1, "k", Op::LwwPut(bytes("mine")), WriteLevel::Local);
+    let token = cluster.token_of(1, write);
+    let read = cluster.read(2, "k", ReadLevel::Session(token));
+    cluster.run_for(Duration::from_millis(1_100), STEP);
+    match cluster.event_for(2, read) {
+        Some(Event::ReadFailed {
+            error: ReadError::SessionTimeout { token: got, waited },
+            ..
+        }) => {
+            assert_eq!(*got, token);
+            assert!(*waited >= Duration::from_secs(1));
+        }
+        other => panic!("expected SessionTimeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn quorum_read_merges_a_majority_and_repairs_stale_replicas() {
+    let mut cluster = Cluster::new(3, ValueType::Counter);
+    // n1's increment reaches only n2; n3's stays on n3. Reads happen before anti-entropy runs.
+    cluster
+        .cut
+        .extend([(NodeId(1), NodeId(3)), (NodeId(3), NodeId(1))]);
+    cluster.write(1, "c", Op::CounterAdd(7), WriteLevel::Local);
+    cluster
+        .cut
+        .extend([(NodeId(2), NodeId(3)), (NodeId(3), NodeId(2))]);
+    cluster.write(3, "c", Op::CounterAdd(1), WriteLevel::Local);
+    assert_eq!(cluster.engine(2).value(b"c"), ReadValue::Counter(7));
+    assert_eq!(cluster.engine(3).value(b"c"), ReadValue::Counter(1));
+    // Now n2 reaches only n3: its quorum is {n2, n3}.
+    cluster.cut.clear();
+    cluster
+        .cut
+        .extend([(NodeId(1), NodeId(2)), (NodeId(2), NodeId(1))]);
+    let read = cluster.read(2, "c", ReadLevel::Quorum);
+    match cluster.event_for(2, read) {
+        Some(Event::ReadDone { value, .. }) => assert_eq!(*value, ReadValue::Counter(8)),
+        other => panic!("expected a quorum read, got {other:?}"),
+    }
+    assert_eq!(
+        cluster.engine(2).value(b"c"),
+        ReadValue::Counter(8),
+        "repaired locally"
+    );
+    assert_eq!(
+        cluster.engine(3).value(b"c"),
+        ReadValue::Counter(8),
+        "stale n3 repaired"
+    );
+}
+
+#[test]
+fn quorum_read_without_a_majority_fails() {
+    let mut cluster = Cluster::new(3, ValueType::Set);
+    cluster.isolate(1);
+    let read = cluster.read(1, "s", ReadLevel::Quorum);
+    cluster.run_for(Duration::from_millis(1_100), STEP);
+    assert!(matches!(
+        cluster.event_for(1, read),
+        Some(Event::ReadFailed {
+            error: ReadError::QuorumNotReached {
+                answered: 1,
+                needed: 2
+            },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn tombstone_is_kept_while_a_member_has_not_seen_it_and_the_delete_never_resurrects() {
+    let mut cluster = Cluster::new(3, ValueType::Lww);
+    cluster.write(1, "k", Op::LwwPut(bytes("old")), WriteLevel::All);
+    cluster.run_for(Duration::from_secs(1), STEP);
+    cluster.isolate(3); // n3 keeps "old"
+    cluster.write(1, "k", Op::LwwDelete, WriteLevel::Local);
+    cluster.run_for(Duration::from_secs(5), STEP);
+    for node in [1, 2] {
+        assert_eq!(
+            cluster.engine(node).tombstones_pending(),
+            1,
+            "n3 has not seen the delete"
+        );
+        assert!(cluster.engine(node).key_state(b"k").is_some());
+    }
+    assert!(matches!(
+        cluster.engine(3).value(b"k"),
+        ReadValue::Lww { value: Some(_), .. }
+    ));
+    cluster.heal();
+    cluster.run_for(Duration::from_secs(5), STEP);
+    for node in [1, 2, 3] {
+        let engine = cluster.engine(node);
+        assert_eq!(
+            engine.value(b"k"),
+            ReadValue::Lww {
+                value: None,
+                stamp: None
+            },
+            "n{node}"
+        );
+        assert_eq!(
+            engine.tombstones_pending(),
+            0,
+            "n{node} collected the tombstone"
+        );
+        assert!(
+            engine.key_state(b"k").is_none(),
+            "n{node} holds nothing for the key"
+        );
+    }
+    cluster.run_for(Duration::from_secs(1), STEP);
+    cluster.assert_converged();
+    assert!(cluster.engine(1).live_entries().is_empty());
+}
+
+#[test]
+fn old_state_arriving_after_collection_is_dropped() {
+    let mut cluster = Cluster::new(2, ValueType::Lww);
+    cluster.write(1, "k", Op::LwwPut(bytes("old")), WriteLevel::All);
+    let old = cluster
+        .engine(2)
+        .key_state(b"k")
+        .cloned()
+        .expect("n2 has the value");
+    cluster.write(2, "k", Op::LwwDelete, WriteLevel::All);
+    cluster.run_for(Duration::from_secs(3), STEP);
+    assert!(
+        cluster.engine(1).key_state(b"k").is_none(),
+        "collected on n1"
+    );
+    assert!(
+        cluster.engine(2).key_state(b"k").is_none(),
+        "collected on n2"
+    );
+    let (now, wall) = (cluster.now, WallMillis(cluster.wall));
+    let delta = GossipMessage::Delta {
+        entry: KeyEntry {
+            key: bytes("k"),
+            state: old,
+        },
+        token: SessionToken {
+            node: NodeId(1),
+            seq: 1,
+        },
+        ack_requested: false,
+    };
+    cluster
+        .node(NodeId(2))
+        .engine
+        .handle_message(now, wall, NodeId(1), delta);
+    assert!(
+        cluster.engine(2).key_state(b"k").is_none(),
+        "the delayed old value did not resurrect"
+    );
+    cluster.write(1, "k", Op::LwwPut(bytes("new")), WriteLevel::Local);
+    assert!(
+        matches!(cluster.engine(2).value(b"k"), ReadValue::Lww { value: Some(v), .. } if v == "new")
+    );
+}
+
+#[test]
+fn set_remove_of_an_observed_add_converges_and_an_empty_set_is_collected() {
+    let mut cluster = Cluster::new(2, ValueType::Set);
+    cluster.write(1, "s", Op::SetAdd(bytes("x")), WriteLevel::Local);
+    cluster.write(2, "s", Op::SetAdd(bytes("y")), WriteLevel::Local);
+    cluster.write(2, "s", Op::SetRemove(bytes("x")), WriteLevel::Local);
+    cluster.run_for(Duration::from_millis(500), STEP);
+    assert_eq!(
+        cluster.engine(1).value(b"s"),
+        ReadValue::Set(vec![bytes("y")])
+    );
+    cluster.write(1, "s", Op::SetRemove(bytes("y")), WriteLevel::Local);
+    cluster.run_for(Duration::from_secs(3), STEP);
+    assert_eq!(cluster.engine(2).value(b"s"), ReadValue::Set(vec![]));
+    assert!(
+        cluster.engine(1).key_state(b"s").is_none() && cluster.engine(2).key_state(b"s").is_none()
+    );
+}
+
+#[test]
+fn in_sync_round_costs_a_few_hundred_bytes() {
+    let mut cluster = Cluster::new(3, ValueType::Lww);
+    for index in 0..200 {
+        cluster.write(
+            1 + index % 3,
+            &format!("k{index}"),
+            Op::LwwPut(bytes("v")),
+            WriteLevel::Local,
+        );
+    }
+    cluster.run_for(Duration::from_secs(2), STEP);
+    cluster.assert_converged();
+    let summary = cluster
+        .engine(1)
+        .stats()
+        .last_session
+        .expect("n1 ran sessions");
+    assert!(summary.in_sync);
+    let bytes = summary.bytes_sent + summary.bytes_received;
+    assert!(bytes < 400, "an in-sync session cost {bytes} bytes");
+}
+
+#[test]
+fn every_message_kind_round_trips_through_the_wire() {
+    let state = {
+        let mut state = KeyState::new(ValueType::Set);
+        let stamp = WriteStamp {
+            node: NodeId(1),
+            seq: 1,
+            hlc: HlcTimestamp::zero(NodeId(1)),
+        };
+        state.apply_local(Op::SetAdd(bytes("m")), stamp).unwrap();
+        state
+    };
+    let entry = KeyEntry {
+        key: bytes("k"),
+        state: state.clone(),
+    };
+    let token = SessionToken {
+        node: NodeId(1),
+        seq: 1,
+    };
+    let node = merkle::NodeRef { level: 1, index: 3 };
+    let messages = vec![
+        GossipMessage::Delta {
+            entry: entry.clone(),
+            token,
+            ack_requested: true,
+        },
+        GossipMessage::DeltaAck { token },
+        GossipMessage::SyncRoot {
+            session: 1,
+            root: 2,
+            knowledge: state.context.clone(),
+        },
+        GossipMessage::SyncRootReply {
+            session: 1,
+            knowledge: state.context.clone(),
+            children: Some([7; 16]),
+        },
+        GossipMessage::SyncChildren {
+            session: 1,
+            nodes: vec![node],
+        },
+        GossipMessage::SyncChildrenReply {
+            session: 1,
+            nodes: vec![(node, [1; 16])],
+        },
+        GossipMessage::SyncLeafDigests {
+            session: 1,
+            leaves: vec![(4, vec![5])],
+            bytes_max: 9,
+        },
+        GossipMessage::SyncLeafStates {
+            session: 1,
+            states: vec![entry.clone()],
+            wanted: vec![1],
+            truncated: vec![2],
+        },
+        GossipMessage::SyncPush {
+            session: 1,
+            states: vec![entry.clone()],
+        },
+        GossipMessage::ReadRequest {
+            read: 1,
+            key: bytes("k"),
+        },
+        GossipMessage::ReadReply {
+            read: 1,
+            key: bytes("k"),
+            state: Some(state),
+        },
+        GossipMessage::Repair { entry },
+    ];
+    for message in messages {
+        assert_eq!(crate::wire::roundtrip(&message), message);
+    }
+}
+
+#[test]
+fn state_digest_is_independent_of_merge_order() {
+    let stamp = |node, seq| WriteStamp {
+        node: NodeId(node),
+        seq,
+        hlc: HlcTimestamp::zero(NodeId(node)),
+    };
+    let mut a = KeyState::new(ValueType::Set);
+    let mut b = KeyState::new(ValueType::Set);
+    a.apply_local(Op::SetAdd(bytes("x")), stamp(1, 1)).unwrap();
+    b.apply_local(Op::SetAdd(bytes("y")), stamp(2, 1)).unwrap();
+    for value in ["p", "q", "r", "s", "t"] {
+        a.apply_local(
+            Op::SetAdd(bytes(value)),
+            stamp(1, 2 + value.len() as u64 + value.as_bytes()[0] as u64),
+        )
+        .unwrap();
+    }
+    let mut ab = a.clone();
+    ab.merge(b.clone()).unwrap();
+    let mut ba = b.clone();
+    ba.merge(a.clone()).unwrap();
+    assert_eq!(ab, ba);
+    assert_eq!(ab.digest(), ba.digest());
+    let mut mv_a = KeyState::new(ValueType::MvReg);
+    let mut mv_b = KeyState::new(ValueType::MvReg);
+    mv_a.apply_local(
+        Op::MvPut {
+            value: bytes("1"),
+            context: None,
+        },
+        stamp(1, 1),
+    )
+    .unwrap();
+    mv_b.apply_local(
+        Op::MvPut {
+            value: bytes("2"),
+            context: None,
+        },
+        stamp(2, 1),
+    )
+    .unwrap();
+    let mut ab = mv_a.clone();
+    ab.merge(mv_b.clone()).unwrap();
+    let mut ba = mv_b;
+    ba.merge(mv_a).unwrap();
+    assert_eq!(ab.digest(), ba.digest());
+}
+
+/// Each planted bug must visibly break what the simulator's checkers look at.
+#[cfg(feature = "sim-bugs")]
+mod planted_bugs {
+    use super::*;
+
+    fn with_bug(count: u64, value_type: ValueType, bug: PlantedBug) -> Cluster {
+        Cluster::with_config(count, value_type, |config| config.planted_bug = Some(bug))
+    }
+
+    #[test]
+    fn planted_bug_names_round_trip() {
+        for bug in PlantedBug::ALL {
+            assert_eq!(PlantedBug::from_name(bug.name()), Some(bug));
+        }
+        assert_eq!(PlantedBug::from_name("no-such-bug"), None);
+    }
+
+    #[test]
+    fn mvreg_drop_sibling_loses_a_concurrent_write() {
+        let mut cluster = with_bug(2, ValueType::MvReg, PlantedBug::MergeDropsSibling);
+        cluster.isolate(1);
+        cluster.write(
+            1,
+            "k",
+            Op::MvPut {
+                value: bytes("a"),
+                context: None,
+            },
+            WriteLevel::Local,
+        );
+        cluster.write(
+            2,
+            "k",
+            Op::MvPut {
+                value: bytes("b"),
+                context: None,
+            },
+            WriteLevel::Local,
+        );
+        cluster.heal();
+        cluster.run_for(Duration::from_secs(1), STEP);
+        let ReadValue::MvReg { siblings, .. } = cluster.engine(1).value(b"k") else {
+            panic!("mvreg")
+        };
+        assert_eq!(
+            siblings.len(),
+            1,
+            "the bug keeps one of two concurrent siblings"
+        );
+    }
+
+    #[test]
+    fn early_tombstone_gc_lets_a_partitioned_replica_keep_a_deleted_value() {
+        let mut cluster = with_bug(3, ValueType::Lww, PlantedBug::EarlyTombstoneGc);
+        cluster.write(1, "k", Op::LwwPut(bytes("old")), WriteLevel::All);
+        cluster.isolate(3);
+        cluster.write(1, "k", Op::LwwDelete, WriteLevel::Local);
+        cluster.run_for(Duration::from_millis(500), STEP);
+        assert!(
+            cluster.engine(1).key_state(b"k").is_none(),
+            "collected at once"
+        );
+        cluster.heal();
+        cluster.run_for(Duration::from_secs(3), STEP);
+        assert!(matches!(
+            cluster.engine(3).value(b"k"),
+            ReadValue::Lww { value: Some(_), .. }
+        ));
+        assert_ne!(
+            cluster.engine(1).live_entries(),
+            cluster.engine(3).live_entries()
+        );
+    }
+
+    #[test]
+    fn merkle_forget_key_never_repairs_a_lost_delta() {
+        let mut cluster = with_bug(2, ValueType::Counter, PlantedBug::MerkleForgetsKey);
+        cluster.isolate(1);
+        cluster.write(1, "c", Op::CounterAdd(1), WriteLevel::Local);
+        cluster.heal();
+        cluster.run_for(Duration::from_secs(2), STEP);
+        assert_eq!(
+            cluster.engine(2).value(b"c"),
+            ReadValue::Counter(0),
+            "never repaired"
+        );
+        assert_eq!(
+            cluster.engine(1).merkle_root(),
+            cluster.engine(2).merkle_root()
+        );
+    }
+}
+
+/// A small randomized run per value type: writes on every node, lossy, duplicating,
+/// reordering links, partitions and crashes; after healing, every replica must converge and
+/// every acknowledged counter increment must be counted.
+#[test]
+fn randomized_faults_then_heal_converge() {
+    use rand::{Rng, SeedableRng};
+    for (seed, value_type) in [
+        (1u64, ValueType::Lww),
+        (2, ValueType::MvReg),
+        (3, ValueType::Counter),
+        (4, ValueType::Set),
+    ] {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut cluster = Cluster::new(3, value_type);
+        cluster.chaos = Some((0.2, 0.1, rand_chacha::ChaCha8Rng::seed_from_u64(seed + 100)));
+        let mut acked_sum = 0i64;
+        let mut writes = Vec::new();
+        for step in 0..300u64 {
+            let node = 1 + rng.random_range(0..3u64);
+            let key = format!("k{}", rng.random_range(0..8u64));
+            let member = Bytes::from(vec![b'a' + rng.random_range(0..4u8)]);
+            let op = match value_type {
+                ValueType::Lww if rng.random_bool(0.2) => Op::LwwDelete,
+                ValueType::Lww => Op::LwwPut(Bytes::from(format!("v{step}"))),
+                ValueType::MvReg => {
+                    let context = match cluster.engine(node).value(key.as_bytes()) {
+                        ReadValue::MvReg { context, .. } if rng.random_bool(0.5) => Some(context),
+                        _ => None,
+                    };
+                    if rng.random_bool(0.2) {
+                        Op::MvDelete { context }
+                    } else {
+                        Op::MvPut {
+                            value: Bytes::from(format!("v{step}")),
+                            context,
+                        }
+                    }
+                }
+                ValueType::Counter => Op::CounterAdd(rng.random_range(1..5i64)),
+                ValueType::Set if rng.random_bool(0.3) => Op::SetRemove(member),
+                ValueType::Set => Op::SetAdd(member),
+            };
+            let amount = if let Op::CounterAdd(amount) = op {
+                amount
+            } else {
+                0
+            };
+            let level =
+                [WriteLevel::Local, WriteLevel::Quorum, WriteLevel::All][rng.random_range(0..3)];
+            let id = cluster.write(node, &key, op, level);
+            writes.push((node, id, amount, key));
+            match rng.random_range(0..40u32) {
+                0 => cluster.isolate(1 + rng.random_range(0..3u64)),
+                1 | 2 => cluster.heal(),
+                3 => cluster.crash_restart(1 + rng.random_range(0..3u64)),
+                _ => {}
+            }
+            cluster.run_for(Duration::from_millis(rng.random_range(0..60u64)), STEP);
+        }
+        cluster.heal();
+        cluster.chaos = None;
+        cluster.run_for(Duration::from_secs(10), STEP);
+        cluster.assert_converged();
+        if value_type == ValueType::Counter {
+            // Events of a crashed node are gone; count acks the test still sees.
+            for (node, id, amount, _) in &writes {
+                if matches!(
+                    cluster.event_for(*node, *id),
+                    Some(Event::WriteAcked { .. })
+                ) {
+                    acked_sum += amount;
+                }
+            }
+            let total: i64 = (0..8)
+                .map(
+                    |k| match cluster.engine(1).value(format!("k{k}").as_bytes()) {
+                        ReadValue::Counter(value) => value,
+                        other => panic!("counter expected, got {other:?}"),
+                    },
+                )
+                .sum();
+            assert!(
+                total >= acked_sum,
+                "acked increments lost: {total} < {acked_sum}"
+            );
+        }
+        for node in [1, 2, 3] {
+            cluster.engine(node).check_invariants();
+        }
+    }
+}
+
+/// Two replicas of 20,000 keys that differ in 20 (n2 overwrote them): one session repairs
+/// n1, moving the differing states about once, plus the tree path (children hashes and the
+/// leaf digests) -- not the data set.
+#[test]
+fn repair_costs_in_proportion_to_the_difference() {
+    use crdts::{CmRDT, Dot, VClock};
+    let (keys, differing) = (20_000u64, 20u64);
+    let key = |index: u64| Bytes::from(format!("user:{index:010}"));
+    let stamp = |node: u64, seq: u64, physical_ms: u64| WriteStamp {
+        node: NodeId(node),
+        seq,
+        hlc: HlcTimestamp {
+            physical_ms,
+            logical: 0,
+            node: NodeId(node),
+        },
+    };
+    let mut first = BTreeMap::new();
+    for index in 0..keys {
+        let mut state = KeyState::new(ValueType::Lww);
+        state
+            .apply_local(
+                Op::LwwPut(Bytes::from_static(&[42; 32])),
+                stamp(1, index + 1, 1_000),
+            )
+            .unwrap();
+        first.insert(key(index), state);
+    }
+    let mut second = first.clone();
+    let mut differing_bytes = 0;
+    for (n, index) in (0..keys).step_by((keys / differing) as usize).enumerate() {
+        let mut state = second[&key(index)].clone();
+        state
+            .apply_local(
+                Op::LwwPut(bytes("newer value, from n2")),
+                stamp(2, n as u64 + 1, 2_000),
+            )
+            .unwrap();
+        differing_bytes += crate::wire::encode(&KeyEntry {
+            key: key(index),
+            state: state.clone(),
+        })
+        .unwrap()
+        .len();
+        second.insert(key(index), state);
+    }
+    let members = vec![NodeId(1), NodeId(2)];
+    let mut knowledge = VClock::new();
+    knowledge.apply(Dot::new(NodeId(1), keys));
+    let meta = |node| DurableMeta {
+        seq: keys,
+        hlc: HlcTimestamp::zero(NodeId(node)),
+        knowledge: knowledge.clone(),
+    };
+    let restored = |keys, node| RestoredState {
+        keys,
+        meta: Some(meta(node)),
+    };
+    let config = |node| EngineConfig::new(NodeId(node), members.clone(), ValueType::Lww);
+    let mut one = AntiEntropy::new(config(1), restored(first, 1), 1).unwrap();
+    let mut two = AntiEntropy::new(config(2), restored(second, 2), 2).unwrap();
+    let (mut now, wall) = (Instant::from_nanos(1), WallMillis(5_000));
+    two.handle_timeout(now, wall);
+    let (mut state_bytes, mut total_bytes) = (0, 0);
+    for _round in 0..10 {
+        now += Duration::from_millis(100);
+        one.handle_timeout(now, wall);
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for (from, to) in [(1, 2), (2, 1)] {
+                let (sender, receiver) = if from == 1 {
+                    (&mut one, &mut two)
+                } else {
+                    (&mut two, &mut one)
+                };
+                while let Some((_, message)) = sender.poll_transmit() {
+                    let size = crate::wire::encode(&message).unwrap().len();
+                    total_bytes += size;
+                    if matches!(
+                        message,
+                        GossipMessage::SyncLeafStates { .. } | GossipMessage::SyncPush { .. }
+                    ) {
+                        state_bytes += size;
+                    }
+                    receiver.handle_message(
+                        now,
+                        wall,
+                        NodeId(from),
+                        crate::wire::roundtrip(&message),
+                    );
+                    moved = true;
+                }
+                let _ = to;
+            }
+        }
+        if one.merkle_root() == two.merkle_root() {
+            break;
+        }
+    }
+    assert_eq!(one.merkle_root(), two.merkle_root());
+    assert_eq!(one.stats().keys_repaired, differing);
+    assert_eq!(
+        one.stats().sessions_started,
+        1,
+        "one session repaired everything"
+    );
+    assert!(
+        state_bytes < 3 * differing_bytes,
+        "{state_bytes} state bytes for {differing_bytes} differing"
+    );
+    assert!(
+        total_bytes < 64 * 1024,
+        "{total_bytes} bytes in all for {differing} of {keys} keys"
+    );
+}

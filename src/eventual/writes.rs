@@ -1,0 +1,192 @@
+//! The write path after `local_write`: install once persisted, push the delta, count
+//! persisted-acks for `quorum` / `all`, and fail writes whose acks do not come in time.
+
+use super::engine::AntiEntropy;
+use super::error::WriteError;
+use super::levels::{Event, SessionToken, WriteLevel};
+use super::liveness::Liveness;
+use super::message::{GossipMessage, KeyEntry};
+use super::value::KeyState;
+use super::{EVENTS_UNDRAINED_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX, WRITES_PENDING_MAX};
+use crate::types::{Instant, NodeId};
+use bytes::Bytes;
+
+impl AntiEntropy {
+    pub(super) fn check_write(&self, key: &Bytes, op: &super::value::Op) -> Result<(), WriteError> {
+        use super::value::Op;
+        if op.value_type() != self.config.value_type {
+            return Err(WriteError::WrongType {
+                expected: self.config.value_type,
+                got: op.value_type(),
+            });
+        }
+        if key.len() > KEY_BYTES_MAX {
+            return Err(WriteError::KeyTooLarge {
+                bytes: key.len(),
+                bytes_max: KEY_BYTES_MAX,
+            });
+        }
+        let value_bytes = match op {
+            Op::LwwPut(value)
+            | Op::MvPut { value, .. }
+            | Op::SetAdd(value)
+            | Op::SetRemove(value) => value.len(),
+            Op::LwwDelete | Op::MvDelete { .. } | Op::CounterAdd(_) => 0,
+        };
+        if value_bytes > VALUE_BYTES_MAX {
+            return Err(WriteError::ValueTooLarge {
+                bytes: value_bytes,
+                bytes_max: VALUE_BYTES_MAX,
+            });
+        }
+        if self.events.len() >= EVENTS_UNDRAINED_MAX {
+            return Err(WriteError::Backpressure {
+                pending: self.events.len(),
+                pending_max: EVENTS_UNDRAINED_MAX,
+            });
+        }
+        if self.writes.len() >= WRITES_PENDING_MAX {
+            return Err(WriteError::Backpressure {
+                pending: self.writes.len(),
+                pending_max: WRITES_PENDING_MAX,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn install_write(&mut self, now: Instant, key: Bytes, seq: u64, state: KeyState) {
+        let merged = match self.stored(&key) {
+            Some(existing) => {
+                let mut merged = existing.clone();
+                merged
+                    .merge(state)
+                    .expect("invariant: one value type per keyspace");
+                merged
+            }
+            None => state,
+        };
+        self.set_state(key.clone(), merged.clone(), true);
+        if let Some(overlay) = self.overlay.get_mut(&key) {
+            overlay.pending -= 1;
+            if overlay.pending == 0 {
+                self.overlay.remove(&key);
+            }
+        }
+        let Some(write) = self.writes.get_mut(&seq) else {
+            return;
+        };
+        write.acked.insert(self.config.node);
+        write.deadline = Some(now + self.config.request_timeout);
+        let level = write.level;
+        let token = SessionToken {
+            node: self.config.node,
+            seq,
+        };
+        self.push_delta(now, key, merged, token, level != WriteLevel::Local);
+        self.check_write_done(seq);
+    }
+
+    /// Pushes a just-persisted write's state: to every peer not believed down, or to every
+    /// peer when the write waits for acknowledgements.
+    pub(super) fn push_delta(
+        &mut self,
+        now: Instant,
+        key: Bytes,
+        state: KeyState,
+        token: SessionToken,
+        ack_requested: bool,
+    ) {
+        if !ack_requested && !Self::delta_fits(&state, &key) {
+            return; // Anti-entropy carries large states within its byte budget.
+        }
+        let targets: Vec<NodeId> = self
+            .peers
+            .iter()
+            .copied()
+            .filter(|peer| ack_requested || self.liveness.of(*peer, now) != Liveness::Down)
+            .collect();
+        for peer in targets {
+            let entry = KeyEntry {
+                key: key.clone(),
+                state: state.clone(),
+            };
+            self.send_delta(
+                peer,
+                GossipMessage::Delta {
+                    entry,
+                    token,
+                    ack_requested,
+                },
+            );
+        }
+    }
+
+    pub(super) fn needed_acks(&self, level: WriteLevel) -> usize {
+        match level {
+            WriteLevel::Local => 1,
+            WriteLevel::Quorum => self.config.quorum(),
+            WriteLevel::All => self.config.members.len(),
+        }
+    }
+
+    pub(super) fn check_write_done(&mut self, seq: u64) {
+        let Some(write) = self.writes.get(&seq) else {
+            return;
+        };
+        let needed = self.needed_acks(write.level);
+        if write.acked.len() >= needed {
+            let write = self.writes.remove(&seq).expect("invariant: just found");
+            let token = SessionToken {
+                node: self.config.node,
+                seq,
+            };
+            let acks = write.acked.len();
+            self.push_event(Event::WriteAcked {
+                id: write.id,
+                token,
+                acks,
+                stamp: write.stamp,
+            });
+        }
+    }
+
+    pub(super) fn handle_delta_ack(&mut self, _now: Instant, from: NodeId, token: SessionToken) {
+        if token.node != self.config.node {
+            return;
+        }
+        // An ack counts only once this node persisted the write itself (acked is non-empty).
+        if let Some(write) = self.writes.get_mut(&token.seq)
+            && !write.acked.is_empty()
+        {
+            write.acked.insert(from);
+        }
+        self.check_write_done(token.seq);
+    }
+
+    pub(super) fn expire_writes(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .writes
+            .iter()
+            .filter(|(_, write)| write.deadline.is_some_and(|deadline| now >= deadline))
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in expired {
+            let write = self.writes.remove(&seq).expect("invariant: just listed");
+            let needed = self.needed_acks(write.level);
+            let error = WriteError::QuorumNotReached {
+                acked: write.acked.len(),
+                needed,
+            };
+            let token = SessionToken {
+                node: self.config.node,
+                seq,
+            };
+            self.push_event(Event::WriteFailed {
+                id: write.id,
+                token,
+                stamp: write.stamp,
+                error,
+            });
+        }
+    }
+}
