@@ -7,6 +7,7 @@
 //! simulator ([`sim`]) drive them from one seed and check them on every step.
 
 pub mod cli;
+pub mod client;
 pub mod eventual;
 pub mod net;
 pub mod raft;
