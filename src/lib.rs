@@ -7,9 +7,12 @@
 //! simulator ([`sim`]) drive them from one seed and check them on every step.
 
 pub mod cli;
+pub mod client;
 pub mod eventual;
+pub mod net;
 pub mod raft;
 pub mod sim;
+pub mod storage;
 pub mod strong;
 pub mod types;
 pub mod wire;

@@ -1,0 +1,527 @@
+//! The client protocol (ALPN `capdial-client/1`): what a client asks a node and what the node
+//! answers.
+//!
+//! One request per bidirectional QUIC stream: the client writes one [`ClientRequest`] frame
+//! (through [`crate::wire`]) and finishes its side; the node answers with one
+//! [`ClientResponse`] frame. Every answer that served data carries a [`Receipt`]: the level
+//! actually served, the node that served it, and where that node stood.
+//!
+//! Which operations and levels apply to which keyspace is decided here, once, by
+//! [`check_request`], so the node, the client library and the CLI all refuse the same things
+//! with the same typed [`ClientError`].
+
+use crate::eventual::{HlcTimestamp, ReadContext, ReadValue, SessionToken, ValueType};
+use crate::strong::{ClientId, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX, Versioned};
+use crate::types::{LogIndex, NodeId, Term};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Longest keyspace name, in bytes.
+pub const KEYSPACE_NAME_BYTES_MAX: usize = 64;
+/// Members one `sadd` / `srem` may carry.
+pub const SET_MEMBERS_MAX: usize = 1024;
+
+/// Where a keyspace sits on the dial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyspaceMode {
+    /// Raft, linearizable.
+    Strong,
+    /// CRDT values of one type, gossip and anti-entropy.
+    Eventual(ValueType),
+}
+
+impl fmt::Display for KeyspaceMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyspaceMode::Strong => f.write_str("strong"),
+            KeyspaceMode::Eventual(ValueType::Lww) => f.write_str("eventual lww"),
+            KeyspaceMode::Eventual(ValueType::MvReg) => f.write_str("eventual mvreg"),
+            KeyspaceMode::Eventual(ValueType::Counter) => f.write_str("eventual counter"),
+            KeyspaceMode::Eventual(ValueType::Set) => f.write_str("eventual set"),
+        }
+    }
+}
+
+/// How fresh a read must be. The first four apply to strong keyspaces, the last three to
+/// eventual ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadLevel {
+    /// ReadIndex on the leader: the default for strong keyspaces.
+    Linearizable,
+    /// The leader's lease, no round trip.
+    Lease,
+    /// A follower asks the leader for a read index, then serves locally.
+    Follower,
+    /// Any replica's applied state, saying how far behind it is.
+    Stale,
+    /// The receiving node's state: the default for eventual keyspaces.
+    Local,
+    /// Read-your-writes: served once the node has seen the request's session token.
+    Session,
+    /// Merge a majority's states, repairing stale ones.
+    Quorum,
+}
+
+/// When an eventual write is acknowledged: the engine's own levels. Strong writes are always
+/// acknowledged after a majority committed them, so they take none.
+pub use crate::eventual::WriteLevel;
+
+/// One data operation on one keyspace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    /// Strong, `lww`, `mvreg` (with the context of an earlier read, it replaces those siblings).
+    Put {
+        key: Bytes,
+        value: Bytes,
+        context: Option<ReadContext>,
+    },
+    /// Strong, `lww`, `mvreg`, `counter`, `set`.
+    Get { key: Bytes },
+    /// Strong, `lww`, `mvreg` (with a context, only the siblings it saw).
+    Delete {
+        key: Bytes,
+        context: Option<ReadContext>,
+    },
+    /// Strong only: set (or delete, `value: None`) if the mod revision is `expected` (`None`:
+    /// the key must be absent).
+    Cas {
+        key: Bytes,
+        expected: Option<LogIndex>,
+        value: Option<Bytes>,
+    },
+    /// Strong only: keys starting with `prefix`, in order, at most `limit`.
+    Scan { prefix: Bytes, limit: u32 },
+    /// `counter`: add `by` (negative: decrement).
+    Add { key: Bytes, by: i64 },
+    /// `set`: add members.
+    SetAdd { key: Bytes, members: Vec<Bytes> },
+    /// `set`: remove members (those this node has observed).
+    SetRemove { key: Bytes, members: Vec<Bytes> },
+}
+
+impl Operation {
+    /// The command's name, as the CLI spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::Put { .. } => "put",
+            Operation::Get { .. } => "get",
+            Operation::Delete { .. } => "delete",
+            Operation::Cas { .. } => "cas",
+            Operation::Scan { .. } => "scan",
+            Operation::Add { by, .. } if *by < 0 => "decr",
+            Operation::Add { .. } => "incr",
+            Operation::SetAdd { .. } => "sadd",
+            Operation::SetRemove { .. } => "srem",
+        }
+    }
+
+    fn is_write(&self) -> bool {
+        !matches!(self, Operation::Get { .. } | Operation::Scan { .. })
+    }
+
+    fn key(&self) -> &Bytes {
+        match self {
+            Operation::Put { key, .. }
+            | Operation::Get { key }
+            | Operation::Delete { key, .. }
+            | Operation::Cas { key, .. }
+            | Operation::Add { key, .. }
+            | Operation::SetAdd { key, .. }
+            | Operation::SetRemove { key, .. } => key,
+            Operation::Scan { prefix, .. } => prefix,
+        }
+    }
+
+    /// Whether the operation exists for a keyspace in `mode`.
+    fn applies_to(&self, mode: KeyspaceMode) -> bool {
+        use KeyspaceMode::{Eventual, Strong};
+        use ValueType::{Counter, Lww, MvReg, Set};
+        match self {
+            Operation::Get { .. } => true,
+            Operation::Put { context, .. } | Operation::Delete { context, .. } => match mode {
+                Strong | Eventual(Lww) => context.is_none(),
+                Eventual(MvReg) => true,
+                Eventual(Counter | Set) => false,
+            },
+            Operation::Cas { .. } | Operation::Scan { .. } => mode == Strong,
+            Operation::Add { .. } => mode == Eventual(Counter),
+            Operation::SetAdd { .. } | Operation::SetRemove { .. } => mode == Eventual(Set),
+        }
+    }
+}
+
+/// A data request. `(client, seq)` makes a retry recognisable: a strong write retried with the
+/// same pair is applied once and answered with its first result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    pub client: ClientId,
+    pub seq: u64,
+    pub keyspace: String,
+    pub operation: Operation,
+    /// `None`: the keyspace's default (linearizable, or local).
+    pub read: Option<ReadLevel>,
+    /// `None`: local for eventual keyspaces; must be `None` for strong ones.
+    pub write: Option<WriteLevel>,
+    /// The token of an earlier write, for `ReadLevel::Session`.
+    pub session: Option<SessionToken>,
+}
+
+/// Where the serving node stood when it answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Position {
+    /// Strong: the node's applied index and the commit index it knew, in `term`.
+    Raft {
+        term: Term,
+        applied: LogIndex,
+        known_commit: LogIndex,
+    },
+    /// Eventual: the session token of the write (for writes), or the node's own write counter.
+    Eventual {
+        token: Option<SessionToken>,
+        stamp: Option<HlcTimestamp>,
+    },
+}
+
+/// What every answer that served data carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The level actually served (a write's level, or a read's).
+    pub level: Served,
+    pub node: NodeId,
+    pub position: Position,
+    /// For stale, follower and local reads: entries (strong) the node knows it lags behind.
+    pub behind: Option<u64>,
+}
+
+/// The level a receipt reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Served {
+    Read(ReadLevel),
+    /// A strong write: committed by a majority.
+    Committed,
+    /// An eventual write, acknowledged at this level.
+    Write(WriteLevel),
+}
+
+/// The data an answer carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// Strong: the key's value and revisions (None: absent).
+    Strong(Option<Versioned>),
+    /// Strong: a write applied at `revision`.
+    Written { revision: LogIndex },
+    /// Strong: a cas, applied or not, with the key as it is after it.
+    Cas {
+        succeeded: bool,
+        revision: LogIndex,
+        current: Option<Versioned>,
+    },
+    /// Strong: the keys of a scan, in order.
+    Scan(Vec<(Bytes, Versioned)>),
+    /// Eventual: a read's value.
+    Eventual(ReadValue),
+    /// Eventual: a write was acknowledged; `acks` replicas have stored it.
+    Acknowledged { acks: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientResponse {
+    pub result: Result<(Answer, Receipt), ClientError>,
+}
+
+/// Why this node cannot serve a strong keyspace now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnavailableReason {
+    /// No leader is known (an election is under way, or this side has no majority).
+    NoLeader,
+    /// The leader cannot reach a quorum of voters.
+    NoQuorum,
+    /// This node sits on the minority side of a partition.
+    MinoritySide,
+}
+
+impl fmt::Display for UnavailableReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UnavailableReason::NoLeader => "no leader known",
+            UnavailableReason::NoQuorum => "no quorum reachable",
+            UnavailableReason::MinoritySide => "this node is on the minority side",
+        })
+    }
+}
+
+/// Errors a user can act on. Each says what to do differently or what to wait for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("unavailable: {reason}")]
+    Unavailable { reason: UnavailableReason },
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader { leader_hint: Option<NodeId> },
+    #[error("no keyspace named {name:?}")]
+    UnknownKeyspace { name: String },
+    #[error("`{command}` does not apply to a {mode} keyspace")]
+    WrongType { command: String, mode: KeyspaceMode },
+    #[error("read level {level:?} does not apply to a {mode} keyspace")]
+    ReadLevelNotApplicable {
+        level: ReadLevel,
+        mode: KeyspaceMode,
+    },
+    #[error(
+        "write levels do not apply to a strong keyspace: its writes are always committed by a majority"
+    )]
+    WriteLevelNotApplicable,
+    #[error("a session read needs the token of an earlier write")]
+    SessionTokenMissing,
+    #[error("{what} of {bytes} bytes exceeds the limit of {bytes_max}")]
+    TooLarge {
+        what: String,
+        bytes: usize,
+        bytes_max: usize,
+    },
+    #[error("scan limit {limit} is outside 1..={limit_max}")]
+    ScanLimit { limit: u32, limit_max: u32 },
+    #[error("timed out; the write {}", if *may_have_applied { "may still apply" } else { "was not applied" })]
+    Timeout { may_have_applied: bool },
+    #[error(
+        "the write reached {acked} of the {needed} replicas it needed; it is applied locally and will spread"
+    )]
+    NotEnoughReplicas { acked: u32, needed: u32 },
+    #[error("the node is overloaded; retry later")]
+    Backpressure,
+}
+
+fn check_size(what: &str, bytes: usize, bytes_max: usize) -> Result<(), ClientError> {
+    if bytes > bytes_max {
+        return Err(ClientError::TooLarge {
+            what: what.to_string(),
+            bytes,
+            bytes_max,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a request against the mode of its keyspace before anything is proposed or written:
+/// the operation must exist for the mode, the levels must apply, sizes must fit.
+pub fn check_request(request: &ClientRequest, mode: KeyspaceMode) -> Result<(), ClientError> {
+    let operation = &request.operation;
+    if !operation.applies_to(mode) {
+        return Err(ClientError::WrongType {
+            command: operation.name().to_string(),
+            mode,
+        });
+    }
+    check_levels(request, mode)?;
+    check_size("key", operation.key().len(), KEY_BYTES_MAX)?;
+    match operation {
+        Operation::Put { value, .. }
+        | Operation::Cas {
+            value: Some(value), ..
+        } => check_size("value", value.len(), VALUE_BYTES_MAX),
+        Operation::SetAdd { members, .. } | Operation::SetRemove { members, .. } => {
+            check_size("member list", members.len(), SET_MEMBERS_MAX)?;
+            let total = members.iter().map(Bytes::len).sum();
+            check_size("members", total, VALUE_BYTES_MAX)
+        }
+        Operation::Scan { limit, .. } if *limit == 0 || *limit > SCAN_LIMIT_MAX => {
+            Err(ClientError::ScanLimit {
+                limit: *limit,
+                limit_max: SCAN_LIMIT_MAX,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_levels(request: &ClientRequest, mode: KeyspaceMode) -> Result<(), ClientError> {
+    let strong = mode == KeyspaceMode::Strong;
+    if strong && request.write.is_some() {
+        return Err(ClientError::WriteLevelNotApplicable);
+    }
+    let Some(level) = request.read else {
+        return Ok(());
+    };
+    let strong_level = matches!(
+        level,
+        ReadLevel::Linearizable | ReadLevel::Lease | ReadLevel::Follower | ReadLevel::Stale
+    );
+    if strong != strong_level || (request.operation.is_write() && level != default_read(mode)) {
+        return Err(ClientError::ReadLevelNotApplicable { level, mode });
+    }
+    if level == ReadLevel::Session && request.session.is_none() {
+        return Err(ClientError::SessionTokenMissing);
+    }
+    Ok(())
+}
+
+/// The read level a keyspace serves when a request names none.
+pub fn default_read(mode: KeyspaceMode) -> ReadLevel {
+    match mode {
+        KeyspaceMode::Strong => ReadLevel::Linearizable,
+        KeyspaceMode::Eventual(_) => ReadLevel::Local,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(operation: Operation) -> ClientRequest {
+        ClientRequest {
+            client: ClientId(1),
+            seq: 1,
+            keyspace: "orders".to_string(),
+            operation,
+            read: None,
+            write: None,
+            session: None,
+        }
+    }
+
+    fn key(text: &str) -> Bytes {
+        Bytes::copy_from_slice(text.as_bytes())
+    }
+
+    const STRONG: KeyspaceMode = KeyspaceMode::Strong;
+    const SET: KeyspaceMode = KeyspaceMode::Eventual(ValueType::Set);
+    const COUNTER: KeyspaceMode = KeyspaceMode::Eventual(ValueType::Counter);
+    const MVREG: KeyspaceMode = KeyspaceMode::Eventual(ValueType::MvReg);
+
+    #[test]
+    fn operations_exist_only_for_their_modes() {
+        let put = request(Operation::Put {
+            key: key("k"),
+            value: key("v"),
+            context: None,
+        });
+        let add = request(Operation::Add {
+            key: key("k"),
+            by: -2,
+        });
+        let cas = request(Operation::Cas {
+            key: key("k"),
+            expected: None,
+            value: None,
+        });
+        let sadd = request(Operation::SetAdd {
+            key: key("k"),
+            members: vec![key("m")],
+        });
+        assert_eq!(check_request(&put, STRONG), Ok(()));
+        assert_eq!(check_request(&add, COUNTER), Ok(()));
+        assert_eq!(check_request(&sadd, SET), Ok(()));
+        assert_eq!(
+            check_request(&add, STRONG),
+            Err(ClientError::WrongType {
+                command: "decr".to_string(),
+                mode: STRONG
+            })
+        );
+        assert!(matches!(
+            check_request(&cas, MVREG),
+            Err(ClientError::WrongType { .. })
+        ));
+        assert!(matches!(
+            check_request(&put, SET),
+            Err(ClientError::WrongType { .. })
+        ));
+        let with_context = Operation::Put {
+            key: key("k"),
+            value: key("v"),
+            context: Some(ReadContext(Default::default())),
+        };
+        assert!(matches!(
+            check_request(&request(with_context.clone()), STRONG),
+            Err(_)
+        ));
+        assert_eq!(check_request(&request(with_context), MVREG), Ok(()));
+    }
+
+    #[test]
+    fn levels_are_checked_against_the_mode() {
+        let mut get = request(Operation::Get { key: key("k") });
+        get.read = Some(ReadLevel::Lease);
+        assert_eq!(check_request(&get, STRONG), Ok(()));
+        assert_eq!(
+            check_request(&get, SET),
+            Err(ClientError::ReadLevelNotApplicable {
+                level: ReadLevel::Lease,
+                mode: SET
+            })
+        );
+        get.read = Some(ReadLevel::Quorum);
+        assert_eq!(check_request(&get, SET), Ok(()));
+        assert!(matches!(check_request(&get, STRONG), Err(_)));
+        get.read = Some(ReadLevel::Session);
+        assert_eq!(
+            check_request(&get, SET),
+            Err(ClientError::SessionTokenMissing)
+        );
+        get.session = Some(SessionToken {
+            node: NodeId(1),
+            seq: 4,
+        });
+        assert_eq!(check_request(&get, SET), Ok(()));
+        let mut put = request(Operation::Put {
+            key: key("k"),
+            value: key("v"),
+            context: None,
+        });
+        put.write = Some(WriteLevel::Quorum);
+        assert_eq!(
+            check_request(&put, STRONG),
+            Err(ClientError::WriteLevelNotApplicable)
+        );
+        assert_eq!(
+            check_request(&put, KeyspaceMode::Eventual(ValueType::Lww)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn sizes_and_limits_are_typed_errors() {
+        let long_key = Bytes::from(vec![b'k'; KEY_BYTES_MAX + 1]);
+        let get = request(Operation::Get { key: long_key });
+        assert!(matches!(
+            check_request(&get, STRONG),
+            Err(ClientError::TooLarge {
+                bytes_max: KEY_BYTES_MAX,
+                ..
+            })
+        ));
+        let scan = request(Operation::Scan {
+            prefix: key("a"),
+            limit: 0,
+        });
+        assert!(matches!(
+            check_request(&scan, STRONG),
+            Err(ClientError::ScanLimit { .. })
+        ));
+        let many = vec![key("m"); SET_MEMBERS_MAX + 1];
+        let sadd = request(Operation::SetAdd {
+            key: key("k"),
+            members: many,
+        });
+        assert!(matches!(
+            check_request(&sadd, SET),
+            Err(ClientError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn requests_and_responses_round_trip_through_the_codec() {
+        let mut get = request(Operation::Get { key: key("k") });
+        get.read = Some(ReadLevel::Stale);
+        assert_eq!(crate::wire::roundtrip(&get), get);
+        let response = ClientResponse {
+            result: Err(ClientError::Unavailable {
+                reason: UnavailableReason::MinoritySide,
+            }),
+        };
+        assert_eq!(crate::wire::roundtrip(&response), response);
+        let message = response.result.unwrap_err().to_string();
+        assert_eq!(message, "unavailable: this node is on the minority side");
+    }
+}

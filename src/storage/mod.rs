@@ -1,0 +1,329 @@
+//! A node's durable state: one redb file behind a narrow interface.
+//!
+//! The cores never see this module. The shell gathers what the cores asked to persist into a
+//! [`Batch`] (a `Ready` of every Raft group, the CRDT states the eventual engines handed
+//! out) and commits it with [`Store::commit`]: one write transaction and, when any part of
+//! it needs one, one fsync for all of it. That is the group commit. On start the shell reads
+//! back exactly what was committed: [`Store::raft_restore`] and [`Store::eventual_states`].
+
+pub mod tables;
+
+use crate::raft::{Entry, HardState, Ready, RestoredState, Snapshot};
+use crate::types::{GroupId, KeyspaceId, LogIndex, NodeId};
+use crate::wire;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use tables::*;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    #[error("the storage engine failed")]
+    Redb(#[source] Box<redb::Error>),
+    #[error("encoding a value for {table}")]
+    Encode {
+        table: &'static str,
+        #[source]
+        source: wire::EncodeError,
+    },
+    #[error("a value in {table} is corrupt")]
+    Corrupt {
+        table: &'static str,
+        #[source]
+        source: wire::DecodeError,
+    },
+    #[error("this data belongs to {found}, not {expected}")]
+    WrongNode { expected: NodeId, found: NodeId },
+    #[error("raft group {group:?}: the log has a gap after index {after:?}")]
+    LogGap { group: GroupId, after: LogIndex },
+}
+
+fn redb_error(error: impl Into<redb::Error>) -> StorageError {
+    StorageError::Redb(Box::new(error.into()))
+}
+
+fn encode<T: Serialize>(table: &'static str, value: &T) -> Result<Vec<u8>, StorageError> {
+    wire::encode(value).map_err(|source| StorageError::Encode { table, source })
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StorageError> {
+    let (value, _) =
+        wire::decode(bytes).map_err(|source| StorageError::Corrupt { table, source })?;
+    Ok(value)
+}
+
+/// What one group asks to persist: the persist part of a `Ready`, or a compaction.
+#[derive(Debug, Default)]
+struct RaftWrite {
+    hard_state: Option<HardState>,
+    snapshot: Option<Snapshot>,
+    entries: Vec<Entry>,
+    /// A local compaction: keep `snapshot`, delete entries up to its index, keep the rest.
+    compaction: bool,
+}
+
+/// Writes gathered for one commit.
+#[derive(Debug, Default)]
+pub struct Batch {
+    raft: Vec<(GroupId, RaftWrite)>,
+    eventual: Vec<(KeyspaceId, Vec<u8>, Vec<u8>)>,
+    sync: bool,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.raft.is_empty() && self.eventual.is_empty()
+    }
+
+    /// Whether committing this batch needs an fsync.
+    pub fn needs_sync(&self) -> bool {
+        self.sync
+    }
+
+    /// Adds the persist part of `ready` (hard state, snapshot, entries) for `group`.
+    pub fn raft_ready(&mut self, group: GroupId, ready: &Ready) {
+        if !ready.has_persist_work() {
+            return;
+        }
+        self.sync |= ready.must_sync;
+        let write = RaftWrite {
+            hard_state: ready.hard_state,
+            snapshot: ready.snapshot.clone(),
+            entries: ready.entries.clone(),
+            compaction: false,
+        };
+        self.raft.push((group, write));
+    }
+
+    /// Records a snapshot the shell took of its applied state (`RaftNode::compact`): the
+    /// snapshot replaces the entries it covers, and later entries stay.
+    pub fn raft_compaction(&mut self, group: GroupId, snapshot: Snapshot) {
+        self.sync = true;
+        let write = RaftWrite {
+            snapshot: Some(snapshot),
+            compaction: true,
+            ..RaftWrite::default()
+        };
+        self.raft.push((group, write));
+    }
+
+    /// Stores the CRDT state of one key of an eventual keyspace. Always synced: the engine
+    /// acknowledges the write once this commit returns.
+    pub fn eventual_state<T: Serialize>(
+        &mut self,
+        keyspace: KeyspaceId,
+        key: &[u8],
+        state: &T,
+    ) -> Result<(), StorageError> {
+        let bytes = encode(EVENTUAL_STATES_NAME, state)?;
+        self.sync = true;
+        self.eventual.push((keyspace, key.to_vec(), bytes));
+        Ok(())
+    }
+}
+
+/// A node's redb file.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the file at `path` for node `node`, refusing another node's file.
+    pub fn open(path: &Path, node: NodeId) -> Result<Store, StorageError> {
+        let db = Database::create(path).map_err(redb_error)?;
+        Store::init(db, node)
+    }
+
+    /// A store in memory, running the real redb code: for tests.
+    pub fn in_memory(node: NodeId) -> Result<Store, StorageError> {
+        let backend = redb::backends::InMemoryBackend::new();
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(redb_error)?;
+        Store::init(db, node)
+    }
+
+    fn init(db: Database, node: NodeId) -> Result<Store, StorageError> {
+        let txn = db.begin_write().map_err(redb_error)?;
+        {
+            let mut meta = txn.open_table(META).map_err(redb_error)?;
+            let found = match meta.get(META_NODE_ID).map_err(redb_error)? {
+                Some(value) => Some(decode::<NodeId>(META_NAME, value.value())?),
+                None => None,
+            };
+            match found {
+                Some(found) if found != node => {
+                    return Err(StorageError::WrongNode {
+                        expected: node,
+                        found,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    let bytes = encode(META_NAME, &node)?;
+                    meta.insert(META_NODE_ID, bytes.as_slice())
+                        .map_err(redb_error)?;
+                }
+            }
+            // Create every table now, so readers never meet a missing one.
+            txn.open_table(RAFT_ENTRIES).map_err(redb_error)?;
+            txn.open_table(RAFT_HARD_STATE).map_err(redb_error)?;
+            txn.open_table(RAFT_SNAPSHOTS).map_err(redb_error)?;
+            txn.open_table(EVENTUAL_STATES).map_err(redb_error)?;
+        }
+        txn.commit().map_err(redb_error)?;
+        Ok(Store { db })
+    }
+
+    /// Commits `batch` in one write transaction, fsynced if any part of it needs it. When
+    /// this returns `Ok`, everything in the batch is durable (or, unsynced, will be with the
+    /// next synced commit).
+    pub fn commit(&self, batch: Batch) -> Result<(), StorageError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write().map_err(redb_error)?;
+        let durability = if batch.sync {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability).map_err(redb_error)?;
+        {
+            let mut entries = txn.open_table(RAFT_ENTRIES).map_err(redb_error)?;
+            let mut hard_states = txn.open_table(RAFT_HARD_STATE).map_err(redb_error)?;
+            let mut snapshots = txn.open_table(RAFT_SNAPSHOTS).map_err(redb_error)?;
+            for (group, write) in &batch.raft {
+                let mut tables = RaftTables {
+                    entries: &mut entries,
+                    hard_states: &mut hard_states,
+                    snapshots: &mut snapshots,
+                };
+                tables.apply(*group, write)?;
+            }
+            let mut states = txn.open_table(EVENTUAL_STATES).map_err(redb_error)?;
+            for (keyspace, key, state) in &batch.eventual {
+                states
+                    .insert((keyspace.0, key.as_slice()), state.as_slice())
+                    .map_err(redb_error)?;
+            }
+        }
+        txn.commit().map_err(redb_error)
+    }
+
+    /// What a Raft group's core restarts from: the durable hard state, snapshot and entries.
+    /// `applied` is the snapshot's index: the shell rebuilds its state machine from it.
+    pub fn raft_restore(&self, group: GroupId) -> Result<RestoredState, StorageError> {
+        let txn = self.db.begin_read().map_err(redb_error)?;
+        let hard_states = txn.open_table(RAFT_HARD_STATE).map_err(redb_error)?;
+        let hard_state = match hard_states.get(group.0).map_err(redb_error)? {
+            Some(value) => decode(RAFT_HARD_STATE_NAME, value.value())?,
+            None => HardState::default(),
+        };
+        let snapshots = txn.open_table(RAFT_SNAPSHOTS).map_err(redb_error)?;
+        let snapshot: Option<Snapshot> = match snapshots.get(group.0).map_err(redb_error)? {
+            Some(value) => Some(decode(RAFT_SNAPSHOTS_NAME, value.value())?),
+            None => None,
+        };
+        let after = snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.index);
+        let table = txn.open_table(RAFT_ENTRIES).map_err(redb_error)?;
+        let mut entries = Vec::new();
+        for row in table
+            .range((group.0, after.0 + 1)..=(group.0, u64::MAX))
+            .map_err(redb_error)?
+        {
+            let (_, value) = row.map_err(redb_error)?;
+            let entry: Entry = decode(RAFT_ENTRIES_NAME, value.value())?;
+            let expected = LogIndex(after.0 + 1 + entries.len() as u64);
+            if entry.index != expected {
+                return Err(StorageError::LogGap {
+                    group,
+                    after: LogIndex(expected.0 - 1),
+                });
+            }
+            entries.push(entry);
+        }
+        Ok(RestoredState {
+            hard_state,
+            snapshot,
+            entries,
+            applied: after,
+        })
+    }
+
+    /// Every key's CRDT state in `keyspace`, in key order.
+    pub fn eventual_states<T: DeserializeOwned>(
+        &self,
+        keyspace: KeyspaceId,
+    ) -> Result<Vec<(Vec<u8>, T)>, StorageError> {
+        let txn = self.db.begin_read().map_err(redb_error)?;
+        let table = txn.open_table(EVENTUAL_STATES).map_err(redb_error)?;
+        let start: (u64, &[u8]) = (keyspace.0, &[]);
+        let mut states = Vec::new();
+        for row in table.range(start..).map_err(redb_error)? {
+            let (key, value) = row.map_err(redb_error)?;
+            let (owner, key) = key.value();
+            if owner != keyspace.0 {
+                break;
+            }
+            states.push((key.to_vec(), decode(EVENTUAL_STATES_NAME, value.value())?));
+        }
+        Ok(states)
+    }
+}
+
+/// The three Raft tables of one write transaction.
+struct RaftTables<'a, 't> {
+    entries: &'a mut redb::Table<'t, (u64, u64), &'static [u8]>,
+    hard_states: &'a mut redb::Table<'t, u64, &'static [u8]>,
+    snapshots: &'a mut redb::Table<'t, u64, &'static [u8]>,
+}
+
+impl RaftTables<'_, '_> {
+    /// Applies one group's write in the order the Ready contract gives: snapshot (which
+    /// replaces the log, or for a compaction the prefix it covers), then truncate the
+    /// conflicting suffix and append, then the hard state.
+    fn apply(&mut self, group: GroupId, write: &RaftWrite) -> Result<(), StorageError> {
+        if let Some(snapshot) = &write.snapshot {
+            let bytes = encode(RAFT_SNAPSHOTS_NAME, snapshot)?;
+            self.snapshots
+                .insert(group.0, bytes.as_slice())
+                .map_err(redb_error)?;
+            let upto = if write.compaction {
+                snapshot.meta.index.0
+            } else {
+                u64::MAX
+            };
+            self.delete_entries(group, 0, upto)?;
+        }
+        if let Some(first) = write.entries.first() {
+            self.delete_entries(group, first.index.0, u64::MAX)?;
+            for entry in &write.entries {
+                let bytes = encode(RAFT_ENTRIES_NAME, entry)?;
+                self.entries
+                    .insert((group.0, entry.index.0), bytes.as_slice())
+                    .map_err(redb_error)?;
+            }
+        }
+        if let Some(hard_state) = &write.hard_state {
+            let bytes = encode(RAFT_HARD_STATE_NAME, hard_state)?;
+            self.hard_states
+                .insert(group.0, bytes.as_slice())
+                .map_err(redb_error)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the group's entries with index in `from..=to`.
+    fn delete_entries(&mut self, group: GroupId, from: u64, to: u64) -> Result<(), StorageError> {
+        self.entries
+            .retain_in((group.0, from)..=(group.0, to), |_, _| false)
+            .map_err(redb_error)
+    }
+}
