@@ -10,6 +10,7 @@
 //! liveness phase after everything heals, and returns a [`SeedReport`] from its checkers.
 
 pub mod clock;
+pub mod eventual;
 pub mod faults;
 pub mod net;
 pub mod rng;
