@@ -59,7 +59,11 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
     for (name, run_seed) in engines {
         violations_total += run_engine(args, name, run_seed)?;
     }
-    Ok(if violations_total == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if violations_total == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Runs every seed of one engine, printing failures as they come in seed order, then the
@@ -69,7 +73,9 @@ fn run_engine(args: &SimArgs, name: &str, run_seed: RunSeed) -> anyhow::Result<u
         return Err(SimError::Nodes { nodes: args.nodes }).context("--nodes");
     }
     let first = args.seed.unwrap_or(0);
-    let count = args.seeds.unwrap_or(if args.seed.is_some() { 1 } else { 100 });
+    let count = args
+        .seeds
+        .unwrap_or(if args.seed.is_some() { 1 } else { 100 });
     let config_for = |seed| SimConfig {
         seed,
         nodes: args.nodes,
@@ -84,7 +90,11 @@ fn run_engine(args: &SimArgs, name: &str, run_seed: RunSeed) -> anyhow::Result<u
     for report in &reports {
         if args.verbose || !report.passed() {
             let verdict = if report.passed() { "ok  " } else { "FAIL" };
-            writeln!(out, "{verdict} {name} seed {}: {}", report.seed, report.summary)?;
+            writeln!(
+                out,
+                "{verdict} {name} seed {}: {}",
+                report.seed, report.summary
+            )?;
         }
         if !report.passed() {
             failing_seeds += 1;
@@ -92,10 +102,17 @@ fn run_engine(args: &SimArgs, name: &str, run_seed: RunSeed) -> anyhow::Result<u
             for violation in &report.violations {
                 writeln!(out, "    violation: {violation}")?;
             }
-            writeln!(out, "    replay: {}", config_for(report.seed).replay_command(name))?;
+            writeln!(
+                out,
+                "    replay: {}",
+                config_for(report.seed).replay_command(name)
+            )?;
         }
     }
-    writeln!(out, "{name}: {count} seeds, {violations} violations ({failing_seeds} failing seeds)")?;
+    writeln!(
+        out,
+        "{name}: {count} seeds, {violations} violations ({failing_seeds} failing seeds)"
+    )?;
     Ok(violations)
 }
 
@@ -147,7 +164,10 @@ where
                     }
                     let seed = first.wrapping_add(offset);
                     let result = run_caught(&run_one, seed);
-                    results.lock().expect("no worker panics holding the lock").push((seed, result));
+                    results
+                        .lock()
+                        .expect("no worker panics holding the lock")
+                        .push((seed, result));
                 }
             });
         }
