@@ -25,7 +25,9 @@ const FORBIDDEN: [&str; 14] = [
 ];
 
 fn rust_files(directory: &Path, found: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(directory) else { return };
+    let Ok(entries) = fs::read_dir(directory) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -66,7 +68,11 @@ fn cores_name_no_io_clock_or_process_rng() {
             report.push(format!("{}:{line}: names `{word}`", file.display()));
         }
     }
-    assert!(report.is_empty(), "cores must stay sans-IO:\n{}", report.join("\n"));
+    assert!(
+        report.is_empty(),
+        "cores must stay sans-IO:\n{}",
+        report.join("\n")
+    );
 }
 
 // The check itself must be able to fail, or it proves nothing.

@@ -12,8 +12,11 @@
 pub mod clock;
 pub mod eventual;
 pub mod faults;
+pub mod history;
+pub mod linearizability;
 pub mod net;
 pub mod rng;
+pub mod strong;
 
 pub use rng::SimRng;
 

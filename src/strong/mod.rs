@@ -1,1 +1,28 @@
-//! placeholder, filled in by its issue
+//! The strong keyspace's state machine: what a Raft group of a `strong` keyspace applies.
+//!
+//! ```text
+//!  client ──Request{client, seq, Command}──▶ validate ──encode──▶ Raft propose
+//!                                                                    │ committed, in order
+//!  client ◀──Response{result}── StrongMachine::apply(index, bytes) ◀─┘
+//!  reads outside the log (ReadIndex / lease / stale) ──▶ StrongMachine::get / scan
+//! ```
+//!
+//! An ordered map from key to (value, create revision, mod revision); a revision is the log
+//! index of the change. Every command carries a client id and a sequence number, and the
+//! machine keeps per client the last applied seq and its result, so a retried command applies
+//! once and returns its first result (Raft thesis §6.3); an older seq is a typed error.
+//! Apply is deterministic: the same entries give the same map and the same results on every
+//! replica, including the errors (size limits, old seqs), which is why they are results.
+
+pub mod command;
+pub mod machine;
+
+pub use command::{
+    ClientId, Command, CommandError, Field, KEY_BYTES_MAX, Outcome, Request, SCAN_LIMIT_MAX,
+    VALUE_BYTES_MAX, Versioned, validate,
+};
+#[cfg(feature = "sim-bugs")]
+pub use machine::MachineBug;
+pub use machine::{
+    MachineConfig, MachineSnapshot, MalformedEntry, Response, SESSIONS_MAX, Session, StrongMachine,
+};

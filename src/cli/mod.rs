@@ -1,0 +1,30 @@
+//! The command line. The only place in the crate that uses `anyhow`: everything below it
+//! returns typed errors, and here they become messages for a person.
+
+mod sim;
+
+use clap::{Parser, Subcommand};
+
+/// capdial: a replicated key-value database where each keyspace picks its place on the CAP
+/// dial. `strong` keyspaces are linearizable (Raft); `eventual` keyspaces accept writes on
+/// every node and converge (CRDTs, gossip, anti-entropy).
+#[derive(Debug, Parser)]
+#[command(name = "capdial", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the deterministic simulator: seeded clusters under faults, checked on every seed.
+    Sim(sim::SimArgs),
+}
+
+/// Parses the process arguments and runs the command. Returns the process exit code.
+pub fn run() -> anyhow::Result<std::process::ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Sim(args) => sim::run(&args),
+    }
+}

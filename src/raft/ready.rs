@@ -1,0 +1,132 @@
+//! The work the core hands to its shell, and what the shell may ask about it.
+
+use super::error::{ProposeError, ReadError};
+use super::message::{Entry, Envelope, HardState, Membership, ProposalId, ReadId, Snapshot};
+use crate::types::{LogIndex, NodeId, Term};
+
+/// Numbers each [`Ready`]; `advance` takes it back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReadyId(pub u64);
+
+/// A confirmed read: serve it once the applied index is at least `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    /// The caller's id.
+    pub id: ReadId,
+    /// Serve once applied >= this.
+    pub index: LogIndex,
+}
+
+/// One batch of work for the shell. See the module docs for the contract; in short:
+/// (1) if `snapshot` is set, replace the durable log and state with it; then delete every
+/// durable entry at index >= `entries[0].index` and append `entries`; store `hard_state`;
+/// fsync if `must_sync`; (2) send `persisted_messages` (and `messages`, which may go earlier);
+/// (3) restore `snapshot` into the state machine, then apply `committed` in order;
+/// (4) `advance(id)`. No other `Ready` is produced until then.
+#[derive(Clone, Debug, Default)]
+pub struct Ready {
+    /// Pass back to `advance`.
+    pub id: ReadyId,
+    /// To persist, when it changed.
+    pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader: it replaces the whole durable log (delete every
+    /// entry) and the state machine.
+    pub snapshot: Option<Snapshot>,
+    /// Consecutive entries to persist. Before appending, delete every durable entry at an
+    /// index >= `entries[0].index` (a conflicting suffix the leader overwrote).
+    pub entries: Vec<Entry>,
+    /// Whether the persist must be fsynced (term, vote, entries or snapshot changed).
+    pub must_sync: bool,
+    /// Messages that may be sent at once, even before the persist.
+    pub messages: Vec<Envelope>,
+    /// Messages that may be sent only after this Ready's persist is durable.
+    pub persisted_messages: Vec<Envelope>,
+    /// Committed entries to apply, in order, after `snapshot` if any.
+    pub committed: Vec<Entry>,
+    /// Reads confirmed: serve each once applied >= its index.
+    pub read_states: Vec<ReadState>,
+    /// Proposals this node will no longer report on (see `ProposeError::LeadershipLost`).
+    pub dropped_proposals: Vec<(ProposalId, ProposeError)>,
+    /// Reads that will not be confirmed.
+    pub dropped_reads: Vec<(ReadId, ReadError)>,
+}
+
+impl Ready {
+    /// The id to pass to `advance`.
+    pub fn id(&self) -> ReadyId {
+        self.id
+    }
+
+    /// Whether there is anything to persist.
+    pub fn has_persist_work(&self) -> bool {
+        self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
+    }
+}
+
+/// What the node was restarted from: exactly what earlier `Ready`s (and `compact`) made
+/// durable. A fresh node passes `RestoredState::default()`.
+#[derive(Clone, Debug, Default)]
+pub struct RestoredState {
+    /// The last persisted hard state.
+    pub hard_state: HardState,
+    /// The last persisted snapshot, if any.
+    pub snapshot: Option<Snapshot>,
+    /// Persisted entries in index order. Entries at or below the snapshot index are skipped;
+    /// the rest must be consecutive from `snapshot.index + 1`.
+    pub entries: Vec<Entry>,
+    /// The index up to which the shell's state machine is already applied (its snapshot's
+    /// index if it rebuilds from the snapshot). Committed entries after it are handed out
+    /// again. Raised to the snapshot index if lower.
+    pub applied: LogIndex,
+}
+
+/// A node's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Running a pre-vote.
+    PreCandidate,
+    /// Running an election.
+    Candidate,
+    /// Leads its term.
+    Leader,
+}
+
+/// A snapshot of the node's state, for tests, checkers and operators.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its current term.
+    pub term: Term,
+    /// Its vote in `term`.
+    pub vote: Option<NodeId>,
+    /// The leader it knows of in `term`.
+    pub leader: Option<NodeId>,
+    /// Its commit index.
+    pub commit: LogIndex,
+    /// What the shell reported applied.
+    pub applied: LogIndex,
+    /// Its last log index.
+    pub last_index: LogIndex,
+    /// Its last log term.
+    pub last_term: Term,
+    /// Its snapshot's index (the log starts after it).
+    pub snapshot_index: LogIndex,
+    /// The membership in force (the latest appended change).
+    pub membership: Membership,
+}
+
+/// What a stale read may tell its client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StaleStatus {
+    /// The state the read sees.
+    pub applied: LogIndex,
+    /// The highest commit index this node knows of.
+    pub known_commit: LogIndex,
+    /// `known_commit - applied`, in entries.
+    pub behind: u64,
+}

@@ -1,0 +1,190 @@
+//! The commands a strong keyspace's state machine applies, what they return, and the limits
+//! they are checked against (at submission by [`validate`], and again at apply).
+
+use crate::types::LogIndex;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The largest key, in bytes. Keys are index entries: small keeps the ordered map cheap.
+pub const KEY_BYTES_MAX: usize = 4096;
+/// The largest value, in bytes. Well below `wire::FRAME_BYTES_MAX`, so an entry carrying one
+/// value (plus key and header) always fits one frame.
+pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+/// The most entries one `Scan` returns; a client pages with a longer prefix or a later key.
+pub const SCAN_LIMIT_MAX: u32 = 1000;
+
+const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX + 1024 < crate::wire::FRAME_BYTES_MAX);
+
+/// A client session, chosen by the client (unique per client process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClientId(pub u64);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// One operation on the keyspace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Set `key` to `value`.
+    Put { key: Bytes, value: Bytes },
+    /// Remove `key` (no change if absent).
+    Delete { key: Bytes },
+    /// Compare-and-set: apply only if the key's mod revision is `expected` (`None`: the key
+    /// must be absent). `value: None` deletes the key.
+    Cas {
+        key: Bytes,
+        expected: Option<LogIndex>,
+        value: Option<Bytes>,
+    },
+    /// Read `key` through the log.
+    Get { key: Bytes },
+    /// Read up to `limit` keys starting with `prefix`, in key order, through the log.
+    Scan { prefix: Bytes, limit: u32 },
+}
+
+impl Command {
+    /// The key this command touches (the prefix, for a scan).
+    pub fn key(&self) -> &Bytes {
+        match self {
+            Command::Put { key, .. }
+            | Command::Delete { key }
+            | Command::Cas { key, .. }
+            | Command::Get { key } => key,
+            Command::Scan { prefix, .. } => prefix,
+        }
+    }
+
+    /// Whether applying it may change the map.
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Command::Put { .. } | Command::Delete { .. } | Command::Cas { .. }
+        )
+    }
+}
+
+/// A command with the session that sent it: what goes into a Raft entry (encoded by
+/// [`Request::encode`]). `seq` starts at 1 and grows by one per new command of the client; a
+/// retry reuses the seq of the command it retries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub client: ClientId,
+    pub seq: u64,
+    pub command: Command,
+}
+
+impl Request {
+    /// The bytes to propose to Raft.
+    pub fn encode(&self) -> Result<Bytes, crate::wire::EncodeError> {
+        crate::wire::encode(self).map(Bytes::from)
+    }
+
+    /// Reads the bytes of a Raft entry back.
+    pub fn decode(bytes: &[u8]) -> Result<Request, crate::wire::DecodeError> {
+        crate::wire::decode(bytes).map(|(request, _)| request)
+    }
+}
+
+/// A key's stored value and its revisions (log indexes).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Versioned {
+    pub value: Bytes,
+    /// The index that created the key (since it was last absent).
+    pub create_revision: LogIndex,
+    /// The index of its latest change.
+    pub mod_revision: LogIndex,
+}
+
+/// What an applied command returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The put applied at `revision`.
+    Put { revision: LogIndex },
+    /// The delete applied at `revision`; `existed` says whether there was a key to remove.
+    Delete { revision: LogIndex, existed: bool },
+    /// The cas applied at `revision`. When it succeeded, `current` is the key after the change
+    /// (`None`: deleted); when not, `current` is the unchanged key that failed the comparison.
+    Cas {
+        revision: LogIndex,
+        succeeded: bool,
+        current: Option<Versioned>,
+    },
+    /// The key as of the read.
+    Get { current: Option<Versioned> },
+    /// Keys in order; `more` says the limit cut the list short.
+    Scan {
+        entries: Vec<(Bytes, Versioned)>,
+        more: bool,
+    },
+}
+
+/// Which part of a command broke a size limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Field {
+    Key,
+    Value,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Field::Key => "key",
+            Field::Value => "value",
+        })
+    }
+}
+
+/// Why a command was refused. Every variant is deterministic, so it is a result every replica
+/// agrees on and the session table may keep it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CommandError {
+    #[error("{what} of {bytes} bytes exceeds the limit of {bytes_max}")]
+    TooLarge {
+        what: Field,
+        bytes: usize,
+        bytes_max: usize,
+    },
+    #[error("scan limit {limit} is outside 1..={limit_max}")]
+    ScanLimit { limit: u32, limit_max: u32 },
+    #[error("{client} sent seq {seq}, older than its last applied seq {last_seq}")]
+    SequenceTooOld {
+        client: ClientId,
+        seq: u64,
+        last_seq: u64,
+    },
+}
+
+/// Checks the limits. Clients call it before submitting; the state machine calls it again at
+/// apply, because an entry may come from a node built with other limits.
+pub fn validate(command: &Command) -> Result<(), CommandError> {
+    check_size(Field::Key, command.key().len(), KEY_BYTES_MAX)?;
+    match command {
+        Command::Put { value, .. }
+        | Command::Cas {
+            value: Some(value), ..
+        } => check_size(Field::Value, value.len(), VALUE_BYTES_MAX),
+        Command::Scan { limit, .. } if *limit == 0 || *limit > SCAN_LIMIT_MAX => {
+            Err(CommandError::ScanLimit {
+                limit: *limit,
+                limit_max: SCAN_LIMIT_MAX,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_size(what: Field, bytes: usize, bytes_max: usize) -> Result<(), CommandError> {
+    if bytes > bytes_max {
+        return Err(CommandError::TooLarge {
+            what,
+            bytes,
+            bytes_max,
+        });
+    }
+    Ok(())
+}
