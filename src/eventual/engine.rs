@@ -564,6 +564,19 @@ impl AntiEntropy {
 
     /// Checks the Merkle tree against the store: O(keys), for tests and the simulator.
     pub fn check_invariants(&self) {
+        let (last, durable) = (self.hlc.last(), self.durable.hlc);
+        assert!(
+            (last.physical_ms, last.logical) >= (durable.physical_ms, durable.logical),
+            "invariant: the HLC never falls below its persisted high-water mark"
+        );
+        for stored in self.store.values() {
+            if let Some(stamp) = stored.state.lww_stamp() {
+                assert!(
+                    (last.physical_ms, last.logical) >= (stamp.physical_ms, stamp.logical),
+                    "invariant: the HLC is at or above every stored lww stamp"
+                );
+            }
+        }
         let rebuilt = MerkleTree::from_entries(
             self.store
                 .iter()

@@ -6,6 +6,27 @@
 //! timestamp pulls the clock forward, so a write that causally follows another (this node saw
 //! it) always gets a greater timestamp, even when this node's wall clock is slow. The node id
 //! breaks ties, so two different writes never carry the same timestamp.
+//!
+//! # Across restarts
+//!
+//! The clock's high-water mark is durable: every persist batch carries [`Hlc::last`] in its
+//! `DurableMeta::hlc`, taken when the batch is cut, so it covers every stamp in the batch (and
+//! everything observed before). A stamped write is acknowledged, shown to readers and sent to
+//! peers only after its batch is durable, so the durable mark always covers every stamp that
+//! exists anywhere. On restart [`Hlc::restored`] continues strictly above it, however far the
+//! wall clock stepped back meanwhile.
+//!
+//! We persist the exact mark with every batch rather than an occasional upper bound
+//! (`high-water + window`): the mark costs a few bytes in a batch that is written anyway, and
+//! it needs no window to tune, no extra batches while idle, and never pushes stamps ahead of
+//! the wall clock after a restart (which would let the restarted node win `lww` races it
+//! should lose).
+//!
+//! What this does not cover, by design: a stamp issued to a write whose batch never became
+//! durable (the node crashed first) may be issued again after the restart. That write was
+//! never acknowledged, read, sent or stored anywhere, so the stamp still names exactly one
+//! write in existence. Excluding even that would need the mark durable *before* stamping
+//! (a write barrier on every clock advance), which buys nothing for `lww` ordering.
 
 use crate::types::{NodeId, WallMillis};
 use serde::{Deserialize, Serialize};
@@ -53,7 +74,9 @@ impl Hlc {
         }
     }
 
-    /// A clock restored after a restart: it continues after `last` (a persisted timestamp).
+    /// A clock restored after a restart: it continues after `last` (the persisted high-water
+    /// mark, `DurableMeta::hlc`): every later [`Hlc::now`] is strictly greater than `last`,
+    /// whatever the wall clock says.
     pub fn restored(node: NodeId, last: HlcTimestamp) -> Hlc {
         let mut hlc = Hlc::new(node);
         hlc.observe(last);

@@ -146,7 +146,9 @@ pub struct PersistId(pub u64);
 pub struct DurableMeta {
     /// The highest write counter this node has used.
     pub seq: u64,
-    /// The highest HLC timestamp this node has issued or observed.
+    /// The highest HLC timestamp this node has issued or observed, as of this batch: it
+    /// covers every stamp in this batch and before, so a restarted node stamps strictly above
+    /// every stamp it ever persisted (see [`crate::eventual::hlc`], "Across restarts").
     pub hlc: HlcTimestamp,
     /// The knowledge vector: for each node `n`, every write of `n` with a counter up to
     /// `knowledge[n]` is reflected in the key states persisted with (or before) this meta.

@@ -37,8 +37,9 @@
 //! - A local write is **acknowledged only after the batch holding it is persisted**: the
 //!   write sits in a pending overlay (invisible to reads and to peers) until `persisted`
 //!   installs it; only then is `WriteAcked` emitted (level `Local`) and the delta pushed.
-//!   So nothing this node's peers or clients ever saw can be lost in a crash, and a write
-//!   counter (dot) is never reused after a restart.
+//!   So nothing this node's peers or clients ever saw can be lost in a crash, and no write
+//!   counter (dot) or `lww` HLC stamp that was ever persisted is reused after a restart:
+//!   both high-water marks ride the meta of the batch holding the write (see [`hlc`]).
 //! - A delta received with `ack_requested` is **acknowledged to its writer only after the
 //!   batch holding it is persisted** (`DeltaAck` goes out from `persisted`).
 //! - Each batch carries a [`DurableMeta`] (write counter, HLC, knowledge vector) consistent

@@ -420,6 +420,69 @@ fn lww_later_write_wins_even_from_a_node_whose_wall_clock_is_behind() {
     }
 }
 
+/// The stamp a node acknowledged write `id` with.
+fn acked_stamp(cluster: &Cluster, node: u64, id: RequestId) -> HlcTimestamp {
+    match cluster.event_for(node, id) {
+        Some(Event::WriteAcked {
+            stamp: Some(stamp), ..
+        }) => *stamp,
+        other => panic!("lww write {id:?} not acked with a stamp: {other:?}"),
+    }
+}
+
+/// Found by the eventual simulator (seed 1996, a whole-cluster crash): the HLC must never
+/// issue a durable stamp twice. Its high-water mark rides every persist batch
+/// (`DurableMeta::hlc`), so a node rebuilt from its durable image alone, with its wall clock
+/// stepped back, still stamps strictly above everything it issued or observed before. The
+/// highest stamp here is a delete whose tombstone was collected: only the meta remembers it.
+#[test]
+fn lww_stamps_after_a_crash_and_a_wall_clock_step_back_exceed_every_earlier_stamp() {
+    let mut cluster = Cluster::new(2, ValueType::Lww);
+    let mut before = Vec::new();
+    for (key, value) in [("a", "1"), ("a", "2"), ("b", "3")] {
+        // One wall millisecond: the logical counter climbs.
+        let id = cluster.write(1, key, Op::LwwPut(bytes(value)), WriteLevel::Local);
+        before.push(acked_stamp(&cluster, 1, id));
+    }
+    cluster.wall += 30_000; // n2's write carries a stamp 30 s ahead; n1 observes it
+    let remote = cluster.write(2, "c", Op::LwwPut(bytes("remote")), WriteLevel::Local);
+    before.push(acked_stamp(&cluster, 2, remote));
+    cluster.wall -= 30_000;
+    let delete = cluster.write(1, "c", Op::LwwDelete, WriteLevel::Local);
+    let highest = acked_stamp(&cluster, 1, delete);
+    assert!(before.iter().all(|earlier| highest > *earlier));
+    before.push(highest);
+    cluster.run_for(Duration::from_secs(3), STEP);
+    let image = &cluster.nodes[&NodeId(1)].image;
+    assert!(
+        cluster.engine(1).tombstones_pending() == 0 && !image.keys.contains_key(&bytes("c")),
+        "the tombstone holding the highest stamp was collected from the durable image"
+    );
+    let durable = image.meta.as_ref().expect("batches were persisted").hlc;
+    assert!(
+        (durable.physical_ms, durable.logical) >= (highest.physical_ms, highest.logical),
+        "the persisted high-water mark covers every stamp issued or observed"
+    );
+
+    cluster.crash_restart(1);
+    cluster.wall -= 60_000; // the wall clock steps back a minute across the restart
+    for key in ["a", "b", "c"] {
+        let id = cluster.write(1, key, Op::LwwPut(bytes("new")), WriteLevel::Local);
+        let stamp = acked_stamp(&cluster, 1, id);
+        assert!(
+            before.iter().all(|earlier| stamp > *earlier),
+            "{stamp:?} is not above every stamp before the crash: {before:?}"
+        );
+        before.push(stamp);
+    }
+    cluster.run_for(Duration::from_millis(500), STEP);
+    cluster.assert_converged();
+    assert!(
+        matches!(cluster.engine(2).value(b"c"), ReadValue::Lww { value: Some(v), .. } if v == "new"),
+        "the post-restart write wins over the pre-crash delete"
+    );
+}
+
 #[test]
 fn quorum_write_is_acked_after_a_majority_persisted_it() {
     let mut cluster = Cluster::new(3, ValueType::Lww);
