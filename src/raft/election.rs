@@ -284,12 +284,14 @@ impl RaftNode {
     /// Steps down (or stays) as follower of `term`, knowing `leader` if given.
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         assert!(term >= self.term, "the term must never go backwards");
+        // Clean up before raising the term: the cleanup reports the proposals of the term
+        // this node led, and answers pending follower reads in that term.
+        if self.role == Role::Leader {
+            self.step_down_cleanup();
+        }
         if term > self.term {
             self.term = term;
             self.vote = None;
-        }
-        if self.role == Role::Leader {
-            self.step_down_cleanup();
         }
         self.role = Role::Follower;
         self.leader = leader;

@@ -231,3 +231,28 @@ fn a_leader_with_dropped_proposals_reports_them() {
     assert_eq!(dropped[0].0, ProposalId(42));
     assert!(matches!(dropped[0].1, ProposeError::LeadershipLost { .. }));
 }
+
+// A leader deposed by a higher term (not by CheckQuorum, which keeps the term) must still
+// report the proposals of its leadership: the shell would otherwise wait for them forever.
+// The cleanup once ran after the term was raised and looked for entries of the new term.
+#[test]
+fn a_leader_deposed_by_a_higher_term_reports_its_dropped_proposals() {
+    let mut cluster = Cluster::new(3, |config| config.check_quorum = false);
+    cluster.elect(n(1));
+    cluster.isolate(n(1));
+    cluster.propose(n(1), 42, "x").unwrap();
+    cluster.stabilize();
+    cluster.run_for(3 * T);
+    assert!(
+        cluster.node(n(1)).dropped_proposals.is_empty(),
+        "still leader while isolated"
+    );
+    let old_term = cluster.status(n(1)).term;
+    assert!(cluster.leaders().iter().any(|leader| *leader != n(1)));
+    cluster.heal();
+    cluster.run_for(3 * T);
+    assert!(cluster.status(n(1)).term > old_term);
+    let dropped = &cluster.node(n(1)).dropped_proposals;
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(dropped[0].0, ProposalId(42));
+}
