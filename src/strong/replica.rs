@@ -190,8 +190,12 @@ pub struct Replica<T> {
     compact_every: u64,
     /// The index of the newest snapshot made durable (installed or compacted).
     snapshot_index: LogIndex,
-    /// Writes proposed here, by proposal id.
-    proposals: BTreeMap<ProposalId, T>,
+    /// Writes proposed here, by the log index each took. One proposal per index: a later
+    /// proposal at the same index means the earlier entry was overwritten.
+    proposals: BTreeMap<LogIndex, (ProposalId, T)>,
+    /// Completions decided outside `on_persisted` (a proposal whose index was reused),
+    /// handed out by the next `on_persisted`.
+    orphans: Vec<Completion<T>>,
     /// Reads waiting for their read index.
     reads: BTreeMap<ReadId, Waiter<T>>,
     /// Reads with a read index, waiting for the machine to apply up to it.
@@ -237,6 +241,7 @@ impl<T> Replica<T> {
             compact_every: config.compact_every,
             snapshot_index,
             proposals: BTreeMap::new(),
+            orphans: Vec::new(),
             reads: BTreeMap::new(),
             confirmed: Vec::new(),
             outstanding: None,
@@ -299,7 +304,11 @@ impl<T> Replica<T> {
         };
         match self.core.propose(now, proposal, bytes) {
             Ok(index) => {
-                self.proposals.insert(proposal, tag);
+                if let Some((_, stale)) = self.proposals.insert(index, (proposal, tag)) {
+                    // Its entry was overwritten before this node reported it.
+                    let answer = Answer::Unknown;
+                    self.orphans.push(Completion { tag: stale, answer });
+                }
                 Ok(index)
             }
             Err(ProposeError::NotLeader { leader_hint }) => Err(Completion {
@@ -379,7 +388,7 @@ impl<T> Replica<T> {
             "on_persisted takes back the Ready that take_ready handed out"
         );
         let mut done = Applied {
-            replies: Vec::new(),
+            replies: std::mem::take(&mut self.orphans),
             entries: Vec::with_capacity(ready.committed.len()),
             faults: Vec::new(),
             compacted: None,
@@ -389,6 +398,9 @@ impl<T> Replica<T> {
             if let Err(fault) = self.install(snapshot) {
                 done.faults.push(fault);
             }
+            // Whatever was proposed up to the snapshot is inside it or was overwritten.
+            let index = snapshot.meta.index;
+            self.take_proposal(index, None, &mut done.replies);
         }
         for entry in ready.committed {
             if let Err(fault) = self.apply_entry(&entry, &mut done.replies) {
@@ -400,12 +412,7 @@ impl<T> Replica<T> {
             done.entries.push(entry);
         }
         self.settle_reads(&ready.read_states, &ready.dropped_reads, &mut done.replies);
-        for (proposal, _) in &ready.dropped_proposals {
-            if let Some(tag) = self.proposals.remove(proposal) {
-                let answer = Answer::Unknown;
-                done.replies.push(Completion { tag, answer });
-            }
-        }
+        self.drop_proposals(&ready.dropped_proposals, &mut done.replies);
         self.serve_confirmed(&mut done.replies);
         self.core.advance(ready.id);
         done.compacted = self.maybe_compact();
@@ -496,7 +503,7 @@ impl<T> Replica<T> {
         match &entry.kind {
             EntryKind::Normal { proposal, command } => {
                 let response = self.machine.apply(entry.index, command);
-                let waiter = self.proposals.remove(proposal);
+                let waiter = self.take_proposal(entry.index, Some(*proposal), replies);
                 match (response, waiter) {
                     (Ok(response), Some(tag)) => {
                         let answer = Answer::Written(response.result);
@@ -506,10 +513,65 @@ impl<T> Replica<T> {
                     (Ok(_), None) => {}
                 }
             }
-            EntryKind::Noop | EntryKind::Membership(_) => self.machine.skip(entry.index),
+            EntryKind::Noop | EntryKind::Membership(_) => {
+                self.take_proposal(entry.index, None, replies);
+                self.machine.skip(entry.index);
+            }
         }
         self.core.report_applied(entry.index);
         outcome
+    }
+
+    /// The log at `index` is settled (applied, or inside a snapshot) and holds `proposal`:
+    /// takes its waiter if it was proposed here. Proposals waiting at or below `index` under
+    /// another id were overwritten without a report from the core; they end as `Unknown`
+    /// (never `Refused`: the shell cannot tell whether a retry of theirs got in elsewhere).
+    fn take_proposal(
+        &mut self,
+        index: LogIndex,
+        proposal: Option<ProposalId>,
+        replies: &mut Vec<Completion<T>>,
+    ) -> Option<T> {
+        while let Some(waiting) = self.proposals.first_entry() {
+            if *waiting.key() > index {
+                break;
+            }
+            let at = *waiting.key();
+            let (id, tag) = waiting.remove();
+            if at == index && Some(id) == proposal {
+                return Some(tag);
+            }
+            let answer = Answer::Unknown;
+            replies.push(Completion { tag, answer });
+        }
+        None
+    }
+
+    /// The core will no longer report on these proposals: they may or may not commit.
+    fn drop_proposals(
+        &mut self,
+        dropped: &[(ProposalId, ProposeError)],
+        replies: &mut Vec<Completion<T>>,
+    ) {
+        for (proposal, error) in dropped {
+            let index = match error {
+                ProposeError::LeadershipLost { index } => Some(*index),
+                _ => None,
+            };
+            // The core names the index; fall back to a search if it ever does not.
+            let index = index
+                .filter(|at| self.proposals.get(at).is_some_and(|(id, _)| id == proposal))
+                .or_else(|| {
+                    let mut waiting = self.proposals.iter();
+                    waiting
+                        .find(|(_, (id, _))| id == proposal)
+                        .map(|(at, _)| *at)
+                });
+            if let Some((_, tag)) = index.and_then(|at| self.proposals.remove(&at)) {
+                let answer = Answer::Unknown;
+                replies.push(Completion { tag, answer });
+            }
+        }
     }
 
     /// Takes a snapshot once `compact_every` entries are applied past the last one.

@@ -18,6 +18,8 @@ struct Cluster {
     in_flight: Vec<Envelope>,
     done: Vec<Completion<Tag>>,
     compact_every: u64,
+    /// A replica cut off from the others: messages from or to it are lost.
+    cut: Option<NodeId>,
 }
 
 fn config(id: NodeId, ids: &[NodeId], compact_every: u64) -> ReplicaConfig {
@@ -66,6 +68,7 @@ impl Cluster {
             in_flight: Vec::new(),
             done: Vec::new(),
             compact_every,
+            cut: None,
         }
     }
 
@@ -112,6 +115,12 @@ impl Cluster {
             }
         }
         for envelope in std::mem::take(&mut self.in_flight) {
+            if self
+                .cut
+                .is_some_and(|cut| cut == envelope.from || cut == envelope.to)
+            {
+                continue;
+            }
             let to = self.index(envelope.to);
             self.replicas[to].handle_message(self.now, envelope);
         }
@@ -327,4 +336,32 @@ fn a_restarted_replica_rebuilds_from_its_snapshot_and_log() {
                 .is_some()
         })
     });
+}
+
+#[test]
+fn a_leader_that_loses_leadership_ends_its_waiting_requests() {
+    let mut cluster = Cluster::new(1_000);
+    let old = cluster.elect();
+    let old_id = cluster.ids[old];
+    cluster.run_until("every replica knows the leader", |cluster| {
+        let known = |replica: &Replica<Tag>| replica.status().leader == Some(old_id);
+        cluster.replicas.iter().all(known)
+    });
+    cluster.cut = Some(old_id);
+    let proposal = ProposalId(1);
+    let submitted = cluster.replicas[old].submit(cluster.now, proposal, 1, &put(1, "k", "v"));
+    assert!(submitted.is_ok(), "the leader takes the proposal");
+    let key = Bytes::from_static(b"k");
+    let read = cluster.replicas[old].read(cluster.now, 2, ReadLevel::Linearizable, key);
+    assert!(read.is_none(), "the read waits for a heartbeat round");
+    cluster.run_until("another leader", |cluster| {
+        (0..3).any(|at| at != old && cluster.replicas[at].status().role == Role::Leader)
+    });
+    cluster.cut = None;
+    // The core bumps its term before its step-down cleanup, so it does not report the
+    // proposal as dropped; the replica ends it when a term-2 entry settles its index.
+    // Neither can be answered as done: the write may or may not commit, the read is refused.
+    assert_eq!(cluster.answer(1), Answer::Unknown);
+    assert!(matches!(cluster.answer(2), Answer::Refused { .. }));
+    assert!(cluster.replicas[old].proposals.is_empty() && cluster.replicas[old].reads.is_empty());
 }
