@@ -7,6 +7,9 @@
 //!  reads outside the log (ReadIndex / lease / stale) ──▶ StrongMachine::get / scan
 //! ```
 //!
+//! [`Replica`] puts a Raft core and the machine together with the client requests waiting on
+//! them: the sans-IO piece both the simulator and the networked node drive.
+//!
 //! An ordered map from key to (value, create revision, mod revision); a revision is the log
 //! index of the change. Every command carries a client id and a sequence number, and the
 //! machine keeps per client the last applied seq and its result, so a retried command applies
@@ -16,6 +19,7 @@
 
 pub mod command;
 pub mod machine;
+pub mod replica;
 
 pub use command::{
     ClientId, Command, CommandError, Field, KEY_BYTES_MAX, Outcome, Request, SCAN_LIMIT_MAX,
@@ -25,4 +29,8 @@ pub use command::{
 pub use machine::MachineBug;
 pub use machine::{
     MachineConfig, MachineSnapshot, MalformedEntry, Response, SESSIONS_MAX, Session, StrongMachine,
+};
+pub use replica::{
+    Answer, Applied, ApplyFault, BootError, CONFIRMED_READS_MAX, Completion, DurableState,
+    ReadLevel, Replica, ReplicaConfig,
 };

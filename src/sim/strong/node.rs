@@ -1,26 +1,27 @@
-//! One simulated node: a Raft core and the strong state machine (volatile), a durable image
-//! (what the harness persisted from `Ready`s), a drifting clock, and the client requests it
-//! is serving.
+//! One simulated node: a [`Replica`] (the Raft core, the strong state machine and the client
+//! requests waiting on them; volatile), a durable image (what the harness persisted from
+//! `Ready`s), a drifting clock, and simulated fsync times. Everything a real node must also
+//! do lives in `Replica`; this file keeps only what is simulation.
 //!
 //! Each `Ready` is carried out as the contract says: `messages` leave at once; the persist
 //! takes a simulated fsync time, and only when it completes does the durable image change,
-//! `persisted_messages` leave, committed entries apply and `advance` run. A crash during the
-//! fsync loses that `Ready`'s persist (and everything else volatile).
+//! `persisted_messages` leave and `Replica::on_persisted` run (apply, serve, advance,
+//! compact). A crash during the fsync loses that `Ready`'s persist (and everything else
+//! volatile).
 
 use super::checks::Checker;
 use super::{Reply, ReplyBody, RequestBody};
 use crate::raft::{
-    Config, Entry, EntryKind, Envelope, HardState, ProposalId, ProposeError, RaftMessage, RaftNode,
-    ReadError, ReadId, Ready, RestoredState, Role, Snapshot,
+    Config, Entry, Envelope, HardState, ProposalId, RaftMessage, RaftNode, Ready, Snapshot,
 };
 use crate::sim::clock::NodeClock;
 use crate::sim::history::ReadLevel;
 use crate::sim::net::SimNet;
 use crate::sim::rng::SimRng;
-use crate::strong::{MachineConfig, MachineSnapshot, StrongMachine};
+use crate::strong::{
+    Answer, Applied, Completion, DurableState, MachineConfig, Replica, ReplicaConfig,
+};
 use crate::types::{Instant, LogIndex, NodeId, Term};
-use bytes::Bytes;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The simulated fsync takes this long at most (at least a tenth of it).
@@ -82,27 +83,18 @@ impl DurableImage {
     }
 }
 
-/// A client request waiting on something inside the node.
-#[derive(Clone, Debug)]
-struct Waiter {
+/// Who a client request came from: the tag a [`Replica`] hands back with its answer.
+#[derive(Clone, Copy, Debug)]
+struct Tag {
     client: usize,
     attempt: u64,
-    key: Bytes,
 }
 
 /// What dies in a crash.
 struct Live {
-    core: RaftNode,
-    machine: StrongMachine,
-    /// Writes proposed here, by proposal id.
-    proposals: BTreeMap<ProposalId, Waiter>,
-    /// Reads waiting for their read index.
-    reads: BTreeMap<ReadId, Waiter>,
-    /// Reads with a read index, waiting for the machine to apply up to it.
-    confirmed: Vec<(LogIndex, Waiter)>,
+    replica: Replica<Tag>,
     /// The `Ready` whose persist is in flight, and when its fsync completes.
     persisting: Option<(Instant, Ready)>,
-    next_read: u64,
 }
 
 /// One node of the simulated cluster.
@@ -115,10 +107,7 @@ pub(crate) struct SimNode {
     /// Counts restarts.
     pub(crate) incarnation: u64,
     rng: SimRng,
-    config: Config,
-    machine_config: MachineConfig,
-    /// Take a snapshot once this many entries are applied past the last one.
-    compact_every: u64,
+    config: ReplicaConfig,
 }
 
 impl SimNode {
@@ -138,41 +127,28 @@ impl SimNode {
             paused_until: None,
             incarnation: 0,
             rng,
-            config,
-            machine_config,
-            compact_every,
+            config: ReplicaConfig {
+                raft: config,
+                machine: machine_config,
+                compact_every,
+            },
         };
         node.boot(now);
         node
     }
 
     fn boot(&mut self, now: Instant) {
-        let machine = match &self.durable.snapshot {
-            Some(snapshot) => {
-                let state: MachineSnapshot = crate::wire::decode(&snapshot.data)
-                    .expect("the harness wrote this snapshot itself")
-                    .0;
-                StrongMachine::restore(self.machine_config.clone(), state)
-            }
-            None => StrongMachine::new(self.machine_config.clone()),
-        };
-        let restored = RestoredState {
+        let durable = DurableState {
             hard_state: self.durable.hard_state,
             snapshot: self.durable.snapshot.clone(),
             entries: self.durable.entries.clone(),
-            applied: machine.applied(),
         };
         let local = self.clock.local(now);
-        let core = RaftNode::new(self.config.clone(), restored, self.rng.next_u64(), local)
-            .expect("the harness builds a valid configuration from a durable image");
+        let replica = Replica::boot(self.config.clone(), durable, self.rng.next_u64(), local)
+            .expect("the harness boots from a valid configuration and a durable image it wrote");
         self.live = Some(Live {
-            core,
-            machine,
-            proposals: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            confirmed: Vec::new(),
+            replica,
             persisting: None,
-            next_read: 0,
         });
     }
 
@@ -186,16 +162,18 @@ impl SimNode {
 
     /// Status of the core, if up.
     pub(crate) fn status(&self) -> Option<crate::raft::Status> {
-        self.live.as_ref().map(|live| live.core.status())
+        self.live.as_ref().map(|live| live.replica.status())
     }
 
     /// The term of the entry at `index` in the core's log, if it holds it.
     pub(crate) fn term_at(&self, index: LogIndex) -> Option<Term> {
-        self.live.as_ref().and_then(|live| live.core.term_at(index))
+        self.live
+            .as_ref()
+            .and_then(|live| live.replica.raft().term_at(index))
     }
 
     pub(crate) fn core_mut(&mut self) -> Option<&mut RaftNode> {
-        self.live.as_mut().map(|live| &mut live.core)
+        self.live.as_mut().map(|live| live.replica.raft_mut())
     }
 
     /// Everything volatile is lost; the durable image stays.
@@ -219,7 +197,7 @@ impl SimNode {
             return Some(until);
         }
         let timer = live
-            .core
+            .replica
             .poll_timeout()
             .map(|local| self.clock.global_at(local));
         let fsync = live.persisting.as_ref().map(|(at, _)| *at);
@@ -246,11 +224,11 @@ impl SimNode {
             return;
         };
         let due = live
-            .core
+            .replica
             .poll_timeout()
             .is_some_and(|at| self.clock.global_at(at) <= now);
         if due {
-            live.core.handle_timeout(local);
+            live.replica.handle_timeout(local);
         }
         self.pump(now, world);
     }
@@ -260,7 +238,7 @@ impl SimNode {
         let Some(live) = self.live.as_mut() else {
             return;
         };
-        live.core.handle_message(local, envelope);
+        live.replica.handle_message(local, envelope);
         self.pump(now, world);
     }
 
@@ -274,47 +252,22 @@ impl SimNode {
         world: &mut World,
     ) {
         let local = self.clock.local(now);
-        let id = self.id;
-        let incarnation = self.incarnation;
+        let (id, incarnation) = (self.id, self.incarnation);
         let Some(live) = self.live.as_mut() else {
             return;
         };
-        let reply = |body| Reply {
-            client,
-            attempt,
-            body,
-        };
-        match body {
+        let tag = Tag { client, attempt };
+        let answered = match body {
             RequestBody::Write(request) => {
                 world.proposals += 1;
+                // Unique across nodes and restarts, as `Replica::submit` asks.
                 let proposal = ProposalId((id.0 << 48) | world.proposals);
-                let bytes = request.encode().expect("a client command encodes");
-                let key = request.command.key().clone();
-                match live.core.propose(local, proposal, bytes) {
-                    Ok(_) => {
-                        let waiter = Waiter {
-                            client,
-                            attempt,
-                            key,
-                        };
-                        live.proposals.insert(proposal, waiter);
-                    }
-                    Err(ProposeError::NotLeader { leader_hint }) => world
-                        .replies
-                        .push(reply(ReplyBody::Refused { hint: leader_hint })),
-                    Err(_) => world.replies.push(reply(ReplyBody::Refused { hint: None })),
-                }
+                live.replica.submit(local, proposal, tag, &request).err()
             }
-            RequestBody::Read { key, level } => {
-                let waiter = Waiter {
-                    client,
-                    attempt,
-                    key,
-                };
-                if let Some(body) = live.start_read(local, level, waiter, id, incarnation) {
-                    world.replies.push(reply(body));
-                }
-            }
+            RequestBody::Read { key, level } => live.replica.read(local, tag, level.into(), key),
+        };
+        if let Some(done) = answered {
+            world.replies.push(to_reply(id, incarnation, done));
         }
         self.pump(now, world);
     }
@@ -328,7 +281,7 @@ impl SimNode {
             if live.persisting.is_some() {
                 return;
             }
-            let Some(mut ready) = live.core.ready() else {
+            let Some(mut ready) = live.replica.take_ready() else {
                 return;
             };
             for envelope in ready.messages.drain(..) {
@@ -345,7 +298,7 @@ impl SimNode {
         }
     }
 
-    /// The fsync completed: make the persist durable, then send, apply, advance.
+    /// The fsync completed: make the persist durable, then send, and hand the `Ready` back.
     fn finish_persist(&mut self, now: Instant, world: &mut World) {
         let live = self.live.as_mut().expect("only a live node persists");
         let (_, mut ready) = live.persisting.take().expect("a persist is in flight");
@@ -353,10 +306,31 @@ impl SimNode {
         for envelope in ready.persisted_messages.drain(..) {
             world.send(now, envelope);
         }
-        self.apply(&mut ready, world);
         let live = self.live.as_mut().expect("still live");
-        live.core.advance(ready.id);
-        self.maybe_compact();
+        // The highest term anyone knows as this node applies: what the checker compares
+        // applied entries against.
+        let term_now = world.checker.term_max.max(live.replica.status().term);
+        let done = live.replica.on_persisted(ready);
+        self.record(done, term_now, world);
+    }
+
+    /// Hands what `on_persisted` did to the checker, the clients and the durable image.
+    fn record(&mut self, done: Applied<Tag>, term_now: Term, world: &mut World) {
+        for entry in &done.entries {
+            world.checker.applying(self.id, entry, term_now);
+        }
+        for fault in &done.faults {
+            world.checker.violation(format!("{}: {fault}", self.id));
+        }
+        for completion in done.replies {
+            let reply = to_reply(self.id, self.incarnation, completion);
+            world.replies.push(reply);
+        }
+        if let Some(snapshot) = done.compacted {
+            let index = snapshot.meta.index;
+            self.durable.snapshot = Some(snapshot);
+            self.durable.entries.retain(|entry| entry.index > index);
+        }
     }
 
     fn persist(&mut self, ready: &Ready, checker: &mut Checker) {
@@ -396,195 +370,37 @@ impl SimNode {
             self.durable.hard_state = hard_state;
         }
     }
-
-    fn apply(&mut self, ready: &mut Ready, world: &mut World) {
-        let id = self.id;
-        let incarnation = self.incarnation;
-        let live = self.live.as_mut().expect("only a live node applies");
-        if let Some(snapshot) = &ready.snapshot {
-            live.install(snapshot, id, &self.machine_config, &mut world.checker);
-        }
-        for entry in &ready.committed {
-            if !live.apply_entry(entry, id, world) {
-                break;
-            }
-        }
-        for read in &ready.read_states {
-            if let Some(waiter) = live.reads.remove(&read.id) {
-                live.confirmed.push((read.index, waiter));
-            }
-        }
-        for (proposal, _) in &ready.dropped_proposals {
-            if let Some(waiter) = live.proposals.remove(proposal) {
-                world.replies.push(waiter.reply(ReplyBody::Unknown));
-            }
-        }
-        for (read, error) in &ready.dropped_reads {
-            if let Some(waiter) = live.reads.remove(read) {
-                let hint = match error {
-                    ReadError::NotLeader { leader_hint } => *leader_hint,
-                    _ => None,
-                };
-                world
-                    .replies
-                    .push(waiter.reply(ReplyBody::Refused { hint }));
-            }
-        }
-        live.serve_confirmed(id, incarnation, &mut world.replies);
-    }
-
-    fn maybe_compact(&mut self) {
-        let Some(live) = self.live.as_mut() else {
-            return;
-        };
-        let applied = live.machine.applied();
-        if applied.0 < self.durable.snapshot_index().0 + self.compact_every {
-            return;
-        }
-        let data = crate::wire::encode(&live.machine.snapshot()).expect("a snapshot encodes");
-        let Ok(meta) = live.core.compact(applied, Bytes::from(data.clone())) else {
-            return;
-        };
-        self.durable.snapshot = Some(Snapshot {
-            meta,
-            data: Bytes::from(data),
-        });
-        self.durable.entries.retain(|entry| entry.index > applied);
-    }
 }
 
-impl Waiter {
-    fn reply(&self, body: ReplyBody) -> Reply {
-        Reply {
-            client: self.client,
-            attempt: self.attempt,
-            body,
-        }
-    }
-}
-
-impl Live {
-    /// Starts a read; returns the reply at once when there is nothing to wait for.
-    fn start_read(
-        &mut self,
-        local: Instant,
-        level: ReadLevel,
-        waiter: Waiter,
-        id: NodeId,
-        incarnation: u64,
-    ) -> Option<ReplyBody> {
-        let refused = |error: ReadError| match error {
-            ReadError::NotLeader { leader_hint } => ReplyBody::Refused { hint: leader_hint },
-            _ => ReplyBody::Refused { hint: None },
-        };
-        match level {
-            ReadLevel::Stale => Some(self.read_now(&waiter.key, id, incarnation)),
-            ReadLevel::Lease => match self.core.lease_read(local) {
-                Ok(index) => {
-                    self.confirmed.push((index, waiter));
-                    None
-                }
-                Err(error) => Some(refused(error)),
-            },
-            ReadLevel::Linearizable | ReadLevel::Follower => {
-                let status = self.core.status();
-                if level == ReadLevel::Linearizable && status.role != Role::Leader {
-                    return Some(ReplyBody::Refused {
-                        hint: status.leader,
-                    });
-                }
-                self.next_read += 1;
-                let read = ReadId(self.next_read);
-                match self.core.read_index(local, read) {
-                    Ok(()) => {
-                        self.reads.insert(read, waiter);
-                        None
-                    }
-                    Err(error) => Some(refused(error)),
-                }
-            }
-        }
-    }
-
-    fn read_now(&self, key: &Bytes, id: NodeId, incarnation: u64) -> ReplyBody {
-        ReplyBody::Read {
-            current: self.machine.get(key).cloned(),
+/// A replica's answer as the simulated client sees it.
+fn to_reply(id: NodeId, incarnation: u64, done: Completion<Tag>) -> Reply {
+    let body = match done.answer {
+        Answer::Refused { leader_hint } => ReplyBody::Refused { hint: leader_hint },
+        // Nothing started: as certainly not in the log as a refusal.
+        Answer::Busy | Answer::Unencodable => ReplyBody::Refused { hint: None },
+        Answer::Unknown => ReplyBody::Unknown,
+        Answer::Written(result) => ReplyBody::Written(result),
+        Answer::Read { current, applied } => ReplyBody::Read {
+            current,
             node: id,
-            applied: self.machine.applied().0,
+            applied: applied.0,
             incarnation,
-        }
+        },
+    };
+    Reply {
+        client: done.tag.client,
+        attempt: done.tag.attempt,
+        body,
     }
+}
 
-    fn serve_confirmed(&mut self, id: NodeId, incarnation: u64, replies: &mut Vec<Reply>) {
-        let applied = self.machine.applied();
-        let confirmed = std::mem::take(&mut self.confirmed);
-        for (index, waiter) in confirmed {
-            if index <= applied {
-                replies.push(waiter.reply(self.read_now(&waiter.key, id, incarnation)));
-            } else {
-                self.confirmed.push((index, waiter));
-            }
+impl From<ReadLevel> for crate::strong::ReadLevel {
+    fn from(level: ReadLevel) -> Self {
+        match level {
+            ReadLevel::Linearizable => crate::strong::ReadLevel::Linearizable,
+            ReadLevel::Lease => crate::strong::ReadLevel::Lease,
+            ReadLevel::Follower => crate::strong::ReadLevel::Follower,
+            ReadLevel::Stale => crate::strong::ReadLevel::Stale,
         }
-    }
-
-    fn install(
-        &mut self,
-        snapshot: &Snapshot,
-        id: NodeId,
-        config: &MachineConfig,
-        checker: &mut Checker,
-    ) {
-        let state = match crate::wire::decode::<MachineSnapshot>(&snapshot.data) {
-            Ok((state, _)) => state,
-            Err(error) => {
-                checker.violation(format!("{id}: snapshot does not decode: {error}"));
-                return;
-            }
-        };
-        if state.applied != snapshot.meta.index || state.applied < self.machine.applied() {
-            let text = format!(
-                "{id}: snapshot at {} holds state applied to {}, machine already at {}",
-                snapshot.meta.index.0,
-                state.applied.0,
-                self.machine.applied().0
-            );
-            checker.violation(text);
-            return;
-        }
-        self.machine = StrongMachine::restore(config.clone(), state);
-        self.core.report_applied(self.machine.applied());
-    }
-
-    /// Applies one committed entry; false (and a violation) when it is out of order.
-    fn apply_entry(&mut self, entry: &Entry, id: NodeId, world: &mut World) -> bool {
-        let expected = LogIndex(self.machine.applied().0 + 1);
-        if entry.index != expected {
-            let text = format!(
-                "{id}: committed entry {} handed out, expected {}",
-                entry.index.0, expected.0
-            );
-            world.checker.violation(text);
-            return false;
-        }
-        let term_now = world.checker.term_max.max(self.core.status().term);
-        world.checker.applying(id, entry, term_now);
-        match &entry.kind {
-            EntryKind::Normal { proposal, command } => {
-                let response = self.machine.apply(entry.index, command);
-                let waiter = self.proposals.remove(proposal);
-                match (response, waiter) {
-                    (Ok(response), Some(waiter)) => {
-                        world
-                            .replies
-                            .push(waiter.reply(ReplyBody::Written(response.result)));
-                    }
-                    (Err(error), _) => world.checker.violation(format!("{id}: {error}")),
-                    (Ok(_), None) => {}
-                }
-            }
-            EntryKind::Noop | EntryKind::Membership(_) => self.machine.skip(entry.index),
-        }
-        self.core.report_applied(entry.index);
-        true
     }
 }
