@@ -5,7 +5,10 @@
 use std::process::{Command, Output};
 
 fn capdial(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_capdial")).args(args).output().expect("capdial runs")
+    Command::new(env!("CARGO_BIN_EXE_capdial"))
+        .args(args)
+        .output()
+        .expect("capdial runs")
 }
 
 fn stdout(output: &Output) -> String {
@@ -24,11 +27,23 @@ fn a_clean_run_prints_one_summary_per_engine_and_exits_zero() {
 
 #[test]
 fn verbose_prints_every_seed_and_a_replay_is_exact() {
-    let first = capdial(&["sim", "--mode", "strong", "--seed", "7", "--nodes", "5", "-v"]);
-    let again = capdial(&["sim", "--mode", "strong", "--seed", "7", "--nodes", "5", "-v"]);
+    let first = capdial(&[
+        "sim", "--mode", "strong", "--seed", "7", "--nodes", "5", "-v",
+    ]);
+    let again = capdial(&[
+        "sim", "--mode", "strong", "--seed", "7", "--nodes", "5", "-v",
+    ]);
     assert_eq!(first.status.code(), Some(0));
-    assert!(stdout(&first).starts_with("ok   strong seed 7: "), "{}", stdout(&first));
-    assert_eq!(stdout(&first), stdout(&again), "the same seed must give the same run");
+    assert!(
+        stdout(&first).starts_with("ok   strong seed 7: "),
+        "{}",
+        stdout(&first)
+    );
+    assert_eq!(
+        stdout(&first),
+        stdout(&again),
+        "the same seed must give the same run"
+    );
 }
 
 #[test]
@@ -36,18 +51,31 @@ fn bad_arguments_exit_two_with_a_reason() {
     let output = capdial(&["sim", "--nodes", "4", "--seeds", "1"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("3 or 5"));
-    let unknown = capdial(&["sim", "--mode", "strong", "--seeds", "1", "--bug", "no-such-bug"]);
+    let unknown = capdial(&[
+        "sim",
+        "--mode",
+        "strong",
+        "--seeds",
+        "1",
+        "--bug",
+        "no-such-bug",
+    ]);
     assert_eq!(unknown.status.code(), Some(2));
 }
 
 #[cfg(feature = "sim-bugs")]
 #[test]
 fn a_planted_bug_fails_the_run_with_a_replay_command() {
-    let output = capdial(&["sim", "--mode", "strong", "--seeds", "20", "--bug", "no-dedup"]);
+    let output = capdial(&[
+        "sim", "--mode", "strong", "--seeds", "20", "--bug", "no-dedup",
+    ]);
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("FAIL strong seed"), "{text}");
     assert!(text.contains("violation: "), "{text}");
-    assert!(text.contains("replay: capdial sim --mode strong --seed "), "{text}");
+    assert!(
+        text.contains("replay: capdial sim --mode strong --seed "),
+        "{text}"
+    );
     assert!(text.contains("--bug no-dedup"), "{text}");
 }
