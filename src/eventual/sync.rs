@@ -8,6 +8,11 @@
 //! larger than the budget continues in the next rounds. A request unanswered within two
 //! rounds (or `request_timeout`, if shorter) abandons the session.
 //!
+//! A state too large for any message (`ENTRY_BYTES_MAX`) is left out of replies and pushes
+//! (counted in `states_too_large`): its leaf keeps differing, the rest is repaired. Replies
+//! and pushes stop taking states past `STATES_BYTES_MAX`, so every message fits a frame; a
+//! leaf cut short comes back as `truncated` and is asked again.
+//!
 //! When a session completes, this node holds everything the responder held when it answered
 //! the root, so it takes the responder's reported knowledge vector into its own.
 

@@ -1373,7 +1373,7 @@ mod large_states {
             keys: vec![(bytes("big"), forward)].into_iter().collect(),
             ..RestoredState::default()
         };
-        let engine = AntiEntropy::new(
+        let mut engine = AntiEntropy::new(
             EngineConfig::new(NodeId(1), members, ValueType::Set),
             restored,
             1,
@@ -1381,6 +1381,15 @@ mod large_states {
         .unwrap();
         engine.check_invariants();
         assert_ne!(engine.state_digest(), 0);
+        // A quorum-read request for it gets no answer (an empty one would be a lie).
+        let (now, wall) = (Instant::from_nanos(1), WallMillis(1));
+        let request = GossipMessage::ReadRequest {
+            read: 7,
+            key: bytes("big"),
+        };
+        engine.handle_message(now, wall, NodeId(2), request);
+        assert!(engine.poll_transmit().is_none());
+        assert_eq!(engine.stats().states_too_large, 1);
     }
 
     /// Coarser than `STEP`: every drain re-hashes the multi-MiB states (`check_invariants`).
