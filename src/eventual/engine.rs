@@ -16,7 +16,7 @@ use super::reads::PendingRead;
 use super::sync::SyncSession;
 use super::value::{KeyState, ReadValue, WriteStamp};
 use super::{
-    DELTA_BYTES_MAX, EVENTS_MAX, EVENTS_UNDRAINED_MAX, KEY_BYTES_MAX, READS_PENDING_MAX,
+    ENTRY_BYTES_MAX, EVENTS_MAX, EVENTS_UNDRAINED_MAX, KEY_BYTES_MAX, READS_PENDING_MAX,
     TRANSMIT_QUEUE_MAX,
 };
 use crate::types::{Instant, NodeId, WallMillis};
@@ -24,6 +24,7 @@ use bytes::Bytes;
 use crdts::VClock;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// One key as stored: its state and its entry hash in the Merkle tree.
@@ -99,6 +100,10 @@ pub struct EngineStats {
     pub tombstones_collected: u64,
     /// Outgoing messages dropped because the transmit queue was full.
     pub transmit_dropped: u64,
+    /// Key states not sent (delta, anti-entropy, quorum read reply, read repair) because
+    /// their entry encodes to more than `ENTRY_BYTES_MAX`: such a key cannot converge until
+    /// it shrinks (see "Large states" in [`crate::eventual`]).
+    pub states_too_large: u64,
     /// Bytes (sent + received) of the last session this node started, and whether it found
     /// the replicas in sync.
     pub last_session: Option<SessionSummary>,
@@ -270,23 +275,28 @@ impl AntiEntropy {
     ) -> Result<(), WriteError> {
         self.start(now);
         self.check_write(&key, &op)?;
-        self.seq += 1;
-        let seq = self.seq;
+        // Stamp and apply on copies: a refused write must leave the counter and HLC alone.
+        let seq = self.seq + 1;
+        let mut hlc = self.hlc.clone();
         let stamp = WriteStamp {
             node: self.config.node,
             seq,
-            hlc: self.hlc.now(wall),
+            hlc: hlc.now(wall),
         };
-        let mut state = match self.overlay.get(&key) {
-            Some(overlay) => overlay.state.clone(),
-            None => self
-                .stored(&key)
-                .cloned()
-                .unwrap_or_else(|| KeyState::new(self.config.value_type)),
+        let before = match self.overlay.get(&key) {
+            Some(overlay) => Cow::Borrowed(&overlay.state),
+            None => self.stored(&key).map_or_else(
+                || Cow::Owned(KeyState::new(self.config.value_type)),
+                Cow::Borrowed,
+            ),
         };
+        let mut state = before.clone().into_owned();
         state
             .apply_local(op, stamp)
             .expect("invariant: the operation's type was checked against the keyspace");
+        Self::check_state_size(&before, &state)?;
+        self.seq = seq;
+        self.hlc = hlc;
         let lww_stamp = state.lww_stamp().map(|_| stamp.hlc);
         let overlay = self.overlay.entry(key.clone()).or_insert(Overlay {
             state: state.clone(),
@@ -782,7 +792,14 @@ impl AntiEntropy {
         rand::Rng::random_range(&mut self.rng, 0..n)
     }
 
-    pub(super) fn delta_fits(state: &KeyState, key: &Bytes) -> bool {
-        key.len() + state.canonical_bytes().len() <= DELTA_BYTES_MAX
+    /// The encoded bytes of `key`'s entry if it may be sent (at most `ENTRY_BYTES_MAX`);
+    /// `None`, counted in `states_too_large`, if it may not (see "Large states").
+    pub(super) fn entry_bytes_to_ship(&mut self, key: &[u8], state: &KeyState) -> Option<usize> {
+        let bytes = super::value::entry_bytes(key, state);
+        if bytes > ENTRY_BYTES_MAX {
+            self.stats.states_too_large += 1;
+            return None;
+        }
+        Some(bytes)
     }
 }

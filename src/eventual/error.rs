@@ -84,6 +84,15 @@ pub enum WriteError {
         /// Limit.
         bytes_max: usize,
     },
+    /// The write would grow the key's encoded state past `KEY_STATE_BYTES_MAX` (writes that
+    /// do not grow it are always accepted). Nothing was applied.
+    #[error("key state would grow to {bytes} bytes, limit {bytes_max}")]
+    StateTooLarge {
+        /// The state's encoded size after the write.
+        bytes: usize,
+        /// Limit.
+        bytes_max: usize,
+    },
     /// Too many writes are waiting for persistence or acknowledgements. Nothing was applied.
     #[error("{pending} writes pending, limit {pending_max}")]
     Backpressure {

@@ -56,6 +56,20 @@
 //! `now` is the node's monotonic clock (round timer, deadlines, liveness). `wall` is the
 //! wall clock, used only by the HLC of `lww` keyspaces; it may jump either way.
 
+//! # Large states
+//!
+//! Each operation is bounded (`KEY_BYTES_MAX`, `VALUE_BYTES_MAX`) and so is what local
+//! writes may grow a key's state to ([`KEY_STATE_BYTES_MAX`]). Merges are not bounded: a
+//! `set` or `mvreg` key grown concurrently on several nodes, each within the bound, merges
+//! to the sum. Such a state is still merged, hashed and read normally (hashing never uses the
+//! frame limit), but a state whose entry encodes to more than [`ENTRY_BYTES_MAX`] is never
+//! sent: delta pushes, anti-entropy replies and pushes, quorum-read replies and read repairs
+//! skip it (counted in `EngineStats::states_too_large`) and carry on with everything else.
+//! So such a key **cannot converge until it shrinks** (removes and deletes are always
+//! accepted; once below the limit it ships again), and a quorum read of it fails with
+//! `QuorumNotReached` unless a majority can answer without it. Its Merkle leaf keeps
+//! differing, which costs one leaf exchange per session, not a stuck session.
+//!
 //! # Notes for shells, simulators and checkers
 //!
 //! - Reads see *installed* state: a local write is invisible (also to `value`) until its
@@ -118,7 +132,29 @@ pub const TRANSMIT_QUEUE_MAX: usize = 64 * 1024;
 /// Largest key state pushed as a delta; bigger ones travel only by anti-entropy.
 pub const DELTA_BYTES_MAX: usize = 256 * 1024;
 
+/// Largest encoded key state a local write may leave behind. A write that would grow a key's
+/// state past it is refused (`WriteError::StateTooLarge`); writes that do not grow it (deletes,
+/// removes) are always accepted. Merges can still exceed it: see "Large states" above.
+pub const KEY_STATE_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Largest encoded key entry (key + state) any message carries. A larger state is not sent
+/// (counted in `EngineStats::states_too_large`) and the rest of the message goes on without it.
+pub const ENTRY_BYTES_MAX: usize = 3 * 1024 * 1024;
+/// A message carrying several states (anti-entropy) takes another one only while those it
+/// holds encode to less than this, so it stays below `ENTRY_BYTES_MAX` more than this.
+pub const STATES_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Room in a frame for everything of a message besides its states (hash lists, ids).
+const MESSAGE_OVERHEAD_BYTES_MAX: usize = 1024 * 1024;
+
 const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX < crate::wire::FRAME_BYTES_MAX);
+// A local write can always hold one maximal value, and every state a local write leaves
+// behind (and every delta) fits in one entry, so it can always be shipped.
+const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX < KEY_STATE_BYTES_MAX);
+const _: () = assert!(8 + KEY_BYTES_MAX + KEY_STATE_BYTES_MAX <= ENTRY_BYTES_MAX);
+const _: () = assert!(DELTA_BYTES_MAX <= ENTRY_BYTES_MAX);
+// The fullest message: states up to the soft limit, one more entry, and the rest.
+const _: () = assert!(
+    STATES_BYTES_MAX + ENTRY_BYTES_MAX + MESSAGE_OVERHEAD_BYTES_MAX <= crate::wire::FRAME_BYTES_MAX
+);
 const _: () = assert!(EVENTS_MAX > EVENTS_UNDRAINED_MAX + WRITES_PENDING_MAX + READS_PENDING_MAX);
 
 #[cfg(test)]

@@ -105,6 +105,12 @@ impl AntiEntropy {
             return;
         }
         let state = self.stored(&key).cloned();
+        // Too large to send: no answer (an empty one would claim this node holds nothing).
+        if let Some(held) = &state
+            && self.entry_bytes_to_ship(&key, held).is_none()
+        {
+            return;
+        }
         self.send(from, GossipMessage::ReadReply { read, key, state });
     }
 
@@ -164,14 +170,20 @@ impl AntiEntropy {
         if self.merge_remote(key.clone(), merged.clone(), false) {
             self.stats.keys_repaired += 1;
         }
-        for (peer, state) in replies {
-            if state.as_ref() != Some(&merged) {
-                let entry = KeyEntry {
-                    key: key.clone(),
-                    state: merged.clone(),
-                };
-                self.send(peer, GossipMessage::Repair { entry });
-            }
+        let stale: Vec<NodeId> = replies
+            .into_iter()
+            .filter(|(_, state)| state.as_ref() != Some(&merged))
+            .map(|(peer, _)| peer)
+            .collect();
+        if stale.is_empty() || self.entry_bytes_to_ship(&key, &merged).is_none() {
+            return;
+        }
+        for peer in stale {
+            let entry = KeyEntry {
+                key: key.clone(),
+                state: merged.clone(),
+            };
+            self.send(peer, GossipMessage::Repair { entry });
         }
     }
 

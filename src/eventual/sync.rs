@@ -8,6 +8,11 @@
 //! larger than the budget continues in the next rounds. A request unanswered within two
 //! rounds (or `request_timeout`, if shorter) abandons the session.
 //!
+//! A state too large for any message (`ENTRY_BYTES_MAX`) is left out of replies and pushes
+//! (counted in `states_too_large`): its leaf keeps differing, the rest is repaired. Replies
+//! and pushes stop taking states past `STATES_BYTES_MAX`, so every message fits a frame; a
+//! leaf cut short comes back as `truncated` and is asked again.
+//!
 //! When a session completes, this node holds everything the responder held when it answered
 //! the root, so it takes the responder's reported knowledge vector into its own.
 
@@ -16,6 +21,8 @@ use super::hash::key_hash;
 use super::liveness::Liveness;
 use super::merkle::{LEAVES, NodeRef};
 use super::message::{GossipMessage, KeyEntry};
+use super::value::entry_bytes;
+use super::{ENTRY_BYTES_MAX, STATES_BYTES_MAX};
 use crate::types::{Instant, NodeId};
 use bytes::Bytes;
 use crdts::VClock;
@@ -27,8 +34,16 @@ pub const SYNC_NODES_PER_REQUEST_MAX: usize = 256;
 pub const SYNC_LEAVES_PER_REQUEST_MAX: usize = 256;
 /// Entry hashes accepted per leaf in a digest request (a leaf holds ~15 keys at 1M keys).
 pub const LEAF_DIGESTS_MAX: usize = 4096;
+/// Entry hashes a `SyncLeafStates` reply asks for; the rest wait for a later session.
+pub const WANTED_PER_REPLY_MAX: usize = 64 * 1024;
 /// Approximate encoded bytes of one node in a `SyncChildrenReply` (ref + 16 hashes).
 const CHILDREN_REPLY_BYTES_PER_NODE: usize = 8 + 16 * 8;
+
+// A reply's hash and leaf lists fit the room a frame keeps besides the states.
+const _: () = assert!(
+    WANTED_PER_REPLY_MAX * 8 + SYNC_LEAVES_PER_REQUEST_MAX * 4 + 1024
+        <= super::MESSAGE_OVERHEAD_BYTES_MAX
+);
 
 /// What the initiator is waiting for.
 #[derive(Clone, Debug)]
@@ -418,6 +433,7 @@ impl AntiEntropy {
         let mut wanted = Vec::new();
         let mut truncated = Vec::new();
         let mut bytes = 0;
+        let mut too_large = 0;
         for (leaf, theirs) in leaves.into_iter().take(SYNC_LEAVES_PER_REQUEST_MAX) {
             if leaf as usize >= LEAVES {
                 continue;
@@ -428,19 +444,33 @@ impl AntiEntropy {
             }
             let theirs: BTreeSet<u64> = theirs.into_iter().take(LEAF_DIGESTS_MAX).collect();
             let mut mine = BTreeSet::new();
+            let mut leaf_cut = false;
             for (key, state, entry) in self.leaf_entries(leaf) {
                 mine.insert(entry);
-                if !theirs.contains(&entry) {
-                    let entry = KeyEntry {
+                if theirs.contains(&entry) || leaf_cut {
+                    continue;
+                }
+                let size = entry_bytes(key, state);
+                if size > ENTRY_BYTES_MAX {
+                    too_large += 1;
+                } else if bytes >= STATES_BYTES_MAX {
+                    // The frame is full: the initiator asks for this leaf again.
+                    leaf_cut = true;
+                } else {
+                    bytes += size;
+                    states.push(KeyEntry {
                         key: key.clone(),
                         state: state.clone(),
-                    };
-                    bytes += encoded_len(&entry);
-                    states.push(entry);
+                    });
                 }
             }
-            wanted.extend(theirs.difference(&mine).copied());
+            if leaf_cut {
+                truncated.push(leaf);
+            }
+            let room = WANTED_PER_REPLY_MAX - wanted.len();
+            wanted.extend(theirs.difference(&mine).copied().take(room));
         }
+        self.stats.states_too_large += too_large;
         self.send_sync(
             from,
             GossipMessage::SyncLeafStates {
@@ -473,19 +503,26 @@ impl AntiEntropy {
         self.stats.keys_repaired += repaired;
         let wanted: BTreeSet<u64> = wanted.into_iter().collect();
         let mut push = Vec::new();
-        let mut bytes = 0;
+        let (mut bytes, mut too_large) = (0, 0);
+        let bytes_max = self.budget_left.min(STATES_BYTES_MAX);
         for leaf in asked {
             for (key, state, entry) in self.leaf_entries(*leaf) {
-                if wanted.contains(&entry) && (push.is_empty() || bytes < self.budget_left) {
-                    let entry = KeyEntry {
-                        key: key.clone(),
-                        state: state.clone(),
-                    };
-                    bytes += encoded_len(&entry);
-                    push.push(entry);
+                if !wanted.contains(&entry) || (!push.is_empty() && bytes >= bytes_max) {
+                    continue;
                 }
+                let size = entry_bytes(key, state);
+                if size > ENTRY_BYTES_MAX {
+                    too_large += 1;
+                    continue;
+                }
+                bytes += size;
+                push.push(KeyEntry {
+                    key: key.clone(),
+                    state: state.clone(),
+                });
             }
         }
+        self.stats.states_too_large += too_large;
         let Some(session) = &mut self.sync else {
             return;
         };

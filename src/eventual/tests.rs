@@ -1279,3 +1279,176 @@ fn knowledge_grown_without_a_key_change_is_persisted() {
     assert_eq!(engine.durable_meta().knowledge.get(&NodeId(2)), 2);
     assert!(engine.poll_persist().is_none());
 }
+
+/// Key states larger than local writes may make them (see "Large states" in the module docs).
+mod large_states {
+    use super::*;
+    use crate::eventual::value::entry_bytes;
+
+    /// A set member of `kib` KiB, distinct per `tag`.
+    fn member(tag: u8, kib: usize) -> Bytes {
+        Bytes::from(vec![tag; kib * 1024])
+    }
+
+    #[test]
+    fn a_write_growing_a_state_past_the_bound_is_refused_and_changes_nothing() {
+        let mut cluster = Cluster::new(1, ValueType::Set);
+        let first = cluster.write(1, "s", Op::SetAdd(member(1, 1024)), WriteLevel::Local);
+        let first_seq = cluster.token_of(1, first).seq;
+        let before = cluster.engine(1).key_state(b"s").cloned();
+        let hlc_before = cluster.engine(1).hlc.last();
+        let (now, wall) = (cluster.now, WallMillis(cluster.wall + 5));
+        let engine = &mut cluster.node(NodeId(1)).engine;
+        let refused = engine.local_write(
+            now,
+            wall,
+            RequestId(900),
+            bytes("s"),
+            Op::SetAdd(member(2, 1024)),
+            WriteLevel::Local,
+        );
+        match refused {
+            Err(WriteError::StateTooLarge { bytes, bytes_max }) => {
+                assert_eq!(bytes_max, KEY_STATE_BYTES_MAX);
+                assert!(bytes > KEY_STATE_BYTES_MAX);
+            }
+            other => panic!("expected StateTooLarge, got {other:?}"),
+        }
+        assert!(engine.poll_persist().is_none(), "nothing to persist");
+        assert_eq!(engine.key_state(b"s").cloned(), before);
+        assert_eq!(engine.hlc.last(), hlc_before, "the HLC did not move");
+        cluster.drain(NodeId(1));
+        // The counter was not consumed; a remove (shrinking) and then the add pass.
+        let remove = cluster.write(1, "s", Op::SetRemove(member(1, 1024)), WriteLevel::Local);
+        assert_eq!(cluster.token_of(1, remove).seq, first_seq + 1);
+        cluster.write(1, "s", Op::SetAdd(member(2, 1024)), WriteLevel::Local);
+        assert_eq!(
+            cluster.engine(1).value(b"s"),
+            ReadValue::Set(vec![member(2, 1024)])
+        );
+    }
+
+    /// The state of `key`'s set after `node` added two members of 900 KiB.
+    fn grown_on(node: u64) -> KeyState {
+        let mut state = KeyState::new(ValueType::Set);
+        for seq in 1..=2 {
+            let stamp = WriteStamp {
+                node: NodeId(node),
+                seq,
+                hlc: HlcTimestamp::zero(NodeId(node)),
+            };
+            let op = Op::SetAdd(member((node * 10 + seq) as u8, 900));
+            state.apply_local(op, stamp).unwrap();
+        }
+        state
+    }
+
+    #[test]
+    fn states_merged_past_the_frame_limit_still_merge_hash_and_restore() {
+        let parts: Vec<KeyState> = (1..=5).map(grown_on).collect();
+        assert!(
+            parts
+                .iter()
+                .all(|part| part.encoded_len() <= KEY_STATE_BYTES_MAX)
+        );
+        let mut forward = KeyState::new(ValueType::Set);
+        for part in parts.iter().cloned() {
+            forward.merge(part).unwrap();
+        }
+        let mut backward = KeyState::new(ValueType::Set);
+        for part in parts.iter().rev().cloned() {
+            backward.merge(part).unwrap();
+        }
+        assert!(forward.encoded_len() > crate::wire::FRAME_BYTES_MAX);
+        assert!(forward.canonical_bytes().len() > crate::wire::FRAME_BYTES_MAX);
+        assert_eq!(forward.digest(), backward.digest());
+        assert_ne!(forward.digest(), parts[0].digest());
+        assert!(entry_bytes(b"big", &forward) > ENTRY_BYTES_MAX);
+        assert!(matches!(
+            crate::wire::encode(&forward),
+            Err(crate::wire::EncodeError::TooLarge { .. })
+        ));
+        let members = vec![NodeId(1), NodeId(2)];
+        let restored = RestoredState {
+            keys: vec![(bytes("big"), forward)].into_iter().collect(),
+            ..RestoredState::default()
+        };
+        let mut engine = AntiEntropy::new(
+            EngineConfig::new(NodeId(1), members, ValueType::Set),
+            restored,
+            1,
+        )
+        .unwrap();
+        engine.check_invariants();
+        assert_ne!(engine.state_digest(), 0);
+        // A quorum-read request for it gets no answer (an empty one would be a lie).
+        let (now, wall) = (Instant::from_nanos(1), WallMillis(1));
+        let request = GossipMessage::ReadRequest {
+            read: 7,
+            key: bytes("big"),
+        };
+        engine.handle_message(now, wall, NodeId(2), request);
+        assert!(engine.poll_transmit().is_none());
+        assert_eq!(engine.stats().states_too_large, 1);
+    }
+
+    /// Coarser than `STEP`: every drain re-hashes the multi-MiB states (`check_invariants`).
+    const LARGE_STEP: Duration = Duration::from_millis(50);
+
+    /// n1 and n2 grow a set concurrently, each within the bound; merged, it is too large to
+    /// ship. n3, cut off meanwhile, never gets it, but anti-entropy still repairs every
+    /// other key, with every message through the wire. Once shrunk, it converges.
+    #[test]
+    fn anti_entropy_skips_an_unshippable_key_repairs_the_rest_and_converges_once_it_shrinks() {
+        let mut cluster = Cluster::new(3, ValueType::Set);
+        cluster.isolate(3);
+        for node in [1, 2] {
+            for tag in 1..=2 {
+                let value = member((node * 10 + tag) as u8, 900);
+                cluster.write(node, "big", Op::SetAdd(value), WriteLevel::Local);
+            }
+        }
+        cluster.run_for(Duration::from_secs(1), LARGE_STEP);
+        // The first to merge the other's state can no longer send the sum back.
+        let size = |cluster: &Cluster, node| {
+            let state = cluster.engine(node).key_state(b"big").unwrap();
+            entry_bytes(b"big", state)
+        };
+        assert!(size(&cluster, 1).max(size(&cluster, 2)) > ENTRY_BYTES_MAX);
+        let grown = if size(&cluster, 1) > ENTRY_BYTES_MAX {
+            1
+        } else {
+            2
+        };
+        for index in 0..20 {
+            let key = format!("k{index}");
+            cluster.write(1, &key, Op::SetAdd(bytes("v")), WriteLevel::Local);
+        }
+        cluster.heal();
+        let completed = cluster.engine(3).stats().sessions_completed;
+        cluster.run_for(Duration::from_secs(2), LARGE_STEP);
+        for index in 0..20 {
+            let key = format!("k{index}");
+            assert_eq!(
+                cluster.engine(3).value(key.as_bytes()),
+                ReadValue::Set(vec![bytes("v")]),
+                "{key} repaired on n3"
+            );
+        }
+        // n3 may hold the other node's part, never the sum.
+        let on_n3 = cluster.engine(3).key_state(b"big");
+        assert!(on_n3.is_none_or(|state| entry_bytes(b"big", state) <= ENTRY_BYTES_MAX));
+        assert!(cluster.engine(3).stats().sessions_completed > completed);
+        let skipped = |cluster: &Cluster, node| cluster.engine(node).stats().states_too_large;
+        assert!(skipped(&cluster, 1) + skipped(&cluster, 2) > 0);
+        // A remove shrinks the state below the limit (refusing it could wedge the key).
+        let removed = member((grown * 10 + 1) as u8, 900);
+        cluster.write(grown, "big", Op::SetRemove(removed), WriteLevel::Local);
+        cluster.run_for(Duration::from_secs(2), LARGE_STEP);
+        cluster.assert_converged();
+        let ReadValue::Set(members) = cluster.engine(3).value(b"big") else {
+            panic!("a set keyspace reads sets");
+        };
+        assert_eq!(members.len(), 3);
+    }
+}

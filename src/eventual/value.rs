@@ -316,6 +316,11 @@ impl KeyState {
         }
     }
 
+    /// Bytes of this state's wire encoding (measured without any frame limit).
+    pub fn encoded_len(&self) -> usize {
+        encode_local(self).len()
+    }
+
     /// A 64-bit hash of the canonical encoding: equal states have equal digests.
     pub fn digest(&self) -> u64 {
         mix64(fnv1a_64(&self.canonical_bytes()))
@@ -403,14 +408,21 @@ enum Canonical {
     Set(OrswotMirror),
 }
 
+/// The wire payload encoding of local data, with no frame limit: merges can grow a state past
+/// any frame, and hashing it must still work (shipping it is refused elsewhere).
 fn encode_local<T: Serialize>(value: &T) -> Vec<u8> {
-    crate::wire::encode(value).expect("invariant: a key state fits in a frame")
+    crate::wire::unframed::encode(value).expect("invariant: key states serialize")
 }
 
 /// Re-reads one serde type as another of the same shape (our own bytes, so it cannot fail).
 fn transcode<A: Serialize, B: serde::de::DeserializeOwned>(value: &A) -> B {
     let bytes = encode_local(value);
-    crate::wire::decode(&bytes)
+    crate::wire::unframed::decode(&bytes)
         .expect("invariant: mirror types have the crdts serde shape")
-        .0
+}
+
+/// Encoded bytes of a [`super::KeyEntry`] holding `key` and `state`: what shipping the state
+/// costs in a message (a struct encodes as its fields in order, like this tuple).
+pub fn entry_bytes(key: &[u8], state: &KeyState) -> usize {
+    encode_local(&(key, state)).len()
 }

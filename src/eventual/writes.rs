@@ -7,7 +7,10 @@ use super::levels::{Event, SessionToken, WriteLevel};
 use super::liveness::Liveness;
 use super::message::{GossipMessage, KeyEntry};
 use super::value::KeyState;
-use super::{EVENTS_UNDRAINED_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX, WRITES_PENDING_MAX};
+use super::{
+    DELTA_BYTES_MAX, EVENTS_UNDRAINED_MAX, KEY_BYTES_MAX, KEY_STATE_BYTES_MAX, VALUE_BYTES_MAX,
+    WRITES_PENDING_MAX,
+};
 use crate::types::{Instant, NodeId};
 use bytes::Bytes;
 
@@ -49,6 +52,20 @@ impl AntiEntropy {
             return Err(WriteError::Backpressure {
                 pending: self.writes.len(),
                 pending_max: WRITES_PENDING_MAX,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a write that grows the key's state past `KEY_STATE_BYTES_MAX`. One that does
+    /// not grow it passes even above the limit (merges may have put it there), so deletes
+    /// and removes can always shrink a key back into range.
+    pub(super) fn check_state_size(before: &KeyState, after: &KeyState) -> Result<(), WriteError> {
+        let bytes = after.encoded_len();
+        if bytes > KEY_STATE_BYTES_MAX && bytes > before.encoded_len() {
+            return Err(WriteError::StateTooLarge {
+                bytes,
+                bytes_max: KEY_STATE_BYTES_MAX,
             });
         }
         Ok(())
@@ -96,7 +113,10 @@ impl AntiEntropy {
         token: SessionToken,
         ack_requested: bool,
     ) {
-        if !ack_requested && !Self::delta_fits(&state, &key) {
+        let Some(bytes) = self.entry_bytes_to_ship(&key, &state) else {
+            return; // Too large for any message: see "Large states".
+        };
+        if !ack_requested && bytes > DELTA_BYTES_MAX {
             return; // Anti-entropy carries large states within its byte budget.
         }
         let targets: Vec<NodeId> = self

@@ -129,6 +129,39 @@ pub fn decode<T: DeserializeOwned>(buffer: &[u8]) -> Result<(T, usize), DecodeEr
     Ok((message, end))
 }
 
+/// The payload encoding without a header or size limit, for local work on data already in
+/// memory: hashing, canonical forms, measuring what a frame would carry, re-reading a serde
+/// type as another of the same shape. Never send these bytes (only [`encode`] checks
+/// [`FRAME_BYTES_MAX`]); a frame's payload is exactly these bytes when it fits.
+pub mod unframed {
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    fn config()
+    -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Fixint> {
+        bincode::config::standard()
+            .with_little_endian()
+            .with_fixed_int_encoding()
+    }
+
+    /// Encodes `value` as a bare payload, whatever its size.
+    pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, super::EncodeError> {
+        bincode::serde::encode_to_vec(value, config()).map_err(super::EncodeError::Serialize)
+    }
+
+    /// Decodes bytes from [`encode`] (all of them), whatever their size.
+    pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, super::DecodeError> {
+        let (value, used) = bincode::serde::decode_from_slice(bytes, config())
+            .map_err(super::DecodeError::Malformed)?;
+        if used != bytes.len() {
+            return Err(super::DecodeError::TrailingBytes {
+                trailing: bytes.len() - used,
+            });
+        }
+        Ok(value)
+    }
+}
+
 /// Encodes and decodes `message`, as the network would. The simulator sends every message
 /// through this, so a type that does not survive the codec fails in simulation.
 ///
