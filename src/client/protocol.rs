@@ -434,7 +434,7 @@ mod tests {
         };
         assert!(matches!(
             check_request(&request(with_context.clone()), STRONG),
-            Err(_)
+            Err(ClientError::WrongType { .. })
         ));
         assert_eq!(check_request(&request(with_context), MVREG), Ok(()));
     }
@@ -453,7 +453,13 @@ mod tests {
         );
         get.read = Some(ReadLevel::Quorum);
         assert_eq!(check_request(&get, SET), Ok(()));
-        assert!(matches!(check_request(&get, STRONG), Err(_)));
+        assert!(matches!(
+            check_request(&get, STRONG),
+            Err(ClientError::ReadLevelNotApplicable {
+                level: ReadLevel::Quorum,
+                ..
+            })
+        ));
         get.read = Some(ReadLevel::Session);
         assert_eq!(
             check_request(&get, SET),

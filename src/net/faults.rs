@@ -150,10 +150,12 @@ impl FaultRules {
         let mut delay = Duration::ZERO;
         for rule in &self.rules {
             match *rule {
-                FaultRule::Loss { a, b, percent } if same_link(a, b, from, to) => {
-                    if rng.chance(f64::from(percent) / 100.0) {
-                        return Verdict::Drop;
-                    }
+                // The draw happens only for a matching link, so unrelated rules do not
+                // shift the random stream.
+                FaultRule::Loss { a, b, percent }
+                    if same_link(a, b, from, to) && rng.chance(f64::from(percent) / 100.0) =>
+                {
+                    return Verdict::Drop;
                 }
                 FaultRule::Delay {
                     a,
