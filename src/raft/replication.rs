@@ -135,6 +135,14 @@ impl RaftNode {
             .and_then(|l| l.progress.get_mut(&peer))
     }
 
+    /// Leader: the progress of a follower that just answered, marked active for CheckQuorum.
+    /// `None` when this node no longer leads or `from` is not a member.
+    pub(crate) fn progress_heard_from(&mut self, from: NodeId) -> Option<&mut Progress> {
+        let progress = self.progress_mut(from)?;
+        progress.recent_active = true;
+        Some(progress)
+    }
+
     /// Follower: the log-matching check, conflict truncation and commit (Raft Figure 2).
     pub(crate) fn handle_append(
         &mut self,
@@ -261,14 +269,9 @@ impl RaftNode {
         };
         let last = self.log.last_index();
         let next_guess = next_guess.min(LogIndex(last.0 + 1));
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|l| l.progress.get_mut(&from))
-        else {
+        let Some(progress) = self.progress_heard_from(from) else {
             return;
         };
-        progress.recent_active = true;
         match outcome {
             AppendOutcome::Success { match_index } => {
                 // A follower cannot match beyond our log; a claim that it does is malformed.
@@ -364,14 +367,9 @@ impl RaftNode {
         }
         let window = self.config.max_inflight_appends;
         let last = self.log.last_index();
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|l| l.progress.get_mut(&from))
-        else {
+        let Some(progress) = self.progress_heard_from(from) else {
             return;
         };
-        progress.recent_active = true;
         progress.acked_seq = progress.acked_seq.max(seq);
         progress.heartbeat_acked(window);
         let behind = progress.match_index < last;

@@ -114,14 +114,9 @@ impl RaftNode {
             return;
         }
         let last = self.log.last_index();
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|l| l.progress.get_mut(&from))
-        else {
+        let Some(progress) = self.progress_heard_from(from) else {
             return;
         };
-        progress.recent_active = true;
         if done {
             if progress.update_match(snapshot_index.min(last))
                 || matches!(progress.state, ProgressState::Snapshot { .. })
