@@ -26,11 +26,7 @@ impl RaftNode {
         let Some(index) = self.snapshot.as_ref().map(|s| s.meta.index) else {
             return;
         };
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|l| l.progress.get_mut(&peer))
-        else {
+        let Some(progress) = self.progress_mut(peer) else {
             return;
         };
         progress.state = ProgressState::Snapshot {
@@ -48,11 +44,7 @@ impl RaftNode {
         };
         let chunk_bytes = self.config.snapshot_chunk_bytes as u64;
         let term = self.term;
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|l| l.progress.get_mut(&peer))
-        else {
+        let Some(progress) = self.progress_mut(peer) else {
             return;
         };
         let ProgressState::Snapshot {

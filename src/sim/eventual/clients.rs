@@ -171,10 +171,7 @@ impl Sim {
         };
         let request = self.next_request;
         self.next_request += 1;
-        let (local, wall) = (
-            self.nodes[node].local(self.now),
-            self.nodes[node].wall(self.now),
-        );
+        let (local, wall) = self.nodes[node].times(self.now);
         let engine = self.nodes[node]
             .engine(keyspace)
             .expect("invariant: node is up");

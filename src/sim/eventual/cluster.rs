@@ -92,6 +92,11 @@ impl SimNode {
         self.clock.wall(now)
     }
 
+    /// Both clocks at `now`: what every engine call takes.
+    pub fn times(&self, now: Instant) -> (Instant, WallMillis) {
+        (self.local(now), self.wall(now))
+    }
+
     /// Starts (or restarts) the engines from the durable image.
     pub fn start(&mut self, configs: Vec<EngineConfig>, seed: u64) {
         assert!(!self.is_up(), "invariant: only a stopped node starts");

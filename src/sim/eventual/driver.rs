@@ -199,10 +199,7 @@ impl Sim {
             keyspace < VALUE_TYPES.len(),
             "invariant: the harness numbers keyspaces"
         );
-        let (local, wall) = (
-            self.nodes[node].local(self.now),
-            self.nodes[node].wall(self.now),
-        );
+        let (local, wall) = self.nodes[node].times(self.now);
         let engine = self.nodes[node]
             .engine(keyspace)
             .expect("invariant: node is up");
@@ -216,7 +213,7 @@ impl Sim {
         }
         for keyspace in 0..VALUE_TYPES.len() {
             let sim_node = &mut self.nodes[node];
-            let (local, wall) = (sim_node.local(self.now), sim_node.wall(self.now));
+            let (local, wall) = sim_node.times(self.now);
             let clock = sim_node.clock.clone();
             let engine = sim_node.engine(keyspace).expect("invariant: node is up");
             let due = engine
