@@ -1,4 +1,5 @@
-//! The client side: the protocol clients and nodes speak. The async client library over QUIC
-//! is built on it (issue 4).
+//! The client side: the protocol clients and nodes speak ([`protocol`], [`admin`]) and the
+//! async client library over QUIC.
 
+pub mod admin;
 pub mod protocol;

@@ -257,8 +257,13 @@ impl fmt::Display for UnavailableReason {
 pub enum ClientError {
     #[error("unavailable: {reason}")]
     Unavailable { reason: UnavailableReason },
-    #[error("not the leader (leader hint: {leader_hint:?})")]
-    NotLeader { leader_hint: Option<NodeId> },
+    /// The request must go to the group's leader. The client library follows the hint.
+    #[error("not the leader (leader: {})", leader_addr.as_deref().unwrap_or("unknown"))]
+    NotLeader {
+        leader_hint: Option<NodeId>,
+        /// The leader's `host:port`, when this node knows it.
+        leader_addr: Option<String>,
+    },
     #[error("no keyspace named {name:?}")]
     UnknownKeyspace { name: String },
     #[error("`{command}` does not apply to a {mode} keyspace")]
@@ -290,6 +295,24 @@ pub enum ClientError {
     NotEnoughReplicas { acked: u32, needed: u32 },
     #[error("the node is overloaded; retry later")]
     Backpressure,
+    #[error("a keyspace named {name:?} already exists")]
+    KeyspaceExists { name: String },
+    #[error("invalid keyspace name {name:?}: {reason}")]
+    InvalidKeyspaceName { name: String, reason: String },
+    #[error("{id} is already a member")]
+    MemberExists { id: NodeId },
+    #[error("{id} is not a member")]
+    UnknownMember { id: NodeId },
+    #[error("a membership change is already in progress; retry once it commits")]
+    MembershipChangeInProgress,
+    #[error("invalid fault rule: {reason}")]
+    InvalidFaultRule { reason: String },
+    /// A request that does not decode, or a stream that broke the protocol.
+    #[error("malformed request: {reason}")]
+    Malformed { reason: String },
+    /// The node hit an error of its own (storage); it stops serving.
+    #[error("the node failed: {reason}")]
+    NodeFailed { reason: String },
 }
 
 fn check_size(what: &str, bytes: usize, bytes_max: usize) -> Result<(), ClientError> {
@@ -357,6 +380,7 @@ fn check_levels(request: &ClientRequest, mode: KeyspaceMode) -> Result<(), Clien
 }
 
 /// The read level a keyspace serves when a request names none.
+/// The read level a request gets when it names none.
 pub fn default_read(mode: KeyspaceMode) -> ReadLevel {
     match mode {
         KeyspaceMode::Strong => ReadLevel::Linearizable,

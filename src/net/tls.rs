@@ -23,6 +23,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// A name every node certificate carries besides its own: a client that knows only an
+/// address dials it by this name, and still reaches only a CA-signed node (client
+/// certificates cannot serve: they lack the server-auth usage).
+pub const ANY_NODE_SERVER_NAME: &str = "node.capdial";
+
 /// ALPN protocol between nodes.
 pub const ALPN_PEER: &[u8] = b"capdial-peer/1";
 /// ALPN protocol between a client and a node.
@@ -115,7 +120,11 @@ fn ca_params() -> Result<CertificateParams, CertError> {
 fn leaf_params(role: Role, name: &str) -> Result<CertificateParams, CertError> {
     check_name(name)?;
     let subject = subject_name(role, name);
-    let mut params = CertificateParams::new(vec![subject.clone()])?;
+    let mut names = vec![subject.clone()];
+    if role == Role::Node {
+        names.push(ANY_NODE_SERVER_NAME.to_string());
+    }
+    let mut params = CertificateParams::new(names)?;
     params.distinguished_name.push(DnType::CommonName, subject);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     // A node is a server to its peers and clients, and a client of its peers.

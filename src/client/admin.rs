@@ -1,0 +1,146 @@
+//! Admin requests of the client protocol: the catalog, membership, fault rules and status.
+//!
+//! They travel like data requests, one per bidirectional stream, inside the same frames:
+//! a client writes one [`ToNode`] and reads one [`FromNode`]. Catalog and membership changes
+//! go through Raft group 0, so they are served by its leader (others answer
+//! `ClientError::NotLeader` with the leader's address); fault rules and status are answered
+//! by the node asked, and the CLI asks every node.
+
+use super::protocol::{ClientError, ClientRequest, ClientResponse, KeyspaceMode};
+use crate::net::faults::FaultRules;
+use crate::types::{GroupId, KeyspaceId, LogIndex, NodeId, Term};
+use serde::{Deserialize, Serialize};
+
+/// What a client sends on a stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToNode {
+    Data(ClientRequest),
+    Admin(AdminRequest),
+}
+
+/// What a node answers on that stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromNode {
+    Data(ClientResponse),
+    Admin(Result<AdminAnswer, ClientError>),
+}
+
+/// An admin request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// Creates a keyspace (group 0 leader). `ClientError::KeyspaceExists` if the name is taken.
+    CreateKeyspace { name: String, mode: KeyspaceMode },
+    /// Drops a keyspace and its data on every node (group 0 leader).
+    DropKeyspace { name: String },
+    /// The catalog as this node has applied it.
+    ListKeyspaces,
+    /// Adds a voting member to group 0 and every strong keyspace (group 0 leader).
+    AddMember { id: NodeId, address: String },
+    /// Removes a member (group 0 leader).
+    RemoveMember { id: NodeId },
+    /// The members and their addresses, as this node knows them.
+    Members,
+    /// Replaces the fault rules of the node asked.
+    SetFaults(FaultRules),
+    /// The fault rules in force on the node asked.
+    Faults,
+    /// The node's status.
+    Status,
+}
+
+/// The answer to an admin request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminAnswer {
+    /// The change is committed in group 0 (and applied on the node that answered).
+    Done,
+    Keyspaces(Vec<KeyspaceInfo>),
+    Members(Vec<MemberInfo>),
+    Faults(FaultRules),
+    Status(Box<NodeStatus>),
+}
+
+/// One catalog entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyspaceInfo {
+    pub name: String,
+    /// Also the Raft group id of a strong keyspace.
+    pub id: KeyspaceId,
+    pub mode: KeyspaceMode,
+}
+
+/// One member of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: NodeId,
+    /// `host:port` of its QUIC endpoint.
+    pub address: String,
+}
+
+/// A node's view of itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: NodeId,
+    pub address: String,
+    pub uptime_ms: u64,
+    /// Group 0 (the catalog, named `_catalog`) first, then every strong keyspace.
+    pub strong: Vec<GroupStatus>,
+    pub eventual: Vec<EventualStatus>,
+    pub faults: FaultRules,
+}
+
+/// A Raft group's state on one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    pub keyspace: String,
+    pub group: GroupId,
+    pub role: RaftRole,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+    pub commit: LogIndex,
+    pub applied: LogIndex,
+    pub last_index: LogIndex,
+    pub voters: Vec<NodeId>,
+}
+
+/// A Raft role, as status reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftRole {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+impl std::fmt::Display for RaftRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RaftRole::Follower => "follower",
+            RaftRole::PreCandidate => "pre-candidate",
+            RaftRole::Candidate => "candidate",
+            RaftRole::Leader => "leader",
+        })
+    }
+}
+
+/// An eventual keyspace's state on one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventualStatus {
+    pub keyspace: String,
+    pub id: KeyspaceId,
+    /// Keys held, tombstones included.
+    pub keys: u64,
+    /// Live keys (tombstones excluded).
+    pub live_keys: u64,
+    pub merkle_root: u64,
+    /// A digest of the live state: equal on two nodes means they hold the same values.
+    pub state_digest: u64,
+    /// Milliseconds since this node last finished an anti-entropy session (None: never).
+    pub last_round_ms_ago: Option<u64>,
+    pub rounds: u64,
+    /// Writes waiting for persistence or acknowledgements.
+    pub pending_writes: u64,
+    /// Tombstones not yet collected.
+    pub tombstones: u64,
+    /// Each peer, and whether it is `alive`, `suspect` or `down`.
+    pub peers: Vec<(NodeId, String)>,
+}
