@@ -295,6 +295,15 @@ pub enum ClientError {
     NotEnoughReplicas { acked: u32, needed: u32 },
     #[error("the node is overloaded; retry later")]
     Backpressure,
+    /// A quorum read heard from too few replicas in time.
+    #[error("{answered} of the {needed} replicas a quorum read needs answered in time")]
+    QuorumNotReached { answered: u32, needed: u32 },
+    /// A session read waited in vain for the node to see the session's write.
+    #[error("this node has not yet seen the session's write; retry, or read on the node that took it")]
+    SessionNotSeen,
+    /// A strong request reused a sequence number older than the client's last one.
+    #[error("sequence number {seq} is older than this client's last ({last_seq})")]
+    SequenceTooOld { seq: u64, last_seq: u64 },
     #[error("a keyspace named {name:?} already exists")]
     KeyspaceExists { name: String },
     #[error("invalid keyspace name {name:?}: {reason}")]
