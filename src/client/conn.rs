@@ -880,6 +880,153 @@ mod tests {
         ));
     }
 
+    type Seen = Arc<Mutex<Vec<ToNode>>>;
+
+    /// A node stand-in: answers every stream with `answer(request)` and records requests.
+    fn fake_node(
+        dir: &std::path::Path,
+        name: &str,
+        answer: impl Fn(&ToNode) -> FromNode + Send + Sync + 'static,
+    ) -> (String, Seen, quinn::Endpoint) {
+        let identity = Identity::load(dir, Role::Node, name).unwrap();
+        let config = identity.server_config().unwrap();
+        let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = endpoint.local_addr().unwrap().to_string();
+        let seen: Seen = Arc::default();
+        let answer = Arc::new(answer);
+        let (accepting, recorded) = (endpoint.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                let (answer, recorded) = (answer.clone(), recorded.clone());
+                tokio::spawn(async move {
+                    let Ok(connection) = incoming.await else {
+                        return;
+                    };
+                    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                        let bytes = recv.read_to_end(1 << 20).await.unwrap();
+                        let (request, _) = wire::decode::<ToNode>(&bytes).unwrap();
+                        let reply = wire::encode(&answer(&request)).unwrap();
+                        lock(&recorded).push(request);
+                        send.write_all(&reply).await.unwrap();
+                        send.finish().unwrap();
+                    }
+                });
+            }
+        });
+        (address, seen, endpoint)
+    }
+
+    fn admin_or(data: FromNode) -> impl Fn(&ToNode) -> FromNode + Send + Sync + 'static {
+        move |request| match request {
+            ToNode::Admin(_) => FromNode::Admin(Ok(AdminAnswer::Members(vec![]))),
+            ToNode::Data(_) => data.clone(),
+        }
+    }
+
+    fn committed() -> FromNode {
+        use crate::client::protocol::{ClientResponse, Position, Served};
+        use crate::types::{LogIndex, Term};
+        let receipt = Receipt {
+            level: Served::Committed,
+            node: NodeId(2),
+            position: Position::Raft {
+                term: Term(1),
+                applied: LogIndex(5),
+                known_commit: LogIndex(5),
+            },
+            behind: None,
+        };
+        let answer = Answer::Written {
+            revision: LogIndex(5),
+        };
+        FromNode::Data(ClientResponse {
+            result: Ok((answer, receipt)),
+        })
+    }
+
+    fn data_requests(seen: &Seen) -> Vec<(ClientId, u64)> {
+        lock(seen)
+            .iter()
+            .filter_map(|request| match request {
+                ToNode::Data(data) => Some((data.client, data.seq)),
+                ToNode::Admin(_) => None,
+            })
+            .collect()
+    }
+
+    fn put() -> Operation {
+        Operation::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            context: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_follows_the_leader_hint_with_the_same_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = ["n1".to_string(), "n2".to_string()];
+        tls::init(dir.path(), &nodes, &["admin".to_string()]).unwrap();
+        let (leader, leader_seen, _l) = fake_node(dir.path(), "n2", admin_or(committed()));
+        let not_leader = FromNode::Data(crate::client::protocol::ClientResponse {
+            result: Err(ClientError::NotLeader {
+                leader_hint: Some(NodeId(2)),
+                leader_addr: Some(leader.clone()),
+            }),
+        });
+        let (follower, follower_seen, _f) = fake_node(dir.path(), "n1", admin_or(not_leader));
+        let options = ClientOptions::new(vec![follower.clone()], dir.path().to_path_buf());
+        let client = Client::connect(options).await.unwrap();
+        let (answer, _) = client
+            .execute("orders", put(), None, None, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            answer,
+            Answer::Written {
+                revision: crate::types::LogIndex(5)
+            }
+        );
+        let first = (client.id(), 1);
+        assert_eq!(data_requests(&follower_seen), vec![first]);
+        assert_eq!(data_requests(&leader_seen), vec![first]);
+        // The next request goes straight to the leader, with the next sequence number.
+        client
+            .execute("orders", put(), None, None, None)
+            .await
+            .unwrap();
+        assert_eq!(data_requests(&follower_seen), vec![first]);
+        assert_eq!(data_requests(&leader_seen), vec![first, (client.id(), 2)]);
+        // Pinned to the follower, the hint comes back as it is.
+        let pinned = client
+            .execute_at(&follower, "orders", put(), None, None, None)
+            .await;
+        assert!(matches!(
+            pinned,
+            Err(ConnError::Client(ClientError::NotLeader { .. }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn unknown_keyspace_is_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        tls::init(dir.path(), &["n1".to_string()], &["admin".to_string()]).unwrap();
+        let unknown = FromNode::Data(crate::client::protocol::ClientResponse {
+            result: Err(ClientError::UnknownKeyspace {
+                name: "nope".into(),
+            }),
+        });
+        let (node, seen, _n) = fake_node(dir.path(), "n1", admin_or(unknown));
+        let options = ClientOptions::new(vec![node], dir.path().to_path_buf());
+        let client = Client::connect(options).await.unwrap();
+        let result = client.execute("nope", put(), None, None, None).await;
+        assert!(matches!(
+            result,
+            Err(ConnError::Client(ClientError::UnknownKeyspace { .. }))
+        ));
+        assert_eq!(data_requests(&seen).len(), 1);
+    }
+
     #[tokio::test]
     async fn a_silent_endpoint_fails_by_the_deadline() {
         let dir = tempfile::tempdir().unwrap();
