@@ -1,6 +1,7 @@
 //! The command line. The only place in the crate that uses `anyhow`: everything below it
 //! returns typed errors, and here they become messages for a person.
 
+mod certs;
 pub mod ops;
 mod sim;
 
@@ -20,6 +21,8 @@ pub struct Cli {
 enum Command {
     /// Run the deterministic simulator: seeded clusters under faults, checked on every seed.
     Sim(sim::SimArgs),
+    /// Create the cluster CA and certificates for nodes and clients
+    Certs(certs::CertsArgs),
     #[command(flatten)]
     Ops(ops::OpsCommand),
 }
@@ -29,6 +32,7 @@ pub fn run() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Sim(args) => sim::run(&args),
+        Command::Certs(args) => certs::run(&args),
         Command::Ops(command) => ops::run(command),
     }
 }

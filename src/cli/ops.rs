@@ -12,7 +12,6 @@ mod show;
 use crate::client::conn::{Client, ClientOptions, ConnError, DEFAULT_CLIENT_NAME};
 use crate::client::protocol::{Answer, Operation, ReadLevel, Receipt, WriteLevel};
 use crate::eventual::{ReadContext, SessionToken};
-use crate::types::LogIndex;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -496,6 +495,7 @@ pub fn help_text() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::LogIndex;
 
     fn parse(line: &str) -> Result<OpsCommand, clap::Error> {
         let words: Vec<&str> = line.split_whitespace().collect();
