@@ -2,6 +2,7 @@
 //! returns typed errors, and here they become messages for a person.
 
 mod certs;
+mod node;
 pub mod ops;
 mod sim;
 
@@ -21,6 +22,8 @@ pub struct Cli {
 enum Command {
     /// Run the deterministic simulator: seeded clusters under faults, checked on every seed.
     Sim(sim::SimArgs),
+    /// Run one node of a cluster (QUIC with mutual TLS, data in redb) until SIGINT/SIGTERM.
+    Node(node::NodeArgs),
     /// Create the cluster CA and certificates for nodes and clients
     Certs(certs::CertsArgs),
     #[command(flatten)]
@@ -32,6 +35,7 @@ pub fn run() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Sim(args) => sim::run(&args),
+        Command::Node(args) => node::run(args),
         Command::Certs(args) => certs::run(&args),
         Command::Ops(command) => ops::run(command),
     }

@@ -295,6 +295,17 @@ pub enum ClientError {
     NotEnoughReplicas { acked: u32, needed: u32 },
     #[error("the node is overloaded; retry later")]
     Backpressure,
+    /// A quorum read heard from too few replicas in time.
+    #[error("{answered} of the {needed} replicas a quorum read needs answered in time")]
+    QuorumNotReached { answered: u32, needed: u32 },
+    /// A session read waited in vain for the node to see the session's write.
+    #[error(
+        "this node has not yet seen the session's write; retry, or read on the node that took it"
+    )]
+    SessionNotSeen,
+    /// A strong request reused a sequence number older than the client's last one.
+    #[error("sequence number {seq} is older than this client's last ({last_seq})")]
+    SequenceTooOld { seq: u64, last_seq: u64 },
     #[error("a keyspace named {name:?} already exists")]
     KeyspaceExists { name: String },
     #[error("invalid keyspace name {name:?}: {reason}")]
@@ -303,8 +314,10 @@ pub enum ClientError {
     MemberExists { id: NodeId },
     #[error("{id} is not a member")]
     UnknownMember { id: NodeId },
-    #[error("a membership change is already in progress; retry once it commits")]
-    MembershipChangeInProgress,
+    #[error("{id} is the last member; a cluster cannot remove it")]
+    LastMember { id: NodeId },
+    #[error("{address:?} is not a host:port that resolves")]
+    InvalidAddress { address: String },
     #[error("invalid fault rule: {reason}")]
     InvalidFaultRule { reason: String },
     /// A request that does not decode, or a stream that broke the protocol.
