@@ -309,8 +309,12 @@ impl Client {
             inner: Arc::new(inner),
         };
         let mut last = None;
-        for endpoint in client.inner.options.endpoints.clone() {
-            let deadline = Instant::now() + client.inner.options.timeout;
+        let endpoints = client.inner.options.endpoints.clone();
+        // Each endpoint gets a share of the deadline, so one that is down does not use it up.
+        let count = u32::try_from(endpoints.len()).unwrap_or(u32::MAX);
+        let share = (client.inner.options.timeout / count).max(ATTEMPT_MIN);
+        for endpoint in endpoints {
+            let deadline = Instant::now() + share;
             match client.connection(&endpoint, deadline).await {
                 Ok(_) => {
                     *lock(&client.inner.preferred) = endpoint;
