@@ -630,10 +630,10 @@ impl Client {
         let address = resolve(endpoint).await?;
         let slot = self.slot(address);
         let mut slot = slot.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            if connection.close_reason().is_none() {
-                return Ok(connection.clone());
-            }
+        if let Some(connection) = slot.as_ref()
+            && connection.close_reason().is_none()
+        {
+            return Ok(connection.clone());
         }
         let unreachable = |reason: String| ConnError::Connect {
             endpoint: endpoint.to_string(),
