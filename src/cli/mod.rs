@@ -1,7 +1,9 @@
 //! The command line. The only place in the crate that uses `anyhow`: everything below it
 //! returns typed errors, and here they become messages for a person.
 
+mod certs;
 mod node;
+pub mod ops;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +24,10 @@ enum Command {
     Sim(sim::SimArgs),
     /// Run one node of a cluster (QUIC with mutual TLS, data in redb) until SIGINT/SIGTERM.
     Node(node::NodeArgs),
+    /// Create the cluster CA and certificates for nodes and clients
+    Certs(certs::CertsArgs),
+    #[command(flatten)]
+    Ops(ops::OpsCommand),
 }
 
 /// Parses the process arguments and runs the command. Returns the process exit code.
@@ -30,5 +36,7 @@ pub fn run() -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Sim(args) => sim::run(&args),
         Command::Node(args) => node::run(args),
+        Command::Certs(args) => certs::run(&args),
+        Command::Ops(command) => ops::run(command),
     }
 }
