@@ -1,6 +1,8 @@
 //! The command line. The only place in the crate that uses `anyhow`: everything below it
 //! returns typed errors, and here they become messages for a person.
 
+mod bench;
+mod demo;
 mod node;
 mod sim;
 
@@ -22,6 +24,10 @@ enum Command {
     Sim(sim::SimArgs),
     /// Run one node of a cluster (QUIC with mutual TLS, data in redb) until SIGINT/SIGTERM.
     Node(node::NodeArgs),
+    /// Start a local 3-node cluster and walk through the CAP trade-off, then open a shell.
+    Demo(demo::DemoArgs),
+    /// Measure latency per consistency level at one client (sequential requests).
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the process arguments and runs the command. Returns the process exit code.
@@ -30,5 +36,7 @@ pub fn run() -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Sim(args) => sim::run(&args),
         Command::Node(args) => node::run(args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }
