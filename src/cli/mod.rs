@@ -2,8 +2,11 @@
 //! returns typed errors, and here they become messages for a person.
 
 mod bench;
+mod certs;
 mod demo;
 mod node;
+pub mod ops;
+mod shell;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +31,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure latency per consistency level at one client (sequential requests).
     Bench(bench::BenchArgs),
+    /// Create the cluster CA and certificates for nodes and clients
+    Certs(certs::CertsArgs),
+    #[command(flatten)]
+    Ops(ops::OpsCommand),
 }
 
 /// Parses the process arguments and runs the command. Returns the process exit code.
@@ -38,5 +45,7 @@ pub fn run() -> anyhow::Result<std::process::ExitCode> {
         Command::Node(args) => node::run(args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Certs(args) => certs::run(&args),
+        Command::Ops(command) => ops::run(command),
     }
 }
