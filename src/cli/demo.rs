@@ -88,7 +88,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     if !args.no_shell && std::io::stdin().is_terminal() {
-        println!("(the interactive shell comes with the CLI commands)");
+        super::shell::run(&runtime, &client, &cluster)?;
     }
     if args.keep || args.data_dir.is_some() {
         println!(

@@ -35,7 +35,6 @@ pub(crate) fn transient(error: &ConnError) -> bool {
                 | ClientError::NotEnoughReplicas { .. }
                 | ClientError::QuorumNotReached { .. }
                 | ClientError::SessionNotSeen
-                | ClientError::MembershipChangeInProgress
         ),
         // The node may not listen yet, or a connection broke; a bad certificate or endpoint
         // does not heal by waiting.

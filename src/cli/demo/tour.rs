@@ -14,10 +14,11 @@
 use super::cluster::{LocalCluster, LocalNode, node_status};
 use super::report::{LatencyRow, Steps, latency_table, millis};
 use super::retry::{RETRY_PAUSE, client_error, describe, retry_until};
+use crate::cli::ops::format_receipt;
 use crate::client::admin::{AdminAnswer, AdminRequest, NodeStatus};
 use crate::client::conn::{Client, ConnError};
 use crate::client::protocol::{
-    Answer, ClientError, KeyspaceMode, Operation, Position, ReadLevel, Receipt, Served, WriteLevel,
+    Answer, ClientError, KeyspaceMode, Operation, ReadLevel, Receipt, WriteLevel,
 };
 use crate::eventual::{ReadValue, SessionToken, ValueType};
 use crate::net::faults::{FaultRule, FaultRules};
@@ -74,43 +75,6 @@ fn sadd(key: &str, member: &str) -> Operation {
 
 fn text(value: &[u8]) -> String {
     String::from_utf8_lossy(value).into_owned()
-}
-
-/// A short lowercase name of a level, as the CLI spells it.
-fn level_name(level: impl std::fmt::Debug) -> String {
-    format!("{level:?}").to_lowercase()
-}
-
-/// One line saying what a receipt promises.
-pub(crate) fn describe_receipt(receipt: &Receipt) -> String {
-    let level = match receipt.level {
-        Served::Read(level) => format!("{} read", level_name(level)),
-        Served::Committed => "committed by a majority".to_string(),
-        Served::Write(level) => format!("write acknowledged at {}", level_name(level)),
-    };
-    let position = match &receipt.position {
-        Position::Raft {
-            term,
-            applied,
-            known_commit,
-        } => format!(
-            "term {}, applied {}, commit {}",
-            term.0, applied.0, known_commit.0
-        ),
-        Position::Eventual {
-            token: Some(token), ..
-        } => format!("session {}:{}", token.node, token.seq),
-        Position::Eventual { token: None, .. } => "local state".to_string(),
-    };
-    let behind = match receipt.behind {
-        Some(0) => ", up to date as far as it knows".to_string(),
-        Some(entries) => format!(", {entries} entries behind"),
-        None => String::new(),
-    };
-    format!(
-        "receipt: {level}, served by {}, {position}{behind}",
-        receipt.node
-    )
 }
 
 /// What an answer carries, in a few words.
@@ -305,7 +269,7 @@ impl<'a> Tour<'a> {
         match &result {
             Ok((answer, receipt)) => {
                 println!("  {label}  ->  {}  ({took} ms)", describe_answer(answer));
-                println!("      {}", describe_receipt(receipt));
+                println!("      {}", format_receipt(answer, receipt));
             }
             Err(error) => println!("  {label}  ->  error: {}  ({took} ms)", describe(error)),
         }
