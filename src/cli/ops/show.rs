@@ -79,7 +79,14 @@ pub fn format_receipt(answer: &Answer, receipt: &Receipt) -> String {
             parts.push(format!("term {}", term.0));
             parts.push(format!("applied {} (commit {})", applied.0, known_commit.0));
         }
-        (Position::Eventual { token, stamp }, _) => {
+        (
+            Position::Eventual {
+                token,
+                stamp,
+                vector,
+            },
+            _,
+        ) => {
             if let Answer::Acknowledged { acks } = answer {
                 let plural = if *acks == 1 { "" } else { "s" };
                 parts.push(format!("{acks} ack{plural}"));
@@ -89,6 +96,9 @@ pub fn format_receipt(answer: &Answer, receipt: &Receipt) -> String {
             }
             if let Some(stamp) = stamp {
                 parts.push(format!("stamp {}", stamp_text(stamp)));
+            }
+            if !vector.is_empty() {
+                parts.push(format!("vector {}", vector_text(vector)));
             }
         }
     }
@@ -102,6 +112,15 @@ pub fn format_receipt(answer: &Answer, receipt: &Receipt) -> String {
         parts.push(format!("context {}", format_context(context)));
     }
     format!("receipt: {}", parts.join(" · "))
+}
+
+/// A version vector as `[n1:4 n2:7]`: for each node, the writes of it the serving node holds.
+fn vector_text(vector: &[(crate::types::NodeId, u64)]) -> String {
+    let dots: Vec<String> = vector
+        .iter()
+        .map(|(node, count)| format!("{node}:{count}"))
+        .collect();
+    format!("[{}]", dots.join(" "))
 }
 
 fn versioned_text(versioned: Option<&Versioned>) -> String {
@@ -219,9 +238,17 @@ fn receipt_json(answer: &Answer, receipt: &Receipt) -> Value {
             applied,
             known_commit,
         } => json!({ "term": term.0, "applied": applied.0, "commit": known_commit.0 }),
-        Position::Eventual { token, stamp } => json!({
+        Position::Eventual {
+            token,
+            stamp,
+            vector,
+        } => json!({
             "session": token.as_ref().map(format_session),
             "stamp": stamp.as_ref().map(stamp_text),
+            "vector": vector
+                .iter()
+                .map(|(node, count)| (node.to_string(), json!(count)))
+                .collect::<serde_json::Map<String, Value>>(),
         }),
     };
     if let (Value::Object(object), Value::Object(extra)) = (&mut object, extra) {
@@ -302,16 +329,18 @@ mod tests {
                     seq: 42,
                 }),
                 stamp: None,
+                vector: vec![(NodeId(1), 3), (NodeId(2), 42)],
             },
             behind: None,
         };
         let acked = Answer::Acknowledged { acks: 2 };
         assert_eq!(
             format_receipt(&acked, &receipt),
-            "receipt: quorum write by n2 · 2 acks · session n2:42"
+            "receipt: quorum write by n2 · 2 acks · session n2:42 · vector [n1:3 n2:42]"
         );
         let json = data_json("sadd", "carts", &acked, &receipt);
         assert_eq!(json["receipt"]["session"], "n2:42");
+        assert_eq!(json["receipt"]["vector"]["n1"], 3);
         assert_eq!(json["acks"], 2);
     }
 
@@ -328,6 +357,7 @@ mod tests {
             position: Position::Eventual {
                 token: None,
                 stamp: None,
+                vector: Vec::new(),
             },
             behind: None,
         };
