@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod eventual;
 pub mod net;
+pub mod node;
 pub mod raft;
 pub mod sim;
 pub mod storage;

@@ -1,6 +1,7 @@
 //! The command line. The only place in the crate that uses `anyhow`: everything below it
 //! returns typed errors, and here they become messages for a person.
 
+mod node;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,8 @@ pub struct Cli {
 enum Command {
     /// Run the deterministic simulator: seeded clusters under faults, checked on every seed.
     Sim(sim::SimArgs),
+    /// Run one node of a cluster (QUIC with mutual TLS, data in redb) until SIGINT/SIGTERM.
+    Node(node::NodeArgs),
 }
 
 /// Parses the process arguments and runs the command. Returns the process exit code.
@@ -26,5 +29,6 @@ pub fn run() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Sim(args) => sim::run(&args),
+        Command::Node(args) => node::run(args),
     }
 }

@@ -299,7 +299,9 @@ pub enum ClientError {
     #[error("{answered} of the {needed} replicas a quorum read needs answered in time")]
     QuorumNotReached { answered: u32, needed: u32 },
     /// A session read waited in vain for the node to see the session's write.
-    #[error("this node has not yet seen the session's write; retry, or read on the node that took it")]
+    #[error(
+        "this node has not yet seen the session's write; retry, or read on the node that took it"
+    )]
     SessionNotSeen,
     /// A strong request reused a sequence number older than the client's last one.
     #[error("sequence number {seq} is older than this client's last ({last_seq})")]
@@ -319,6 +321,9 @@ pub enum ClientError {
     /// A request that does not decode, or a stream that broke the protocol.
     #[error("malformed request: {reason}")]
     Malformed { reason: String },
+    /// The node does not offer this yet.
+    #[error("not supported by this node: {what}")]
+    NotSupported { what: String },
     /// The node hit an error of its own (storage); it stops serving.
     #[error("the node failed: {reason}")]
     NodeFailed { reason: String },

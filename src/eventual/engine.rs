@@ -490,6 +490,29 @@ impl AntiEntropy {
         self.recheck_session_reads();
     }
 
+    /// Writes this node knows exist but has not seen: for each node, how far the durable
+    /// knowledge peers last reported runs ahead of ours. A lower bound on how stale a local
+    /// read may be (peers report at their anti-entropy rounds).
+    pub fn writes_known_missing(&self) -> u64 {
+        let ours = self.knowledge.vector();
+        let mut ahead: BTreeMap<NodeId, u64> = BTreeMap::new();
+        for vector in self.peer_knowledge.values() {
+            for dot in vector.iter() {
+                let best = ahead.entry(*dot.actor).or_insert(0);
+                *best = (*best).max(dot.counter);
+            }
+        }
+        ahead
+            .into_iter()
+            .map(|(node, counter)| counter.saturating_sub(ours.get(&node)))
+            .sum()
+    }
+
+    /// Writes waiting for persistence or acknowledgements.
+    pub fn pending_writes(&self) -> usize {
+        self.writes.len()
+    }
+
     /// The next event for the caller.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()

@@ -4,13 +4,18 @@
 //! [`Batch`] (a `Ready` of every Raft group, the CRDT states the eventual engines handed
 //! out) and commits it with [`Store::commit`]: one write transaction and, when any part of
 //! it needs one, one fsync for all of it. That is the group commit. On start the shell reads
-//! back exactly what was committed: [`Store::raft_restore`] and [`Store::eventual_states`].
+//! back exactly what was committed: [`Store::raft_restore`] and [`Store::eventual_restore`].
+//!
+//! The applied state of a strong keyspace is not stored apart from its group: it is the
+//! group's snapshot plus the committed entries after it, replayed on start.
 
 pub mod tables;
 
+use crate::eventual::{self, DurableMeta, KeyState, PersistBatch};
 use crate::raft::{Entry, HardState, Ready, RestoredState, Snapshot};
 use crate::types::{GroupId, KeyspaceId, LogIndex, NodeId};
 use crate::wire;
+use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -68,7 +73,11 @@ struct RaftWrite {
 #[derive(Debug, Default)]
 pub struct Batch {
     raft: Vec<(GroupId, RaftWrite)>,
-    eventual: Vec<(KeyspaceId, Vec<u8>, Vec<u8>)>,
+    /// Key states to write (`Some`) or delete (`None`).
+    eventual: Vec<(KeyspaceId, Vec<u8>, Option<Vec<u8>>)>,
+    eventual_meta: Vec<(KeyspaceId, Vec<u8>)>,
+    /// Keyspaces whose every row goes (a dropped keyspace).
+    dropped: Vec<KeyspaceId>,
     sync: bool,
 }
 
@@ -78,7 +87,10 @@ impl Batch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.raft.is_empty() && self.eventual.is_empty()
+        self.raft.is_empty()
+            && self.eventual.is_empty()
+            && self.eventual_meta.is_empty()
+            && self.dropped.is_empty()
     }
 
     /// Whether committing this batch needs an fsync.
@@ -123,8 +135,43 @@ impl Batch {
     ) -> Result<(), StorageError> {
         let bytes = encode(EVENTUAL_STATES_NAME, state)?;
         self.sync = true;
-        self.eventual.push((keyspace, key.to_vec(), bytes));
+        self.eventual.push((keyspace, key.to_vec(), Some(bytes)));
         Ok(())
+    }
+
+    /// Adds an eventual engine's persist batch: its key states (deleting collected
+    /// tombstones) and its meta. Always synced. A state too large for a frame (only merges
+    /// can grow one that far) is left out and returned: the engine still holds it in memory
+    /// and anti-entropy brings it back after a restart, while the meta and every other key
+    /// are stored.
+    pub fn eventual_persist(&mut self, keyspace: KeyspaceId, batch: &PersistBatch) -> Vec<Bytes> {
+        let mut skipped = Vec::new();
+        for (key, state) in &batch.keys {
+            let bytes = match state {
+                Some(state) => match encode(EVENTUAL_STATES_NAME, state) {
+                    Ok(bytes) => Some(bytes),
+                    Err(_) => {
+                        skipped.push(key.clone());
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            self.eventual.push((keyspace, key.to_vec(), bytes));
+        }
+        let meta = encode(EVENTUAL_META_NAME, &batch.meta).expect(
+            "invariant: a meta (counters and one vector of at most MEMBERS_MAX) fits a frame",
+        );
+        self.eventual_meta.push((keyspace, meta));
+        self.sync = true;
+        skipped
+    }
+
+    /// Deletes every row of a dropped keyspace: its Raft group (log, hard state, snapshot)
+    /// or its CRDT states and meta.
+    pub fn drop_keyspace(&mut self, keyspace: KeyspaceId) {
+        self.sync = true;
+        self.dropped.push(keyspace);
     }
 }
 
@@ -176,6 +223,7 @@ impl Store {
             txn.open_table(RAFT_HARD_STATE).map_err(redb_error)?;
             txn.open_table(RAFT_SNAPSHOTS).map_err(redb_error)?;
             txn.open_table(EVENTUAL_STATES).map_err(redb_error)?;
+            txn.open_table(EVENTUAL_META).map_err(redb_error)?;
         }
         txn.commit().map_err(redb_error)?;
         Ok(Store { db })
@@ -209,9 +257,32 @@ impl Store {
             }
             let mut states = txn.open_table(EVENTUAL_STATES).map_err(redb_error)?;
             for (keyspace, key, state) in &batch.eventual {
-                states
-                    .insert((keyspace.0, key.as_slice()), state.as_slice())
+                let row = (keyspace.0, key.as_slice());
+                match state {
+                    Some(state) => states.insert(row, state.as_slice()).map(drop),
+                    None => states.remove(row).map(drop),
+                }
+                .map_err(redb_error)?;
+            }
+            let mut metas = txn.open_table(EVENTUAL_META).map_err(redb_error)?;
+            for (keyspace, meta) in &batch.eventual_meta {
+                metas
+                    .insert(keyspace.0, meta.as_slice())
                     .map_err(redb_error)?;
+            }
+            for keyspace in &batch.dropped {
+                let id = keyspace.0;
+                entries
+                    .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
+                    .map_err(redb_error)?;
+                hard_states.remove(id).map_err(redb_error)?;
+                snapshots.remove(id).map_err(redb_error)?;
+                let (first, after): ((u64, &[u8]), (u64, &[u8])) =
+                    ((id, &[]), (id.saturating_add(1), &[]));
+                states
+                    .retain_in(first..after, |_, _| false)
+                    .map_err(redb_error)?;
+                metas.remove(id).map_err(redb_error)?;
             }
         }
         txn.commit().map_err(redb_error)
@@ -255,6 +326,26 @@ impl Store {
             entries,
             applied: after,
         })
+    }
+
+    /// What an eventual engine restarts from: every stored key state of `keyspace` and its
+    /// last meta.
+    pub fn eventual_restore(
+        &self,
+        keyspace: KeyspaceId,
+    ) -> Result<eventual::RestoredState, StorageError> {
+        let keys = self
+            .eventual_states::<KeyState>(keyspace)?
+            .into_iter()
+            .map(|(key, state)| (Bytes::from(key), state))
+            .collect();
+        let txn = self.db.begin_read().map_err(redb_error)?;
+        let metas = txn.open_table(EVENTUAL_META).map_err(redb_error)?;
+        let meta: Option<DurableMeta> = match metas.get(keyspace.0).map_err(redb_error)? {
+            Some(value) => Some(decode(EVENTUAL_META_NAME, value.value())?),
+            None => None,
+        };
+        Ok(eventual::RestoredState { keys, meta })
     }
 
     /// Every key's CRDT state in `keyspace`, in key order.

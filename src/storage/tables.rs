@@ -28,6 +28,12 @@ pub const EVENTUAL_STATES_NAME: &str = "eventual_states";
 pub const EVENTUAL_STATES: TableDefinition<(u64, &[u8]), &[u8]> =
     TableDefinition::new(EVENTUAL_STATES_NAME);
 
+/// The durable meta of each eventual keyspace on this node (write counter, HLC, knowledge
+/// vector). Key: keyspace id. Value: an `eventual::DurableMeta` frame, written in the same
+/// transaction as the key states it describes.
+pub const EVENTUAL_META_NAME: &str = "eventual_meta";
+pub const EVENTUAL_META: TableDefinition<u64, &[u8]> = TableDefinition::new(EVENTUAL_META_NAME);
+
 /// Facts about the file itself. Key: a name. Value: a frame. `node_id` holds the `NodeId` the
 /// file belongs to, so a node never starts on another node's data.
 pub const META_NAME: &str = "meta";

@@ -1,0 +1,71 @@
+//! `capdial node`: runs one node until SIGINT or SIGTERM.
+
+use crate::node::{self, PartialConfig, config::ClusterSetting};
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// This node's id (n1, n2, ...). Must match its certificate, node-<id>.pem.
+    #[arg(long)]
+    id: Option<String>,
+    /// UDP address of the QUIC endpoint, for peers and clients (e.g. 127.0.0.1:7001).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Every member of a new cluster: n1=HOST:PORT,n2=HOST:PORT,...
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// Directory of this node's redb file (created if missing).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Directory holding ca.pem and this node's certificate and key (`capdial certs init`).
+    #[arg(long)]
+    certs: Option<PathBuf>,
+    /// A TOML file with the same settings (id, listen, initial_cluster, data_dir, certs);
+    /// flags given on the command line win.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => PartialConfig::from_file(path)?,
+        None => PartialConfig::default(),
+    };
+    let flags = PartialConfig {
+        id: args.id,
+        listen: args.listen,
+        initial_cluster: args.initial_cluster.map(ClusterSetting::Text),
+        data_dir: args.data_dir,
+        certs: args.certs,
+    };
+    let config = file.overridden_by(flags).resolve()?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let id = config.id;
+    runtime
+        .block_on(node::run(config, shutdown_signal()))
+        .with_context(|| format!("node {id}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,219 @@
+//! Admin requests on the node: catalog changes through group 0, fault rules, status.
+
+use super::catalog::{self, CATALOG_GROUP};
+use super::driver::Driver;
+use super::requests::Waiting;
+use crate::client::admin::{
+    AdminAnswer, AdminRequest, EventualStatus, FromNode, GroupStatus, KeyspaceInfo, MemberInfo,
+    NodeStatus, RaftRole,
+};
+use crate::client::protocol::ClientError;
+use crate::eventual::Liveness;
+use crate::net::faults::FaultRules;
+use crate::raft::Role;
+use crate::strong::{self, Command, Outcome, Request};
+use crate::types::GroupId;
+use tokio::sync::oneshot;
+
+/// A catalog change waiting to commit.
+#[derive(Debug)]
+pub(super) enum CatalogChange {
+    Create { name: String },
+    Drop { name: String },
+}
+
+impl Driver {
+    pub(super) fn admin_request(
+        &mut self,
+        request: AdminRequest,
+        reply: oneshot::Sender<FromNode>,
+    ) {
+        let result = match request {
+            AdminRequest::CreateKeyspace { name, mode } => match catalog::check_name(&name) {
+                Ok(()) => {
+                    let command = catalog::create_command(&name, mode);
+                    return self.propose_catalog(command, CatalogChange::Create { name }, reply);
+                }
+                Err(error) => Err(error),
+            },
+            AdminRequest::DropKeyspace { name } => {
+                let command = catalog::drop_command(&name);
+                return self.propose_catalog(command, CatalogChange::Drop { name }, reply);
+            }
+            AdminRequest::ListKeyspaces => Ok(AdminAnswer::Keyspaces(self.keyspace_list())),
+            AdminRequest::AddMember { .. } | AdminRequest::RemoveMember { .. } => {
+                Err(ClientError::NotSupported {
+                    what: "membership changes".to_string(),
+                })
+            }
+            AdminRequest::Members => Ok(AdminAnswer::Members(self.member_list())),
+            AdminRequest::SetFaults(rules) => self.set_faults(rules),
+            AdminRequest::Faults => Ok(AdminAnswer::Faults(self.transport.faults())),
+            AdminRequest::Status => Ok(AdminAnswer::Status(Box::new(self.status()))),
+        };
+        let _ = reply.send(FromNode::Admin(result));
+    }
+
+    fn propose_catalog(
+        &mut self,
+        command: Command,
+        change: CatalogChange,
+        reply: oneshot::Sender<FromNode>,
+    ) {
+        let now = self.clock.now();
+        let tag = self.register(reply, Waiting::Catalog(change));
+        let request = Request {
+            client: self.admin_client,
+            seq: self.next_admin_seq,
+            command,
+        };
+        self.next_admin_seq += 1;
+        let proposal = self.next_proposal();
+        let replica = &mut self
+            .groups
+            .get_mut(&CATALOG_GROUP)
+            .expect("invariant: group 0 always runs")
+            .replica;
+        if let Err(completion) = replica.submit(now, proposal, tag, &request) {
+            self.complete_strong(CATALOG_GROUP, completion);
+        }
+    }
+
+    /// What a committed (or refused) catalog change means to the client that asked.
+    pub(super) fn catalog_result(
+        &self,
+        group: GroupId,
+        change: CatalogChange,
+        answer: strong::Answer,
+    ) -> Result<AdminAnswer, ClientError> {
+        use strong::Answer::Written;
+        match (change, answer) {
+            (CatalogChange::Create { name }, Written(Ok(Outcome::Cas { succeeded, .. }))) => {
+                if succeeded {
+                    Ok(AdminAnswer::Done)
+                } else {
+                    Err(ClientError::KeyspaceExists { name })
+                }
+            }
+            (CatalogChange::Drop { name }, Written(Ok(Outcome::Delete { existed, .. }))) => {
+                if existed {
+                    Ok(AdminAnswer::Done)
+                } else {
+                    Err(ClientError::UnknownKeyspace { name })
+                }
+            }
+            (_, answer) => Err(self.strong_error(group, answer)),
+        }
+    }
+
+    fn set_faults(&mut self, rules: FaultRules) -> Result<AdminAnswer, ClientError> {
+        let mut checked = FaultRules::none();
+        for rule in rules.rules {
+            checked
+                .add(rule)
+                .map_err(|error| ClientError::InvalidFaultRule {
+                    reason: error.to_string(),
+                })?;
+        }
+        tracing::info!(rules = checked.rules.len(), "fault rules set");
+        self.transport.set_faults(checked);
+        Ok(AdminAnswer::Done)
+    }
+
+    fn keyspace_list(&self) -> Vec<KeyspaceInfo> {
+        let machine = self.groups[&CATALOG_GROUP].replica.machine();
+        catalog::keyspaces(machine).into_values().collect()
+    }
+
+    fn member_list(&self) -> Vec<MemberInfo> {
+        self.members
+            .iter()
+            .map(|(id, address)| MemberInfo {
+                id: *id,
+                address: address.clone(),
+            })
+            .collect()
+    }
+
+    /// This node's view of every group and keyspace it runs.
+    pub(super) fn status(&self) -> NodeStatus {
+        let now = self.clock.now();
+        let strong = self
+            .groups
+            .iter()
+            .map(|(group, keyspace)| {
+                let status = keyspace.replica.status();
+                GroupStatus {
+                    keyspace: keyspace.name.clone(),
+                    group: *group,
+                    role: raft_role(status.role),
+                    term: status.term,
+                    leader: status.leader,
+                    commit: status.commit,
+                    applied: status.applied,
+                    last_index: status.last_index,
+                    voters: status.membership.voters.iter().copied().collect(),
+                }
+            })
+            .collect();
+        let eventual = self
+            .eventual
+            .iter()
+            .map(|(id, keyspace)| {
+                let engine = &keyspace.engine;
+                let peers = engine
+                    .config()
+                    .members
+                    .iter()
+                    .filter(|member| **member != self.id)
+                    .map(|peer| {
+                        (
+                            *peer,
+                            liveness_name(engine.liveness(*peer, now)).to_string(),
+                        )
+                    })
+                    .collect();
+                EventualStatus {
+                    keyspace: keyspace.name.clone(),
+                    id: *id,
+                    keys: engine.entries().count() as u64,
+                    live_keys: engine.live_entries().len() as u64,
+                    merkle_root: engine.merkle_root(),
+                    state_digest: engine.state_digest(),
+                    last_round_ms_ago: keyspace
+                        .last_round_at
+                        .map(|at| now.saturating_duration_since(at).as_millis() as u64),
+                    rounds: engine.stats().rounds,
+                    pending_writes: engine.pending_writes() as u64,
+                    tombstones: engine.tombstones_pending() as u64,
+                    peers,
+                }
+            })
+            .collect();
+        NodeStatus {
+            node: self.id,
+            address: self.address.clone(),
+            uptime_ms: self.clock.elapsed().as_millis() as u64,
+            strong,
+            eventual,
+            faults: self.transport.faults(),
+        }
+    }
+}
+
+fn raft_role(role: Role) -> RaftRole {
+    match role {
+        Role::Follower => RaftRole::Follower,
+        Role::PreCandidate => RaftRole::PreCandidate,
+        Role::Candidate => RaftRole::Candidate,
+        Role::Leader => RaftRole::Leader,
+    }
+}
+
+fn liveness_name(liveness: Liveness) -> &'static str {
+    match liveness {
+        Liveness::Alive => "alive",
+        Liveness::Suspect => "suspect",
+        Liveness::Down => "down",
+    }
+}

@@ -1,0 +1,148 @@
+//! The catalog: which keyspaces exist, kept in Raft group 0.
+//!
+//! Group 0 runs the same strong state machine as any strong keyspace; the catalog is a set of
+//! its keys, `keyspace/<name>` holding the keyspace's mode. A keyspace's id is the revision
+//! that created its key, so ids are unique, never reused, and the same on every node (they
+//! come from the log). A strong keyspace's Raft group id is its keyspace id.
+//!
+//! Nodes do not act on catalog commands as they apply them: after each apply they compare
+//! the keyspaces they run with [`keyspaces`] and start or drop the difference. That one
+//! reconciliation covers a fresh apply, a restart and a snapshot install alike.
+
+use crate::client::admin::KeyspaceInfo;
+use crate::client::protocol::{ClientError, KEYSPACE_NAME_BYTES_MAX, KeyspaceMode};
+use crate::strong::{Command, StrongMachine};
+use crate::types::{GroupId, KeyspaceId};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+/// The catalog's Raft group.
+pub const CATALOG_GROUP: GroupId = GroupId(0);
+/// How status names group 0.
+pub const CATALOG_NAME: &str = "_catalog";
+/// Keyspaces a catalog holds at most (a scan of the catalog reads them all at once).
+pub const KEYSPACES_MAX: u32 = 1000;
+
+const KEYSPACE_PREFIX: &[u8] = b"keyspace/";
+
+fn keyspace_key(name: &str) -> Bytes {
+    let mut key = KEYSPACE_PREFIX.to_vec();
+    key.extend_from_slice(name.as_bytes());
+    Bytes::from(key)
+}
+
+/// The command that creates `name` unless it exists.
+pub fn create_command(name: &str, mode: KeyspaceMode) -> Command {
+    let value = crate::wire::encode(&mode).expect("invariant: a keyspace mode always encodes");
+    Command::Cas {
+        key: keyspace_key(name),
+        expected: None,
+        value: Some(Bytes::from(value)),
+    }
+}
+
+/// The command that drops `name`.
+pub fn drop_command(name: &str) -> Command {
+    Command::Delete {
+        key: keyspace_key(name),
+    }
+}
+
+/// Every keyspace in the catalog as `machine` has applied it, by name. An entry that does
+/// not decode (written by a newer version) is left out rather than guessed at.
+pub fn keyspaces(machine: &StrongMachine) -> BTreeMap<String, KeyspaceInfo> {
+    let Ok((entries, _)) = machine.scan(KEYSPACE_PREFIX, KEYSPACES_MAX) else {
+        return BTreeMap::new();
+    };
+    let mut keyspaces = BTreeMap::new();
+    for (key, version) in entries {
+        let Ok(name) = std::str::from_utf8(&key[KEYSPACE_PREFIX.len()..]) else {
+            continue;
+        };
+        let Ok((mode, _)) = crate::wire::decode::<KeyspaceMode>(&version.value) else {
+            continue;
+        };
+        let info = KeyspaceInfo {
+            name: name.to_string(),
+            id: KeyspaceId(version.create_revision.0),
+            mode,
+        };
+        keyspaces.insert(name.to_string(), info);
+    }
+    keyspaces
+}
+
+/// Keyspace names are 1 to 64 letters, digits, `-` or `_`, not starting with `_` (reserved
+/// for the node's own groups, like `_catalog`).
+pub fn check_name(name: &str) -> Result<(), ClientError> {
+    let invalid = |reason: &str| ClientError::InvalidKeyspaceName {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    };
+    if name.is_empty() || name.len() > KEYSPACE_NAME_BYTES_MAX {
+        return Err(invalid("use 1 to 64 characters"));
+    }
+    if name.starts_with('_') {
+        return Err(invalid("names starting with '_' are reserved"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid("use letters, digits, '-' and '_'"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventual::ValueType;
+    use crate::strong::{ClientId, MachineConfig, Request};
+    use crate::types::LogIndex;
+
+    fn apply(machine: &mut StrongMachine, index: u64, seq: u64, command: Command) {
+        let request = Request {
+            client: ClientId(1),
+            seq,
+            command,
+        };
+        let bytes = request.encode().unwrap();
+        machine.apply(LogIndex(index), &bytes).unwrap();
+    }
+
+    #[test]
+    fn keyspaces_take_their_creating_revision_as_id_and_never_reuse_it() {
+        let mut machine = StrongMachine::new(MachineConfig::default());
+        let set = KeyspaceMode::Eventual(ValueType::Set);
+        apply(
+            &mut machine,
+            1,
+            1,
+            create_command("orders", KeyspaceMode::Strong),
+        );
+        apply(&mut machine, 2, 2, create_command("carts", set));
+        apply(&mut machine, 3, 3, create_command("orders", set));
+        let found = keyspaces(&machine);
+        assert_eq!(found["orders"].id, KeyspaceId(1));
+        assert_eq!(
+            found["orders"].mode,
+            KeyspaceMode::Strong,
+            "exists: not replaced"
+        );
+        assert_eq!(found["carts"].id, KeyspaceId(2));
+        apply(&mut machine, 4, 4, drop_command("orders"));
+        apply(&mut machine, 5, 5, create_command("orders", set));
+        let found = keyspaces(&machine);
+        assert_eq!(found["orders"].id, KeyspaceId(5));
+        assert_eq!(found["orders"].mode, set);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("orders-2024_x").is_ok());
+        for bad in ["", "_catalog", "a b", "é", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,608 @@
+//! The driver: one task that owns every sans-IO core of the node and does their IO.
+//!
+//! ```text
+//!  peers ──Inbound──┐                      ┌─▶ transport.send (Ready.messages at once)
+//!  clients ─Input───┼─▶ handle ─▶ flush ───┼─▶ Store::commit (one txn, one fsync)
+//!  timers ──────────┘   (cores)   (loop)   ├─▶ transport.send (persisted_messages)
+//!                                          └─▶ client replies (after apply / persist)
+//! ```
+//!
+//! Everything the cores do happens on this one task, in order, so the cores need no locks
+//! and the node behaves like the simulator's model of it. While a commit is being fsynced
+//! (on a blocking thread) new inputs queue up in the channels; the next round takes them all
+//! and their writes share the next transaction and fsync: that is the group commit.
+//!
+//! The persist-before-send rules are the cores': `Ready.messages` go out before the commit,
+//! `Ready.persisted_messages` and every reply only after it; an eventual engine queues
+//! nothing that needs durability before `persisted`.
+
+use super::catalog::{self, CATALOG_GROUP, CATALOG_NAME};
+use super::{NodeError, PeerMessage};
+use crate::client::admin::{FromNode, ToNode};
+use crate::client::protocol::{ClientError, KeyspaceMode};
+use crate::eventual::{self, AntiEntropy, EngineConfig};
+use crate::net::peer::{Inbound, Lane, Transport};
+use crate::raft::{Config as RaftConfig, Ready, Snapshot};
+use crate::storage::{Batch, Store};
+use crate::strong::{ClientId, DurableState, MachineConfig, Replica, ReplicaConfig};
+use crate::types::{GroupId, Instant, KeyspaceId, NodeId, WallMillis};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Inputs drained per round before the round's flush: bounds the time a round takes, and so
+/// how long a reply waits behind other inputs.
+const INPUTS_PER_ROUND_MAX: usize = 1024;
+/// Persist rounds one flush runs before it yields to new inputs (the rest runs at once after).
+const FLUSH_ROUNDS_MAX: usize = 16;
+/// How long a client request may wait inside the node. Below the client library's default
+/// timeout, so the client hears a typed `Timeout` rather than giving up blind.
+pub const REQUEST_WAIT_MAX: Duration = Duration::from_secs(4);
+/// Take a snapshot of a strong keyspace (and compact its log) every this many entries.
+const COMPACT_EVERY: u64 = 10_000;
+
+/// A request from a client stream, with the channel its answer goes back on.
+#[derive(Debug)]
+pub struct ClientInput {
+    pub request: ToNode,
+    pub reply: oneshot::Sender<FromNode>,
+}
+
+/// The node's clocks: monotonic for the cores' timers, wall for the HLC of `lww` keyspaces.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    base: std::time::Instant,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock {
+            base: std::time::Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        Instant::from_nanos(u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    pub fn wall(&self) -> WallMillis {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        WallMillis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn deadline(&self, at: Instant) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.base + Duration::from_nanos(at.as_nanos()))
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.base.elapsed()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// A strong keyspace (or the catalog) on this node.
+pub(super) struct StrongKeyspace {
+    pub name: String,
+    pub replica: Replica<u64>,
+}
+
+/// An eventual keyspace on this node.
+pub(super) struct EventualKeyspace {
+    pub name: String,
+    pub engine: AntiEntropy,
+    /// When this node last finished an anti-entropy round, for status.
+    pub last_round_at: Option<Instant>,
+}
+
+/// A client request waiting on a core.
+pub(super) struct Pending {
+    pub reply: oneshot::Sender<FromNode>,
+    pub deadline: Instant,
+    pub waiting: super::requests::Waiting,
+}
+
+/// Everything the node runs. Only the driver task touches it.
+pub(super) struct Driver {
+    pub id: NodeId,
+    pub address: String,
+    pub clock: Clock,
+    pub store: Arc<Store>,
+    pub transport: Arc<Transport<PeerMessage>>,
+    /// Members and their addresses.
+    pub members: BTreeMap<NodeId, String>,
+    /// Group 0 and every strong keyspace, by group id (= keyspace id).
+    pub groups: BTreeMap<GroupId, StrongKeyspace>,
+    pub eventual: BTreeMap<KeyspaceId, EventualKeyspace>,
+    /// The keyspaces running here, by name.
+    pub names: BTreeMap<String, (KeyspaceId, KeyspaceMode)>,
+    pub pending: BTreeMap<u64, Pending>,
+    pub next_tag: u64,
+    /// Proposal ids start at a random point per incarnation (they must never repeat in a
+    /// group, across nodes and restarts).
+    pub next_proposal: u64,
+    /// The identity under which this node proposes catalog changes.
+    pub admin_client: ClientId,
+    pub next_admin_seq: u64,
+    /// When each peer was last heard from (any message), to tell a minority side.
+    pub last_heard: BTreeMap<NodeId, Instant>,
+    /// Snapshots taken after apply, persisted with the next batch.
+    compactions: Vec<(GroupId, Snapshot)>,
+    /// Keyspaces dropped from the catalog whose rows go with the next batch.
+    drops: Vec<KeyspaceId>,
+    /// Set when a flush stopped with work left: the next round starts at once.
+    more_work: bool,
+    random: RandomSource,
+}
+
+/// Seeds for the cores and ids: drawn from the process's randomly keyed hasher, which the
+/// standard library seeds from the OS. Only the shell draws randomness; cores take seeds.
+pub(super) struct RandomSource {
+    counter: u64,
+}
+
+impl RandomSource {
+    pub fn next_u64(&mut self) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        self.counter += 1;
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(self.counter);
+        hasher.finish()
+    }
+}
+
+impl Driver {
+    /// Builds the driver from the store: group 0 from its durable image, then every keyspace
+    /// its catalog holds.
+    pub fn boot(
+        id: NodeId,
+        address: String,
+        members: BTreeMap<NodeId, String>,
+        store: Arc<Store>,
+        transport: Arc<Transport<PeerMessage>>,
+    ) -> Result<Driver, NodeError> {
+        let mut random = RandomSource { counter: 0 };
+        let clock = Clock::new();
+        let mut driver = Driver {
+            id,
+            address,
+            clock,
+            store,
+            transport,
+            members,
+            groups: BTreeMap::new(),
+            eventual: BTreeMap::new(),
+            names: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_tag: 1,
+            next_proposal: random.next_u64() >> 1,
+            admin_client: ClientId(random.next_u64()),
+            next_admin_seq: 1,
+            last_heard: BTreeMap::new(),
+            compactions: Vec::new(),
+            drops: Vec::new(),
+            more_work: false,
+            random,
+        };
+        let catalog = driver.boot_replica(CATALOG_GROUP)?;
+        let name = CATALOG_NAME.to_string();
+        driver.groups.insert(
+            CATALOG_GROUP,
+            StrongKeyspace {
+                name,
+                replica: catalog,
+            },
+        );
+        driver.reconcile()?;
+        Ok(driver)
+    }
+
+    fn raft_config(&self) -> RaftConfig {
+        let mut config = RaftConfig::new(self.id, self.members.keys().copied().collect());
+        // Real links and fsyncs on a loaded machine: wider margins than the simulator's.
+        config.election_timeout = Duration::from_millis(500);
+        config.heartbeat_interval = Duration::from_millis(100);
+        config.lease_drift_max = Duration::from_millis(50);
+        config
+    }
+
+    /// A replica of `group` from what the store holds of it.
+    fn boot_replica(&mut self, group: GroupId) -> Result<Replica<u64>, NodeError> {
+        let restored = self.store.raft_restore(group)?;
+        let durable = DurableState {
+            hard_state: restored.hard_state,
+            snapshot: restored.snapshot,
+            entries: restored.entries,
+        };
+        let config = ReplicaConfig {
+            raft: self.raft_config(),
+            machine: MachineConfig::default(),
+            compact_every: COMPACT_EVERY,
+        };
+        let seed = self.random.next_u64();
+        Replica::boot(config, durable, seed, self.clock.now())
+            .map_err(|error| NodeError::Boot(format!("raft group {}: {error}", group.0)))
+    }
+
+    fn boot_engine(
+        &mut self,
+        id: KeyspaceId,
+        value_type: eventual::ValueType,
+    ) -> Result<AntiEntropy, NodeError> {
+        let restored = self.store.eventual_restore(id)?;
+        let members = self.members.keys().copied().collect();
+        let config = EngineConfig::new(self.id, members, value_type);
+        let seed = self.random.next_u64();
+        AntiEntropy::new(config, restored, seed)
+            .map_err(|error| NodeError::Boot(format!("eventual keyspace {}: {error}", id.0)))
+    }
+
+    /// Starts the keyspaces the catalog has and this node does not run, and drops the ones
+    /// it no longer has (see [`catalog`]).
+    pub fn reconcile(&mut self) -> Result<(), NodeError> {
+        let desired = catalog::keyspaces(self.groups[&CATALOG_GROUP].replica.machine());
+        let gone: Vec<String> = self
+            .names
+            .iter()
+            .filter(|(name, (id, _))| desired.get(*name).is_none_or(|info| info.id != *id))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some((id, _)) = self.names.remove(&name) {
+                self.groups.remove(&GroupId(id.0));
+                self.eventual.remove(&id);
+                self.drops.push(id);
+                tracing::info!(keyspace = %name, id = id.0, "keyspace dropped");
+            }
+        }
+        for (name, info) in desired {
+            if self.names.contains_key(&name) {
+                continue;
+            }
+            match info.mode {
+                KeyspaceMode::Strong => {
+                    let replica = self.boot_replica(GroupId(info.id.0))?;
+                    let keyspace = StrongKeyspace {
+                        name: name.clone(),
+                        replica,
+                    };
+                    self.groups.insert(GroupId(info.id.0), keyspace);
+                }
+                KeyspaceMode::Eventual(value_type) => {
+                    let engine = self.boot_engine(info.id, value_type)?;
+                    let keyspace = EventualKeyspace {
+                        name: name.clone(),
+                        engine,
+                        last_round_at: None,
+                    };
+                    self.eventual.insert(info.id, keyspace);
+                }
+            }
+            tracing::info!(keyspace = %name, id = info.id.0, mode = %info.mode, "keyspace started");
+            self.names.insert(name, (info.id, info.mode));
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown` resolves or storage fails.
+    pub async fn run(
+        mut self,
+        mut clients: mpsc::Receiver<ClientInput>,
+        mut peers: mpsc::Receiver<Inbound<PeerMessage>>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), NodeError> {
+        tokio::pin!(shutdown);
+        loop {
+            let wake = self.clock.deadline(self.next_wake());
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return Ok(()),
+                Some(input) = peers.recv() => {
+                    self.on_peer(input);
+                    for _ in 1..INPUTS_PER_ROUND_MAX {
+                        let Ok(input) = peers.try_recv() else { break };
+                        self.on_peer(input);
+                    }
+                }
+                Some(input) = clients.recv() => {
+                    self.on_client(input);
+                    for _ in 1..INPUTS_PER_ROUND_MAX {
+                        let Ok(input) = clients.try_recv() else { break };
+                        self.on_client(input);
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            self.tick();
+            self.flush().await?;
+        }
+    }
+
+    /// The earliest moment something is due.
+    fn next_wake(&self) -> Instant {
+        let now = self.clock.now();
+        if self.more_work {
+            return now;
+        }
+        let groups = self
+            .groups
+            .values()
+            .filter_map(|g| g.replica.poll_timeout());
+        let engines = self
+            .eventual
+            .values()
+            .filter_map(|e| e.engine.poll_timeout());
+        let pending = self.pending.values().map(|p| p.deadline);
+        let idle = now + Duration::from_secs(1);
+        groups
+            .chain(engines)
+            .chain(pending)
+            .chain([idle])
+            .min()
+            .unwrap_or(idle)
+    }
+
+    /// Fires the timers that are due, and times out requests that waited too long.
+    fn tick(&mut self) {
+        let now = self.clock.now();
+        let wall = self.clock.wall();
+        for group in self.groups.values_mut() {
+            if group.replica.poll_timeout().is_some_and(|at| at <= now) {
+                group.replica.handle_timeout(now);
+            }
+        }
+        for keyspace in self.eventual.values_mut() {
+            if keyspace.engine.poll_timeout().is_some_and(|at| at <= now) {
+                let rounds = keyspace.engine.stats().rounds;
+                keyspace.engine.handle_timeout(now, wall);
+                if keyspace.engine.stats().rounds != rounds {
+                    keyspace.last_round_at = Some(now);
+                }
+            }
+        }
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, pending)| pending.deadline <= now)
+            .map(|(tag, _)| *tag)
+            .collect();
+        for tag in expired {
+            self.time_out(tag);
+        }
+    }
+
+    fn on_peer(&mut self, input: Inbound<PeerMessage>) {
+        let now = self.clock.now();
+        let from = input.from;
+        self.last_heard.insert(from, now);
+        match input.message {
+            PeerMessage::Raft { group, envelope } => {
+                // The transport checked the sender's certificate; the envelope must agree.
+                if envelope.from != from || envelope.to != self.id {
+                    return;
+                }
+                // A group this node has not started yet (catalog not applied here) or has
+                // dropped: Raft resends, so dropping the message is safe.
+                if let Some(group) = self.groups.get_mut(&group) {
+                    group.replica.handle_message(now, envelope);
+                }
+            }
+            PeerMessage::Gossip { keyspace, message } => {
+                let wall = self.clock.wall();
+                if let Some(keyspace) = self.eventual.get_mut(&keyspace) {
+                    keyspace.engine.handle_message(now, wall, from, message);
+                }
+            }
+        }
+    }
+
+    fn on_client(&mut self, input: ClientInput) {
+        match input.request {
+            ToNode::Data(request) => self.data_request(request, input.reply),
+            ToNode::Admin(request) => self.admin_request(request, input.reply),
+        }
+    }
+
+    /// Registers a waiting request and returns its tag.
+    pub fn register(
+        &mut self,
+        reply: oneshot::Sender<FromNode>,
+        waiting: super::requests::Waiting,
+    ) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let deadline = self.clock.now() + REQUEST_WAIT_MAX;
+        self.pending.insert(
+            tag,
+            Pending {
+                reply,
+                deadline,
+                waiting,
+            },
+        );
+        tag
+    }
+
+    pub fn next_proposal(&mut self) -> crate::raft::ProposalId {
+        self.next_proposal = self.next_proposal.wrapping_add(1);
+        crate::raft::ProposalId(self.next_proposal)
+    }
+
+    /// Persists what the cores asked for, then sends, applies and replies; repeats while
+    /// that produced more work, up to a bound.
+    async fn flush(&mut self) -> Result<(), NodeError> {
+        self.more_work = false;
+        for _ in 0..FLUSH_ROUNDS_MAX {
+            self.drain_engines();
+            let work = self.collect()?;
+            if work.is_empty() {
+                return Ok(());
+            }
+            let store = self.store.clone();
+            let batch = work.batch;
+            tokio::task::spawn_blocking(move || store.commit(batch))
+                .await
+                .map_err(|error| NodeError::Boot(format!("commit task failed: {error}")))??;
+            self.after_commit(work.readies, work.persists)?;
+        }
+        self.more_work = true;
+        Ok(())
+    }
+
+    /// Gathers one batch: every group's Ready (sending its early messages now) and every
+    /// engine's persist batches.
+    fn collect(&mut self) -> Result<Work, NodeError> {
+        let mut work = Work {
+            batch: Batch::new(),
+            readies: Vec::new(),
+            persists: Vec::new(),
+        };
+        for (id, snapshot) in self.compactions.drain(..) {
+            work.batch.raft_compaction(id, snapshot);
+        }
+        for id in self.drops.drain(..) {
+            work.batch.drop_keyspace(id);
+        }
+        for (group, keyspace) in &mut self.groups {
+            let Some(ready) = keyspace.replica.take_ready() else {
+                continue;
+            };
+            send_raft(&self.transport, *group, &ready.messages);
+            work.batch.raft_ready(*group, &ready);
+            work.readies.push((*group, ready));
+        }
+        for (id, keyspace) in &mut self.eventual {
+            while let Some(batch) = keyspace.engine.poll_persist() {
+                let skipped = work.batch.eventual_persist(*id, &batch);
+                if !skipped.is_empty() {
+                    tracing::warn!(
+                        keyspace = %keyspace.name,
+                        keys = skipped.len(),
+                        "key states too large to store were kept in memory only"
+                    );
+                }
+                work.persists.push((*id, batch.id));
+            }
+        }
+        Ok(work)
+    }
+
+    /// The batch is durable: hand every Ready back, apply, reply; report persisted batches.
+    fn after_commit(
+        &mut self,
+        readies: Vec<(GroupId, Ready)>,
+        persists: Vec<(KeyspaceId, eventual::PersistId)>,
+    ) -> Result<(), NodeError> {
+        let now = self.clock.now();
+        for (group, ready) in readies {
+            let Some(keyspace) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            send_raft(&self.transport, group, &ready.persisted_messages);
+            let applied = keyspace.replica.on_persisted(ready);
+            for fault in &applied.faults {
+                tracing::error!(group = group.0, %fault, "replica fault");
+            }
+            if let Some(snapshot) = applied.compacted {
+                self.compactions.push((group, snapshot));
+            }
+            // The catalog's new keyspaces must run here before a create is acknowledged
+            // (and a snapshot install may change the catalog without entries).
+            if group == CATALOG_GROUP {
+                self.reconcile()?;
+            }
+            for completion in applied.replies {
+                self.complete_strong(group, completion);
+            }
+        }
+        for (id, batch) in persists {
+            if let Some(keyspace) = self.eventual.get_mut(&id) {
+                keyspace.engine.persisted(now, batch);
+            }
+        }
+        self.drain_engines();
+        Ok(())
+    }
+
+    /// Sends what the engines queued and answers the requests they finished.
+    fn drain_engines(&mut self) {
+        let ids: Vec<KeyspaceId> = self.eventual.keys().copied().collect();
+        for id in ids {
+            let Some(keyspace) = self.eventual.get_mut(&id) else {
+                continue;
+            };
+            while let Some((to, message)) = keyspace.engine.poll_transmit() {
+                let message = PeerMessage::Gossip {
+                    keyspace: id,
+                    message,
+                };
+                // A full queue or a lost message is repaired by anti-entropy.
+                let _ = self.transport.send(to, Lane::Gossip, &message);
+            }
+            let mut events = Vec::new();
+            while let Some(event) = keyspace.engine.poll_event() {
+                events.push(event);
+            }
+            for event in events {
+                self.complete_eventual(id, event);
+            }
+        }
+    }
+
+    /// Whether this node heard from enough peers lately to be on a majority side.
+    pub fn majority_reachable(&self) -> bool {
+        let now = self.clock.now();
+        let recent = self.raft_config().election_timeout * 3;
+        let heard = self
+            .last_heard
+            .values()
+            .filter(|at| now.saturating_duration_since(**at) <= recent)
+            .count();
+        (heard + 1) * 2 > self.members.len()
+    }
+
+    /// Answers a waiting request that ran out of time.
+    fn time_out(&mut self, tag: u64) {
+        if let Some(pending) = self.pending.remove(&tag) {
+            let may_have_applied = pending.waiting.is_write();
+            let error = ClientError::Timeout { may_have_applied };
+            let _ = pending.reply.send(pending.waiting.error_reply(error));
+        }
+    }
+}
+
+/// One persist round's work.
+struct Work {
+    batch: Batch,
+    readies: Vec<(GroupId, Ready)>,
+    persists: Vec<(KeyspaceId, eventual::PersistId)>,
+}
+
+impl Work {
+    fn is_empty(&self) -> bool {
+        self.batch.is_empty() && self.readies.is_empty() && self.persists.is_empty()
+    }
+}
+
+fn send_raft(
+    transport: &Transport<PeerMessage>,
+    group: GroupId,
+    envelopes: &[crate::raft::Envelope],
+) {
+    for envelope in envelopes {
+        let to = envelope.to;
+        let message = PeerMessage::Raft {
+            group,
+            envelope: envelope.clone(),
+        };
+        // Raft recovers from a lost message (it resends on the next heartbeat).
+        let _ = transport.send(to, Lane::Raft, &message);
+    }
+}

@@ -1,0 +1,140 @@
+//! A capdial node: the thin async shell around the sans-IO cores.
+//!
+//! ```text
+//!            one quinn endpoint (mutual TLS, cluster CA)
+//!   ALPN capdial-peer/1 ──▶ Transport ──Inbound──▶ ┐
+//!   ALPN capdial-client/1 ─▶ server ──ClientInput─▶ ├─▶ Driver (one task, owns every core)
+//!                                                   │     group 0 (catalog), strong groups,
+//!                                                   │     eventual engines, one redb Store
+//!                        timers (poll_timeout) ───▶ ┘
+//! ```
+//!
+//! [`run`] opens the store, starts the endpoint and the transport, boots the [`driver`] from
+//! what the store holds (so a restart after `kill -9` resumes where the last fsync left it)
+//! and serves until the shutdown future resolves.
+
+mod admin;
+pub mod catalog;
+pub mod config;
+mod driver;
+mod requests;
+mod server;
+
+pub use config::{NodeConfig, PartialConfig};
+pub use driver::REQUEST_WAIT_MAX;
+
+use crate::eventual::GossipMessage;
+use crate::net::peer::{Transport, TransportConfig};
+use crate::net::tls::{CertError, Identity, Role};
+use crate::raft::Envelope;
+use crate::storage::{StorageError, Store};
+use crate::types::{GroupId, KeyspaceId, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Client requests queued for the driver before client streams wait.
+const CLIENT_QUEUE_MAX: usize = 4096;
+/// Peer messages queued for the driver before peer streams wait.
+const PEER_QUEUE_MAX: usize = 16_384;
+/// The store's file in the data directory.
+pub const STORE_FILE: &str = "capdial.redb";
+
+/// What nodes send each other.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    Raft {
+        group: GroupId,
+        envelope: Envelope,
+    },
+    Gossip {
+        keyspace: KeyspaceId,
+        message: GossipMessage,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error("certificates")]
+    Cert(#[from] CertError),
+    #[error("storage")]
+    Storage(#[from] StorageError),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot resolve {address} (member {id})")]
+    Resolve { id: NodeId, address: String },
+    #[error("starting: {0}")]
+    Boot(String),
+}
+
+/// Runs a node until `shutdown` resolves. Prints one line on stdout once it serves.
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let identity = Identity::load(&config.certs, Role::Node, &config.id.to_string())?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::Io {
+        what: format!("creating {}", config.data_dir.display()),
+        source,
+    })?;
+    let path = config.data_dir.join(STORE_FILE);
+    let store = Arc::new(Store::open(&path, config.id)?);
+    let endpoint =
+        quinn::Endpoint::server(identity.server_config()?, config.listen).map_err(|source| {
+            NodeError::Io {
+                what: format!("listening on {}", config.listen),
+                source,
+            }
+        })?;
+    let listen = endpoint.local_addr().map_err(|source| NodeError::Io {
+        what: "reading the bound address".to_string(),
+        source,
+    })?;
+    let transport_config = TransportConfig {
+        id: config.id,
+        peers: resolve(&config.initial_cluster)?,
+        rng_seed: config.id.0,
+    };
+    let transport = Transport::start(transport_config, &identity, endpoint.clone())?;
+    let (client_tx, client_rx) = mpsc::channel(CLIENT_QUEUE_MAX);
+    let (peer_tx, peer_rx) = mpsc::channel(PEER_QUEUE_MAX);
+    let driver = driver::Driver::boot(
+        config.id,
+        listen.to_string(),
+        config.initial_cluster.clone(),
+        store,
+        transport.clone(),
+    )?;
+    tokio::spawn(server::accept_loop(
+        endpoint.clone(),
+        transport,
+        client_tx,
+        peer_tx,
+    ));
+    println!("capdial node {} listening on {listen}", config.id);
+    tracing::info!(node = %config.id, %listen, "serving");
+    let result = driver.run(client_rx, peer_rx, shutdown).await;
+    endpoint.close(0u32.into(), b"node stopping");
+    result
+}
+
+fn resolve(cluster: &BTreeMap<NodeId, String>) -> Result<BTreeMap<NodeId, SocketAddr>, NodeError> {
+    cluster
+        .iter()
+        .map(|(id, address)| {
+            let resolved = address.to_socket_addrs().ok().and_then(|mut a| a.next());
+            let error = || NodeError::Resolve {
+                id: *id,
+                address: address.clone(),
+            };
+            resolved.map(|a| (*id, a)).ok_or_else(error)
+        })
+        .collect()
+}

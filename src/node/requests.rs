@@ -1,0 +1,544 @@
+//! Data requests: from a client's [`ClientRequest`] to a core and back to a receipt.
+//!
+//! Strong keyspaces go through their [`Replica`](crate::strong::Replica): writes and scans
+//! through the log, gets at the requested read level. Eventual keyspaces go through their
+//! engine. Either way the request waits in `Driver::pending` under a tag until its core
+//! completes it, and is answered with what was actually served.
+
+use super::driver::Driver;
+use crate::client::admin::FromNode;
+use crate::client::protocol::{
+    Answer, ClientError, ClientRequest, ClientResponse, KeyspaceMode, Operation, Position,
+    ReadLevel, Receipt, Served, UnavailableReason, check_request,
+};
+use crate::eventual::{self, Event, HlcTimestamp, Op, RequestId, SessionToken, WriteLevel};
+use crate::raft::Role;
+use crate::strong::{self, Command, CommandError, Completion, Outcome, Request};
+use crate::types::{GroupId, KeyspaceId, LogIndex, NodeId};
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+/// What a waiting request waits for.
+#[derive(Debug)]
+pub(super) enum Waiting {
+    /// A strong read or write; `served` is what the receipt reports.
+    Strong { served: Served, write: bool },
+    /// Eventual writes (one per set member) or a read.
+    Eventual(EventualWait),
+    /// A catalog change in group 0.
+    Catalog(super::admin::CatalogChange),
+}
+
+#[derive(Debug)]
+pub(super) struct EventualWait {
+    pub served: Served,
+    /// Writes not yet acknowledged (0 for a read).
+    pub writes_left: u32,
+    pub acks: Option<u32>,
+    pub token: Option<SessionToken>,
+    pub stamp: Option<HlcTimestamp>,
+    pub failed: Option<ClientError>,
+}
+
+impl Waiting {
+    /// Whether a timeout leaves the request's effect unknown.
+    pub fn is_write(&self) -> bool {
+        match self {
+            Waiting::Strong { write, .. } => *write,
+            Waiting::Eventual(wait) => wait.writes_left > 0,
+            Waiting::Catalog(_) => true,
+        }
+    }
+
+    /// The frame that carries `error` back for this kind of request.
+    pub fn error_reply(&self, error: ClientError) -> FromNode {
+        match self {
+            Waiting::Catalog(_) => FromNode::Admin(Err(error)),
+            _ => data_error(error),
+        }
+    }
+}
+
+pub(super) fn data_error(error: ClientError) -> FromNode {
+    FromNode::Data(ClientResponse { result: Err(error) })
+}
+
+impl Driver {
+    /// Checks a data request and starts it on its keyspace's core.
+    pub(super) fn data_request(
+        &mut self,
+        request: ClientRequest,
+        reply: oneshot::Sender<FromNode>,
+    ) {
+        let Some(&(id, mode)) = self.names.get(&request.keyspace) else {
+            let name = request.keyspace.clone();
+            let _ = reply.send(data_error(ClientError::UnknownKeyspace { name }));
+            return;
+        };
+        if let Err(error) = check_request(&request, mode) {
+            let _ = reply.send(data_error(error));
+            return;
+        }
+        match mode {
+            KeyspaceMode::Strong => self.strong_request(GroupId(id.0), request, reply),
+            KeyspaceMode::Eventual(_) => self.eventual_request(id, request, reply),
+        }
+    }
+
+    fn strong_request(
+        &mut self,
+        group: GroupId,
+        request: ClientRequest,
+        reply: oneshot::Sender<FromNode>,
+    ) {
+        let now = self.clock.now();
+        let level = request.read.unwrap_or(ReadLevel::Linearizable);
+        let (served, write) = match &request.operation {
+            Operation::Get { .. } => (Served::Read(level), false),
+            // Scans go through the log (or read the local state when stale is asked).
+            Operation::Scan { .. } if level == ReadLevel::Stale => (Served::Read(level), false),
+            Operation::Scan { .. } => (Served::Read(ReadLevel::Linearizable), false),
+            _ => (Served::Committed, true),
+        };
+        let tag = self.register(reply, Waiting::Strong { served, write });
+        let Some(keyspace) = self.groups.get_mut(&group) else {
+            return;
+        };
+        let replica = &mut keyspace.replica;
+        let done = match request.operation {
+            Operation::Get { key } => {
+                let level = match level {
+                    ReadLevel::Lease => strong::ReadLevel::Lease,
+                    ReadLevel::Follower => strong::ReadLevel::Follower,
+                    ReadLevel::Stale => strong::ReadLevel::Stale,
+                    _ => strong::ReadLevel::Linearizable,
+                };
+                replica.read(now, tag, level, key)
+            }
+            Operation::Scan { prefix, limit } if level == ReadLevel::Stale => {
+                let answer = match replica.machine().scan(&prefix, limit) {
+                    Ok((entries, more)) => Ok(Outcome::Scan { entries, more }),
+                    Err(error) => Err(error),
+                };
+                let answer = strong::Answer::Written(answer);
+                Some(Completion { tag, answer })
+            }
+            operation => {
+                let command = strong_command(operation);
+                let request = Request {
+                    client: request.client,
+                    seq: request.seq,
+                    command,
+                };
+                let proposal = self.next_proposal();
+                let replica = &mut self
+                    .groups
+                    .get_mut(&group)
+                    .expect("looked up above")
+                    .replica;
+                replica.submit(now, proposal, tag, &request).err()
+            }
+        };
+        if let Some(completion) = done {
+            self.complete_strong(group, completion);
+        }
+    }
+
+    /// Answers a strong request (or a catalog change) its replica finished.
+    pub(super) fn complete_strong(&mut self, group: GroupId, completion: Completion<u64>) {
+        let Some(pending) = self.pending.remove(&completion.tag) else {
+            return; // Timed out earlier: the client already has its answer.
+        };
+        let served = match pending.waiting {
+            Waiting::Strong { served, .. } => served,
+            Waiting::Catalog(change) => {
+                let result = self.catalog_result(group, change, completion.answer);
+                let _ = pending.reply.send(FromNode::Admin(result));
+                return;
+            }
+            Waiting::Eventual(_) => return,
+        };
+        let result = self.strong_result(group, served, completion.answer);
+        let _ = pending
+            .reply
+            .send(FromNode::Data(ClientResponse { result }));
+    }
+
+    fn strong_result(
+        &self,
+        group: GroupId,
+        served: Served,
+        answer: strong::Answer,
+    ) -> Result<(Answer, Receipt), ClientError> {
+        let (answer, applied) = match answer {
+            strong::Answer::Read { current, applied } => (Answer::Strong(current), Some(applied)),
+            strong::Answer::Written(Ok(outcome)) => outcome_answer(outcome),
+            other => return Err(self.strong_error(group, other)),
+        };
+        Ok((answer, self.strong_receipt(group, served, applied)))
+    }
+
+    /// Maps a replica's refusal to what a client can act on.
+    pub(super) fn strong_error(&self, group: GroupId, answer: strong::Answer) -> ClientError {
+        match answer {
+            strong::Answer::Refused { leader_hint } => self.refusal(group, leader_hint),
+            strong::Answer::Busy => ClientError::Backpressure,
+            strong::Answer::Unknown => ClientError::Timeout {
+                may_have_applied: true,
+            },
+            strong::Answer::Written(Err(error)) => command_error(error),
+            strong::Answer::Unencodable
+            | strong::Answer::Written(Ok(_))
+            | strong::Answer::Read { .. } => ClientError::Malformed {
+                reason: "the request cannot be encoded into the log".to_string(),
+            },
+        }
+    }
+
+    /// Why this node did not serve a request that needs the leader.
+    pub(super) fn refusal(&self, group: GroupId, leader_hint: Option<NodeId>) -> ClientError {
+        if let Some(leader) = leader_hint.filter(|leader| *leader != self.id) {
+            return ClientError::NotLeader {
+                leader_hint: Some(leader),
+                leader_addr: self.members.get(&leader).cloned(),
+            };
+        }
+        let role = self.groups.get(&group).map(|g| g.replica.status().role);
+        let reason = if role == Some(Role::Leader) {
+            UnavailableReason::NoQuorum
+        } else if !self.majority_reachable() {
+            UnavailableReason::MinoritySide
+        } else {
+            UnavailableReason::NoLeader
+        };
+        ClientError::Unavailable { reason }
+    }
+
+    fn strong_receipt(&self, group: GroupId, served: Served, applied: Option<LogIndex>) -> Receipt {
+        let status = self.groups.get(&group).map(|g| g.replica.status());
+        let (term, commit, machine_applied) = status
+            .map(|s| (s.term, s.commit, s.applied))
+            .unwrap_or_default();
+        let applied = applied.unwrap_or(machine_applied);
+        let behind = match served {
+            Served::Read(ReadLevel::Stale | ReadLevel::Follower) => {
+                Some(commit.0.saturating_sub(applied.0))
+            }
+            _ => None,
+        };
+        Receipt {
+            level: served,
+            node: self.id,
+            position: Position::Raft {
+                term,
+                applied,
+                known_commit: commit,
+            },
+            behind,
+        }
+    }
+
+    fn eventual_request(
+        &mut self,
+        id: KeyspaceId,
+        request: ClientRequest,
+        reply: oneshot::Sender<FromNode>,
+    ) {
+        let now = self.clock.now();
+        let wall = self.clock.wall();
+        let level = request.write.unwrap_or(WriteLevel::Local);
+        if let Operation::Get { key } = request.operation {
+            let read = request.read.unwrap_or(ReadLevel::Local);
+            let engine_level = match (read, request.session) {
+                (ReadLevel::Session, Some(token)) => eventual::ReadLevel::Session(token),
+                (ReadLevel::Quorum, _) => eventual::ReadLevel::Quorum,
+                _ => eventual::ReadLevel::Local,
+            };
+            let wait = EventualWait::new(Served::Read(read), 0);
+            let tag = self.register(reply, Waiting::Eventual(wait));
+            let engine = &mut self
+                .eventual
+                .get_mut(&id)
+                .expect("named keyspace runs")
+                .engine;
+            if let Err(error) = engine.read(now, RequestId(tag), key, engine_level) {
+                self.fail_pending(tag, read_error(error));
+            }
+            return;
+        }
+        let value_type = self.eventual[&id].engine.config().value_type;
+        let ops = eventual_ops(request.operation, value_type);
+        let count = u32::try_from(ops.len()).unwrap_or(u32::MAX);
+        let wait = EventualWait::new(Served::Write(level), count);
+        let tag = self.register(reply, Waiting::Eventual(wait));
+        let engine = &mut self
+            .eventual
+            .get_mut(&id)
+            .expect("named keyspace runs")
+            .engine;
+        let mut started = 0;
+        let mut refused = None;
+        for (key, op) in ops {
+            if let Err(error) = engine.local_write(now, wall, RequestId(tag), key, op, level) {
+                refused = Some(write_error(error));
+                break;
+            }
+            started += 1;
+        }
+        if let Some(error) = refused {
+            self.refuse_rest(tag, started, error);
+        }
+    }
+
+    /// A part of a multi-part write was refused: the parts already started still complete,
+    /// and the request answers with the error once they have (at once if none started).
+    fn refuse_rest(&mut self, tag: u64, started: u32, error: ClientError) {
+        if started == 0 {
+            self.fail_pending(tag, error);
+            return;
+        }
+        if let Some(Waiting::Eventual(wait)) = self.pending.get_mut(&tag).map(|p| &mut p.waiting) {
+            wait.writes_left = started;
+            wait.failed = Some(error);
+        }
+    }
+
+    fn fail_pending(&mut self, tag: u64, error: ClientError) {
+        if let Some(pending) = self.pending.remove(&tag) {
+            let _ = pending.reply.send(data_error(error));
+        }
+    }
+
+    /// Answers (or counts down) the request an engine event belongs to.
+    pub(super) fn complete_eventual(&mut self, id: KeyspaceId, event: Event) {
+        let tag = match &event {
+            Event::WriteAcked { id, .. }
+            | Event::WriteFailed { id, .. }
+            | Event::ReadDone { id, .. }
+            | Event::ReadFailed { id, .. } => id.0,
+        };
+        let Some(pending) = self.pending.get_mut(&tag) else {
+            return;
+        };
+        let Waiting::Eventual(wait) = &mut pending.waiting else {
+            return;
+        };
+        match event {
+            Event::WriteAcked {
+                token, acks, stamp, ..
+            } => {
+                let acks = u32::try_from(acks).unwrap_or(u32::MAX);
+                wait.acks = Some(wait.acks.map_or(acks, |a| a.min(acks)));
+                wait.token = Some(token);
+                wait.stamp = stamp.or(wait.stamp);
+                wait.writes_left = wait.writes_left.saturating_sub(1);
+            }
+            Event::WriteFailed { token, error, .. } => {
+                wait.token = Some(token);
+                wait.failed.get_or_insert(write_error(error));
+                wait.writes_left = wait.writes_left.saturating_sub(1);
+            }
+            Event::ReadDone { value, .. } => {
+                let served = wait.served;
+                let receipt = self.eventual_receipt(id, served, None, None);
+                let pending = self.pending.remove(&tag).expect("looked up above");
+                let result = Ok((Answer::Eventual(value), receipt));
+                let _ = pending
+                    .reply
+                    .send(FromNode::Data(ClientResponse { result }));
+                return;
+            }
+            Event::ReadFailed { error, .. } => {
+                self.fail_pending(tag, read_error(error));
+                return;
+            }
+        }
+        if wait.writes_left == 0 {
+            self.finish_eventual_at(id, tag);
+        }
+    }
+
+    fn finish_eventual_at(&mut self, id: KeyspaceId, tag: u64) {
+        let Some(pending) = self.pending.remove(&tag) else {
+            return;
+        };
+        let Waiting::Eventual(wait) = pending.waiting else {
+            return;
+        };
+        let result = match wait.failed {
+            Some(error) => Err(error),
+            None => {
+                let receipt = self.eventual_receipt(id, wait.served, wait.token, wait.stamp);
+                let acks = wait.acks.unwrap_or(1);
+                Ok((Answer::Acknowledged { acks }, receipt))
+            }
+        };
+        let _ = pending
+            .reply
+            .send(FromNode::Data(ClientResponse { result }));
+    }
+
+    fn eventual_receipt(
+        &self,
+        id: KeyspaceId,
+        served: Served,
+        token: Option<SessionToken>,
+        stamp: Option<HlcTimestamp>,
+    ) -> Receipt {
+        let behind = match served {
+            Served::Read(ReadLevel::Local) => self
+                .eventual
+                .get(&id)
+                .map(|keyspace| keyspace.engine.writes_known_missing()),
+            _ => None,
+        };
+        Receipt {
+            level: served,
+            node: self.id,
+            position: Position::Eventual { token, stamp },
+            behind,
+        }
+    }
+}
+
+impl EventualWait {
+    fn new(served: Served, writes: u32) -> EventualWait {
+        EventualWait {
+            served,
+            writes_left: writes,
+            acks: None,
+            token: None,
+            stamp: None,
+            failed: None,
+        }
+    }
+}
+
+/// The strong command of a checked request (gets and scans never reach here as commands,
+/// except scans through the log).
+fn strong_command(operation: Operation) -> Command {
+    match operation {
+        Operation::Put { key, value, .. } => Command::Put { key, value },
+        Operation::Delete { key, .. } => Command::Delete { key },
+        Operation::Cas {
+            key,
+            expected,
+            value,
+        } => Command::Cas {
+            key,
+            expected,
+            value,
+        },
+        Operation::Scan { prefix, limit } => Command::Scan { prefix, limit },
+        Operation::Get { key } => Command::Get { key },
+        // `check_request` refused these for strong keyspaces.
+        Operation::Add { key, .. }
+        | Operation::SetAdd { key, .. }
+        | Operation::SetRemove { key, .. } => Command::Get { key },
+    }
+}
+
+fn outcome_answer(outcome: Outcome) -> (Answer, Option<LogIndex>) {
+    match outcome {
+        Outcome::Put { revision } | Outcome::Delete { revision, .. } => {
+            (Answer::Written { revision }, Some(revision))
+        }
+        Outcome::Cas {
+            revision,
+            succeeded,
+            current,
+        } => (
+            Answer::Cas {
+                succeeded,
+                revision,
+                current,
+            },
+            Some(revision),
+        ),
+        Outcome::Get { current } => (Answer::Strong(current), None),
+        Outcome::Scan { entries, .. } => (Answer::Scan(entries), None),
+    }
+}
+
+fn command_error(error: CommandError) -> ClientError {
+    match error {
+        CommandError::TooLarge {
+            what,
+            bytes,
+            bytes_max,
+        } => ClientError::TooLarge {
+            what: format!("{what:?}").to_lowercase(),
+            bytes,
+            bytes_max,
+        },
+        CommandError::ScanLimit { limit, limit_max } => ClientError::ScanLimit { limit, limit_max },
+        CommandError::SequenceTooOld { seq, last_seq, .. } => {
+            ClientError::SequenceTooOld { seq, last_seq }
+        }
+    }
+}
+
+/// The engine operations of a checked eventual write: one per set member.
+fn eventual_ops(operation: Operation, value_type: eventual::ValueType) -> Vec<(Bytes, Op)> {
+    let mvreg = value_type == eventual::ValueType::MvReg;
+    match operation {
+        Operation::Put {
+            key,
+            value,
+            context,
+        } if mvreg => {
+            vec![(key, Op::MvPut { value, context })]
+        }
+        Operation::Put { key, value, .. } => vec![(key, Op::LwwPut(value))],
+        Operation::Delete { key, context } if mvreg => vec![(key, Op::MvDelete { context })],
+        Operation::Delete { key, .. } => vec![(key, Op::LwwDelete)],
+        Operation::Add { key, by } => vec![(key, Op::CounterAdd(by))],
+        Operation::SetAdd { key, members } => members
+            .into_iter()
+            .map(|m| (key.clone(), Op::SetAdd(m)))
+            .collect(),
+        Operation::SetRemove { key, members } => members
+            .into_iter()
+            .map(|m| (key.clone(), Op::SetRemove(m)))
+            .collect(),
+        Operation::Get { .. } | Operation::Cas { .. } | Operation::Scan { .. } => Vec::new(),
+    }
+}
+
+fn write_error(error: eventual::WriteError) -> ClientError {
+    use eventual::WriteError as E;
+    match error {
+        E::QuorumNotReached { acked, needed } => ClientError::NotEnoughReplicas {
+            acked: u32::try_from(acked).unwrap_or(u32::MAX),
+            needed: u32::try_from(needed).unwrap_or(u32::MAX),
+        },
+        E::KeyTooLarge { bytes, bytes_max } => too_large("key", bytes, bytes_max),
+        E::ValueTooLarge { bytes, bytes_max } => too_large("value", bytes, bytes_max),
+        E::StateTooLarge { bytes, bytes_max } => too_large("key state", bytes, bytes_max),
+        E::Backpressure { .. } => ClientError::Backpressure,
+        other => ClientError::Malformed {
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn read_error(error: eventual::ReadError) -> ClientError {
+    use eventual::ReadError as E;
+    match error {
+        E::KeyTooLarge { bytes, bytes_max } => too_large("key", bytes, bytes_max),
+        E::Backpressure { .. } => ClientError::Backpressure,
+        E::SessionTimeout { .. } => ClientError::SessionNotSeen,
+        E::QuorumNotReached { answered, needed } => ClientError::QuorumNotReached {
+            answered: u32::try_from(answered).unwrap_or(u32::MAX),
+            needed: u32::try_from(needed).unwrap_or(u32::MAX),
+        },
+    }
+}
+
+fn too_large(what: &str, bytes: usize, bytes_max: usize) -> ClientError {
+    ClientError::TooLarge {
+        what: what.to_string(),
+        bytes,
+        bytes_max,
+    }
+}

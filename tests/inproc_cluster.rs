@@ -1,0 +1,258 @@
+//! Three nodes in one process on loopback (real QUIC, real redb files), spoken to with raw
+//! protocol frames: the node's own contract, below the client library.
+
+use bytes::Bytes;
+use capdial::client::admin::{AdminAnswer, AdminRequest, FromNode, ToNode};
+use capdial::client::protocol::{
+    Answer, ClientError, ClientRequest, KeyspaceMode, Operation, ReadLevel, Served,
+};
+use capdial::eventual::{ReadValue, ValueType, WriteLevel};
+use capdial::net::tls::{self, Identity, Role};
+use capdial::node::{self, NodeConfig};
+use capdial::strong::ClientId;
+use capdial::types::NodeId;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+struct Cluster {
+    addresses: Vec<SocketAddr>,
+    stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap()
+}
+
+async fn start(nodes: u64) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let names: Vec<String> = (1..=nodes).map(|i| format!("n{i}")).collect();
+    tls::init(&certs, &names, &["admin".to_string()]).unwrap();
+    let addresses: Vec<SocketAddr> = (0..nodes).map(|_| free_port()).collect();
+    let cluster: BTreeMap<NodeId, String> = (1..=nodes)
+        .map(|i| (NodeId(i), addresses[i as usize - 1].to_string()))
+        .collect();
+    let (stop, stopped) = watch::channel(false);
+    for i in 1..=nodes {
+        let config = NodeConfig {
+            id: NodeId(i),
+            listen: addresses[i as usize - 1],
+            initial_cluster: cluster.clone(),
+            data_dir: dir.path().join(format!("n{i}")),
+            certs: certs.clone(),
+        };
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            node::run(config, shutdown).await.unwrap();
+        });
+    }
+    Cluster {
+        addresses,
+        stop,
+        _dir: dir,
+    }
+}
+
+struct RawClient {
+    endpoint: quinn::Endpoint,
+}
+
+impl RawClient {
+    fn new(certs: &Path) -> RawClient {
+        let identity = Identity::load(certs, Role::Client, "admin").unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(identity.client_config(tls::ALPN_CLIENT).unwrap());
+        RawClient { endpoint }
+    }
+
+    async fn ask(&self, node: SocketAddr, request: &ToNode) -> FromNode {
+        let connection = self
+            .endpoint
+            .connect(node, tls::ANY_NODE_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, mut recv) = connection.open_bi().await.unwrap();
+        send.write_all(&capdial::wire::encode(request).unwrap())
+            .await
+            .unwrap();
+        send.finish().unwrap();
+        let bytes = recv.read_to_end(16 << 20).await.unwrap();
+        capdial::wire::decode::<FromNode>(&bytes).unwrap().0
+    }
+
+    async fn admin(
+        &self,
+        node: SocketAddr,
+        request: AdminRequest,
+    ) -> Result<AdminAnswer, ClientError> {
+        match self.ask(node, &ToNode::Admin(request)).await {
+            FromNode::Admin(result) => result,
+            other => panic!("expected an admin answer, got {other:?}"),
+        }
+    }
+
+    async fn data(
+        &self,
+        node: SocketAddr,
+        request: ClientRequest,
+    ) -> Result<(Answer, capdial::client::protocol::Receipt), ClientError> {
+        match self.ask(node, &ToNode::Data(request)).await {
+            FromNode::Data(response) => response.result,
+            other => panic!("expected a data answer, got {other:?}"),
+        }
+    }
+}
+
+fn request(keyspace: &str, seq: u64, operation: Operation) -> ClientRequest {
+    ClientRequest {
+        client: ClientId(7),
+        seq,
+        keyspace: keyspace.to_string(),
+        operation,
+        read: None,
+        write: None,
+        session: None,
+    }
+}
+
+fn b(text: &str) -> Bytes {
+    Bytes::copy_from_slice(text.as_bytes())
+}
+
+/// Polls `check` until it returns Some, or panics at the deadline.
+async fn poll<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The leader of group 0, found through status.
+async fn catalog_leader(client: &RawClient, cluster: &Cluster) -> SocketAddr {
+    poll("a catalog leader", Duration::from_secs(20), || async {
+        for address in &cluster.addresses {
+            if let Ok(AdminAnswer::Status(status)) =
+                client.admin(*address, AdminRequest::Status).await
+            {
+                if status.strong[0].role == capdial::client::admin::RaftRole::Leader {
+                    return Some(*address);
+                }
+            }
+        }
+        None
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_serve_both_modes() {
+    let cluster = start(3).await;
+    let client = RawClient::new(&cluster._dir.path().join("certs"));
+    let leader = catalog_leader(&client, &cluster).await;
+    let create = |name: &str, mode| AdminRequest::CreateKeyspace {
+        name: name.to_string(),
+        mode,
+    };
+    assert_eq!(
+        client
+            .admin(leader, create("orders", KeyspaceMode::Strong))
+            .await,
+        Ok(AdminAnswer::Done)
+    );
+    let set = KeyspaceMode::Eventual(ValueType::Set);
+    assert_eq!(
+        client.admin(leader, create("carts", set)).await,
+        Ok(AdminAnswer::Done)
+    );
+    assert_eq!(
+        client.admin(leader, create("carts", set)).await,
+        Err(ClientError::KeyspaceExists {
+            name: "carts".to_string()
+        })
+    );
+
+    // A strong put: on the group's leader once it has one; followers redirect.
+    let put = Operation::Put {
+        key: b("o1"),
+        value: b("paid"),
+        context: None,
+    };
+    let (answer, receipt) = poll("a strong put", Duration::from_secs(20), || {
+        let put = put.clone();
+        let client = &client;
+        let addresses = cluster.addresses.clone();
+        async move {
+            for address in addresses {
+                match client
+                    .data(address, request("orders", 1, put.clone()))
+                    .await
+                {
+                    Ok(done) => return Some(done),
+                    Err(ClientError::NotLeader { .. } | ClientError::Unavailable { .. })
+                    | Err(ClientError::UnknownKeyspace { .. }) => {}
+                    Err(other) => panic!("strong put: {other}"),
+                }
+            }
+            None
+        }
+    })
+    .await;
+    assert!(matches!(answer, Answer::Written { .. }), "{answer:?}");
+    assert_eq!(receipt.level, Served::Committed);
+
+    // Eventual: accepted on every node, converges.
+    for (i, address) in cluster.addresses.iter().enumerate() {
+        let add = Operation::SetAdd {
+            key: b("cart:1"),
+            members: vec![b(&format!("item{i}"))],
+        };
+        let written = poll("carts on every node", Duration::from_secs(10), || {
+            let add = add.clone();
+            let client = &client;
+            async move {
+                match client
+                    .data(*address, request("carts", 10 + i as u64, add))
+                    .await
+                {
+                    Err(ClientError::UnknownKeyspace { .. }) => None,
+                    other => Some(other),
+                }
+            }
+        })
+        .await;
+        let (answer, receipt) = written.unwrap();
+        assert_eq!(answer, Answer::Acknowledged { acks: 1 });
+        assert_eq!(receipt.level, Served::Write(WriteLevel::Local));
+    }
+    for address in &cluster.addresses {
+        poll("carts converge", Duration::from_secs(10), || async {
+            let mut get = request("carts", 99, Operation::Get { key: b("cart:1") });
+            get.read = Some(ReadLevel::Local);
+            match client.data(*address, get).await {
+                Ok((Answer::Eventual(ReadValue::Set(members)), _)) if members.len() == 3 => {
+                    Some(())
+                }
+                _ => None,
+            }
+        })
+        .await;
+    }
+    let _ = cluster.stop.send(true);
+}
