@@ -1,0 +1,1044 @@
+//! The async client library over QUIC (ALPN `capdial-client/1`), used by the CLI, the demo,
+//! the integration tests and the benchmark.
+//!
+//! One [`Client`] holds one quinn endpoint per address family and caches one connection per
+//! node address. Every request travels on its own bidirectional stream: the client writes one
+//! [`ToNode`] frame and finishes its side, the node answers with one [`FromNode`] frame.
+//!
+//! Data requests carry the client's id and a sequence number taken once per
+//! [`Client::execute`]; every retry of that call reuses the same `(client, seq)`, so a strong
+//! write retried after a lost answer is applied once. The library follows `NotLeader` hints,
+//! moves to another node when one is unavailable or unreachable, and gives up at the
+//! request's deadline ([`ClientOptions::timeout`]) or after [`ATTEMPTS_MAX`] attempts,
+//! whichever comes first. The retry policy is the pure function [`retry_after`].
+
+use super::admin::{AdminAnswer, AdminRequest, FromNode, MemberInfo, ToNode};
+use super::protocol::{
+    Answer, ClientError, ClientRequest, Operation, ReadLevel, Receipt, UnavailableReason,
+    WriteLevel,
+};
+use crate::eventual::SessionToken;
+use crate::net::tls::{self, CertError, Identity, Role};
+use crate::strong::ClientId;
+use crate::wire;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The client certificate name used when none is given.
+pub const DEFAULT_CLIENT_NAME: &str = "admin";
+/// The overall deadline of one request (all its retries) when none is given.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts one request makes at most, whatever its deadline.
+pub const ATTEMPTS_MAX: u32 = 24;
+/// Backoff between attempts doubles from the first value up to the second.
+pub const BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_millis(250));
+/// The shortest time one attempt is given before the library tries another node.
+pub const ATTEMPT_MIN: Duration = Duration::from_millis(500);
+
+/// The route key admin requests are remembered under: the catalog's Raft group.
+const CATALOG_ROUTE: &str = "_catalog";
+/// QUIC keep-alives keep cached connections open between requests of a long-lived client.
+const KEEP_ALIVE: Duration = Duration::from_secs(2);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to reach the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Node addresses as `host:port`, tried in order.
+    pub endpoints: Vec<String>,
+    /// The certificate directory (`capdial certs init --out DIR`).
+    pub certs: PathBuf,
+    /// The client certificate to present: `client-<name>.pem` in `certs`.
+    pub name: String,
+    /// The overall deadline of one request, all retries included.
+    pub timeout: Duration,
+}
+
+impl ClientOptions {
+    /// Options with the default client name (`admin`) and timeout (5 s).
+    pub fn new(endpoints: Vec<String>, certs: PathBuf) -> Self {
+        ClientOptions {
+            endpoints,
+            certs,
+            name: DEFAULT_CLIENT_NAME.to_string(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Why a request got no answer from the cluster.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnError {
+    /// The node's typed answer.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("loading the client certificate")]
+    Cert(#[source] CertError),
+    #[error("no endpoint given")]
+    NoEndpoints,
+    #[error("invalid endpoint {endpoint:?}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    #[error("cannot reach {endpoint}: {reason}")]
+    Connect { endpoint: String, reason: String },
+    /// The connection broke while a request was on it.
+    #[error("connection to {endpoint} lost: {reason}{}", if *may_have_applied { "; the write may still apply" } else { "" })]
+    Lost {
+        endpoint: String,
+        reason: String,
+        may_have_applied: bool,
+    },
+    /// The node answered something that is not a valid answer to what was asked.
+    #[error("protocol error: {reason}")]
+    Protocol { reason: String },
+    #[error("timed out{}", if *may_have_applied { "; the write may still apply" } else { "" })]
+    Timeout { may_have_applied: bool },
+}
+
+impl ConnError {
+    /// Whether the request may have been applied although no success came back.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            ConnError::Client(error) => error_may_have_applied(error),
+            ConnError::Lost {
+                may_have_applied, ..
+            }
+            | ConnError::Timeout { may_have_applied } => *may_have_applied,
+            _ => false,
+        }
+    }
+}
+
+/// What the library does after a node's typed refusal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Ask the leader at this address.
+    Follow(String),
+    /// Wait a little and ask the same node again.
+    SameNode,
+    /// Wait a little and ask another node.
+    OtherNode,
+    /// Hand the error to the caller.
+    Stop,
+}
+
+/// The retry policy for a node's typed answer, for requests that may follow the cluster
+/// (not pinned to one node).
+pub fn retry_after(error: &ClientError) -> Retry {
+    match error {
+        ClientError::NotLeader {
+            leader_addr: Some(address),
+            ..
+        } => Retry::Follow(address.clone()),
+        // This node knows no leader, or cannot reach a majority: another node may.
+        ClientError::NotLeader {
+            leader_addr: None, ..
+        }
+        | ClientError::Unavailable { .. }
+        | ClientError::NodeFailed { .. } => Retry::OtherNode,
+        ClientError::Backpressure => Retry::SameNode,
+        _ => Retry::Stop,
+    }
+}
+
+/// Whether a node's refusal leaves the request possibly applied: a leader that lost its
+/// quorum may still commit what it appended, and a node-side timeout says so itself.
+fn error_may_have_applied(error: &ClientError) -> bool {
+    match error {
+        ClientError::Unavailable { reason } => *reason != UnavailableReason::NoLeader,
+        ClientError::Timeout { may_have_applied } => *may_have_applied,
+        ClientError::NotEnoughReplicas { .. } | ClientError::NodeFailed { .. } => true,
+        _ => false,
+    }
+}
+
+/// The error a request ends with when it runs out of time or attempts: an indeterminate
+/// write is a `Timeout` that says it may apply; otherwise the last error seen.
+fn give_up(last: Option<ConnError>, write_may_have_applied: bool) -> ConnError {
+    if write_may_have_applied {
+        return ConnError::Timeout {
+            may_have_applied: true,
+        };
+    }
+    last.unwrap_or(ConnError::Timeout {
+        may_have_applied: false,
+    })
+}
+
+fn is_write(operation: &Operation) -> bool {
+    !matches!(operation, Operation::Get { .. } | Operation::Scan { .. })
+}
+
+/// Whether sending the operation twice has the effect of sending it once. Strong writes are
+/// deduplicated by `(client, seq)`; eventual writes are not, but putting, deleting, adding or
+/// removing the same thing again changes nothing, except for a counter.
+fn resend_is_safe(operation: &Operation) -> bool {
+    !matches!(operation, Operation::Add { .. })
+}
+
+/// A random client id. The OS randomness comes through the std hasher's random keys, which
+/// is plenty for telling clients apart and needs no extra dependency.
+fn random_client_id() -> ClientId {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    std::process::id().hash(&mut hasher);
+    std::time::SystemTime::now().hash(&mut hasher);
+    ClientId(hasher.finish())
+}
+
+/// How one request is routed.
+struct Policy {
+    /// The node to ask first: the remembered leader for this route or the preferred node.
+    route: String,
+    /// Ask this node only, and hand back every refusal.
+    pinned: Option<String>,
+    write: bool,
+    resend_safe: bool,
+}
+
+/// A successful answer, before it is matched to what was asked.
+enum Reply {
+    Data(Answer, Receipt),
+    Admin(AdminAnswer),
+}
+
+/// One attempt's result: a reply, a node's refusal, or a transport failure.
+enum Attempt {
+    Reply(Reply),
+    Refused(ClientError),
+    Failed(ConnError),
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
+
+struct Inner {
+    options: ClientOptions,
+    id: ClientId,
+    seq: AtomicU64,
+    config: quinn::ClientConfig,
+    /// One endpoint per family: `[v4, v6]`, bound on first use.
+    endpoints: Mutex<[Option<quinn::Endpoint>; 2]>,
+    /// One connection per node address; the slot's lock is held while connecting, so
+    /// concurrent requests to one node share one connection.
+    connections: Mutex<HashMap<SocketAddr, Slot>>,
+    /// Addresses to rotate through: the options' endpoints, then members learned.
+    known: Mutex<Vec<String>>,
+    /// The node that last served each keyspace (or the catalog).
+    routes: Mutex<HashMap<String, String>>,
+    /// The node that first answered.
+    preferred: Mutex<String>,
+}
+
+/// A connection to a capdial cluster. Cheap to clone; clones share connections, the client
+/// id and the sequence.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.inner.id)
+            .field("endpoints", &self.inner.options.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these short locks cannot leave the maps inconsistent.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Resolves `host:port` to its first address.
+pub async fn resolve(endpoint: &str) -> Result<SocketAddr, ConnError> {
+    let invalid = |reason: String| ConnError::Endpoint {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    let mut addresses = tokio::net::lookup_host(endpoint)
+        .await
+        .map_err(|error| invalid(error.to_string()))?;
+    addresses
+        .next()
+        .ok_or_else(|| invalid("resolves to no address".to_string()))
+}
+
+fn client_config(options: &ClientOptions) -> Result<quinn::ClientConfig, ConnError> {
+    let identity =
+        Identity::load(&options.certs, Role::Client, &options.name).map_err(ConnError::Cert)?;
+    let mut config = identity
+        .client_config(tls::ALPN_CLIENT)
+        .map_err(ConnError::Cert)?;
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    let idle = quinn::IdleTimeout::try_from(IDLE_TIMEOUT).map_err(|error| ConnError::Protocol {
+        reason: error.to_string(),
+    })?;
+    transport.max_idle_timeout(Some(idle));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+impl Client {
+    /// Loads the client certificate and connects to the first endpoint that answers.
+    pub async fn connect(options: ClientOptions) -> Result<Client, ConnError> {
+        if options.endpoints.is_empty() {
+            return Err(ConnError::NoEndpoints);
+        }
+        let config = client_config(&options)?;
+        let inner = Inner {
+            known: Mutex::new(options.endpoints.clone()),
+            preferred: Mutex::new(options.endpoints[0].clone()),
+            options,
+            id: random_client_id(),
+            seq: AtomicU64::new(1),
+            config,
+            endpoints: Mutex::new([None, None]),
+            connections: Mutex::new(HashMap::new()),
+            routes: Mutex::new(HashMap::new()),
+        };
+        let client = Client {
+            inner: Arc::new(inner),
+        };
+        let mut last = None;
+        for endpoint in client.inner.options.endpoints.clone() {
+            let deadline = Instant::now() + client.inner.options.timeout;
+            match client.connection(&endpoint, deadline).await {
+                Ok(_) => {
+                    *lock(&client.inner.preferred) = endpoint;
+                    client.learn_members().await;
+                    return Ok(client);
+                }
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or(ConnError::NoEndpoints))
+    }
+
+    /// This client's id, random per `Client`.
+    pub fn id(&self) -> ClientId {
+        self.inner.id
+    }
+
+    /// The options this client was made with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// Runs one data operation, following leader hints and retrying with the same
+    /// `(client, seq)` until it is answered, refused for good, or the deadline passes.
+    pub async fn execute(
+        &self,
+        keyspace: &str,
+        operation: Operation,
+        read: Option<ReadLevel>,
+        write: Option<WriteLevel>,
+        session: Option<SessionToken>,
+    ) -> Result<(Answer, Receipt), ConnError> {
+        self.execute_on(None, keyspace, operation, read, write, session)
+            .await
+    }
+
+    /// Like [`Client::execute`], but asks `endpoint` only: a `NotLeader` or `Unavailable`
+    /// answer comes back as it is, so a caller sees what that node says.
+    pub async fn execute_at(
+        &self,
+        endpoint: &str,
+        keyspace: &str,
+        operation: Operation,
+        read: Option<ReadLevel>,
+        write: Option<WriteLevel>,
+        session: Option<SessionToken>,
+    ) -> Result<(Answer, Receipt), ConnError> {
+        self.execute_on(Some(endpoint), keyspace, operation, read, write, session)
+            .await
+    }
+
+    async fn execute_on(
+        &self,
+        pinned: Option<&str>,
+        keyspace: &str,
+        operation: Operation,
+        read: Option<ReadLevel>,
+        write: Option<WriteLevel>,
+        session: Option<SessionToken>,
+    ) -> Result<(Answer, Receipt), ConnError> {
+        let policy = Policy {
+            route: keyspace.to_string(),
+            pinned: pinned.map(str::to_string),
+            write: is_write(&operation),
+            resend_safe: resend_is_safe(&operation),
+        };
+        let request = ClientRequest {
+            client: self.inner.id,
+            seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
+            keyspace: keyspace.to_string(),
+            operation,
+            read,
+            write,
+            session,
+        };
+        match self.request(&ToNode::Data(request), &policy).await? {
+            Reply::Data(answer, receipt) => Ok((answer, receipt)),
+            Reply::Admin(_) => Err(mismatch()),
+        }
+    }
+
+    /// Runs an admin request, following the catalog leader's hints like `execute`.
+    pub async fn admin(&self, request: AdminRequest) -> Result<AdminAnswer, ConnError> {
+        self.admin_on(None, request).await
+    }
+
+    /// Asks `endpoint` only: for status and fault rules, which each node answers for itself.
+    pub async fn admin_at(
+        &self,
+        endpoint: &str,
+        request: AdminRequest,
+    ) -> Result<AdminAnswer, ConnError> {
+        self.admin_on(Some(endpoint), request).await
+    }
+
+    async fn admin_on(
+        &self,
+        pinned: Option<&str>,
+        request: AdminRequest,
+    ) -> Result<AdminAnswer, ConnError> {
+        let write = !matches!(
+            request,
+            AdminRequest::ListKeyspaces
+                | AdminRequest::Members
+                | AdminRequest::Faults
+                | AdminRequest::Status
+        );
+        let policy = Policy {
+            route: CATALOG_ROUTE.to_string(),
+            pinned: pinned.map(str::to_string),
+            write,
+            resend_safe: true,
+        };
+        match self.request(&ToNode::Admin(request), &policy).await? {
+            Reply::Admin(answer) => Ok(answer),
+            Reply::Data(..) => Err(mismatch()),
+        }
+    }
+
+    /// The members and their addresses, as the node asked knows them.
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, ConnError> {
+        match self.admin(AdminRequest::Members).await? {
+            AdminAnswer::Members(members) => Ok(members),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Adds the members' addresses to the ones to rotate through. Best effort: a client
+    /// still works with only the endpoints it was given.
+    async fn learn_members(&self) {
+        if let Ok(members) = self.members().await {
+            let mut known = lock(&self.inner.known);
+            for member in members {
+                if !known.contains(&member.address) {
+                    known.push(member.address);
+                }
+            }
+        }
+    }
+
+    /// The retry loop shared by data and admin requests.
+    async fn request(&self, message: &ToNode, policy: &Policy) -> Result<Reply, ConnError> {
+        let deadline = Instant::now() + self.inner.options.timeout;
+        let mut target = match &policy.pinned {
+            Some(endpoint) => endpoint.clone(),
+            None => self.route_start(&policy.route),
+        };
+        let mut may_have_applied = false;
+        let mut last = None;
+        let mut backoff = BACKOFF.0;
+        let mut followed = false;
+        for _ in 0..ATTEMPTS_MAX {
+            let attempt_deadline = self.attempt_deadline(deadline, policy);
+            let mut sent = false;
+            let attempt = self
+                .attempt(&target, message, attempt_deadline, &mut sent)
+                .await;
+            let next = match attempt {
+                Attempt::Reply(reply) => {
+                    if policy.pinned.is_none() {
+                        self.remember(&policy.route, &target);
+                    }
+                    return Ok(reply);
+                }
+                Attempt::Refused(error) => {
+                    may_have_applied |= error_may_have_applied(&error);
+                    let next = match policy.pinned {
+                        Some(_) => Retry::Stop,
+                        None => retry_after(&error),
+                    };
+                    if next == Retry::Stop {
+                        return Err(ConnError::Client(error));
+                    }
+                    last = Some(ConnError::Client(error));
+                    next
+                }
+                Attempt::Failed(error) => {
+                    may_have_applied |= sent;
+                    let stop = policy.pinned.is_some() || (sent && !policy.resend_safe);
+                    last = Some(lost_with(error, policy.write && may_have_applied));
+                    if stop { Retry::Stop } else { Retry::OtherNode }
+                }
+            };
+            let pause = match next {
+                Retry::Stop => break,
+                Retry::Follow(address) => {
+                    target = address;
+                    let pause = if followed { backoff } else { Duration::ZERO };
+                    followed = true;
+                    pause
+                }
+                Retry::SameNode => backoff,
+                Retry::OtherNode => {
+                    target = self.next_after(&target);
+                    backoff
+                }
+            };
+            if Instant::now() + pause >= deadline {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(BACKOFF.1);
+        }
+        Err(give_up(last, policy.write && may_have_applied))
+    }
+
+    /// An attempt that may be resent gets a share of the deadline, so a node that died
+    /// without closing its connection costs one share, not the whole request.
+    fn attempt_deadline(&self, deadline: Instant, policy: &Policy) -> Instant {
+        if policy.pinned.is_some() || !policy.resend_safe {
+            return deadline;
+        }
+        let share = (self.inner.options.timeout / 3).max(ATTEMPT_MIN);
+        deadline.min(Instant::now() + share)
+    }
+
+    async fn attempt(
+        &self,
+        endpoint: &str,
+        message: &ToNode,
+        deadline: Instant,
+        sent: &mut bool,
+    ) -> Attempt {
+        let exchange = self.exchange(endpoint, message, deadline, sent);
+        let answer = match tokio::time::timeout_at(deadline, exchange).await {
+            Err(_) => {
+                return Attempt::Failed(ConnError::Timeout {
+                    may_have_applied: *sent,
+                });
+            }
+            Ok(Err(error)) => return Attempt::Failed(error),
+            Ok(Ok(answer)) => answer,
+        };
+        match answer {
+            FromNode::Data(response) => match response.result {
+                Ok((answer, receipt)) => Attempt::Reply(Reply::Data(answer, receipt)),
+                Err(error) => Attempt::Refused(error),
+            },
+            FromNode::Admin(Ok(answer)) => Attempt::Reply(Reply::Admin(answer)),
+            FromNode::Admin(Err(error)) => Attempt::Refused(error),
+        }
+    }
+
+    /// One stream: write the frame, finish, read the answer. `sent` turns true once any
+    /// byte of the request may have left.
+    async fn exchange(
+        &self,
+        endpoint: &str,
+        message: &ToNode,
+        deadline: Instant,
+        sent: &mut bool,
+    ) -> Result<FromNode, ConnError> {
+        let frame = wire::encode(message).map_err(|error| ConnError::Protocol {
+            reason: format!("encoding the request: {error}"),
+        })?;
+        let (mut send, mut recv) = self.open_stream(endpoint, deadline).await?;
+        let lost = |reason: String| ConnError::Lost {
+            endpoint: endpoint.to_string(),
+            reason,
+            may_have_applied: false,
+        };
+        *sent = true;
+        send.write_all(&frame)
+            .await
+            .map_err(|error| lost(error.to_string()))?;
+        send.finish().map_err(|error| lost(error.to_string()))?;
+        let bytes = recv
+            .read_to_end(wire::FRAME_BYTES_MAX + wire::HEADER_BYTES)
+            .await
+            .map_err(|error| lost(error.to_string()))?;
+        let (answer, used) =
+            wire::decode::<FromNode>(&bytes).map_err(|error| ConnError::Protocol {
+                reason: format!("decoding the answer of {endpoint}: {error}"),
+            })?;
+        if used != bytes.len() {
+            return Err(ConnError::Protocol {
+                reason: format!("{endpoint} sent bytes after its answer"),
+            });
+        }
+        Ok(answer)
+    }
+
+    /// Opens a stream on the cached connection, reconnecting once if the cached one has
+    /// gone away (a node restarted): nothing was sent yet, so that retry is always safe.
+    async fn open_stream(
+        &self,
+        endpoint: &str,
+        deadline: Instant,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), ConnError> {
+        let mut last = None;
+        for _ in 0..2 {
+            let connection = self.connection(endpoint, deadline).await?;
+            match connection.open_bi().await {
+                Ok(streams) => return Ok(streams),
+                Err(error) => {
+                    self.forget(endpoint, &connection).await;
+                    last = Some(error.to_string());
+                }
+            }
+        }
+        Err(ConnError::Connect {
+            endpoint: endpoint.to_string(),
+            reason: last.unwrap_or_default(),
+        })
+    }
+
+    /// The cached connection to `endpoint`, or a new one.
+    async fn connection(
+        &self,
+        endpoint: &str,
+        deadline: Instant,
+    ) -> Result<quinn::Connection, ConnError> {
+        let address = resolve(endpoint).await?;
+        let slot = self.slot(address);
+        let mut slot = slot.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            if connection.close_reason().is_none() {
+                return Ok(connection.clone());
+            }
+        }
+        let unreachable = |reason: String| ConnError::Connect {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+        let quic = self.quic_endpoint(address)?;
+        let connecting = quic
+            .connect_with(
+                self.inner.config.clone(),
+                address,
+                tls::ANY_NODE_SERVER_NAME,
+            )
+            .map_err(|error| unreachable(error.to_string()))?;
+        let connection = tokio::time::timeout_at(deadline, connecting)
+            .await
+            .map_err(|_| unreachable("no answer before the deadline".to_string()))?
+            .map_err(|error| unreachable(error.to_string()))?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn forget(&self, endpoint: &str, connection: &quinn::Connection) {
+        let Ok(address) = resolve(endpoint).await else {
+            return;
+        };
+        let slot = self.slot(address);
+        let mut slot = slot.lock().await;
+        if slot.as_ref().map(quinn::Connection::stable_id) == Some(connection.stable_id()) {
+            *slot = None;
+        }
+    }
+
+    fn slot(&self, address: SocketAddr) -> Slot {
+        lock(&self.inner.connections)
+            .entry(address)
+            .or_default()
+            .clone()
+    }
+
+    fn quic_endpoint(&self, target: SocketAddr) -> Result<quinn::Endpoint, ConnError> {
+        let family = usize::from(target.is_ipv6());
+        let mut endpoints = lock(&self.inner.endpoints);
+        if let Some(endpoint) = &endpoints[family] {
+            return Ok(endpoint.clone());
+        }
+        let bind: SocketAddr = if target.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let endpoint = quinn::Endpoint::client(bind).map_err(|error| ConnError::Connect {
+            endpoint: target.to_string(),
+            reason: format!("binding a local UDP socket: {error}"),
+        })?;
+        endpoints[family] = Some(endpoint.clone());
+        Ok(endpoint)
+    }
+
+    fn route_start(&self, route: &str) -> String {
+        if let Some(address) = lock(&self.inner.routes).get(route) {
+            return address.clone();
+        }
+        lock(&self.inner.preferred).clone()
+    }
+
+    fn remember(&self, route: &str, endpoint: &str) {
+        let mut routes = lock(&self.inner.routes);
+        if routes.get(route).map(String::as_str) != Some(endpoint) {
+            routes.insert(route.to_string(), endpoint.to_string());
+        }
+    }
+
+    /// The known address after `endpoint`, round the list.
+    fn next_after(&self, endpoint: &str) -> String {
+        next_in(&lock(&self.inner.known), endpoint)
+    }
+}
+
+fn next_in(known: &[String], endpoint: &str) -> String {
+    match known.iter().position(|address| address == endpoint) {
+        Some(index) => known[(index + 1) % known.len()].clone(),
+        None => known
+            .first()
+            .cloned()
+            .unwrap_or_else(|| endpoint.to_string()),
+    }
+}
+
+fn lost_with(error: ConnError, may_have_applied: bool) -> ConnError {
+    match error {
+        ConnError::Lost {
+            endpoint, reason, ..
+        } => ConnError::Lost {
+            endpoint,
+            reason,
+            may_have_applied,
+        },
+        ConnError::Timeout { .. } => ConnError::Timeout { may_have_applied },
+        other => other,
+    }
+}
+
+fn mismatch() -> ConnError {
+    ConnError::Protocol {
+        reason: "the node answered a different kind of request".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::NodeId;
+    use bytes::Bytes;
+
+    #[test]
+    fn options_default_to_admin_and_five_seconds() {
+        let options = ClientOptions::new(vec!["127.0.0.1:7001".into()], PathBuf::from("/c"));
+        assert_eq!(options.name, "admin");
+        assert_eq!(options.timeout, Duration::from_secs(5));
+        assert_eq!(options.endpoints, vec!["127.0.0.1:7001".to_string()]);
+    }
+
+    #[test]
+    fn retry_follows_hints_and_moves_off_unavailable_nodes() {
+        let hinted = ClientError::NotLeader {
+            leader_hint: Some(NodeId(2)),
+            leader_addr: Some("127.0.0.1:7002".into()),
+        };
+        assert_eq!(retry_after(&hinted), Retry::Follow("127.0.0.1:7002".into()));
+        let unhinted = ClientError::NotLeader {
+            leader_hint: None,
+            leader_addr: None,
+        };
+        assert_eq!(retry_after(&unhinted), Retry::OtherNode);
+        let election = ClientError::Unavailable {
+            reason: UnavailableReason::NoLeader,
+        };
+        assert_eq!(retry_after(&election), Retry::OtherNode);
+        assert_eq!(retry_after(&ClientError::Backpressure), Retry::SameNode);
+        let unknown = ClientError::UnknownKeyspace {
+            name: "orders".into(),
+        };
+        assert_eq!(retry_after(&unknown), Retry::Stop);
+        assert_eq!(
+            retry_after(&ClientError::WriteLevelNotApplicable),
+            Retry::Stop
+        );
+    }
+
+    #[test]
+    fn only_refusals_after_a_possible_append_may_have_applied() {
+        let election = ClientError::Unavailable {
+            reason: UnavailableReason::NoLeader,
+        };
+        let minority = ClientError::Unavailable {
+            reason: UnavailableReason::MinoritySide,
+        };
+        assert!(!error_may_have_applied(&election));
+        assert!(error_may_have_applied(&minority));
+        assert!(!error_may_have_applied(&ClientError::Backpressure));
+        assert!(ConnError::Client(minority).may_have_applied());
+    }
+
+    #[test]
+    fn giving_up_reports_an_indeterminate_write_as_a_timeout() {
+        let refused = ConnError::Client(ClientError::Unavailable {
+            reason: UnavailableReason::NoLeader,
+        });
+        assert!(matches!(
+            give_up(Some(refused), true),
+            ConnError::Timeout {
+                may_have_applied: true
+            }
+        ));
+        let refused = ConnError::Client(ClientError::Unavailable {
+            reason: UnavailableReason::NoLeader,
+        });
+        assert!(matches!(
+            give_up(Some(refused), false),
+            ConnError::Client(ClientError::Unavailable { .. })
+        ));
+        assert!(matches!(
+            give_up(None, false),
+            ConnError::Timeout {
+                may_have_applied: false
+            }
+        ));
+    }
+
+    #[test]
+    fn counters_are_not_resent_and_reads_are_not_writes() {
+        let key = Bytes::from_static(b"k");
+        let add = Operation::Add {
+            key: key.clone(),
+            by: 1,
+        };
+        let get = Operation::Get { key: key.clone() };
+        let put = Operation::Put {
+            key,
+            value: Bytes::from_static(b"v"),
+            context: None,
+        };
+        assert!(!resend_is_safe(&add));
+        assert!(resend_is_safe(&put));
+        assert!(is_write(&put) && is_write(&add));
+        assert!(!is_write(&get));
+    }
+
+    #[test]
+    fn rotation_goes_round_the_known_addresses() {
+        let known = vec!["a:1".to_string(), "b:2".to_string(), "c:3".to_string()];
+        assert_eq!(next_in(&known, "a:1"), "b:2");
+        assert_eq!(next_in(&known, "c:3"), "a:1");
+        assert_eq!(next_in(&known, "elsewhere:4"), "a:1");
+        assert_eq!(next_in(&[], "x:1"), "x:1");
+    }
+
+    #[test]
+    fn client_ids_differ() {
+        assert_ne!(random_client_id(), random_client_id());
+    }
+
+    #[tokio::test]
+    async fn endpoints_that_do_not_resolve_are_typed_errors() {
+        for endpoint in ["no-port", "127.0.0.1:notaport", "127.0.0.1"] {
+            let error = resolve(endpoint).await.unwrap_err();
+            assert!(
+                matches!(&error, ConnError::Endpoint { endpoint: e, .. } if e == endpoint),
+                "{endpoint}: {error:?}"
+            );
+        }
+        let address = resolve("127.0.0.1:7001").await.unwrap();
+        assert_eq!(address.port(), 7001);
+    }
+
+    #[tokio::test]
+    async fn connect_needs_endpoints_and_a_certificate() {
+        let empty = ClientOptions::new(vec![], PathBuf::from("/nonexistent"));
+        assert!(matches!(
+            Client::connect(empty).await,
+            Err(ConnError::NoEndpoints)
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let options = ClientOptions::new(vec!["127.0.0.1:9".into()], dir.path().to_path_buf());
+        assert!(matches!(
+            Client::connect(options).await,
+            Err(ConnError::Cert(_))
+        ));
+    }
+
+    type Seen = Arc<Mutex<Vec<ToNode>>>;
+
+    /// A node stand-in: answers every stream with `answer(request)` and records requests.
+    fn fake_node(
+        dir: &std::path::Path,
+        name: &str,
+        answer: impl Fn(&ToNode) -> FromNode + Send + Sync + 'static,
+    ) -> (String, Seen, quinn::Endpoint) {
+        let identity = Identity::load(dir, Role::Node, name).unwrap();
+        let config = identity.server_config().unwrap();
+        let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = endpoint.local_addr().unwrap().to_string();
+        let seen: Seen = Arc::default();
+        let answer = Arc::new(answer);
+        let (accepting, recorded) = (endpoint.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                let (answer, recorded) = (answer.clone(), recorded.clone());
+                tokio::spawn(async move {
+                    let Ok(connection) = incoming.await else {
+                        return;
+                    };
+                    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                        let bytes = recv.read_to_end(1 << 20).await.unwrap();
+                        let (request, _) = wire::decode::<ToNode>(&bytes).unwrap();
+                        let reply = wire::encode(&answer(&request)).unwrap();
+                        lock(&recorded).push(request);
+                        send.write_all(&reply).await.unwrap();
+                        send.finish().unwrap();
+                    }
+                });
+            }
+        });
+        (address, seen, endpoint)
+    }
+
+    fn admin_or(data: FromNode) -> impl Fn(&ToNode) -> FromNode + Send + Sync + 'static {
+        move |request| match request {
+            ToNode::Admin(_) => FromNode::Admin(Ok(AdminAnswer::Members(vec![]))),
+            ToNode::Data(_) => data.clone(),
+        }
+    }
+
+    fn committed() -> FromNode {
+        use crate::client::protocol::{ClientResponse, Position, Served};
+        use crate::types::{LogIndex, Term};
+        let receipt = Receipt {
+            level: Served::Committed,
+            node: NodeId(2),
+            position: Position::Raft {
+                term: Term(1),
+                applied: LogIndex(5),
+                known_commit: LogIndex(5),
+            },
+            behind: None,
+        };
+        let answer = Answer::Written {
+            revision: LogIndex(5),
+        };
+        FromNode::Data(ClientResponse {
+            result: Ok((answer, receipt)),
+        })
+    }
+
+    fn data_requests(seen: &Seen) -> Vec<(ClientId, u64)> {
+        lock(seen)
+            .iter()
+            .filter_map(|request| match request {
+                ToNode::Data(data) => Some((data.client, data.seq)),
+                ToNode::Admin(_) => None,
+            })
+            .collect()
+    }
+
+    fn put() -> Operation {
+        Operation::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            context: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_follows_the_leader_hint_with_the_same_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = ["n1".to_string(), "n2".to_string()];
+        tls::init(dir.path(), &nodes, &["admin".to_string()]).unwrap();
+        let (leader, leader_seen, _l) = fake_node(dir.path(), "n2", admin_or(committed()));
+        let not_leader = FromNode::Data(crate::client::protocol::ClientResponse {
+            result: Err(ClientError::NotLeader {
+                leader_hint: Some(NodeId(2)),
+                leader_addr: Some(leader.clone()),
+            }),
+        });
+        let (follower, follower_seen, _f) = fake_node(dir.path(), "n1", admin_or(not_leader));
+        let options = ClientOptions::new(vec![follower.clone()], dir.path().to_path_buf());
+        let client = Client::connect(options).await.unwrap();
+        let (answer, _) = client
+            .execute("orders", put(), None, None, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            answer,
+            Answer::Written {
+                revision: crate::types::LogIndex(5)
+            }
+        );
+        let first = (client.id(), 1);
+        assert_eq!(data_requests(&follower_seen), vec![first]);
+        assert_eq!(data_requests(&leader_seen), vec![first]);
+        // The next request goes straight to the leader, with the next sequence number.
+        client
+            .execute("orders", put(), None, None, None)
+            .await
+            .unwrap();
+        assert_eq!(data_requests(&follower_seen), vec![first]);
+        assert_eq!(data_requests(&leader_seen), vec![first, (client.id(), 2)]);
+        // Pinned to the follower, the hint comes back as it is.
+        let pinned = client
+            .execute_at(&follower, "orders", put(), None, None, None)
+            .await;
+        assert!(matches!(
+            pinned,
+            Err(ConnError::Client(ClientError::NotLeader { .. }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn unknown_keyspace_is_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        tls::init(dir.path(), &["n1".to_string()], &["admin".to_string()]).unwrap();
+        let unknown = FromNode::Data(crate::client::protocol::ClientResponse {
+            result: Err(ClientError::UnknownKeyspace {
+                name: "nope".into(),
+            }),
+        });
+        let (node, seen, _n) = fake_node(dir.path(), "n1", admin_or(unknown));
+        let options = ClientOptions::new(vec![node], dir.path().to_path_buf());
+        let client = Client::connect(options).await.unwrap();
+        let result = client.execute("nope", put(), None, None, None).await;
+        assert!(matches!(
+            result,
+            Err(ConnError::Client(ClientError::UnknownKeyspace { .. }))
+        ));
+        assert_eq!(data_requests(&seen).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_silent_endpoint_fails_by_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        tls::init(dir.path(), &["n1".to_string()], &["admin".to_string()]).unwrap();
+        // A bound UDP socket nobody reads: the handshake gets no answer.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let endpoint = silent.local_addr().unwrap().to_string();
+        let mut options = ClientOptions::new(vec![endpoint.clone()], dir.path().to_path_buf());
+        options.timeout = Duration::from_millis(300);
+        match Client::connect(options).await {
+            Err(ConnError::Connect { endpoint: e, .. }) => assert_eq!(e, endpoint),
+            other => panic!("expected a connect error, got {other:?}"),
+        }
+    }
+}
