@@ -380,10 +380,15 @@ impl Cluster {
     }
 
     async fn connection(&self, index: usize) -> Result<quinn::Connection, String> {
-        if let Some(connection) = self.connections.lock().expect("lock").get(&index) {
-            if connection.close_reason().is_none() {
-                return Ok(connection.clone());
-            }
+        let cached = self
+            .connections
+            .lock()
+            .expect("lock")
+            .get(&index)
+            .filter(|connection| connection.close_reason().is_none())
+            .cloned();
+        if let Some(connection) = cached {
+            return Ok(connection);
         }
         let connection = connect_raw(&self.endpoint, self.nodes[index].address).await?;
         self.connections
