@@ -6,11 +6,14 @@
 
 mod common;
 
+use capdial::client::admin::{FromNode, ToNode};
 use capdial::client::conn::{Client, ConnError};
 use capdial::client::protocol::{
-    Answer, ClientError, KeyspaceMode, Operation, Position, ReadLevel, Receipt, Served, WriteLevel,
+    Answer, ClientError, ClientRequest, ClientResponse, KeyspaceMode, Operation, Position,
+    ReadLevel, Receipt, Served, WriteLevel,
 };
 use capdial::eventual::{ReadValue, ValueType};
+use capdial::strong::ClientId;
 use capdial::strong::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use capdial::types::NodeId;
 use common::{Cluster, READY_DEADLINE, b, op, poll_until};
@@ -41,6 +44,7 @@ async fn both_modes_end_to_end() {
     eventual_counter_and_set_converge(&cluster).await;
     eventual_quorum_and_session_levels(&cluster).await;
     typed_errors(&cluster).await;
+    retried_write_applies_once(&cluster).await;
 }
 
 /// The error a request failed with, as the node typed it.
@@ -518,4 +522,47 @@ async fn typed_errors(cluster: &Cluster) {
         .execute(ORDERS, op::get("order/1"), None, None, None)
         .await
         .expect("the cluster still serves after refusing bad requests");
+}
+
+/// The same `(client, seq)` sent twice to the leader, as a retry would: applied once, and the
+/// retry answered with the first result.
+async fn retried_write_applies_once(cluster: &Cluster) {
+    let (leader, _) = leader_and_follower(cluster).await;
+    let endpoint = common::client_endpoint(&cluster.certs, common::CLIENT_NAME);
+    let connection = common::connect_raw(&endpoint, cluster.node(leader).address)
+        .await
+        .expect("connect to the leader");
+    let request = ToNode::Data(ClientRequest {
+        client: ClientId(0x5eed),
+        seq: 1,
+        keyspace: ORDERS.to_string(),
+        operation: op::put("retried", "once"),
+        read: None,
+        write: None,
+        session: None,
+    });
+    let mut revisions = Vec::new();
+    for _ in 0..2 {
+        let answer = common::request_raw(&connection, &request).await;
+        let Ok(FromNode::Data(ClientResponse {
+            result: Ok((Answer::Written { revision }, _)),
+        })) = answer
+        else {
+            panic!("the leader applies the put: {answer:?}");
+        };
+        revisions.push(revision);
+    }
+    assert_eq!(
+        revisions[0], revisions[1],
+        "the retry gets the first answer"
+    );
+    let client = cluster.client().await;
+    let (answer, _) = client
+        .execute(ORDERS, op::get("retried"), None, None, None)
+        .await
+        .expect("get");
+    let Answer::Strong(Some(found)) = answer else {
+        panic!("the key is there: {answer:?}");
+    };
+    assert_eq!(found.mod_revision, revisions[0], "applied once, not twice");
 }

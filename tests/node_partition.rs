@@ -120,6 +120,17 @@ async fn heal_converges(cluster: &Cluster) {
         )
         .await;
     }
+    // Status agrees: the same live state everywhere.
+    poll_until(READY_DEADLINE, "equal state digests of carts", async || {
+        let mut digests = Vec::new();
+        for node in 1..=3 {
+            let status = cluster.status(node).await.ok()?;
+            let carts = status.eventual.iter().find(|e| e.keyspace == CARTS)?;
+            digests.push((carts.state_digest, carts.live_keys));
+        }
+        digests.windows(2).all(|w| w[0] == w[1]).then_some(())
+    })
+    .await;
     let n3 = cluster.addr(3);
     let receipt = poll_until(READY_DEADLINE, "n3's orders to catch up", async || {
         let (answer, receipt) = client
