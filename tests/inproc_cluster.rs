@@ -28,36 +28,48 @@ fn free_port() -> SocketAddr {
     socket.local_addr().unwrap()
 }
 
-async fn start(nodes: u64) -> Cluster {
+/// Starts nodes n1..=n`nodes`; certificates are made for `certified` nodes, so more can
+/// join later with [`Cluster::join`].
+async fn start(nodes: u64, certified: u64) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    let names: Vec<String> = (1..=nodes).map(|i| format!("n{i}")).collect();
+    let names: Vec<String> = (1..=certified).map(|i| format!("n{i}")).collect();
     tls::init(&certs, &names, &["admin".to_string()]).unwrap();
-    let addresses: Vec<SocketAddr> = (0..nodes).map(|_| free_port()).collect();
-    let cluster: BTreeMap<NodeId, String> = (1..=nodes)
-        .map(|i| (NodeId(i), addresses[i as usize - 1].to_string()))
-        .collect();
-    let (stop, stopped) = watch::channel(false);
+    let addresses: Vec<SocketAddr> = (0..certified).map(|_| free_port()).collect();
+    let (stop, _) = watch::channel(false);
+    let cluster = Cluster {
+        addresses,
+        stop,
+        _dir: dir,
+    };
     for i in 1..=nodes {
+        cluster.run(i, cluster.initial(nodes));
+    }
+    cluster
+}
+
+impl Cluster {
+    fn initial(&self, nodes: u64) -> BTreeMap<NodeId, String> {
+        (1..=nodes)
+            .map(|i| (NodeId(i), self.addresses[i as usize - 1].to_string()))
+            .collect()
+    }
+
+    fn run(&self, i: u64, initial_cluster: BTreeMap<NodeId, String>) {
         let config = NodeConfig {
             id: NodeId(i),
-            listen: addresses[i as usize - 1],
-            initial_cluster: cluster.clone(),
-            data_dir: dir.path().join(format!("n{i}")),
-            certs: certs.clone(),
+            listen: self.addresses[i as usize - 1],
+            initial_cluster,
+            data_dir: self._dir.path().join(format!("n{i}")),
+            certs: self._dir.path().join("certs"),
         };
-        let mut stopped = stopped.clone();
+        let mut stopped = self.stop.subscribe();
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
             node::run(config, shutdown).await.unwrap();
         });
-    }
-    Cluster {
-        addresses,
-        stop,
-        _dir: dir,
     }
 }
 
@@ -147,7 +159,7 @@ where
 /// The leader of group 0, found through status.
 async fn catalog_leader(client: &RawClient, cluster: &Cluster) -> SocketAddr {
     poll("a catalog leader", Duration::from_secs(20), || async {
-        for address in &cluster.addresses {
+        for address in &cluster.addresses[..3] {
             if let Ok(AdminAnswer::Status(status)) =
                 client.admin(*address, AdminRequest::Status).await
             {
@@ -163,7 +175,7 @@ async fn catalog_leader(client: &RawClient, cluster: &Cluster) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_serve_both_modes() {
-    let cluster = start(3).await;
+    let cluster = start(3, 3).await;
     let client = RawClient::new(&cluster._dir.path().join("certs"));
     let leader = catalog_leader(&client, &cluster).await;
     let create = |name: &str, mode| AdminRequest::CreateKeyspace {
@@ -254,5 +266,92 @@ async fn three_nodes_serve_both_modes() {
         })
         .await;
     }
+    let _ = cluster.stop.send(true);
+}
+
+async fn status(
+    client: &RawClient,
+    node: SocketAddr,
+) -> Option<Box<capdial::client::admin::NodeStatus>> {
+    match client.admin(node, AdminRequest::Status).await {
+        Ok(AdminAnswer::Status(status)) => Some(status),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joins_every_group_and_the_gossip() {
+    let cluster = start(3, 4).await;
+    let client = RawClient::new(&cluster._dir.path().join("certs"));
+    let leader = catalog_leader(&client, &cluster).await;
+    let create = AdminRequest::CreateKeyspace {
+        name: "orders".to_string(),
+        mode: KeyspaceMode::Strong,
+    };
+    assert_eq!(client.admin(leader, create).await, Ok(AdminAnswer::Done));
+    let create = AdminRequest::CreateKeyspace {
+        name: "tags".to_string(),
+        mode: KeyspaceMode::Eventual(ValueType::Set),
+    };
+    assert_eq!(client.admin(leader, create).await, Ok(AdminAnswer::Done));
+    // n4 starts knowing the whole cluster, then is added.
+    cluster.run(4, cluster.initial(4));
+    let n4 = cluster.addresses[3];
+    let add = AdminRequest::AddMember {
+        id: NodeId(4),
+        address: n4.to_string(),
+    };
+    assert_eq!(
+        client.admin(leader, add.clone()).await,
+        Ok(AdminAnswer::Done)
+    );
+    assert_eq!(
+        client.admin(leader, add).await,
+        Err(ClientError::MemberExists { id: NodeId(4) })
+    );
+    // Every group, catalog and orders alike, ends with n4 as a voter, seen from n4.
+    poll(
+        "n4 votes in every group",
+        Duration::from_secs(30),
+        || async {
+            let status = status(&client, n4).await?;
+            let groups = &status.strong;
+            let all = groups.len() == 2
+                && groups
+                    .iter()
+                    .all(|g| g.voters.len() == 4 && g.leader.is_some());
+            all.then_some(())
+        },
+    )
+    .await;
+    // The eventual keyspace gossips with n4 both ways.
+    let add = Operation::SetAdd {
+        key: b("t"),
+        members: vec![b("from-n4")],
+    };
+    poll("a write on n4", Duration::from_secs(10), || async {
+        client.data(n4, request("tags", 1, add.clone())).await.ok()
+    })
+    .await;
+    poll("n1 sees n4's write", Duration::from_secs(10), || async {
+        let get = request("tags", 2, Operation::Get { key: b("t") });
+        match client.data(cluster.addresses[0], get).await {
+            Ok((Answer::Eventual(ReadValue::Set(members)), _)) if !members.is_empty() => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    let remove = AdminRequest::RemoveMember { id: NodeId(4) };
+    let leader = catalog_leader(&client, &cluster).await;
+    assert_eq!(client.admin(leader, remove).await, Ok(AdminAnswer::Done));
+    poll("n4 leaves every group", Duration::from_secs(30), || async {
+        let status = status(&client, cluster.addresses[0]).await?;
+        status
+            .strong
+            .iter()
+            .all(|g| g.voters.len() == 3 && !g.voters.contains(&NodeId(4)))
+            .then_some(())
+    })
+    .await;
     let _ = cluster.stop.send(true);
 }

@@ -34,9 +34,11 @@ pub enum AdminRequest {
     DropKeyspace { name: String },
     /// The catalog as this node has applied it.
     ListKeyspaces,
-    /// Adds a voting member to group 0 and every strong keyspace (group 0 leader).
+    /// Adds a member (group 0 leader). Answered once the catalog records it; the leader of
+    /// every Raft group then adds it as a learner and promotes it to voter, and every node
+    /// gossips with it. Start the new node with an initial cluster that lists it.
     AddMember { id: NodeId, address: String },
-    /// Removes a member (group 0 leader).
+    /// Removes a member (group 0 leader); group leaders then remove it from their voters.
     RemoveMember { id: NodeId },
     /// The members and their addresses, as this node knows them.
     Members,

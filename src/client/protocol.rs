@@ -314,16 +314,15 @@ pub enum ClientError {
     MemberExists { id: NodeId },
     #[error("{id} is not a member")]
     UnknownMember { id: NodeId },
-    #[error("a membership change is already in progress; retry once it commits")]
-    MembershipChangeInProgress,
+    #[error("{id} is the last member; a cluster cannot remove it")]
+    LastMember { id: NodeId },
+    #[error("{address:?} is not a host:port that resolves")]
+    InvalidAddress { address: String },
     #[error("invalid fault rule: {reason}")]
     InvalidFaultRule { reason: String },
     /// A request that does not decode, or a stream that broke the protocol.
     #[error("malformed request: {reason}")]
     Malformed { reason: String },
-    /// The node does not offer this yet.
-    #[error("not supported by this node: {what}")]
-    NotSupported { what: String },
     /// The node hit an error of its own (storage); it stops serving.
     #[error("the node failed: {reason}")]
     NodeFailed { reason: String },

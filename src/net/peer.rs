@@ -83,7 +83,10 @@ struct PeerQueues {
 /// The node's side of every peer link. Cheap to share behind an `Arc`.
 pub struct Transport<M> {
     id: NodeId,
-    peers: BTreeMap<NodeId, PeerQueues>,
+    /// Grows when a member joins (`add_peer`); a removed member's link stays, unused.
+    peers: RwLock<BTreeMap<NodeId, PeerQueues>>,
+    endpoint: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
     faults: Arc<RwLock<FaultRules>>,
     rng: Mutex<SimRng>,
     _message: PhantomData<fn(M)>,
@@ -106,31 +109,38 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         endpoint: quinn::Endpoint,
     ) -> Result<Arc<Transport<M>>, tls::CertError> {
         let client_config = identity.client_config(tls::ALPN_PEER)?;
-        let mut peers = BTreeMap::new();
-        for (peer, address) in config
-            .peers
-            .into_iter()
-            .filter(|(peer, _)| *peer != config.id)
-        {
-            let (raft, raft_rx) = mpsc::channel(QUEUE_FRAMES_MAX);
-            let (gossip, gossip_rx) = mpsc::channel(QUEUE_FRAMES_MAX);
-            let dialler = Dialler {
-                from: config.id,
-                to: peer,
-                address,
-                endpoint: endpoint.clone(),
-                client_config: client_config.clone(),
-            };
-            tokio::spawn(dialler.run(raft_rx, gossip_rx));
-            peers.insert(peer, PeerQueues { raft, gossip });
-        }
-        Ok(Arc::new(Transport {
+        let transport = Arc::new(Transport {
             id: config.id,
-            peers,
+            peers: RwLock::new(BTreeMap::new()),
+            endpoint,
+            client_config,
             faults: Arc::new(RwLock::new(FaultRules::none())),
             rng: Mutex::new(SimRng::new(config.rng_seed)),
             _message: PhantomData,
-        }))
+        });
+        for (peer, address) in config.peers {
+            transport.add_peer(peer, address);
+        }
+        Ok(transport)
+    }
+
+    /// Starts the link to `peer` (a no-op for this node or a peer already linked).
+    pub fn add_peer(&self, peer: NodeId, address: SocketAddr) {
+        let mut peers = self.peers.write().expect("peer map lock is never poisoned");
+        if peer == self.id || peers.contains_key(&peer) {
+            return;
+        }
+        let (raft, raft_rx) = mpsc::channel(QUEUE_FRAMES_MAX);
+        let (gossip, gossip_rx) = mpsc::channel(QUEUE_FRAMES_MAX);
+        let dialler = Dialler {
+            from: self.id,
+            to: peer,
+            address,
+            endpoint: self.endpoint.clone(),
+            client_config: self.client_config.clone(),
+        };
+        tokio::spawn(dialler.run(raft_rx, gossip_rx));
+        peers.insert(peer, PeerQueues { raft, gossip });
     }
 
     pub fn id(&self) -> NodeId {
@@ -139,12 +149,15 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
 
     /// Queues `message` for `to`. Fault rules apply here (send side) and again on receipt.
     pub fn send(&self, to: NodeId, lane: Lane, message: &M) -> Result<(), SendError> {
-        let queues = self.peers.get(&to).ok_or(SendError::UnknownPeer { to })?;
-        let frame = wire::encode(message).map_err(|_| SendError::TooLarge)?;
-        let queue = match lane {
-            Lane::Raft => queues.raft.clone(),
-            Lane::Gossip => queues.gossip.clone(),
+        let queue = {
+            let peers = self.peers.read().expect("peer map lock is never poisoned");
+            let queues = peers.get(&to).ok_or(SendError::UnknownPeer { to })?;
+            match lane {
+                Lane::Raft => queues.raft.clone(),
+                Lane::Gossip => queues.gossip.clone(),
+            }
         };
+        let frame = wire::encode(message).map_err(|_| SendError::TooLarge)?;
         match self.verdict(self.id, to) {
             Verdict::Drop => Ok(()),
             Verdict::Deliver { delay } if delay.is_zero() => enqueue(&queue, to, frame),

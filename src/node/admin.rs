@@ -18,8 +18,14 @@ use tokio::sync::oneshot;
 /// A catalog change waiting to commit.
 #[derive(Debug)]
 pub(super) enum CatalogChange {
-    Create { name: String },
-    Drop { name: String },
+    Create {
+        name: String,
+    },
+    Drop {
+        name: String,
+    },
+    /// A member added or removed: done once recorded; group leaders then move their voters.
+    Member,
 }
 
 impl Driver {
@@ -41,10 +47,25 @@ impl Driver {
                 return self.propose_catalog(command, CatalogChange::Drop { name }, reply);
             }
             AdminRequest::ListKeyspaces => Ok(AdminAnswer::Keyspaces(self.keyspace_list())),
-            AdminRequest::AddMember { .. } | AdminRequest::RemoveMember { .. } => {
-                Err(ClientError::NotSupported {
-                    what: "membership changes".to_string(),
-                })
+            AdminRequest::AddMember { id, address } => {
+                if self.members.contains_key(&id) {
+                    Err(ClientError::MemberExists { id })
+                } else if super::resolve_one(&address).is_none() {
+                    Err(ClientError::InvalidAddress { address })
+                } else {
+                    let command = catalog::member_add_command(id, &address);
+                    return self.propose_catalog(command, CatalogChange::Member, reply);
+                }
+            }
+            AdminRequest::RemoveMember { id } => {
+                if !self.members.contains_key(&id) {
+                    Err(ClientError::UnknownMember { id })
+                } else if self.members.len() == 1 {
+                    Err(ClientError::LastMember { id })
+                } else {
+                    let command = catalog::member_remove_command(id);
+                    return self.propose_catalog(command, CatalogChange::Member, reply);
+                }
             }
             AdminRequest::Members => Ok(AdminAnswer::Members(self.member_list())),
             AdminRequest::SetFaults(rules) => self.set_faults(rules),
@@ -102,6 +123,7 @@ impl Driver {
                     Err(ClientError::UnknownKeyspace { name })
                 }
             }
+            (CatalogChange::Member, Written(Ok(Outcome::Put { .. }))) => Ok(AdminAnswer::Done),
             (_, answer) => Err(self.strong_error(group, answer)),
         }
     }

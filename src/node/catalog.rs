@@ -12,7 +12,7 @@
 use crate::client::admin::KeyspaceInfo;
 use crate::client::protocol::{ClientError, KEYSPACE_NAME_BYTES_MAX, KeyspaceMode};
 use crate::strong::{Command, StrongMachine};
-use crate::types::{GroupId, KeyspaceId};
+use crate::types::{GroupId, KeyspaceId, NodeId};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
@@ -24,6 +24,54 @@ pub const CATALOG_NAME: &str = "_catalog";
 pub const KEYSPACES_MAX: u32 = 1000;
 
 const KEYSPACE_PREFIX: &[u8] = b"keyspace/";
+const MEMBER_PREFIX: &[u8] = b"member/";
+/// Members the catalog lists at most (added and removed ones alike).
+pub const MEMBERS_LISTED_MAX: u32 = 1000;
+
+fn member_key(id: NodeId) -> Bytes {
+    let mut key = MEMBER_PREFIX.to_vec();
+    key.extend_from_slice(id.to_string().as_bytes());
+    Bytes::from(key)
+}
+
+/// The command that makes `id` (at `address`) a member.
+pub fn member_add_command(id: NodeId, address: &str) -> Command {
+    Command::Put {
+        key: member_key(id),
+        value: Bytes::copy_from_slice(address.as_bytes()),
+    }
+}
+
+/// The command that removes member `id`.
+pub fn member_remove_command(id: NodeId) -> Command {
+    Command::Put {
+        key: member_key(id),
+        value: Bytes::new(),
+    }
+}
+
+/// The members and their addresses: the initial cluster, plus the added, minus the removed.
+pub fn members(
+    machine: &StrongMachine,
+    initial: &BTreeMap<NodeId, String>,
+) -> BTreeMap<NodeId, String> {
+    let mut members = initial.clone();
+    let Ok((entries, _)) = machine.scan(MEMBER_PREFIX, MEMBERS_LISTED_MAX) else {
+        return members;
+    };
+    for (key, version) in entries {
+        let id = std::str::from_utf8(&key[MEMBER_PREFIX.len()..])
+            .ok()
+            .and_then(|text| crate::node::config::parse_node_id(text).ok());
+        let Some(id) = id else { continue };
+        match std::str::from_utf8(&version.value) {
+            Ok("") => members.remove(&id),
+            Ok(address) => members.insert(id, address.to_string()),
+            Err(_) => None,
+        };
+    }
+    members
+}
 
 fn keyspace_key(name: &str) -> Bytes {
     let mut key = KEYSPACE_PREFIX.to_vec();
@@ -136,6 +184,22 @@ mod tests {
         let found = keyspaces(&machine);
         assert_eq!(found["orders"].id, KeyspaceId(5));
         assert_eq!(found["orders"].mode, set);
+    }
+
+    #[test]
+    fn members_are_the_initial_cluster_plus_added_minus_removed() {
+        let mut machine = StrongMachine::new(MachineConfig::default());
+        let initial: BTreeMap<NodeId, String> = [
+            (NodeId(1), "a:1".to_string()),
+            (NodeId(2), "b:2".to_string()),
+        ]
+        .into();
+        apply(&mut machine, 1, 1, member_add_command(NodeId(4), "d:4"));
+        apply(&mut machine, 2, 2, member_remove_command(NodeId(1)));
+        let found = members(&machine, &initial);
+        let ids: Vec<u64> = found.keys().map(|id| id.0).collect();
+        assert_eq!(ids, vec![2, 4]);
+        assert_eq!(found[&NodeId(4)], "d:4");
     }
 
     #[test]

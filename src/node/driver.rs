@@ -116,8 +116,13 @@ pub(super) struct Driver {
     pub clock: Clock,
     pub store: Arc<Store>,
     pub transport: Arc<Transport<PeerMessage>>,
-    /// Members and their addresses.
+    /// Members and their addresses (see [`catalog::members`]).
     pub members: BTreeMap<NodeId, String>,
+    /// The members the node was started with, before any catalog change.
+    initial_cluster: BTreeMap<NodeId, String>,
+    /// The members changed: eventual engines restart with the new set once nothing of
+    /// theirs is waiting to be persisted.
+    members_changed: bool,
     /// Group 0 and every strong keyspace, by group id (= keyspace id).
     pub groups: BTreeMap<GroupId, StrongKeyspace>,
     pub eventual: BTreeMap<KeyspaceId, EventualKeyspace>,
@@ -176,7 +181,9 @@ impl Driver {
             clock,
             store,
             transport,
-            members,
+            members: members.clone(),
+            initial_cluster: members,
+            members_changed: false,
             groups: BTreeMap::new(),
             eventual: BTreeMap::new(),
             names: BTreeMap::new(),
@@ -237,7 +244,11 @@ impl Driver {
         value_type: eventual::ValueType,
     ) -> Result<AntiEntropy, NodeError> {
         let restored = self.store.eventual_restore(id)?;
-        let members = self.members.keys().copied().collect();
+        // A node removed from the members still runs its engines until it is stopped.
+        let mut members: Vec<NodeId> = self.members.keys().copied().collect();
+        if !members.contains(&self.id) {
+            members.push(self.id);
+        }
         let config = EngineConfig::new(self.id, members, value_type);
         let seed = self.random.next_u64();
         AntiEntropy::new(config, restored, seed)
@@ -247,6 +258,7 @@ impl Driver {
     /// Starts the keyspaces the catalog has and this node does not run, and drops the ones
     /// it no longer has (see [`catalog`]).
     pub fn reconcile(&mut self) -> Result<(), NodeError> {
+        self.sync_members();
         let desired = catalog::keyspaces(self.groups[&CATALOG_GROUP].replica.machine());
         let gone: Vec<String> = self
             .names
@@ -287,6 +299,82 @@ impl Driver {
             }
             tracing::info!(keyspace = %name, id = info.id.0, mode = %info.mode, "keyspace started");
             self.names.insert(name, (info.id, info.mode));
+        }
+        Ok(())
+    }
+
+    /// Takes the catalog's member list: links to new members at once; the engines follow
+    /// (`members_changed`), and group leaders move their voters (`move_voters`).
+    fn sync_members(&mut self) {
+        let machine = self.groups[&CATALOG_GROUP].replica.machine();
+        let members = catalog::members(machine, &self.initial_cluster);
+        if members == self.members {
+            return;
+        }
+        for (id, address) in &members {
+            match super::resolve_one(address) {
+                Some(resolved) => self.transport.add_peer(*id, resolved),
+                None => tracing::warn!(member = %id, %address, "cannot resolve a member's address"),
+            }
+        }
+        tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "members changed");
+        self.members = members;
+        self.members_changed = true;
+    }
+
+    /// Every group this node leads takes one step toward the members as voters: add a
+    /// missing member as a learner, promote a learner, remove a voter or learner that left.
+    /// One change at a time (the core refuses a second while one is uncommitted).
+    fn move_voters(&mut self, now: Instant) {
+        use crate::raft::{MembershipChange, Role};
+        for group in self.groups.values_mut() {
+            let status = group.replica.status();
+            if status.role != Role::Leader {
+                continue;
+            }
+            let current = &status.membership;
+            let wanted = |id: &NodeId| self.members.contains_key(id);
+            let change = if let Some(id) = self
+                .members
+                .keys()
+                .find(|id| !current.voters.contains(id) && !current.learners.contains(id))
+            {
+                MembershipChange::AddLearner(*id)
+            } else if let Some(id) = current.learners.iter().find(|id| wanted(id)) {
+                MembershipChange::PromoteLearner(*id)
+            } else if let Some(id) = current.voters.iter().find(|id| !wanted(id)) {
+                MembershipChange::RemoveVoter(*id)
+            } else if let Some(id) = current.learners.iter().find(|id| !wanted(id)) {
+                MembershipChange::RemoveLearner(*id)
+            } else {
+                continue;
+            };
+            // Refused while the previous change is uncommitted: the next tick tries again.
+            if group
+                .replica
+                .raft_mut()
+                .propose_membership(now, change)
+                .is_ok()
+            {
+                tracing::info!(group = %group.name, ?change, "membership change proposed");
+            }
+        }
+    }
+
+    /// Restarts every eventual engine with the current members, from the store. Called only
+    /// when a flush left nothing to persist, so the store holds exactly the installed state.
+    fn restart_engines(&mut self) -> Result<(), NodeError> {
+        self.members_changed = false;
+        let ids: Vec<(KeyspaceId, eventual::ValueType)> = self
+            .eventual
+            .iter()
+            .map(|(id, keyspace)| (*id, keyspace.engine.config().value_type))
+            .collect();
+        for (id, value_type) in ids {
+            let engine = self.boot_engine(id, value_type)?;
+            if let Some(keyspace) = self.eventual.get_mut(&id) {
+                keyspace.engine = engine;
+            }
         }
         Ok(())
     }
@@ -353,6 +441,7 @@ impl Driver {
     fn tick(&mut self) {
         let now = self.clock.now();
         let wall = self.clock.wall();
+        self.move_voters(now);
         for group in self.groups.values_mut() {
             if group.replica.poll_timeout().is_some_and(|at| at <= now) {
                 group.replica.handle_timeout(now);
@@ -443,6 +532,9 @@ impl Driver {
             self.drain_engines();
             let work = self.collect()?;
             if work.is_empty() {
+                if self.members_changed {
+                    self.restart_engines()?;
+                }
                 return Ok(());
             }
             let store = self.store.clone();

@@ -125,11 +125,19 @@ pub async fn run(
     result
 }
 
+/// The first socket address `address` (host:port) resolves to.
+fn resolve_one(address: &str) -> Option<SocketAddr> {
+    address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut all| all.next())
+}
+
 fn resolve(cluster: &BTreeMap<NodeId, String>) -> Result<BTreeMap<NodeId, SocketAddr>, NodeError> {
     cluster
         .iter()
         .map(|(id, address)| {
-            let resolved = address.to_socket_addrs().ok().and_then(|mut a| a.next());
+            let resolved = resolve_one(address);
             let error = || NodeError::Resolve {
                 id: *id,
                 address: address.clone(),

@@ -215,9 +215,15 @@ impl Driver {
     }
 
     fn strong_receipt(&self, group: GroupId, served: Served, applied: Option<LogIndex>) -> Receipt {
-        let status = self.groups.get(&group).map(|g| g.replica.status());
-        let (term, commit, machine_applied) = status
-            .map(|s| (s.term, s.commit, s.applied))
+        // The highest commit this node knows of (a follower learns it from heartbeats), so
+        // a stale or follower read can say how far behind it served.
+        let (term, commit, machine_applied) = self
+            .groups
+            .get(&group)
+            .map(|g| {
+                let stale = g.replica.raft().stale_read_status();
+                (g.replica.status().term, stale.known_commit, stale.applied)
+            })
             .unwrap_or_default();
         let applied = applied.unwrap_or(machine_applied);
         let behind = match served {
