@@ -9,6 +9,7 @@ use capdial::client::conn::Client;
 use capdial::client::protocol::{Answer, KeyspaceMode, ReadLevel, WriteLevel};
 use capdial::eventual::{ReadValue, ValueType};
 use common::{Cluster, READY_DEADLINE, b, op, poll_for, poll_until};
+use std::time::Duration;
 
 const ORDERS: &str = "orders";
 const PROFILES: &str = "profiles";
@@ -201,5 +202,38 @@ async fn kill_9_of_one_node_and_of_all_nodes_loses_no_acknowledged_write() {
     for node in 1..=3 {
         holds_everything(&cluster, &client, node, &acknowledged).await;
     }
+    cluster.assert_alive();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_a_node_cleanly_and_it_restarts_with_its_data() {
+    let mut cluster = Cluster::start(3).await;
+    cluster.create_keyspace(ORDERS, KeyspaceMode::Strong).await;
+    let client = cluster.client().await;
+    client
+        .execute(ORDERS, op::put("kept", "yes"), None, None, None)
+        .await
+        .expect("strong put");
+    let status = cluster.terminate(1, Duration::from_secs(10));
+    let status = status.unwrap_or_else(|| panic!("n1 stopped on SIGTERM\n{}", cluster.logs()));
+    assert!(status.success(), "n1 exits 0 on SIGTERM: {status}");
+    cluster.restart(1);
+    // The same client as before the stop: it must notice the old connection is gone.
+    let at = cluster.addr(1);
+    poll_until(READY_DEADLINE, "n1 to serve its data again", async || {
+        let (answer, _) = client
+            .execute_at(
+                &at,
+                ORDERS,
+                op::get("kept"),
+                Some(ReadLevel::Stale),
+                None,
+                None,
+            )
+            .await
+            .ok()?;
+        matches!(&answer, Answer::Strong(Some(v)) if v.value == b("yes")).then_some(())
+    })
+    .await;
     cluster.assert_alive();
 }

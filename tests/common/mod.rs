@@ -164,6 +164,36 @@ impl NodeProcess {
         }
     }
 
+    /// SIGTERM (through the `kill` command, no libc needed), then waits up to `deadline` for
+    /// the process to exit. `None` if it did not (it is then killed).
+    pub fn terminate(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert!(
+            sent.is_ok_and(|status| status.success()),
+            "kill -TERM {}",
+            self.id
+        );
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break Some(status);
+            }
+            if started.elapsed() > deadline {
+                break None;
+            }
+            // Polling a child process: std has no wait with a deadline.
+            std::thread::sleep(POLL_INTERVAL);
+        };
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        status
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -358,6 +388,17 @@ impl Cluster {
         let index = self.index(node);
         self.nodes[index].kill9();
         self.forget_connection(index);
+    }
+
+    /// SIGTERM to node `nX`; its exit status if it stopped within `deadline`.
+    pub fn terminate(
+        &mut self,
+        node: usize,
+        deadline: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let index = self.index(node);
+        self.forget_connection(index);
+        self.nodes[index].terminate(deadline)
     }
 
     /// Starts node `nX` again on the same data directory and address.
