@@ -95,10 +95,10 @@ async fn strong_through_a_follower(cluster: &Cluster) {
         panic!("a strong read reports a Raft position: {receipt:?}");
     };
     assert!(applied >= revision, "served at or after the write");
-    cas_scan_delete(&client).await;
+    cas(&client).await;
 }
 
-async fn cas_scan_delete(client: &Client) {
+async fn cas(client: &Client) {
     let (answer, _) = client
         .execute(ORDERS, op::get("order/1"), None, None, None)
         .await
@@ -165,6 +165,10 @@ async fn cas_scan_delete(client: &Client) {
         ),
         "{absent:?}"
     );
+    scan_and_delete(client).await;
+}
+
+async fn scan_and_delete(client: &Client) {
     for (key, value) in [("order/3", "c"), ("order/2", "b"), ("other/1", "x")] {
         client
             .execute(ORDERS, op::put(key, value), None, None, None)
@@ -248,6 +252,10 @@ async fn strong_reads_at_each_level(cluster: &Cluster) {
         receipt.behind.is_some(),
         "a stale read says how far behind: {receipt:?}"
     );
+    lease_read(&client).await;
+}
+
+async fn lease_read(client: &Client) {
     let (answer, receipt) = client
         .execute(
             ORDERS,
@@ -445,78 +453,112 @@ async fn eventual_quorum_and_session_levels(cluster: &Cluster) {
     assert_eq!(receipt.level, Served::Read(ReadLevel::Session));
 }
 
+/// A request that must be refused, and how.
+struct Refused {
+    keyspace: &'static str,
+    operation: Operation,
+    read: Option<ReadLevel>,
+    write: Option<WriteLevel>,
+    expected: fn(&ClientError) -> bool,
+}
+
+fn refused(
+    keyspace: &'static str,
+    operation: Operation,
+    read: Option<ReadLevel>,
+    write: Option<WriteLevel>,
+    expected: fn(&ClientError) -> bool,
+) -> Refused {
+    Refused {
+        keyspace,
+        operation,
+        read,
+        write,
+        expected,
+    }
+}
+
+fn refusals() -> Vec<Refused> {
+    use ClientError as E;
+    use ReadLevel::{Linearizable, Quorum};
+    let long_key = "k".repeat(KEY_BYTES_MAX + 1);
+    let big_value = "v".repeat(VALUE_BYTES_MAX + 1);
+    vec![
+        refused(
+            ORDERS,
+            op::incr("k", 1),
+            None,
+            None,
+            |e| matches!(e, E::WrongType { command, .. } if command == "incr"),
+        ),
+        refused(CARTS, op::cas("k", None, "v"), None, None, |e| {
+            matches!(e, E::WrongType { .. })
+        }),
+        refused(HITS, op::sadd("k", &["m"]), None, None, |e| {
+            matches!(e, E::WrongType { .. })
+        }),
+        refused(
+            "nope",
+            op::get("k"),
+            None,
+            None,
+            |e| matches!(e, E::UnknownKeyspace { name } if name == "nope"),
+        ),
+        refused(
+            ORDERS,
+            op::put(&long_key, "v"),
+            None,
+            None,
+            |e| matches!(e, E::TooLarge { bytes_max, .. } if *bytes_max == KEY_BYTES_MAX),
+        ),
+        refused(
+            PROFILES,
+            op::put("k", &big_value),
+            None,
+            None,
+            |e| matches!(e, E::TooLarge { bytes_max, .. } if *bytes_max == VALUE_BYTES_MAX),
+        ),
+        refused(ORDERS, op::get("k"), Some(Quorum), None, |e| {
+            matches!(e, E::ReadLevelNotApplicable { level: Quorum, .. })
+        }),
+        refused(PROFILES, op::get("k"), Some(Linearizable), None, |e| {
+            matches!(
+                e,
+                E::ReadLevelNotApplicable {
+                    level: Linearizable,
+                    ..
+                }
+            )
+        }),
+        refused(
+            ORDERS,
+            op::put("k", "v"),
+            None,
+            Some(WriteLevel::Quorum),
+            |e| matches!(e, E::WriteLevelNotApplicable),
+        ),
+        refused(ORDERS, op::scan("", 0), None, None, |e| {
+            matches!(e, E::ScanLimit { limit: 0, .. })
+        }),
+    ]
+}
+
 async fn typed_errors(cluster: &Cluster) {
     let client = cluster.client().await;
-    let run = async |keyspace: &str, operation: Operation, read, write| {
-        node_error(client.execute(keyspace, operation, read, write, None).await)
-    };
-    let error = run(ORDERS, op::incr("k", 1), None, None).await;
-    assert!(
-        matches!(&error, ClientError::WrongType { command, mode: KeyspaceMode::Strong } if command == "incr"),
-        "{error:?}"
-    );
-    let error = run(CARTS, op::cas("k", None, "v"), None, None).await;
-    assert!(matches!(error, ClientError::WrongType { .. }), "{error:?}");
-    let error = run(HITS, op::sadd("k", &["m"]), None, None).await;
-    assert!(matches!(error, ClientError::WrongType { .. }), "{error:?}");
-    let error = run("nope", op::get("k"), None, None).await;
-    assert!(
-        matches!(&error, ClientError::UnknownKeyspace { name } if name == "nope"),
-        "{error:?}"
-    );
-    let long_key = "k".repeat(KEY_BYTES_MAX + 1);
-    let error = run(ORDERS, op::put(&long_key, "v"), None, None).await;
-    assert!(
-        matches!(
-            error,
-            ClientError::TooLarge {
-                bytes_max: KEY_BYTES_MAX,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
-    let big_value = "v".repeat(VALUE_BYTES_MAX + 1);
-    let error = run(PROFILES, op::put("k", &big_value), None, None).await;
-    assert!(
-        matches!(
-            error,
-            ClientError::TooLarge {
-                bytes_max: VALUE_BYTES_MAX,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
-    let error = run(ORDERS, op::get("k"), Some(ReadLevel::Quorum), None).await;
-    assert!(
-        matches!(
-            error,
-            ClientError::ReadLevelNotApplicable {
-                level: ReadLevel::Quorum,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
-    let error = run(PROFILES, op::get("k"), Some(ReadLevel::Linearizable), None).await;
-    assert!(
-        matches!(
-            error,
-            ClientError::ReadLevelNotApplicable {
-                level: ReadLevel::Linearizable,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
-    let error = run(ORDERS, op::put("k", "v"), None, Some(WriteLevel::Quorum)).await;
-    assert_eq!(error, ClientError::WriteLevelNotApplicable);
-    let error = run(ORDERS, op::scan("", 0), None, None).await;
-    assert!(
-        matches!(error, ClientError::ScanLimit { limit: 0, .. }),
-        "{error:?}"
-    );
+    for case in refusals() {
+        let name = case.operation.name();
+        let result = client
+            .execute(case.keyspace, case.operation, case.read, case.write, None)
+            .await;
+        let error = node_error(result);
+        assert!(
+            (case.expected)(&error),
+            "{name} on {} ({:?}, {:?}): unexpected {error:?}",
+            case.keyspace,
+            case.read,
+            case.write
+        );
+    }
     // After all that, the node still serves.
     client
         .execute(ORDERS, op::get("order/1"), None, None, None)

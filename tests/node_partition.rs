@@ -5,7 +5,7 @@
 
 mod common;
 
-use capdial::client::conn::ConnError;
+use capdial::client::conn::{Client, ConnError};
 use capdial::client::protocol::{Answer, ClientError, KeyspaceMode, ReadLevel};
 use capdial::eventual::{ReadValue, ValueType};
 use capdial::net::faults::{FaultRule, FaultRules};
@@ -27,7 +27,15 @@ async fn isolated_node_loses_strong_keeps_eventual_and_catches_up() {
         .execute(ORDERS, op::put("before", "1"), None, None, None)
         .await
         .expect("strong put before the partition");
+    isolate_n3(&cluster).await;
+    strong_only_on_the_majority(&cluster, &client).await;
+    eventual_on_both_sides(&cluster, &client).await;
+    cluster.set_faults(FaultRules::none()).await;
+    heal_converges(&cluster).await;
+}
 
+/// Isolates n3 through every node's fault rules and waits until n3 knows no leader.
+async fn isolate_n3(cluster: &Cluster) {
     let mut isolate = FaultRules::none();
     isolate
         .add(FaultRule::Isolate { node: NodeId(3) })
@@ -45,10 +53,18 @@ async fn isolated_node_loses_strong_keeps_eventual_and_catches_up() {
         },
     )
     .await;
+}
 
-    let n3 = cluster.addr(3);
+async fn strong_only_on_the_majority(cluster: &Cluster, client: &Client) {
     let refused = client
-        .execute_at(&n3, ORDERS, op::put("during", "minority"), None, None, None)
+        .execute_at(
+            &cluster.addr(3),
+            ORDERS,
+            op::put("during", "minority"),
+            None,
+            None,
+            None,
+        )
         .await;
     assert!(
         matches!(
@@ -57,7 +73,6 @@ async fn isolated_node_loses_strong_keeps_eventual_and_catches_up() {
         ),
         "a strong write on the minority side is Unavailable: {refused:?}"
     );
-
     // The majority elects a leader among itself if it has to, and keeps serving.
     let majority = cluster.client_of(&[1, 2]).await;
     poll_until(
@@ -71,25 +86,25 @@ async fn isolated_node_loses_strong_keeps_eventual_and_catches_up() {
         },
     )
     .await;
+}
 
-    // Eventual writes are accepted on both sides.
-    client
-        .execute_at(&n3, CARTS, op::sadd("cart", &["from-n3"]), None, None, None)
-        .await
-        .expect("sadd on the isolated node");
-    client
-        .execute_at(
-            &cluster.addr(1),
-            CARTS,
-            op::sadd("cart", &["from-n1"]),
-            None,
-            None,
-            None,
-        )
-        .await
-        .expect("sadd on the majority side");
+async fn eventual_on_both_sides(cluster: &Cluster, client: &Client) {
+    let sadd = async |node: usize, member: &str| {
+        client
+            .execute_at(
+                &cluster.addr(node),
+                CARTS,
+                op::sadd("cart", &[member]),
+                None,
+                None,
+                None,
+            )
+            .await
+    };
+    sadd(3, "from-n3").await.expect("sadd on the isolated node");
+    sadd(1, "from-n1").await.expect("sadd on the majority side");
     let (answer, _) = client
-        .execute_at(&n3, CARTS, op::get("cart"), None, None, None)
+        .execute_at(&cluster.addr(3), CARTS, op::get("cart"), None, None, None)
         .await
         .expect("local read on the isolated node");
     assert_eq!(
@@ -97,9 +112,6 @@ async fn isolated_node_loses_strong_keeps_eventual_and_catches_up() {
         Answer::Eventual(ReadValue::Set(vec![b("from-n3")])),
         "isolated, n3 sees only its own write"
     );
-
-    cluster.set_faults(FaultRules::none()).await;
-    heal_converges(&cluster).await;
 }
 
 async fn heal_converges(cluster: &Cluster) {
