@@ -1,0 +1,610 @@
+//! Both modes end to end on a real 3-node cluster: strong put/get/cas/scan/delete through a
+//! follower (the client library follows the leader hint), receipts naming the level served,
+//! eventual lww/counter/set/mvreg written on one node and read on another, and the typed
+//! errors a user gets for a wrong command, an unknown keyspace, an oversized key or value and
+//! a level that does not apply.
+
+mod common;
+
+use capdial::client::admin::{FromNode, ToNode};
+use capdial::client::conn::{Client, ConnError};
+use capdial::client::protocol::{
+    Answer, ClientError, ClientRequest, ClientResponse, KeyspaceMode, Operation, Position,
+    ReadLevel, Receipt, Served, WriteLevel,
+};
+use capdial::eventual::{ReadValue, ValueType};
+use capdial::strong::ClientId;
+use capdial::strong::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use capdial::types::NodeId;
+use common::{Cluster, READY_DEADLINE, b, op, poll_until};
+
+const ORDERS: &str = "orders";
+const PROFILES: &str = "profiles";
+const HITS: &str = "hits";
+const CARTS: &str = "carts";
+const DOCS: &str = "docs";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_modes_end_to_end() {
+    let cluster = Cluster::start(3).await;
+    cluster.create_keyspace(ORDERS, KeyspaceMode::Strong).await;
+    for (name, value_type) in [
+        (PROFILES, ValueType::Lww),
+        (HITS, ValueType::Counter),
+        (CARTS, ValueType::Set),
+        (DOCS, ValueType::MvReg),
+    ] {
+        cluster
+            .create_keyspace(name, KeyspaceMode::Eventual(value_type))
+            .await;
+    }
+    strong_through_a_follower(&cluster).await;
+    strong_reads_at_each_level(&cluster).await;
+    eventual_lww_and_mvreg_spread(&cluster).await;
+    eventual_counter_and_set_converge(&cluster).await;
+    eventual_quorum_and_session_levels(&cluster).await;
+    typed_errors(&cluster).await;
+    retried_write_applies_once(&cluster).await;
+}
+
+/// The error a request failed with, as the node typed it.
+fn node_error(result: Result<(Answer, Receipt), ConnError>) -> ClientError {
+    match result {
+        Err(ConnError::Client(error)) => error,
+        other => panic!("expected a typed error from the node, got {other:?}"),
+    }
+}
+
+async fn leader_and_follower(cluster: &Cluster) -> (usize, usize) {
+    let leader = poll_until(READY_DEADLINE, "a leader of orders", async || {
+        cluster.leader_of(1, ORDERS).await
+    })
+    .await;
+    let follower = (1..=3).find(|n| *n != leader).expect("three nodes");
+    (leader, follower)
+}
+
+fn assert_member(node: NodeId) {
+    assert!((1..=3).contains(&node.0), "served by a member: {node}");
+}
+
+async fn strong_through_a_follower(cluster: &Cluster) {
+    let (_, follower) = leader_and_follower(cluster).await;
+    // The client knows only a follower: it must follow the leader hint.
+    let client = cluster.client_of(&[follower]).await;
+    let (answer, receipt) = client
+        .execute(ORDERS, op::put("order/1", "apples"), None, None, None)
+        .await
+        .expect("strong put through a follower");
+    let Answer::Written { revision } = answer else {
+        panic!("a put answers Written, got {answer:?}");
+    };
+    assert_eq!(receipt.level, Served::Committed);
+    assert_member(receipt.node);
+    let (answer, receipt) = client
+        .execute(ORDERS, op::get("order/1"), None, None, None)
+        .await
+        .expect("linearizable get");
+    let Answer::Strong(Some(found)) = answer else {
+        panic!("the key is there, got {answer:?}");
+    };
+    assert_eq!(found.value, b("apples"));
+    assert_eq!(found.mod_revision, revision);
+    assert_eq!(receipt.level, Served::Read(ReadLevel::Linearizable));
+    let Position::Raft { applied, .. } = receipt.position else {
+        panic!("a strong read reports a Raft position: {receipt:?}");
+    };
+    assert!(applied >= revision, "served at or after the write");
+    cas(&client).await;
+}
+
+async fn cas(client: &Client) {
+    let (answer, _) = client
+        .execute(ORDERS, op::get("order/1"), None, None, None)
+        .await
+        .expect("get");
+    let Answer::Strong(Some(before)) = answer else {
+        panic!("order/1 exists: {answer:?}");
+    };
+    let swapped = client
+        .execute(
+            ORDERS,
+            op::cas("order/1", Some(before.mod_revision), "pears"),
+            None,
+            None,
+            None,
+        )
+        .await
+        .expect("cas");
+    let (
+        Answer::Cas {
+            succeeded: true,
+            current: Some(current),
+            ..
+        },
+        receipt,
+    ) = swapped
+    else {
+        panic!("cas at the current revision succeeds: {swapped:?}");
+    };
+    assert_eq!(current.value, b("pears"));
+    assert_eq!(receipt.level, Served::Committed);
+    let stale = client
+        .execute(
+            ORDERS,
+            op::cas("order/1", Some(before.mod_revision), "plums"),
+            None,
+            None,
+            None,
+        )
+        .await
+        .expect("cas at an old revision");
+    let (
+        Answer::Cas {
+            succeeded: false,
+            current: Some(current),
+            ..
+        },
+        _,
+    ) = stale
+    else {
+        panic!("cas at an old revision fails: {stale:?}");
+    };
+    assert_eq!(current.value, b("pears"), "a failed cas changes nothing");
+    let absent = client
+        .execute(ORDERS, op::cas("order/1", None, "figs"), None, None, None)
+        .await
+        .expect("cas expecting absence");
+    assert!(
+        matches!(
+            absent.0,
+            Answer::Cas {
+                succeeded: false,
+                ..
+            }
+        ),
+        "{absent:?}"
+    );
+    scan_and_delete(client).await;
+}
+
+async fn scan_and_delete(client: &Client) {
+    for (key, value) in [("order/3", "c"), ("order/2", "b"), ("other/1", "x")] {
+        client
+            .execute(ORDERS, op::put(key, value), None, None, None)
+            .await
+            .expect("put");
+    }
+    let (answer, _) = client
+        .execute(ORDERS, op::scan("order/", 10), None, None, None)
+        .await
+        .expect("scan");
+    let Answer::Scan(rows) = answer else {
+        panic!("a scan answers Scan: {answer:?}");
+    };
+    let keys: Vec<_> = rows.iter().map(|(key, _)| key.clone()).collect();
+    assert_eq!(keys, vec![b("order/1"), b("order/2"), b("order/3")]);
+    let (answer, _) = client
+        .execute(ORDERS, op::scan("order/", 2), None, None, None)
+        .await
+        .expect("scan with a limit");
+    assert!(
+        matches!(&answer, Answer::Scan(rows) if rows.len() == 2),
+        "{answer:?}"
+    );
+    client
+        .execute(ORDERS, op::delete("order/2"), None, None, None)
+        .await
+        .expect("delete");
+    let (answer, _) = client
+        .execute(ORDERS, op::get("order/2"), None, None, None)
+        .await
+        .expect("get after delete");
+    assert_eq!(answer, Answer::Strong(None));
+}
+
+async fn strong_reads_at_each_level(cluster: &Cluster) {
+    let (_, follower) = leader_and_follower(cluster).await;
+    let client = cluster.client().await;
+    let (answer, _) = client
+        .execute(ORDERS, op::put("level/1", "seen"), None, None, None)
+        .await
+        .expect("put");
+    assert!(matches!(answer, Answer::Written { .. }));
+    let at = cluster.addr(follower);
+    // A follower read asks the leader for a read index: it sees the write at once.
+    let (answer, receipt) = client
+        .execute_at(
+            &at,
+            ORDERS,
+            op::get("level/1"),
+            Some(ReadLevel::Follower),
+            None,
+            None,
+        )
+        .await
+        .expect("follower read on a follower");
+    assert!(
+        matches!(&answer, Answer::Strong(Some(v)) if v.value == b("seen")),
+        "{answer:?}"
+    );
+    assert_eq!(receipt.level, Served::Read(ReadLevel::Follower));
+    assert_eq!(receipt.node, NodeId(follower as u64));
+    // A stale read may lag, but says by how much, and catches up.
+    let receipt = poll_until(READY_DEADLINE, "a stale read on the follower", async || {
+        let (answer, receipt) = client
+            .execute_at(
+                &at,
+                ORDERS,
+                op::get("level/1"),
+                Some(ReadLevel::Stale),
+                None,
+                None,
+            )
+            .await
+            .ok()?;
+        matches!(&answer, Answer::Strong(Some(v)) if v.value == b("seen")).then_some(receipt)
+    })
+    .await;
+    assert_eq!(receipt.level, Served::Read(ReadLevel::Stale));
+    assert_eq!(receipt.node, NodeId(follower as u64));
+    assert!(
+        receipt.behind.is_some(),
+        "a stale read says how far behind: {receipt:?}"
+    );
+    lease_read(&client).await;
+}
+
+async fn lease_read(client: &Client) {
+    let (answer, receipt) = client
+        .execute(
+            ORDERS,
+            op::get("level/1"),
+            Some(ReadLevel::Lease),
+            None,
+            None,
+        )
+        .await
+        .expect("lease read");
+    assert!(
+        matches!(&answer, Answer::Strong(Some(v)) if v.value == b("seen")),
+        "{answer:?}"
+    );
+    // Without a valid lease the leader may fall back to a read index; it must say so.
+    assert!(
+        matches!(
+            receipt.level,
+            Served::Read(ReadLevel::Lease | ReadLevel::Linearizable)
+        ),
+        "{receipt:?}"
+    );
+}
+
+async fn eventual_lww_and_mvreg_spread(cluster: &Cluster) {
+    let client = cluster.client().await;
+    let (n1, n2) = (cluster.addr(1), cluster.addr(2));
+    let (answer, receipt) = client
+        .execute_at(
+            &n1,
+            PROFILES,
+            op::put("alice", "v1"),
+            None,
+            Some(WriteLevel::Local),
+            None,
+        )
+        .await
+        .expect("lww put on n1");
+    assert!(
+        matches!(answer, Answer::Acknowledged { acks } if acks >= 1),
+        "{answer:?}"
+    );
+    assert_eq!(receipt.level, Served::Write(WriteLevel::Local));
+    assert_eq!(receipt.node, NodeId(1));
+    let receipt = poll_until(READY_DEADLINE, "alice on n2", async || {
+        let (answer, receipt) = client
+            .execute_at(&n2, PROFILES, op::get("alice"), None, None, None)
+            .await
+            .ok()?;
+        let ReadValue::Lww { value, .. } = eventual(answer) else {
+            panic!("a lww keyspace reads as Lww");
+        };
+        (value == Some(b("v1"))).then_some(receipt)
+    })
+    .await;
+    assert_eq!(receipt.level, Served::Read(ReadLevel::Local));
+    assert_eq!(receipt.node, NodeId(2));
+    client
+        .execute_at(&n1, DOCS, op::put("readme", "draft"), None, None, None)
+        .await
+        .expect("mvreg put on n1");
+    poll_until(READY_DEADLINE, "the mvreg value on n2", async || {
+        let (answer, _) = client
+            .execute_at(&n2, DOCS, op::get("readme"), None, None, None)
+            .await
+            .ok()?;
+        let ReadValue::MvReg { siblings, .. } = eventual(answer) else {
+            panic!("an mvreg keyspace reads as MvReg");
+        };
+        (siblings == vec![b("draft")]).then_some(())
+    })
+    .await;
+}
+
+fn eventual(answer: Answer) -> ReadValue {
+    match answer {
+        Answer::Eventual(value) => value,
+        other => panic!("an eventual read answers Eventual, got {other:?}"),
+    }
+}
+
+async fn eventual_counter_and_set_converge(cluster: &Cluster) {
+    let client = cluster.client().await;
+    for (node, by) in [(1, 5), (2, -2), (3, 10)] {
+        client
+            .execute_at(
+                &cluster.addr(node),
+                HITS,
+                op::incr("page", by),
+                None,
+                None,
+                None,
+            )
+            .await
+            .expect("counter add");
+    }
+    for (node, member) in [(1, "apple"), (2, "pear")] {
+        client
+            .execute_at(
+                &cluster.addr(node),
+                CARTS,
+                op::sadd("cart", &[member]),
+                None,
+                None,
+                None,
+            )
+            .await
+            .expect("sadd");
+    }
+    for node in 1..=3 {
+        let at = cluster.addr(node);
+        poll_until(
+            READY_DEADLINE,
+            &format!("the counter and set on n{node}"),
+            async || {
+                let (counter, _) = client
+                    .execute_at(&at, HITS, op::get("page"), None, None, None)
+                    .await
+                    .ok()?;
+                let (set, _) = client
+                    .execute_at(&at, CARTS, op::get("cart"), None, None, None)
+                    .await
+                    .ok()?;
+                let want_set = ReadValue::Set(vec![b("apple"), b("pear")]);
+                (eventual(counter) == ReadValue::Counter(13) && eventual(set) == want_set)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+async fn eventual_quorum_and_session_levels(cluster: &Cluster) {
+    let client = cluster.client().await;
+    let (answer, receipt) = client
+        .execute_at(
+            &cluster.addr(2),
+            PROFILES,
+            op::put("bob", "q"),
+            None,
+            Some(WriteLevel::Quorum),
+            None,
+        )
+        .await
+        .expect("quorum write");
+    assert!(
+        matches!(answer, Answer::Acknowledged { acks } if acks >= 2),
+        "{answer:?}"
+    );
+    assert_eq!(receipt.level, Served::Write(WriteLevel::Quorum));
+    // A quorum read meets the quorum write on at least one node: no waiting needed.
+    let (answer, receipt) = client
+        .execute_at(
+            &cluster.addr(3),
+            PROFILES,
+            op::get("bob"),
+            Some(ReadLevel::Quorum),
+            None,
+            None,
+        )
+        .await
+        .expect("quorum read");
+    assert!(matches!(eventual(answer), ReadValue::Lww { value: Some(v), .. } if v == b("q")));
+    assert_eq!(receipt.level, Served::Read(ReadLevel::Quorum));
+    let (_, receipt) = client
+        .execute_at(
+            &cluster.addr(1),
+            PROFILES,
+            op::put("carol", "s"),
+            None,
+            None,
+            None,
+        )
+        .await
+        .expect("local write");
+    let Position::Eventual {
+        token: Some(token), ..
+    } = receipt.position
+    else {
+        panic!("an eventual write carries its session token: {receipt:?}");
+    };
+    // Read-your-writes on another node: served once that node has seen the write.
+    let (answer, receipt) = client
+        .execute_at(
+            &cluster.addr(3),
+            PROFILES,
+            op::get("carol"),
+            Some(ReadLevel::Session),
+            None,
+            Some(token),
+        )
+        .await
+        .expect("session read");
+    assert!(matches!(eventual(answer), ReadValue::Lww { value: Some(v), .. } if v == b("s")));
+    assert_eq!(receipt.level, Served::Read(ReadLevel::Session));
+}
+
+/// A request that must be refused, and how.
+struct Refused {
+    keyspace: &'static str,
+    operation: Operation,
+    read: Option<ReadLevel>,
+    write: Option<WriteLevel>,
+    expected: fn(&ClientError) -> bool,
+}
+
+fn refused(
+    keyspace: &'static str,
+    operation: Operation,
+    read: Option<ReadLevel>,
+    write: Option<WriteLevel>,
+    expected: fn(&ClientError) -> bool,
+) -> Refused {
+    Refused {
+        keyspace,
+        operation,
+        read,
+        write,
+        expected,
+    }
+}
+
+fn refusals() -> Vec<Refused> {
+    use ClientError as E;
+    use ReadLevel::{Linearizable, Quorum};
+    let long_key = "k".repeat(KEY_BYTES_MAX + 1);
+    let big_value = "v".repeat(VALUE_BYTES_MAX + 1);
+    vec![
+        refused(
+            ORDERS,
+            op::incr("k", 1),
+            None,
+            None,
+            |e| matches!(e, E::WrongType { command, .. } if command == "incr"),
+        ),
+        refused(CARTS, op::cas("k", None, "v"), None, None, |e| {
+            matches!(e, E::WrongType { .. })
+        }),
+        refused(HITS, op::sadd("k", &["m"]), None, None, |e| {
+            matches!(e, E::WrongType { .. })
+        }),
+        refused(
+            "nope",
+            op::get("k"),
+            None,
+            None,
+            |e| matches!(e, E::UnknownKeyspace { name } if name == "nope"),
+        ),
+        refused(
+            ORDERS,
+            op::put(&long_key, "v"),
+            None,
+            None,
+            |e| matches!(e, E::TooLarge { bytes_max, .. } if *bytes_max == KEY_BYTES_MAX),
+        ),
+        refused(
+            PROFILES,
+            op::put("k", &big_value),
+            None,
+            None,
+            |e| matches!(e, E::TooLarge { bytes_max, .. } if *bytes_max == VALUE_BYTES_MAX),
+        ),
+        refused(ORDERS, op::get("k"), Some(Quorum), None, |e| {
+            matches!(e, E::ReadLevelNotApplicable { level: Quorum, .. })
+        }),
+        refused(PROFILES, op::get("k"), Some(Linearizable), None, |e| {
+            matches!(
+                e,
+                E::ReadLevelNotApplicable {
+                    level: Linearizable,
+                    ..
+                }
+            )
+        }),
+        refused(
+            ORDERS,
+            op::put("k", "v"),
+            None,
+            Some(WriteLevel::Quorum),
+            |e| matches!(e, E::WriteLevelNotApplicable),
+        ),
+        refused(ORDERS, op::scan("", 0), None, None, |e| {
+            matches!(e, E::ScanLimit { limit: 0, .. })
+        }),
+    ]
+}
+
+async fn typed_errors(cluster: &Cluster) {
+    let client = cluster.client().await;
+    for case in refusals() {
+        let name = case.operation.name();
+        let result = client
+            .execute(case.keyspace, case.operation, case.read, case.write, None)
+            .await;
+        let error = node_error(result);
+        assert!(
+            (case.expected)(&error),
+            "{name} on {} ({:?}, {:?}): unexpected {error:?}",
+            case.keyspace,
+            case.read,
+            case.write
+        );
+    }
+    // After all that, the node still serves.
+    client
+        .execute(ORDERS, op::get("order/1"), None, None, None)
+        .await
+        .expect("the cluster still serves after refusing bad requests");
+}
+
+/// The same `(client, seq)` sent twice to the leader, as a retry would: applied once, and the
+/// retry answered with the first result.
+async fn retried_write_applies_once(cluster: &Cluster) {
+    let (leader, _) = leader_and_follower(cluster).await;
+    let endpoint = common::client_endpoint(&cluster.certs, common::CLIENT_NAME);
+    let connection = common::connect_raw(&endpoint, cluster.node(leader).address)
+        .await
+        .expect("connect to the leader");
+    let request = ToNode::Data(ClientRequest {
+        client: ClientId(0x5eed),
+        seq: 1,
+        keyspace: ORDERS.to_string(),
+        operation: op::put("retried", "once"),
+        read: None,
+        write: None,
+        session: None,
+    });
+    let mut revisions = Vec::new();
+    for _ in 0..2 {
+        let answer = common::request_raw(&connection, &request).await;
+        let Ok(FromNode::Data(ClientResponse {
+            result: Ok((Answer::Written { revision }, _)),
+        })) = answer
+        else {
+            panic!("the leader applies the put: {answer:?}");
+        };
+        revisions.push(revision);
+    }
+    assert_eq!(
+        revisions[0], revisions[1],
+        "the retry gets the first answer"
+    );
+    let client = cluster.client().await;
+    let (answer, _) = client
+        .execute(ORDERS, op::get("retried"), None, None, None)
+        .await
+        .expect("get");
+    let Answer::Strong(Some(found)) = answer else {
+        panic!("the key is there: {answer:?}");
+    };
+    assert_eq!(found.mod_revision, revisions[0], "applied once, not twice");
+}
