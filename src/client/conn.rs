@@ -43,10 +43,6 @@ pub const ATTEMPT_MIN: Duration = Duration::from_millis(500);
 
 /// The route key admin requests are remembered under: the catalog's Raft group.
 const CATALOG_ROUTE: &str = "_catalog";
-/// QUIC keep-alives keep cached connections open between requests of a long-lived client.
-const KEEP_ALIVE: Duration = Duration::from_secs(2);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How to reach the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientOptions {
@@ -317,17 +313,11 @@ pub async fn resolve(endpoint: &str) -> Result<SocketAddr, ConnError> {
 fn client_config(options: &ClientOptions) -> Result<quinn::ClientConfig, ConnError> {
     let identity =
         Identity::load(&options.certs, Role::Client, &options.name).map_err(ConnError::Cert)?;
-    let mut config = identity
+    // The TLS module's config carries the keep-alive and idle timeout nodes use too, so a
+    // cached connection to a node that died is noticed within seconds.
+    identity
         .client_config(tls::ALPN_CLIENT)
-        .map_err(ConnError::Cert)?;
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(KEEP_ALIVE));
-    let idle = quinn::IdleTimeout::try_from(IDLE_TIMEOUT).map_err(|error| ConnError::Protocol {
-        reason: error.to_string(),
-    })?;
-    transport.max_idle_timeout(Some(idle));
-    config.transport_config(Arc::new(transport));
-    Ok(config)
+        .map_err(ConnError::Cert)
 }
 
 impl Client {

@@ -258,7 +258,9 @@ impl Identity {
             .with_single_cert(vec![self.certificate.clone()], self.key.clone_key())?;
         tls.alpn_protocols = vec![ALPN_PEER.to_vec(), ALPN_CLIENT.to_vec()];
         let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
-        Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        config.transport_config(transport_config());
+        Ok(config)
     }
 
     /// The QUIC client side, speaking `alpn`: verifies the server against the CA and
@@ -271,8 +273,26 @@ impl Identity {
             .with_client_auth_cert(vec![self.certificate.clone()], self.key.clone_key())?;
         tls.alpn_protocols = vec![alpn.to_vec()];
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-        Ok(quinn::ClientConfig::new(Arc::new(quic)))
+        let mut config = quinn::ClientConfig::new(Arc::new(quic));
+        config.transport_config(transport_config());
+        Ok(config)
     }
+}
+
+/// A peer that stops answering (killed, or cut off) is declared gone after this long, so
+/// links reconnect to its next incarnation within seconds rather than quinn's default 30 s.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Keep-alives keep a quiet but healthy connection under the idle timeout.
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(500);
+const _: () = assert!(KEEP_ALIVE.as_millis() * 3 <= IDLE_TIMEOUT.as_millis());
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    let idle = quinn::IdleTimeout::try_from(IDLE_TIMEOUT)
+        .expect("invariant: the idle timeout fits QUIC's varint");
+    transport.max_idle_timeout(Some(idle));
+    Arc::new(transport)
 }
 
 /// The server name to dial node `id` by: TLS then refuses any other node's certificate.

@@ -336,6 +336,9 @@ impl<T> Replica<T> {
             ReadLevel::Stale => self.read_now(&waiter.key),
             ReadLevel::Lease if self.confirmed.len() >= CONFIRMED_READS_MAX => Answer::Busy,
             ReadLevel::Lease => match self.core.lease_read(now) {
+                // Already applied: serve now rather than at the next `on_persisted`, which
+                // on an idle group is the next heartbeat away.
+                Ok(index) if index <= self.machine.applied() => self.read_now(&waiter.key),
                 Ok(index) => {
                     self.confirmed.push((index, waiter));
                     return None;
