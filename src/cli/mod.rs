@@ -1,9 +1,12 @@
 //! The command line. The only place in the crate that uses `anyhow`: everything below it
 //! returns typed errors, and here they become messages for a person.
 
+mod bench;
 mod certs;
+mod demo;
 mod node;
 pub mod ops;
+mod shell;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +27,10 @@ enum Command {
     Sim(sim::SimArgs),
     /// Run one node of a cluster (QUIC with mutual TLS, data in redb) until SIGINT/SIGTERM.
     Node(node::NodeArgs),
+    /// Start a local 3-node cluster and walk through the CAP trade-off, then open a shell.
+    Demo(demo::DemoArgs),
+    /// Measure latency per consistency level at one client (sequential requests).
+    Bench(bench::BenchArgs),
     /// Create the cluster CA and certificates for nodes and clients
     Certs(certs::CertsArgs),
     #[command(flatten)]
@@ -36,6 +43,8 @@ pub fn run() -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Sim(args) => sim::run(&args),
         Command::Node(args) => node::run(args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Certs(args) => certs::run(&args),
         Command::Ops(command) => ops::run(command),
     }
