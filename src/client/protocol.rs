@@ -63,6 +63,20 @@ pub enum ReadLevel {
     Quorum,
 }
 
+impl fmt::Display for ReadLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReadLevel::Linearizable => "linearizable",
+            ReadLevel::Lease => "lease",
+            ReadLevel::Follower => "follower",
+            ReadLevel::Stale => "stale",
+            ReadLevel::Local => "local",
+            ReadLevel::Session => "session",
+            ReadLevel::Quorum => "quorum",
+        })
+    }
+}
+
 /// When an eventual write is acknowledged: the engine's own levels. Strong writes are always
 /// acknowledged after a majority committed them, so they take none.
 pub use crate::eventual::WriteLevel;
@@ -268,9 +282,9 @@ pub enum ClientError {
     },
     #[error("no keyspace named {name:?}")]
     UnknownKeyspace { name: String },
-    #[error("`{command}` does not apply to a {mode} keyspace")]
+    #[error("`{command}` does not apply to {mode} keyspaces")]
     WrongType { command: String, mode: KeyspaceMode },
-    #[error("read level {level:?} does not apply to a {mode} keyspace")]
+    #[error("read level {level} does not apply to {mode} keyspaces")]
     ReadLevelNotApplicable {
         level: ReadLevel,
         mode: KeyspaceMode,

@@ -110,7 +110,7 @@ pub enum FaultCommand {
     /// Split the nodes into sides that cannot reach each other: `partition n1,n2 n3`
     Partition {
         /// Two or more sides, each a comma-separated list of node ids
-        #[arg(required = true, num_args = 2.., value_parser = parse::node_list)]
+        #[arg(required = true, num_args = 2.., value_parser = parse::node_list, value_name = "SIDE")]
         sides: Vec<Vec<NodeId>>,
     },
     /// Cut one node off from every other

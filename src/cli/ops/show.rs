@@ -5,6 +5,7 @@ use super::parse::{format_context, format_session, hex};
 use crate::client::protocol::{Answer, Position, ReadLevel, Receipt, Served, WriteLevel};
 use crate::eventual::{HlcTimestamp, ReadValue};
 use crate::strong::Versioned;
+use crate::types::NodeId;
 use serde_json::{Value, json};
 
 /// Bytes as text when they are UTF-8 without control characters, else `0x` and hex.
@@ -43,6 +44,14 @@ fn served_name(served: Served) -> String {
         Served::Committed => "committed".to_string(),
         Served::Write(level) => format!("{} write", write_name(level)),
     }
+}
+
+fn vector_text(vector: &[(NodeId, u64)]) -> String {
+    let entries: Vec<String> = vector
+        .iter()
+        .map(|(node, count)| format!("{node}={count}"))
+        .collect();
+    entries.join(",")
 }
 
 fn stamp_text(stamp: &HlcTimestamp) -> String {
@@ -90,15 +99,15 @@ pub fn format_receipt(answer: &Answer, receipt: &Receipt) -> String {
             if let Answer::Acknowledged { acks } = answer {
                 let plural = if *acks == 1 { "" } else { "s" };
                 parts.push(format!("{acks} ack{plural}"));
+            } else if !vector.is_empty() {
+                // A read says which writes the serving node held.
+                parts.push(format!("vector {}", vector_text(vector)));
             }
             if let Some(token) = token {
                 parts.push(format!("session {}", format_session(token)));
             }
             if let Some(stamp) = stamp {
                 parts.push(format!("stamp {}", stamp_text(stamp)));
-            }
-            if !vector.is_empty() {
-                parts.push(format!("vector {}", vector_text(vector)));
             }
         }
     }
@@ -112,15 +121,6 @@ pub fn format_receipt(answer: &Answer, receipt: &Receipt) -> String {
         parts.push(format!("context {}", format_context(context)));
     }
     format!("receipt: {}", parts.join(" · "))
-}
-
-/// A version vector as `[n1:4 n2:7]`: for each node, the writes of it the serving node holds.
-fn vector_text(vector: &[(crate::types::NodeId, u64)]) -> String {
-    let dots: Vec<String> = vector
-        .iter()
-        .map(|(node, count)| format!("{node}:{count}"))
-        .collect();
-    format!("[{}]", dots.join(" "))
 }
 
 fn versioned_text(versioned: Option<&Versioned>) -> String {
@@ -242,14 +242,17 @@ fn receipt_json(answer: &Answer, receipt: &Receipt) -> Value {
             token,
             stamp,
             vector,
-        } => json!({
-            "session": token.as_ref().map(format_session),
-            "stamp": stamp.as_ref().map(stamp_text),
-            "vector": vector
+        } => {
+            let vector: serde_json::Map<String, Value> = vector
                 .iter()
                 .map(|(node, count)| (node.to_string(), json!(count)))
-                .collect::<serde_json::Map<String, Value>>(),
-        }),
+                .collect();
+            json!({
+                "session": token.as_ref().map(format_session),
+                "stamp": stamp.as_ref().map(stamp_text),
+                "vector": vector,
+            })
+        }
     };
     if let (Value::Object(object), Value::Object(extra)) = (&mut object, extra) {
         object.extend(extra);
@@ -273,7 +276,7 @@ pub fn data_json(command: &str, keyspace: &str, answer: &Answer, receipt: &Recei
 mod tests {
     use super::*;
     use crate::eventual::{ReadContext, SessionToken};
-    use crate::types::{LogIndex, NodeId, Term};
+    use crate::types::{LogIndex, Term};
     use bytes::Bytes;
 
     fn raft(level: Served, behind: Option<u64>) -> Receipt {
@@ -329,19 +332,19 @@ mod tests {
                     seq: 42,
                 }),
                 stamp: None,
-                vector: vec![(NodeId(1), 3), (NodeId(2), 42)],
+                vector: vec![(NodeId(2), 42)],
             },
             behind: None,
         };
         let acked = Answer::Acknowledged { acks: 2 };
         assert_eq!(
             format_receipt(&acked, &receipt),
-            "receipt: quorum write by n2 · 2 acks · session n2:42 · vector [n1:3 n2:42]"
+            "receipt: quorum write by n2 · 2 acks · session n2:42"
         );
         let json = data_json("sadd", "carts", &acked, &receipt);
         assert_eq!(json["receipt"]["session"], "n2:42");
-        assert_eq!(json["receipt"]["vector"]["n1"], 3);
         assert_eq!(json["acks"], 2);
+        assert_eq!(json["receipt"]["vector"]["n2"], 42);
     }
 
     #[test]
@@ -357,15 +360,13 @@ mod tests {
             position: Position::Eventual {
                 token: None,
                 stamp: None,
-                vector: Vec::new(),
+                vector: vec![(NodeId(1), 3), (NodeId(2), 5)],
             },
             behind: None,
         };
         let line = format_receipt(&read, &receipt);
-        assert!(
-            line.starts_with("receipt: local by n2 · context "),
-            "{line}"
-        );
+        let start = "receipt: local by n2 · vector n1=3,n2=5 · context ";
+        assert!(line.starts_with(start), "{line}");
         let token = line.rsplit(' ').next().unwrap();
         assert_eq!(
             super::super::parse::context(token),
