@@ -658,10 +658,13 @@ impl Driver {
         }
     }
 
-    /// Whether this node heard from enough peers lately to be on a majority side.
+    /// Whether this node heard from enough peers lately to be on a majority side. Asked only
+    /// when no leader is known, which takes an election timeout without a heartbeat: a node
+    /// cut off has by then heard from no one within one election timeout, while a node in an
+    /// election on the majority side hears its peers' (pre-)votes.
     pub fn majority_reachable(&self) -> bool {
         let now = self.clock.now();
-        let recent = ELECTION_TIMEOUT * 3;
+        let recent = ELECTION_TIMEOUT;
         let heard = self
             .last_heard
             .values()
