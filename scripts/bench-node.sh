@@ -11,7 +11,7 @@
 # this repository.
 #
 #   OPS=2000 scripts/bench-node.sh        # defaults: OPS=2000, CASE_SECONDS=60, ETCD_SECONDS=10
-#   PEERS=/path/to/shared/peers scripts/bench-node.sh
+#   PEERS=/path/to/shared/peers ETCD_BENCH=/path/to/etcd-bench scripts/bench-node.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +41,7 @@ out=bench-results/node-$stamp.txt
 timeout $((7 * CASE_SECONDS + 120)) "$TARGET/release/capdial" bench --cluster \
   --ops "$OPS" --case-seconds "$CASE_SECONDS" | tee -a "$out"
 
-ETCD_BENCH=$PEERS/etcd-bench/target/release/etcd-bench
+ETCD_BENCH=${ETCD_BENCH:-$PEERS/etcd-bench/target/release/etcd-bench}
 if ! command -v etcd >/dev/null 2>&1 || [[ ! -x $ETCD_BENCH ]]; then
   echo | tee -a "$out"
   echo "# etcd: not measured (needs etcd on PATH and $ETCD_BENCH; see $PEERS/README.md)" | tee -a "$out"
