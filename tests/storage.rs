@@ -148,3 +148,66 @@ fn eventual_states_are_per_keyspace_and_survive_a_reopen() {
         })
     ));
 }
+
+fn persist_batch(
+    id: u64,
+    seq: u64,
+    keys: Vec<(&str, Option<u8>)>,
+) -> capdial::eventual::PersistBatch {
+    use capdial::eventual::{
+        DurableMeta, HlcTimestamp, KeyState, PersistBatch, PersistId, ValueType,
+    };
+    let keys = keys
+        .into_iter()
+        .map(|(key, marker)| {
+            let state = marker.map(|_| KeyState::new(ValueType::Counter));
+            (Bytes::copy_from_slice(key.as_bytes()), state)
+        })
+        .collect();
+    let meta = DurableMeta {
+        seq,
+        hlc: HlcTimestamp::zero(NodeId(1)),
+        knowledge: Default::default(),
+    };
+    PersistBatch {
+        id: PersistId(id),
+        keys,
+        meta,
+    }
+}
+
+#[test]
+fn eventual_batches_restore_as_the_engine_expects_and_dropping_a_keyspace_clears_it() {
+    use capdial::eventual::RestoredState;
+    let store = Store::in_memory(NodeId(1)).unwrap();
+    let first = persist_batch(1, 3, vec![("a", Some(0)), ("b", Some(0))]);
+    let second = persist_batch(2, 5, vec![("a", None), ("c", Some(0))]);
+    let mut expected = RestoredState::default();
+    for batch in [&first, &second] {
+        let mut writes = Batch::new();
+        assert!(writes.eventual_persist(KeyspaceId(4), batch).is_empty());
+        assert!(
+            writes.needs_sync(),
+            "eventual writes are acknowledged after this commit"
+        );
+        store.commit(writes).unwrap();
+        expected.apply(batch);
+    }
+    let other = persist_batch(1, 1, vec![("z", Some(0))]);
+    let mut writes = Batch::new();
+    writes.eventual_persist(KeyspaceId(5), &other);
+    writes.raft_ready(GroupId(4), &ready(vec![entry(1, 1, "x")], None));
+    store.commit(writes).unwrap();
+    assert_eq!(store.eventual_restore(KeyspaceId(4)).unwrap(), expected);
+
+    let mut drop = Batch::new();
+    drop.drop_keyspace(KeyspaceId(4));
+    store.commit(drop).unwrap();
+    assert_eq!(
+        store.eventual_restore(KeyspaceId(4)).unwrap(),
+        RestoredState::default()
+    );
+    assert!(store.raft_restore(GroupId(4)).unwrap().entries.is_empty());
+    let kept = store.eventual_restore(KeyspaceId(5)).unwrap();
+    assert_eq!(kept.keys.len(), 1, "another keyspace keeps its rows");
+}

@@ -6,6 +6,8 @@
 //! client through [`run_line`].
 
 mod cluster;
+#[cfg(test)]
+mod live_tests;
 mod parse;
 mod show;
 

@@ -158,17 +158,60 @@ fn error_may_have_applied(error: &ClientError) -> bool {
     }
 }
 
-/// The error a request ends with when it runs out of time or attempts: an indeterminate
-/// write is a `Timeout` that says it may apply; otherwise the last error seen.
-fn give_up(last: Option<ConnError>, write_may_have_applied: bool) -> ConnError {
-    if write_may_have_applied {
-        return ConnError::Timeout {
-            may_have_applied: true,
+/// What the failed attempts of one request have shown so far.
+#[derive(Debug, Default)]
+struct Failures {
+    /// Some attempt may have reached a node that could apply it.
+    may_have_applied: bool,
+    /// The last typed refusal: what a person can act on, so it is reported first.
+    refusal: Option<ClientError>,
+    /// The last transport failure.
+    failure: Option<ConnError>,
+}
+
+impl Failures {
+    /// Records a node's refusal; `Err` hands it straight back (pinned, or not retryable).
+    fn refused(&mut self, error: ClientError, policy: &Policy) -> Result<Retry, ClientError> {
+        self.may_have_applied |= error_may_have_applied(&error);
+        let next = match policy.pinned {
+            Some(_) => Retry::Stop,
+            None => retry_after(&error),
         };
+        if next == Retry::Stop {
+            return Err(error);
+        }
+        self.refusal = Some(error);
+        Ok(next)
     }
-    last.unwrap_or(ConnError::Timeout {
-        may_have_applied: false,
-    })
+
+    /// Records a transport failure: another node is tried unless the request is pinned or
+    /// must not be sent twice.
+    fn failed(&mut self, error: ConnError, sent: bool, policy: &Policy) -> Retry {
+        self.may_have_applied |= sent;
+        self.failure = Some(lost_with(error, policy.write && self.may_have_applied));
+        if policy.pinned.is_some() || (sent && !policy.resend_safe) {
+            Retry::Stop
+        } else {
+            Retry::OtherNode
+        }
+    }
+
+    /// The error a request ends with when it runs out of time or attempts: an indeterminate
+    /// write is a `Timeout` that says it may apply; then the last refusal; then the last
+    /// transport failure.
+    fn give_up(self, write: bool) -> ConnError {
+        if write && self.may_have_applied {
+            return ConnError::Timeout {
+                may_have_applied: true,
+            };
+        }
+        if let Some(refusal) = self.refusal {
+            return ConnError::Client(refusal);
+        }
+        self.failure.unwrap_or(ConnError::Timeout {
+            may_have_applied: false,
+        })
+    }
 }
 
 fn is_write(operation: &Operation) -> bool {
@@ -309,8 +352,12 @@ impl Client {
             inner: Arc::new(inner),
         };
         let mut last = None;
-        for endpoint in client.inner.options.endpoints.clone() {
-            let deadline = Instant::now() + client.inner.options.timeout;
+        let endpoints = client.inner.options.endpoints.clone();
+        // Each endpoint gets a share of the deadline, so one that is down does not use it up.
+        let count = u32::try_from(endpoints.len()).unwrap_or(u32::MAX);
+        let share = (client.inner.options.timeout / count).max(ATTEMPT_MIN);
+        for endpoint in endpoints {
+            let deadline = Instant::now() + share;
             match client.connection(&endpoint, deadline).await {
                 Ok(_) => {
                     *lock(&client.inner.preferred) = endpoint;
@@ -458,8 +505,7 @@ impl Client {
             Some(endpoint) => endpoint.clone(),
             None => self.route_start(&policy.route),
         };
-        let mut may_have_applied = false;
-        let mut last = None;
+        let mut failures = Failures::default();
         let mut backoff = BACKOFF.0;
         let mut followed = false;
         for _ in 0..ATTEMPTS_MAX {
@@ -475,29 +521,17 @@ impl Client {
                     }
                     return Ok(reply);
                 }
-                Attempt::Refused(error) => {
-                    may_have_applied |= error_may_have_applied(&error);
-                    let next = match policy.pinned {
-                        Some(_) => Retry::Stop,
-                        None => retry_after(&error),
-                    };
-                    if next == Retry::Stop {
-                        return Err(ConnError::Client(error));
-                    }
-                    last = Some(ConnError::Client(error));
-                    next
-                }
-                Attempt::Failed(error) => {
-                    may_have_applied |= sent;
-                    let stop = policy.pinned.is_some() || (sent && !policy.resend_safe);
-                    last = Some(lost_with(error, policy.write && may_have_applied));
-                    if stop { Retry::Stop } else { Retry::OtherNode }
-                }
+                Attempt::Refused(error) => match failures.refused(error, policy) {
+                    Ok(next) => next,
+                    Err(error) => return Err(ConnError::Client(error)),
+                },
+                Attempt::Failed(error) => failures.failed(error, sent, policy),
             };
             let pause = match next {
                 Retry::Stop => break,
                 Retry::Follow(address) => {
                     target = address;
+                    // A fresh hint is followed at once; a second one may be stale.
                     let pause = if followed { backoff } else { Duration::ZERO };
                     followed = true;
                     pause
@@ -514,7 +548,7 @@ impl Client {
             tokio::time::sleep(pause).await;
             backoff = (backoff * 2).min(BACKOFF.1);
         }
-        Err(give_up(last, policy.write && may_have_applied))
+        Err(failures.give_up(policy.write))
     }
 
     /// An attempt that may be resent gets a share of the deadline, so a node that died
@@ -626,10 +660,10 @@ impl Client {
         let address = resolve(endpoint).await?;
         let slot = self.slot(address);
         let mut slot = slot.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            if connection.close_reason().is_none() {
-                return Ok(connection.clone());
-            }
+        if let Some(connection) = slot.as_ref()
+            && connection.close_reason().is_none()
+        {
+            return Ok(connection.clone());
         }
         let unreachable = |reason: String| ConnError::Connect {
             endpoint: endpoint.to_string(),
@@ -793,26 +827,60 @@ mod tests {
         assert!(ConnError::Client(minority).may_have_applied());
     }
 
+    fn policy(pinned: bool) -> Policy {
+        Policy {
+            route: "orders".into(),
+            pinned: pinned.then(|| "a:1".to_string()),
+            write: true,
+            resend_safe: true,
+        }
+    }
+
     #[test]
     fn giving_up_reports_an_indeterminate_write_as_a_timeout() {
-        let refused = ConnError::Client(ClientError::Unavailable {
+        let election = ClientError::Unavailable {
             reason: UnavailableReason::NoLeader,
-        });
+        };
+        let lost = || ConnError::Connect {
+            endpoint: "b:2".into(),
+            reason: "no answer".into(),
+        };
+        // A refusal is reported over a later transport failure.
+        let mut failures = Failures::default();
+        assert_eq!(
+            failures.refused(election.clone(), &policy(false)),
+            Ok(Retry::OtherNode)
+        );
+        assert_eq!(
+            failures.failed(lost(), false, &policy(false)),
+            Retry::OtherNode
+        );
         assert!(matches!(
-            give_up(Some(refused), true),
+            failures.give_up(true),
+            ConnError::Client(ClientError::Unavailable { .. })
+        ));
+        // A request that may have reached a node ends as an indeterminate write.
+        let mut failures = Failures::default();
+        assert_eq!(
+            failures.failed(lost(), true, &policy(false)),
+            Retry::OtherNode
+        );
+        assert!(matches!(
+            failures.give_up(true),
             ConnError::Timeout {
                 may_have_applied: true
             }
         ));
-        let refused = ConnError::Client(ClientError::Unavailable {
-            reason: UnavailableReason::NoLeader,
-        });
+        // Pinned: the refusal comes back as it is, and a failure is not retried.
+        let mut failures = Failures::default();
+        assert_eq!(
+            failures.refused(election.clone(), &policy(true)),
+            Err(election)
+        );
+        assert_eq!(failures.failed(lost(), false, &policy(true)), Retry::Stop);
+        assert!(matches!(failures.give_up(false), ConnError::Connect { .. }));
         assert!(matches!(
-            give_up(Some(refused), false),
-            ConnError::Client(ClientError::Unavailable { .. })
-        ));
-        assert!(matches!(
-            give_up(None, false),
+            Failures::default().give_up(false),
             ConnError::Timeout {
                 may_have_applied: false
             }

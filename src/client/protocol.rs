@@ -176,10 +176,12 @@ pub enum Position {
         applied: LogIndex,
         known_commit: LogIndex,
     },
-    /// Eventual: the session token of the write (for writes), or the node's own write counter.
+    /// Eventual: the session token of the write (for writes), its HLC stamp (`lww`), and the
+    /// serving node's durable version vector: for each node, the writes of it this node holds.
     Eventual {
         token: Option<SessionToken>,
         stamp: Option<HlcTimestamp>,
+        vector: Vec<(NodeId, u64)>,
     },
 }
 

@@ -37,7 +37,8 @@ impl Driver {
         let result = match request {
             AdminRequest::CreateKeyspace { name, mode } => match catalog::check_name(&name) {
                 Ok(()) => {
-                    let command = catalog::create_command(&name, mode);
+                    let voters = self.members.keys().copied().collect();
+                    let command = catalog::create_command(&name, mode, voters);
                     return self.propose_catalog(command, CatalogChange::Create { name }, reply);
                 }
                 Err(error) => Err(error),
@@ -144,7 +145,10 @@ impl Driver {
 
     fn keyspace_list(&self) -> Vec<KeyspaceInfo> {
         let machine = self.groups[&CATALOG_GROUP].replica.machine();
-        catalog::keyspaces(machine).into_values().collect()
+        catalog::keyspaces(machine)
+            .into_values()
+            .map(|entry| entry.info)
+            .collect()
     }
 
     fn member_list(&self) -> Vec<MemberInfo> {

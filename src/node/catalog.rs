@@ -14,6 +14,7 @@ use crate::client::protocol::{ClientError, KEYSPACE_NAME_BYTES_MAX, KeyspaceMode
 use crate::strong::{Command, StrongMachine};
 use crate::types::{GroupId, KeyspaceId, NodeId};
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The catalog's Raft group.
@@ -79,9 +80,27 @@ fn keyspace_key(name: &str) -> Bytes {
     Bytes::from(key)
 }
 
+/// What the catalog holds for a keyspace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct KeyspaceDef {
+    mode: KeyspaceMode,
+    /// A strong keyspace's first voters. Written into the log, so every node starts the group
+    /// with the same configuration whatever members it knew when it applied the create; the
+    /// group's leader then moves the voters to the current members.
+    voters: Vec<NodeId>,
+}
+
+/// A keyspace in the catalog, with the first voters of its Raft group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub info: KeyspaceInfo,
+    pub voters: Vec<NodeId>,
+}
+
 /// The command that creates `name` unless it exists.
-pub fn create_command(name: &str, mode: KeyspaceMode) -> Command {
-    let value = crate::wire::encode(&mode).expect("invariant: a keyspace mode always encodes");
+pub fn create_command(name: &str, mode: KeyspaceMode, voters: Vec<NodeId>) -> Command {
+    let value = crate::wire::encode(&KeyspaceDef { mode, voters })
+        .expect("invariant: a keyspace definition always encodes (members are bounded)");
     Command::Cas {
         key: keyspace_key(name),
         expected: None,
@@ -98,7 +117,7 @@ pub fn drop_command(name: &str) -> Command {
 
 /// Every keyspace in the catalog as `machine` has applied it, by name. An entry that does
 /// not decode (written by a newer version) is left out rather than guessed at.
-pub fn keyspaces(machine: &StrongMachine) -> BTreeMap<String, KeyspaceInfo> {
+pub fn keyspaces(machine: &StrongMachine) -> BTreeMap<String, Entry> {
     let Ok((entries, _)) = machine.scan(KEYSPACE_PREFIX, KEYSPACES_MAX) else {
         return BTreeMap::new();
     };
@@ -107,15 +126,16 @@ pub fn keyspaces(machine: &StrongMachine) -> BTreeMap<String, KeyspaceInfo> {
         let Ok(name) = std::str::from_utf8(&key[KEYSPACE_PREFIX.len()..]) else {
             continue;
         };
-        let Ok((mode, _)) = crate::wire::decode::<KeyspaceMode>(&version.value) else {
+        let Ok((def, _)) = crate::wire::decode::<KeyspaceDef>(&version.value) else {
             continue;
         };
         let info = KeyspaceInfo {
             name: name.to_string(),
             id: KeyspaceId(version.create_revision.0),
-            mode,
+            mode: def.mode,
         };
-        keyspaces.insert(name.to_string(), info);
+        let voters = def.voters;
+        keyspaces.insert(name.to_string(), Entry { info, voters });
     }
     keyspaces
 }
@@ -167,23 +187,23 @@ mod tests {
             &mut machine,
             1,
             1,
-            create_command("orders", KeyspaceMode::Strong),
+            create_command("orders", KeyspaceMode::Strong, vec![NodeId(1)]),
         );
-        apply(&mut machine, 2, 2, create_command("carts", set));
-        apply(&mut machine, 3, 3, create_command("orders", set));
+        apply(&mut machine, 2, 2, create_command("carts", set, vec![]));
+        apply(&mut machine, 3, 3, create_command("orders", set, vec![]));
         let found = keyspaces(&machine);
-        assert_eq!(found["orders"].id, KeyspaceId(1));
+        assert_eq!(found["orders"].info.id, KeyspaceId(1));
         assert_eq!(
-            found["orders"].mode,
+            found["orders"].info.mode,
             KeyspaceMode::Strong,
             "exists: not replaced"
         );
-        assert_eq!(found["carts"].id, KeyspaceId(2));
+        assert_eq!(found["carts"].info.id, KeyspaceId(2));
         apply(&mut machine, 4, 4, drop_command("orders"));
-        apply(&mut machine, 5, 5, create_command("orders", set));
+        apply(&mut machine, 5, 5, create_command("orders", set, vec![]));
         let found = keyspaces(&machine);
-        assert_eq!(found["orders"].id, KeyspaceId(5));
-        assert_eq!(found["orders"].mode, set);
+        assert_eq!(found["orders"].info.id, KeyspaceId(5));
+        assert_eq!(found["orders"].info.mode, set);
     }
 
     #[test]

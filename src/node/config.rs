@@ -161,7 +161,11 @@ impl PartialConfig {
         let address = initial_cluster
             .get(&id)
             .ok_or(ConfigError::NotInCluster { id })?;
-        if address.parse::<SocketAddr>().is_ok_and(|a| a != listen) {
+        // Listening on every interface (0.0.0.0:PORT) covers any advertised address on PORT.
+        let covers = |a: SocketAddr| {
+            a == listen || (listen.ip().is_unspecified() && a.port() == listen.port())
+        };
+        if address.parse::<SocketAddr>().is_ok_and(|a| !covers(a)) {
             return Err(ConfigError::AddressMismatch {
                 id,
                 address: address.clone(),
@@ -223,9 +227,14 @@ mod tests {
             ..PartialConfig::default()
         };
         assert!(matches!(
-            file.overridden_by(flags).resolve(),
+            file.clone().overridden_by(flags).resolve(),
             Err(ConfigError::AddressMismatch { .. })
         ));
+        let everywhere = PartialConfig {
+            listen: Some("0.0.0.0:7001".to_string()),
+            ..PartialConfig::default()
+        };
+        assert!(file.clone().overridden_by(everywhere).resolve().is_ok());
         assert!(matches!(
             PartialConfig::default().resolve(),
             Err(ConfigError::Missing { name: "id", .. })

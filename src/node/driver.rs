@@ -39,6 +39,9 @@ const FLUSH_ROUNDS_MAX: usize = 16;
 /// How long a client request may wait inside the node. Below the client library's default
 /// timeout, so the client hears a typed `Timeout` rather than giving up blind.
 pub const REQUEST_WAIT_MAX: Duration = Duration::from_secs(4);
+/// The Raft election timeout on real links and fsyncs on a loaded machine: wider than the
+/// simulator's LAN default.
+const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
 /// Take a snapshot of a strong keyspace (and compact its log) every this many entries.
 const COMPACT_EVERY: u64 = 10_000;
 
@@ -198,7 +201,8 @@ impl Driver {
             more_work: false,
             random,
         };
-        let catalog = driver.boot_replica(CATALOG_GROUP)?;
+        let voters = driver.members.keys().copied().collect();
+        let catalog = driver.boot_replica(CATALOG_GROUP, voters)?;
         let name = CATALOG_NAME.to_string();
         driver.groups.insert(
             CATALOG_GROUP,
@@ -211,17 +215,22 @@ impl Driver {
         Ok(driver)
     }
 
-    fn raft_config(&self) -> RaftConfig {
-        let mut config = RaftConfig::new(self.id, self.members.keys().copied().collect());
+    fn raft_config(&self, voters: Vec<NodeId>) -> RaftConfig {
+        let mut config = RaftConfig::new(self.id, voters);
         // Real links and fsyncs on a loaded machine: wider margins than the simulator's.
-        config.election_timeout = Duration::from_millis(500);
+        config.election_timeout = ELECTION_TIMEOUT;
         config.heartbeat_interval = Duration::from_millis(100);
         config.lease_drift_max = Duration::from_millis(50);
         config
     }
 
-    /// A replica of `group` from what the store holds of it.
-    fn boot_replica(&mut self, group: GroupId) -> Result<Replica<u64>, NodeError> {
+    /// A replica of `group` from what the store holds of it; `voters` is the group's first
+    /// configuration (the core uses it only while the log holds no membership change).
+    fn boot_replica(
+        &mut self,
+        group: GroupId,
+        voters: Vec<NodeId>,
+    ) -> Result<Replica<u64>, NodeError> {
         let restored = self.store.raft_restore(group)?;
         let durable = DurableState {
             hard_state: restored.hard_state,
@@ -229,7 +238,7 @@ impl Driver {
             entries: restored.entries,
         };
         let config = ReplicaConfig {
-            raft: self.raft_config(),
+            raft: self.raft_config(voters),
             machine: MachineConfig::default(),
             compact_every: COMPACT_EVERY,
         };
@@ -263,7 +272,7 @@ impl Driver {
         let gone: Vec<String> = self
             .names
             .iter()
-            .filter(|(name, (id, _))| desired.get(*name).is_none_or(|info| info.id != *id))
+            .filter(|(name, (id, _))| desired.get(*name).is_none_or(|entry| entry.info.id != *id))
             .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
@@ -274,13 +283,14 @@ impl Driver {
                 tracing::info!(keyspace = %name, id = id.0, "keyspace dropped");
             }
         }
-        for (name, info) in desired {
+        for (name, entry) in desired {
             if self.names.contains_key(&name) {
                 continue;
             }
+            let info = entry.info;
             match info.mode {
                 KeyspaceMode::Strong => {
-                    let replica = self.boot_replica(GroupId(info.id.0))?;
+                    let replica = self.boot_replica(GroupId(info.id.0), entry.voters)?;
                     let keyspace = StrongKeyspace {
                         name: name.clone(),
                         replica,
@@ -651,7 +661,7 @@ impl Driver {
     /// Whether this node heard from enough peers lately to be on a majority side.
     pub fn majority_reachable(&self) -> bool {
         let now = self.clock.now();
-        let recent = self.raft_config().election_timeout * 3;
+        let recent = ELECTION_TIMEOUT * 3;
         let heard = self
             .last_heard
             .values()

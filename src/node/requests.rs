@@ -398,10 +398,25 @@ impl Driver {
                 .map(|keyspace| keyspace.engine.writes_known_missing()),
             _ => None,
         };
+        let vector = self
+            .eventual
+            .get(&id)
+            .map(|keyspace| {
+                let knowledge = &keyspace.engine.durable_meta().knowledge;
+                knowledge
+                    .iter()
+                    .map(|dot| (*dot.actor, dot.counter))
+                    .collect()
+            })
+            .unwrap_or_default();
         Receipt {
             level: served,
             node: self.id,
-            position: Position::Eventual { token, stamp },
+            position: Position::Eventual {
+                token,
+                stamp,
+                vector,
+            },
             behind,
         }
     }

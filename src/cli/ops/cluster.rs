@@ -14,6 +14,9 @@ use serde_json::{Value, json};
 use std::io::Write;
 use std::time::Duration;
 
+/// How long `status` and `fault list` wait for one node.
+const READ_WAIT_MAX: Duration = Duration::from_secs(2);
+
 #[derive(Clone, Debug, Args)]
 pub struct KeyspaceArgs {
     #[command(subcommand)]
@@ -388,7 +391,20 @@ async fn ask_all(
     let mut tasks = tokio::task::JoinSet::new();
     for (index, member) in members.iter().enumerate() {
         let (client, request, address) = (client.clone(), request.clone(), member.address.clone());
-        tasks.spawn(async move { (index, client.admin_at(&address, request).await) });
+        tasks.spawn(async move {
+            // Reading state need not wait the whole request deadline for a node that is down.
+            let wait = match request {
+                AdminRequest::Status | AdminRequest::Faults => {
+                    client.options().timeout.min(READ_WAIT_MAX)
+                }
+                _ => client.options().timeout,
+            };
+            let answer = tokio::time::timeout(wait, client.admin_at(&address, request)).await;
+            let answer = answer.unwrap_or(Err(ConnError::Timeout {
+                may_have_applied: false,
+            }));
+            (index, answer)
+        });
     }
     let mut answers: Vec<Option<Result<AdminAnswer, ConnError>>> =
         members.iter().map(|_| None).collect();
