@@ -449,7 +449,8 @@ fn line_parser() -> clap::Command {
 /// Parses the words of a shell line with the CLI's parser and runs the command on `client`.
 /// `--endpoint HOST:PORT` on a line sends that command to that node only (as `--pin` does
 /// for the client's first endpoint); `--json` on a line or `json` turns on JSON output.
-/// `--help` output is written to `out`. Errors are returned for the shell to print.
+/// `--help` output is written to `out`. Errors are returned for the shell to print, without
+/// an `error:` prefix. `status --watch` is refused: Ctrl-C belongs to the shell.
 pub async fn run_line(
     client: &Client,
     words: &[String],
@@ -462,9 +463,19 @@ pub async fn run_line(
             write!(out, "{}", error.render())?;
             return Ok(());
         }
-        Err(error) => return Err(UsageError(error.render().to_string()).into()),
+        Err(error) => {
+            let text = error.render().to_string();
+            // The shell prints its own `error:` prefix.
+            let text = text.strip_prefix("error: ").unwrap_or(&text).trim_end();
+            return Err(UsageError(text.to_string()).into());
+        }
     };
     let line = Line::from_arg_matches(&matches).map_err(|e| UsageError(e.to_string()))?;
+    if matches!(&line.command, OpsCommand::Status(args) if args.watch) {
+        // Ctrl-C belongs to the shell (and the demo's cluster), so it cannot end a watch.
+        let text = "`status --watch` runs from the command line; in the shell, run `status` again";
+        return Err(UsageError(text.into()).into());
+    }
     let conn = line.command.conn();
     let pinned = match &conn.endpoint {
         Some(endpoints) => endpoints.first().cloned(),

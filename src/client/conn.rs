@@ -954,7 +954,7 @@ mod tests {
     fn fake_node(
         dir: &std::path::Path,
         name: &str,
-        answer: impl Fn(&ToNode) -> FromNode + Send + Sync + 'static,
+        answer: impl Fn(&ToNode) -> Option<FromNode> + Send + Sync + 'static,
     ) -> (String, Seen, quinn::Endpoint) {
         let identity = Identity::load(dir, Role::Node, name).unwrap();
         let config = identity.server_config().unwrap();
@@ -973,9 +973,19 @@ mod tests {
                     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
                         let bytes = recv.read_to_end(1 << 20).await.unwrap();
                         let (request, _) = wire::decode::<ToNode>(&bytes).unwrap();
-                        let reply = wire::encode(&answer(&request)).unwrap();
+                        let reply = answer(&request);
                         lock(&recorded).push(request);
-                        send.write_all(&reply).await.unwrap();
+                        let Some(reply) = reply else {
+                            // Silent: keep the stream open, never answer.
+                            tokio::spawn(async move {
+                                let _held = send;
+                                std::future::pending::<()>().await;
+                            });
+                            continue;
+                        };
+                        send.write_all(&wire::encode(&reply).unwrap())
+                            .await
+                            .unwrap();
                         send.finish().unwrap();
                     }
                 });
@@ -984,9 +994,12 @@ mod tests {
         (address, seen, endpoint)
     }
 
-    fn admin_or(data: FromNode) -> impl Fn(&ToNode) -> FromNode + Send + Sync + 'static {
+    /// Answers admin requests with no members, data requests with `data` (None: silence).
+    fn admin_or(
+        data: Option<FromNode>,
+    ) -> impl Fn(&ToNode) -> Option<FromNode> + Send + Sync + 'static {
         move |request| match request {
-            ToNode::Admin(_) => FromNode::Admin(Ok(AdminAnswer::Members(vec![]))),
+            ToNode::Admin(_) => Some(FromNode::Admin(Ok(AdminAnswer::Members(vec![])))),
             ToNode::Data(_) => data.clone(),
         }
     }
@@ -1035,14 +1048,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let nodes = ["n1".to_string(), "n2".to_string()];
         tls::init(dir.path(), &nodes, &["admin".to_string()]).unwrap();
-        let (leader, leader_seen, _l) = fake_node(dir.path(), "n2", admin_or(committed()));
+        let (leader, leader_seen, _l) = fake_node(dir.path(), "n2", admin_or(Some(committed())));
         let not_leader = FromNode::Data(crate::client::protocol::ClientResponse {
             result: Err(ClientError::NotLeader {
                 leader_hint: Some(NodeId(2)),
                 leader_addr: Some(leader.clone()),
             }),
         });
-        let (follower, follower_seen, _f) = fake_node(dir.path(), "n1", admin_or(not_leader));
+        let (follower, follower_seen, _f) = fake_node(dir.path(), "n1", admin_or(Some(not_leader)));
         let options = ClientOptions::new(vec![follower.clone()], dir.path().to_path_buf());
         let client = Client::connect(options).await.unwrap();
         let (answer, _) = client
@@ -1084,7 +1097,7 @@ mod tests {
                 name: "nope".into(),
             }),
         });
-        let (node, seen, _n) = fake_node(dir.path(), "n1", admin_or(unknown));
+        let (node, seen, _n) = fake_node(dir.path(), "n1", admin_or(Some(unknown)));
         let options = ClientOptions::new(vec![node], dir.path().to_path_buf());
         let client = Client::connect(options).await.unwrap();
         let result = client.execute("nope", put(), None, None, None).await;
@@ -1093,6 +1106,48 @@ mod tests {
             Err(ConnError::Client(ClientError::UnknownKeyspace { .. }))
         ));
         assert_eq!(data_requests(&seen).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_never_answers_leaves_writes_indeterminate() {
+        let dir = tempfile::tempdir().unwrap();
+        tls::init(dir.path(), &["n1".to_string()], &["admin".to_string()]).unwrap();
+        let (node, seen, _n) = fake_node(dir.path(), "n1", admin_or(None));
+        let mut options = ClientOptions::new(vec![node], dir.path().to_path_buf());
+        options.timeout = Duration::from_millis(600);
+        let client = Client::connect(options).await.unwrap();
+        let put = client.execute("orders", put(), None, None, None).await;
+        assert!(
+            matches!(
+                put,
+                Err(ConnError::Timeout {
+                    may_have_applied: true
+                })
+            ),
+            "{put:?}"
+        );
+        let key = Bytes::from_static(b"k");
+        let get = Operation::Get { key: key.clone() };
+        let read = client.execute("orders", get, None, None, None).await;
+        assert!(
+            matches!(
+                read,
+                Err(ConnError::Timeout {
+                    may_have_applied: false
+                })
+            ),
+            "{read:?}"
+        );
+        // A counter increment is sent once: a second copy would count twice.
+        let before = data_requests(&seen).len();
+        let add = Operation::Add { key, by: 1 };
+        let incr = client.execute("likes", add, None, None, None).await;
+        assert!(
+            incr.as_ref().is_err_and(ConnError::may_have_applied),
+            "{incr:?}"
+        );
+        let sent: Vec<_> = data_requests(&seen).split_off(before);
+        assert_eq!(sent.len(), 1, "{sent:?}");
     }
 
     #[tokio::test]

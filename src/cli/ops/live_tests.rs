@@ -137,6 +137,16 @@ async fn shell_commands_on_a_real_cluster() {
     .unwrap();
     until(&client, "smembers carts c", merged).await.unwrap();
 
+    let watch = line(&client, "status --watch").await.unwrap_err();
+    assert!(watch.contains("command line"), "{watch}");
+    let usage = line(&client, "put orders").await.unwrap_err();
+    assert!(
+        usage.starts_with("the following required arguments"),
+        "{usage}"
+    );
+    let help = line(&client, "put --help").await.unwrap();
+    assert!(help.contains("Usage: put [OPTIONS]"), "{help}");
+
     let status = line(&client, "status --json").await.unwrap();
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     let nodes = status["nodes"].as_array().unwrap();

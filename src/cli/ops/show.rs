@@ -5,6 +5,7 @@ use super::parse::{format_context, format_session, hex};
 use crate::client::protocol::{Answer, Position, ReadLevel, Receipt, Served, WriteLevel};
 use crate::eventual::{HlcTimestamp, ReadValue};
 use crate::strong::Versioned;
+use crate::types::NodeId;
 use serde_json::{Value, json};
 
 /// Bytes as text when they are UTF-8 without control characters, else `0x` and hex.
@@ -45,6 +46,14 @@ fn served_name(served: Served) -> String {
     }
 }
 
+fn vector_text(vector: &[(NodeId, u64)]) -> String {
+    let entries: Vec<String> = vector
+        .iter()
+        .map(|(node, count)| format!("{node}={count}"))
+        .collect();
+    entries.join(",")
+}
+
 fn stamp_text(stamp: &HlcTimestamp) -> String {
     format!("{}.{}@{}", stamp.physical_ms, stamp.logical, stamp.node)
 }
@@ -79,10 +88,20 @@ pub fn format_receipt(answer: &Answer, receipt: &Receipt) -> String {
             parts.push(format!("term {}", term.0));
             parts.push(format!("applied {} (commit {})", applied.0, known_commit.0));
         }
-        (Position::Eventual { token, stamp }, _) => {
+        (
+            Position::Eventual {
+                token,
+                stamp,
+                vector,
+            },
+            _,
+        ) => {
             if let Answer::Acknowledged { acks } = answer {
                 let plural = if *acks == 1 { "" } else { "s" };
                 parts.push(format!("{acks} ack{plural}"));
+            } else if !vector.is_empty() {
+                // A read says which writes the serving node held.
+                parts.push(format!("vector {}", vector_text(vector)));
             }
             if let Some(token) = token {
                 parts.push(format!("session {}", format_session(token)));
@@ -219,10 +238,21 @@ fn receipt_json(answer: &Answer, receipt: &Receipt) -> Value {
             applied,
             known_commit,
         } => json!({ "term": term.0, "applied": applied.0, "commit": known_commit.0 }),
-        Position::Eventual { token, stamp } => json!({
-            "session": token.as_ref().map(format_session),
-            "stamp": stamp.as_ref().map(stamp_text),
-        }),
+        Position::Eventual {
+            token,
+            stamp,
+            vector,
+        } => {
+            let vector: serde_json::Map<String, Value> = vector
+                .iter()
+                .map(|(node, count)| (node.to_string(), json!(count)))
+                .collect();
+            json!({
+                "session": token.as_ref().map(format_session),
+                "stamp": stamp.as_ref().map(stamp_text),
+                "vector": vector,
+            })
+        }
     };
     if let (Value::Object(object), Value::Object(extra)) = (&mut object, extra) {
         object.extend(extra);
@@ -246,7 +276,7 @@ pub fn data_json(command: &str, keyspace: &str, answer: &Answer, receipt: &Recei
 mod tests {
     use super::*;
     use crate::eventual::{ReadContext, SessionToken};
-    use crate::types::{LogIndex, NodeId, Term};
+    use crate::types::{LogIndex, Term};
     use bytes::Bytes;
 
     fn raft(level: Served, behind: Option<u64>) -> Receipt {
@@ -302,6 +332,7 @@ mod tests {
                     seq: 42,
                 }),
                 stamp: None,
+                vector: vec![(NodeId(2), 42)],
             },
             behind: None,
         };
@@ -313,6 +344,7 @@ mod tests {
         let json = data_json("sadd", "carts", &acked, &receipt);
         assert_eq!(json["receipt"]["session"], "n2:42");
         assert_eq!(json["acks"], 2);
+        assert_eq!(json["receipt"]["vector"]["n2"], 42);
     }
 
     #[test]
@@ -328,14 +360,13 @@ mod tests {
             position: Position::Eventual {
                 token: None,
                 stamp: None,
+                vector: vec![(NodeId(1), 3), (NodeId(2), 5)],
             },
             behind: None,
         };
         let line = format_receipt(&read, &receipt);
-        assert!(
-            line.starts_with("receipt: local by n2 · context "),
-            "{line}"
-        );
+        let start = "receipt: local by n2 · vector n1=3,n2=5 · context ";
+        assert!(line.starts_with(start), "{line}");
         let token = line.rsplit(' ').next().unwrap();
         assert_eq!(
             super::super::parse::context(token),
