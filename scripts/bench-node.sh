@@ -87,6 +87,7 @@ e() { awk -F, -v m="$1" -v f="$2" '$1 == "RESULT" && $3 == m && $4 == "leader" &
     "get serializable" "$(e get-ser 11) / $(e get-ser 12)"
   printf '%-34s %-16s\n' "eventual put local" "$(p eventual-put-local 8) / $(p eventual-put-local 10)"
   printf '%-34s %-16s\n' "eventual put quorum" "$(p eventual-put-quorum 8) / $(p eventual-put-quorum 10)"
+  printf '%-34s %-16s\n' "eventual put all" "$(p eventual-put-all 8) / $(p eventual-put-all 10)"
   printf '%-34s %-16s\n' "eventual get local" "$(p eventual-get-local 8) / $(p eventual-get-local 10)"
-} | tee -a "$out"
+} | sed 's/ *$//' | tee -a "$out"
 echo "wrote $out"
