@@ -11,7 +11,7 @@
 # this repository.
 #
 #   OPS=2000 scripts/bench-node.sh        # defaults: OPS=2000, CASE_SECONDS=60, ETCD_SECONDS=10
-#   PEERS=/path/to/shared/peers scripts/bench-node.sh
+#   PEERS=/path/to/shared/peers ETCD_BENCH=/path/to/etcd-bench scripts/bench-node.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +41,7 @@ out=bench-results/node-$stamp.txt
 timeout $((7 * CASE_SECONDS + 120)) "$TARGET/release/capdial" bench --cluster \
   --ops "$OPS" --case-seconds "$CASE_SECONDS" | tee -a "$out"
 
-ETCD_BENCH=$PEERS/etcd-bench/target/release/etcd-bench
+ETCD_BENCH=${ETCD_BENCH:-$PEERS/etcd-bench/target/release/etcd-bench}
 if ! command -v etcd >/dev/null 2>&1 || [[ ! -x $ETCD_BENCH ]]; then
   echo | tee -a "$out"
   echo "# etcd: not measured (needs etcd on PATH and $ETCD_BENCH; see $PEERS/README.md)" | tee -a "$out"
@@ -87,6 +87,7 @@ e() { awk -F, -v m="$1" -v f="$2" '$1 == "RESULT" && $3 == m && $4 == "leader" &
     "get serializable" "$(e get-ser 11) / $(e get-ser 12)"
   printf '%-34s %-16s\n' "eventual put local" "$(p eventual-put-local 8) / $(p eventual-put-local 10)"
   printf '%-34s %-16s\n' "eventual put quorum" "$(p eventual-put-quorum 8) / $(p eventual-put-quorum 10)"
+  printf '%-34s %-16s\n' "eventual put all" "$(p eventual-put-all 8) / $(p eventual-put-all 10)"
   printf '%-34s %-16s\n' "eventual get local" "$(p eventual-get-local 8) / $(p eventual-get-local 10)"
-} | tee -a "$out"
+} | sed 's/ *$//' | tee -a "$out"
 echo "wrote $out"
