@@ -42,8 +42,11 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         certs: args.certs,
     };
     let config = file.overridden_by(flags).resolve()?;
+    // Colours only on a terminal: the demo and the tests write node logs to files.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colours)
         .with_target(false)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
