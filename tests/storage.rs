@@ -185,7 +185,7 @@ fn eventual_batches_restore_as_the_engine_expects_and_dropping_a_keyspace_clears
     let mut expected = RestoredState::default();
     for batch in [&first, &second] {
         let mut writes = Batch::new();
-        assert!(writes.eventual_persist(KeyspaceId(4), batch).is_empty());
+        writes.eventual_persist(KeyspaceId(4), batch).unwrap();
         assert!(
             writes.needs_sync(),
             "eventual writes are acknowledged after this commit"
@@ -195,7 +195,7 @@ fn eventual_batches_restore_as_the_engine_expects_and_dropping_a_keyspace_clears
     }
     let other = persist_batch(1, 1, vec![("z", Some(0))]);
     let mut writes = Batch::new();
-    writes.eventual_persist(KeyspaceId(5), &other);
+    writes.eventual_persist(KeyspaceId(5), &other).unwrap();
     writes.raft_ready(GroupId(4), &ready(vec![entry(1, 1, "x")], None));
     store.commit(writes).unwrap();
     assert_eq!(store.eventual_restore(KeyspaceId(4)).unwrap(), expected);
@@ -210,4 +210,19 @@ fn eventual_batches_restore_as_the_engine_expects_and_dropping_a_keyspace_clears
     assert!(store.raft_restore(GroupId(4)).unwrap().entries.is_empty());
     let kept = store.eventual_restore(KeyspaceId(5)).unwrap();
     assert_eq!(kept.keys.len(), 1, "another keyspace keeps its rows");
+}
+
+#[test]
+fn a_snapshot_larger_than_a_network_frame_is_stored_and_restored() {
+    let store = Store::in_memory(NodeId(1)).unwrap();
+    let mut big = snapshot(10, 2);
+    big.data = Bytes::from(vec![7u8; capdial::wire::FRAME_BYTES_MAX + 1024]);
+    let installed = Ready {
+        snapshot: Some(big.clone()),
+        must_sync: true,
+        ..Ready::default()
+    };
+    commit(&store, GROUP, &installed);
+    let restored = store.raft_restore(GROUP).unwrap();
+    assert_eq!(restored.snapshot, Some(big));
 }

@@ -459,7 +459,10 @@ impl Client {
             route: CATALOG_ROUTE.to_string(),
             pinned: pinned.map(str::to_string),
             write,
-            resend_safe: true,
+            // Catalog and member changes are not deduplicated by the node: a blind resend of
+            // one that applied would come back `KeyspaceExists` or `MemberExists`. Refusals
+            // (not the leader, no leader yet) are still retried; they applied nothing.
+            resend_safe: !write,
         };
         match self.request(&ToNode::Admin(request), &policy).await? {
             Reply::Admin(answer) => Ok(answer),

@@ -322,6 +322,12 @@ pub enum ClientError {
     /// A strong request reused a sequence number older than the client's last one.
     #[error("sequence number {seq} is older than this client's last ({last_seq})")]
     SequenceTooOld { seq: u64, last_seq: u64 },
+    #[error("sadd and srem need at least one member")]
+    NoMembers,
+    #[error("the catalog holds at most {max} keyspaces")]
+    TooManyKeyspaces { max: u32 },
+    #[error("a cluster has at most {max} members")]
+    TooManyMembers { max: usize },
     #[error("a keyspace named {name:?} already exists")]
     KeyspaceExists { name: String },
     #[error("invalid keyspace name {name:?}: {reason}")]
@@ -373,6 +379,9 @@ pub fn check_request(request: &ClientRequest, mode: KeyspaceMode) -> Result<(), 
             value: Some(value), ..
         } => check_size("value", value.len(), VALUE_BYTES_MAX),
         Operation::SetAdd { members, .. } | Operation::SetRemove { members, .. } => {
+            if members.is_empty() {
+                return Err(ClientError::NoMembers);
+            }
             check_size("member list", members.len(), SET_MEMBERS_MAX)?;
             let total = members.iter().map(Bytes::len).sum();
             check_size("members", total, VALUE_BYTES_MAX)
@@ -490,6 +499,15 @@ mod tests {
             Err(ClientError::WrongType { .. })
         ));
         assert_eq!(check_request(&request(with_context), MVREG), Ok(()));
+    }
+
+    #[test]
+    fn set_writes_need_a_member() {
+        let empty = request(Operation::SetAdd {
+            key: key("k"),
+            members: Vec::new(),
+        });
+        assert_eq!(check_request(&empty, SET), Err(ClientError::NoMembers));
     }
 
     #[test]

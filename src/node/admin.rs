@@ -35,6 +35,13 @@ impl Driver {
         reply: oneshot::Sender<FromNode>,
     ) {
         let result = match request {
+            AdminRequest::CreateKeyspace { .. }
+                if self.names.len() >= catalog::KEYSPACES_MAX as usize =>
+            {
+                Err(ClientError::TooManyKeyspaces {
+                    max: catalog::KEYSPACES_MAX,
+                })
+            }
             AdminRequest::CreateKeyspace { name, mode } => match catalog::check_name(&name) {
                 Ok(()) => {
                     let voters = self.members.keys().copied().collect();
@@ -51,6 +58,11 @@ impl Driver {
             AdminRequest::AddMember { id, address } => {
                 if self.members.contains_key(&id) {
                     Err(ClientError::MemberExists { id })
+                } else if self.members.len() >= crate::eventual::MEMBERS_MAX {
+                    // Every eventual engine keeps per-member vectors, bounded by this.
+                    Err(ClientError::TooManyMembers {
+                        max: crate::eventual::MEMBERS_MAX,
+                    })
                 } else if super::resolve_one(&address).is_none() {
                     Err(ClientError::InvalidAddress { address })
                 } else {

@@ -118,8 +118,14 @@ pub fn drop_command(name: &str) -> Command {
 /// Every keyspace in the catalog as `machine` has applied it, by name. An entry that does
 /// not decode (written by a newer version) is left out rather than guessed at.
 pub fn keyspaces(machine: &StrongMachine) -> BTreeMap<String, Entry> {
-    let Ok((entries, _)) = machine.scan(KEYSPACE_PREFIX, KEYSPACES_MAX) else {
-        return BTreeMap::new();
+    keyspaces_scanned(machine).0
+}
+
+/// [`keyspaces`], and whether that is all of them: creates that raced past
+/// [`KEYSPACES_MAX`] leave the scan cut short, and then nothing may be taken as dropped.
+pub fn keyspaces_scanned(machine: &StrongMachine) -> (BTreeMap<String, Entry>, bool) {
+    let Ok((entries, more)) = machine.scan(KEYSPACE_PREFIX, KEYSPACES_MAX) else {
+        return (BTreeMap::new(), false);
     };
     let mut keyspaces = BTreeMap::new();
     for (key, version) in entries {
@@ -137,7 +143,7 @@ pub fn keyspaces(machine: &StrongMachine) -> BTreeMap<String, Entry> {
         let voters = def.voters;
         keyspaces.insert(name.to_string(), Entry { info, voters });
     }
-    keyspaces
+    (keyspaces, !more)
 }
 
 /// Keyspace names are 1 to 64 letters, digits, `-` or `_`, not starting with `_` (reserved

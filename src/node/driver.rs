@@ -268,10 +268,15 @@ impl Driver {
     /// it no longer has (see [`catalog`]).
     pub fn reconcile(&mut self) -> Result<(), NodeError> {
         self.sync_members();
-        let desired = catalog::keyspaces(self.groups[&CATALOG_GROUP].replica.machine());
+        let machine = self.groups[&CATALOG_GROUP].replica.machine();
+        let (desired, complete) = catalog::keyspaces_scanned(machine);
+        if !complete {
+            tracing::warn!("the catalog holds more keyspaces than one scan reads; none is dropped");
+        }
         let gone: Vec<String> = self
             .names
             .iter()
+            .filter(|_| complete)
             .filter(|(name, (id, _))| desired.get(*name).is_none_or(|entry| entry.info.id != *id))
             .map(|(name, _)| name.clone())
             .collect();
@@ -402,21 +407,19 @@ impl Driver {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
-                Some(input) = peers.recv() => {
-                    self.on_peer(input);
-                    for _ in 1..INPUTS_PER_ROUND_MAX {
-                        let Ok(input) = peers.try_recv() else { break };
-                        self.on_peer(input);
-                    }
-                }
-                Some(input) = clients.recv() => {
-                    self.on_client(input);
-                    for _ in 1..INPUTS_PER_ROUND_MAX {
-                        let Ok(input) = clients.try_recv() else { break };
-                        self.on_client(input);
-                    }
-                }
+                Some(input) = peers.recv() => self.on_peer(input),
+                Some(input) = clients.recv() => self.on_client(input),
                 _ = tokio::time::sleep_until(wake) => {}
+            }
+            // Whichever woke the loop, both queues are drained (bounded), so a stream of peer
+            // messages never starves clients.
+            for _ in 1..INPUTS_PER_ROUND_MAX {
+                let Ok(input) = peers.try_recv() else { break };
+                self.on_peer(input);
+            }
+            for _ in 1..INPUTS_PER_ROUND_MAX {
+                let Ok(input) = clients.try_recv() else { break };
+                self.on_client(input);
             }
             self.tick();
             self.flush().await?;
@@ -582,14 +585,7 @@ impl Driver {
         }
         for (id, keyspace) in &mut self.eventual {
             while let Some(batch) = keyspace.engine.poll_persist() {
-                let skipped = work.batch.eventual_persist(*id, &batch);
-                if !skipped.is_empty() {
-                    tracing::warn!(
-                        keyspace = %keyspace.name,
-                        keys = skipped.len(),
-                        "key states too large to store were kept in memory only"
-                    );
-                }
+                work.batch.eventual_persist(*id, &batch)?;
                 work.persists.push((*id, batch.id));
             }
         }

@@ -49,14 +49,14 @@ fn redb_error(error: impl Into<redb::Error>) -> StorageError {
     StorageError::Redb(Box::new(error.into()))
 }
 
+/// Rows are unframed bincode payloads: a snapshot or a merged CRDT state may be larger than
+/// a network frame, and the disk has no reason to refuse it.
 fn encode<T: Serialize>(table: &'static str, value: &T) -> Result<Vec<u8>, StorageError> {
-    wire::encode(value).map_err(|source| StorageError::Encode { table, source })
+    wire::unframed::encode(value).map_err(|source| StorageError::Encode { table, source })
 }
 
 fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StorageError> {
-    let (value, _) =
-        wire::decode(bytes).map_err(|source| StorageError::Corrupt { table, source })?;
-    Ok(value)
+    wire::unframed::decode(bytes).map_err(|source| StorageError::Corrupt { table, source })
 }
 
 /// What one group asks to persist: the persist part of a `Ready`, or a compaction.
@@ -140,31 +140,24 @@ impl Batch {
     }
 
     /// Adds an eventual engine's persist batch: its key states (deleting collected
-    /// tombstones) and its meta. Always synced. A state too large for a frame (only merges
-    /// can grow one that far) is left out and returned: the engine still holds it in memory
-    /// and anti-entropy brings it back after a restart, while the meta and every other key
-    /// are stored.
-    pub fn eventual_persist(&mut self, keyspace: KeyspaceId, batch: &PersistBatch) -> Vec<Bytes> {
-        let mut skipped = Vec::new();
+    /// tombstones) and its meta, in one transaction so the meta always describes the states
+    /// stored with it. Always synced.
+    pub fn eventual_persist(
+        &mut self,
+        keyspace: KeyspaceId,
+        batch: &PersistBatch,
+    ) -> Result<(), StorageError> {
         for (key, state) in &batch.keys {
             let bytes = match state {
-                Some(state) => match encode(EVENTUAL_STATES_NAME, state) {
-                    Ok(bytes) => Some(bytes),
-                    Err(_) => {
-                        skipped.push(key.clone());
-                        continue;
-                    }
-                },
+                Some(state) => Some(encode(EVENTUAL_STATES_NAME, state)?),
                 None => None,
             };
             self.eventual.push((keyspace, key.to_vec(), bytes));
         }
-        let meta = encode(EVENTUAL_META_NAME, &batch.meta).expect(
-            "invariant: a meta (counters and one vector of at most MEMBERS_MAX) fits a frame",
-        );
+        let meta = encode(EVENTUAL_META_NAME, &batch.meta)?;
         self.eventual_meta.push((keyspace, meta));
         self.sync = true;
-        skipped
+        Ok(())
     }
 
     /// Deletes every row of a dropped keyspace: its Raft group (log, hard state, snapshot)

@@ -1,7 +1,7 @@
 //! Every redb table of a node's file, with its key and value layout.
 //!
-//! Values are frames of [`crate::wire`] (version byte, length, bincode), the same codec as
-//! the network, so a format change is one version bump in one place.
+//! Values are bincode payloads of [`crate::wire::unframed`]: the network's codec without the
+//! frame header and its size limit (a snapshot or a merged CRDT state may outgrow a frame).
 
 use redb::TableDefinition;
 

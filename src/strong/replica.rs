@@ -217,7 +217,7 @@ impl<T> Replica<T> {
         assert!(config.compact_every >= 1, "compact_every is at least 1");
         let machine = match &durable.snapshot {
             Some(snapshot) => {
-                let (state, _) = crate::wire::decode::<MachineSnapshot>(&snapshot.data)
+                let state = crate::wire::unframed::decode::<MachineSnapshot>(&snapshot.data)
                     .map_err(BootError::Snapshot)?;
                 StrongMachine::restore(config.machine.clone(), state)
             }
@@ -475,7 +475,7 @@ impl<T> Replica<T> {
 
     /// Replaces the machine with a snapshot the leader sent.
     fn install(&mut self, snapshot: &Snapshot) -> Result<(), ApplyFault> {
-        let (state, _) = crate::wire::decode::<MachineSnapshot>(&snapshot.data)
+        let state = crate::wire::unframed::decode::<MachineSnapshot>(&snapshot.data)
             .map_err(ApplyFault::SnapshotDecode)?;
         if state.applied != snapshot.meta.index || state.applied < self.machine.applied() {
             return Err(ApplyFault::SnapshotMismatch {
@@ -583,8 +583,9 @@ impl<T> Replica<T> {
         if applied.0 < self.snapshot_index.0 + self.compact_every {
             return None;
         }
-        let data = crate::wire::encode(&self.machine.snapshot())
-            .expect("a machine snapshot always encodes (the machine bounds its size)");
+        // Unframed: a snapshot may outgrow a network frame (the core sends it in chunks).
+        let data = crate::wire::unframed::encode(&self.machine.snapshot())
+            .expect("invariant: a machine snapshot (maps of bytes) always serializes");
         let data = Bytes::from(data);
         // The core may refuse (e.g. it is sending a snapshot from this point); the next
         // `on_persisted` tries again.
