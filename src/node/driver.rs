@@ -42,6 +42,8 @@ pub const REQUEST_WAIT_MAX: Duration = Duration::from_secs(4);
 /// The Raft election timeout on real links and fsyncs on a loaded machine: wider than the
 /// simulator's LAN default.
 const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
+/// A learner is promoted to voter once it holds the log to within this many entries.
+const LEARNER_LAG_MAX: u64 = 64;
 /// Take a snapshot of a strong keyspace (and compact its log) every this many entries.
 const COMPACT_EVERY: u64 = 10_000;
 
@@ -355,7 +357,16 @@ impl Driver {
                 .find(|id| !current.voters.contains(id) && !current.learners.contains(id))
             {
                 MembershipChange::AddLearner(*id)
-            } else if let Some(id) = current.learners.iter().find(|id| wanted(id)) {
+            } else if let Some(id) = current.learners.iter().find(|id| {
+                // Promote only a learner that caught up, so the new quorum does not wait
+                // for its snapshot.
+                let caught_up = group
+                    .replica
+                    .raft()
+                    .match_index(**id)
+                    .is_some_and(|m| m.0 + LEARNER_LAG_MAX >= status.last_index.0);
+                wanted(id) && caught_up
+            }) {
                 MembershipChange::PromoteLearner(*id)
             } else if let Some(id) = current.voters.iter().find(|id| !wanted(id)) {
                 MembershipChange::RemoveVoter(*id)

@@ -129,6 +129,16 @@ impl RaftNode {
         self.send(peer, msg);
     }
 
+    /// Leader: the highest index `peer` is known to hold (`None` on a follower, or for a
+    /// node that is not a member). Operators and the shell use it to promote a learner only
+    /// once it has caught up.
+    pub fn match_index(&self, peer: NodeId) -> Option<LogIndex> {
+        self.leader_state
+            .as_ref()
+            .and_then(|l| l.progress.get(&peer))
+            .map(|progress| progress.match_index)
+    }
+
     pub(crate) fn progress_mut(&mut self, peer: NodeId) -> Option<&mut Progress> {
         self.leader_state
             .as_mut()
