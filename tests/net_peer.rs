@@ -190,3 +190,34 @@ async fn a_peer_claiming_another_name_is_cut_off_and_garbage_ends_one_stream() {
         .unwrap();
     assert_eq!(receive(&mut nodes[0]).await.message.0, 7);
 }
+
+#[tokio::test]
+async fn a_peer_moved_to_a_new_address_is_reached_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path(), 3).await;
+    // n3 comes back on another port, with a transport of its own.
+    let moved = bind(dir.path(), NodeId(3));
+    let identity = Identity::load(dir.path(), Role::Node, "n3").unwrap();
+    let config = TransportConfig {
+        id: NodeId(3),
+        peers: BTreeMap::new(),
+        rng_seed: 9,
+    };
+    let transport = Transport::start(config, &identity, moved.clone()).unwrap();
+    let (inbound_tx, inbound) = mpsc::channel(64);
+    tokio::spawn(accept_peers(moved.clone(), transport.clone(), inbound_tx));
+    let mut moved_node = TestNode {
+        transport,
+        inbound,
+        endpoint: moved.clone(),
+    };
+    nodes[0]
+        .transport
+        .add_peer(NodeId(3), moved.local_addr().unwrap());
+    nodes[0]
+        .transport
+        .send(NodeId(3), Lane::Raft, &text(7, "to the new address"))
+        .unwrap();
+    let inbound = receive(&mut moved_node).await;
+    assert_eq!((inbound.from, inbound.message.0), (NodeId(1), 7));
+}

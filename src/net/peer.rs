@@ -78,6 +78,7 @@ pub struct Inbound<M> {
 struct PeerQueues {
     raft: mpsc::Sender<Vec<u8>>,
     gossip: mpsc::Sender<Vec<u8>>,
+    address: SocketAddr,
 }
 
 /// The node's side of every peer link. Cheap to share behind an `Arc`.
@@ -124,10 +125,14 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         Ok(transport)
     }
 
-    /// Starts the link to `peer` (a no-op for this node or a peer already linked).
+    /// Starts the link to `peer`, or moves it to a new address (a no-op for this node or a
+    /// peer already linked at `address`). Replacing the queues ends the old link's task.
     pub fn add_peer(&self, peer: NodeId, address: SocketAddr) {
         let mut peers = self.peers.write().expect("peer map lock is never poisoned");
-        if peer == self.id || peers.contains_key(&peer) {
+        let linked = peers
+            .get(&peer)
+            .is_some_and(|queues| queues.address == address);
+        if peer == self.id || linked {
             return;
         }
         let (raft, raft_rx) = mpsc::channel(QUEUE_FRAMES_MAX);
@@ -140,7 +145,12 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
             client_config: self.client_config.clone(),
         };
         tokio::spawn(dialler.run(raft_rx, gossip_rx));
-        peers.insert(peer, PeerQueues { raft, gossip });
+        let queues = PeerQueues {
+            raft,
+            gossip,
+            address,
+        };
+        peers.insert(peer, queues);
     }
 
     pub fn id(&self) -> NodeId {
