@@ -253,6 +253,31 @@ async fn three_nodes_serve_both_modes() {
         assert_eq!(answer, Answer::Acknowledged { acks: 1 });
         assert_eq!(receipt.level, Served::Write(WriteLevel::Local));
     }
+    // Dropping a keyspace removes it everywhere; a second drop finds nothing.
+    let leader = catalog_leader(&client, &cluster).await;
+    let drop = AdminRequest::DropKeyspace {
+        name: "orders".to_string(),
+    };
+    assert_eq!(
+        client.admin(leader, drop.clone()).await,
+        Ok(AdminAnswer::Done)
+    );
+    assert_eq!(
+        client.admin(leader, drop).await,
+        Err(ClientError::UnknownKeyspace {
+            name: "orders".to_string()
+        })
+    );
+    for address in &cluster.addresses {
+        poll("orders gone", Duration::from_secs(10), || async {
+            let get = request("orders", 50, Operation::Get { key: b("o1") });
+            match client.data(*address, get).await {
+                Err(ClientError::UnknownKeyspace { .. }) => Some(()),
+                _ => None,
+            }
+        })
+        .await;
+    }
     for address in &cluster.addresses {
         poll("carts converge", Duration::from_secs(10), || async {
             let mut get = request("carts", 99, Operation::Get { key: b("cart:1") });

@@ -95,7 +95,7 @@ impl Driver {
         reply: oneshot::Sender<FromNode>,
     ) {
         let now = self.clock.now();
-        let tag = self.register(reply, Waiting::Catalog(change));
+        let tag = self.register(reply, None, Waiting::Catalog(change));
         let request = Request {
             client: self.admin_client,
             seq: self.next_admin_seq,

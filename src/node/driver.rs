@@ -110,6 +110,8 @@ pub(super) struct EventualKeyspace {
 /// A client request waiting on a core.
 pub(super) struct Pending {
     pub reply: oneshot::Sender<FromNode>,
+    /// The keyspace it waits on (`None` for a catalog change), so a drop can answer it.
+    pub keyspace: Option<KeyspaceId>,
     pub deadline: Instant,
     pub waiting: super::requests::Waiting,
 }
@@ -287,6 +289,7 @@ impl Driver {
                 self.groups.remove(&GroupId(id.0));
                 self.eventual.remove(&id);
                 self.drops.push(id);
+                self.fail_dropped(id, &name);
                 tracing::info!(keyspace = %name, id = id.0, "keyspace dropped");
             }
         }
@@ -527,20 +530,37 @@ impl Driver {
     pub fn register(
         &mut self,
         reply: oneshot::Sender<FromNode>,
+        keyspace: Option<KeyspaceId>,
         waiting: super::requests::Waiting,
     ) -> u64 {
         let tag = self.next_tag;
         self.next_tag += 1;
         let deadline = self.clock.now() + REQUEST_WAIT_MAX;
-        self.pending.insert(
-            tag,
-            Pending {
-                reply,
-                deadline,
-                waiting,
-            },
-        );
+        let pending = Pending {
+            reply,
+            keyspace,
+            deadline,
+            waiting,
+        };
+        self.pending.insert(tag, pending);
         tag
+    }
+
+    /// Answers every request waiting on a keyspace that was just dropped: its core is gone.
+    fn fail_dropped(&mut self, id: KeyspaceId, name: &str) {
+        let tags: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, pending)| pending.keyspace == Some(id))
+            .map(|(tag, _)| *tag)
+            .collect();
+        for tag in tags {
+            if let Some(pending) = self.pending.remove(&tag) {
+                let name = name.to_string();
+                let error = ClientError::UnknownKeyspace { name };
+                let _ = pending.reply.send(pending.waiting.error_reply(error));
+            }
+        }
     }
 
     pub fn next_proposal(&mut self) -> crate::raft::ProposalId {

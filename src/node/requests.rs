@@ -100,7 +100,8 @@ impl Driver {
             Operation::Scan { .. } => (Served::Read(ReadLevel::Linearizable), false),
             _ => (Served::Committed, true),
         };
-        let tag = self.register(reply, Waiting::Strong { served, write });
+        let keyspace = Some(KeyspaceId(group.0));
+        let tag = self.register(reply, keyspace, Waiting::Strong { served, write });
         let Some(keyspace) = self.groups.get_mut(&group) else {
             return;
         };
@@ -261,7 +262,7 @@ impl Driver {
                 _ => eventual::ReadLevel::Local,
             };
             let wait = EventualWait::new(Served::Read(read), 0);
-            let tag = self.register(reply, Waiting::Eventual(wait));
+            let tag = self.register(reply, Some(id), Waiting::Eventual(wait));
             let engine = &mut self
                 .eventual
                 .get_mut(&id)
@@ -276,7 +277,7 @@ impl Driver {
         let ops = eventual_ops(request.operation, value_type);
         let count = u32::try_from(ops.len()).unwrap_or(u32::MAX);
         let wait = EventualWait::new(Served::Write(level), count);
-        let tag = self.register(reply, Waiting::Eventual(wait));
+        let tag = self.register(reply, Some(id), Waiting::Eventual(wait));
         let engine = &mut self
             .eventual
             .get_mut(&id)
