@@ -63,9 +63,10 @@ pub enum ReadLevel {
     Quorum,
 }
 
-impl fmt::Display for ReadLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl ReadLevel {
+    /// The level's name, as the CLI spells it.
+    pub fn name(self) -> &'static str {
+        match self {
             ReadLevel::Linearizable => "linearizable",
             ReadLevel::Lease => "lease",
             ReadLevel::Follower => "follower",
@@ -73,7 +74,13 @@ impl fmt::Display for ReadLevel {
             ReadLevel::Local => "local",
             ReadLevel::Session => "session",
             ReadLevel::Quorum => "quorum",
-        })
+        }
+    }
+}
+
+impl fmt::Display for ReadLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -277,13 +277,15 @@ impl Driver {
         if !complete {
             tracing::warn!("the catalog holds more keyspaces than one scan reads; none is dropped");
         }
-        let gone: Vec<String> = self
+        let mut gone: Vec<String> = self
             .names
             .iter()
-            .filter(|_| complete)
             .filter(|(name, (id, _))| desired.get(*name).is_none_or(|entry| entry.info.id != *id))
             .map(|(name, _)| name.clone())
             .collect();
+        if !complete {
+            gone.clear();
+        }
         for name in gone {
             if let Some((id, _)) = self.names.remove(&name) {
                 self.groups.remove(&GroupId(id.0));
@@ -555,11 +557,15 @@ impl Driver {
             .map(|(tag, _)| *tag)
             .collect();
         for tag in tags {
-            if let Some(pending) = self.pending.remove(&tag) {
-                let name = name.to_string();
-                let error = ClientError::UnknownKeyspace { name };
-                let _ = pending.reply.send(pending.waiting.error_reply(error));
-            }
+            let name = name.to_string();
+            self.fail(tag, ClientError::UnknownKeyspace { name });
+        }
+    }
+
+    /// Ends a waiting request with `error`, in the frame its kind of request expects.
+    pub fn fail(&mut self, tag: u64, error: ClientError) {
+        if let Some(pending) = self.pending.remove(&tag) {
+            let _ = pending.reply.send(pending.waiting.error_reply(error));
         }
     }
 
@@ -635,6 +641,7 @@ impl Driver {
                 continue;
             };
             send_raft(&self.transport, group, &ready.persisted_messages);
+            let installed = ready.snapshot.is_some();
             let applied = keyspace.replica.on_persisted(ready);
             for fault in &applied.faults {
                 tracing::error!(group = group.0, %fault, "replica fault");
@@ -644,7 +651,8 @@ impl Driver {
             }
             // The catalog's new keyspaces must run here before a create is acknowledged
             // (and a snapshot install may change the catalog without entries).
-            if group == CATALOG_GROUP {
+            let changed = installed || !applied.entries.is_empty();
+            if group == CATALOG_GROUP && changed {
                 self.reconcile()?;
             }
             for completion in applied.replies {
@@ -702,10 +710,9 @@ impl Driver {
 
     /// Answers a waiting request that ran out of time.
     fn time_out(&mut self, tag: u64) {
-        if let Some(pending) = self.pending.remove(&tag) {
+        if let Some(pending) = self.pending.get(&tag) {
             let may_have_applied = pending.waiting.is_write();
-            let error = ClientError::Timeout { may_have_applied };
-            let _ = pending.reply.send(pending.waiting.error_reply(error));
+            self.fail(tag, ClientError::Timeout { may_have_applied });
         }
     }
 }

@@ -59,6 +59,11 @@ impl Waiting {
     }
 }
 
+/// Sends a data request's result; a client that went away is no longer waiting.
+fn answer(reply: oneshot::Sender<FromNode>, result: Result<(Answer, Receipt), ClientError>) {
+    let _ = reply.send(FromNode::Data(ClientResponse { result }));
+}
+
 pub(super) fn data_error(error: ClientError) -> FromNode {
     FromNode::Data(ClientResponse { result: Err(error) })
 }
@@ -160,9 +165,7 @@ impl Driver {
             Waiting::Eventual(_) => return,
         };
         let result = self.strong_result(group, served, completion.answer);
-        let _ = pending
-            .reply
-            .send(FromNode::Data(ClientResponse { result }));
+        answer(pending.reply, result);
     }
 
     fn strong_result(
@@ -269,7 +272,7 @@ impl Driver {
                 .expect("named keyspace runs")
                 .engine;
             if let Err(error) = engine.read(now, RequestId(tag), key, engine_level) {
-                self.fail_pending(tag, read_error(error));
+                self.fail(tag, read_error(error));
             }
             return;
         }
@@ -301,18 +304,12 @@ impl Driver {
     /// and the request answers with the error once they have (at once if none started).
     fn refuse_rest(&mut self, tag: u64, started: u32, error: ClientError) {
         if started == 0 {
-            self.fail_pending(tag, error);
+            self.fail(tag, error);
             return;
         }
         if let Some(Waiting::Eventual(wait)) = self.pending.get_mut(&tag).map(|p| &mut p.waiting) {
             wait.writes_left = started;
             wait.failed = Some(error);
-        }
-    }
-
-    fn fail_pending(&mut self, tag: u64, error: ClientError) {
-        if let Some(pending) = self.pending.remove(&tag) {
-            let _ = pending.reply.send(data_error(error));
         }
     }
 
@@ -350,13 +347,11 @@ impl Driver {
                 let receipt = self.eventual_receipt(id, served, None, None);
                 let pending = self.pending.remove(&tag).expect("looked up above");
                 let result = Ok((Answer::Eventual(value), receipt));
-                let _ = pending
-                    .reply
-                    .send(FromNode::Data(ClientResponse { result }));
+                answer(pending.reply, result);
                 return;
             }
             Event::ReadFailed { error, .. } => {
-                self.fail_pending(tag, read_error(error));
+                self.fail(tag, read_error(error));
                 return;
             }
         }
@@ -380,9 +375,7 @@ impl Driver {
                 Ok((Answer::Acknowledged { acks }, receipt))
             }
         };
-        let _ = pending
-            .reply
-            .send(FromNode::Data(ClientResponse { result }));
+        answer(pending.reply, result);
     }
 
     fn eventual_receipt(

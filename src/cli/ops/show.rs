@@ -2,7 +2,7 @@
 //! JSON object with `--json`.
 
 use super::parse::{format_context, format_session, hex};
-use crate::client::protocol::{Answer, Position, ReadLevel, Receipt, Served, WriteLevel};
+use crate::client::protocol::{Answer, Position, Receipt, Served, WriteLevel};
 use crate::eventual::{HlcTimestamp, ReadValue};
 use crate::strong::Versioned;
 use crate::types::NodeId;
@@ -13,19 +13,6 @@ pub fn text(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(text) if !text.chars().any(char::is_control) => text.to_string(),
         _ => format!("0x{}", hex(bytes)),
-    }
-}
-
-/// The name the CLI takes for a read level.
-pub fn read_name(level: ReadLevel) -> &'static str {
-    match level {
-        ReadLevel::Linearizable => "linearizable",
-        ReadLevel::Lease => "lease",
-        ReadLevel::Follower => "follower",
-        ReadLevel::Stale => "stale",
-        ReadLevel::Local => "local",
-        ReadLevel::Session => "session",
-        ReadLevel::Quorum => "quorum",
     }
 }
 
@@ -40,7 +27,7 @@ pub fn write_name(level: WriteLevel) -> &'static str {
 
 fn served_name(served: Served) -> String {
     match served {
-        Served::Read(level) => read_name(level).to_string(),
+        Served::Read(level) => level.name().to_string(),
         Served::Committed => "committed".to_string(),
         Served::Write(level) => format!("{} write", write_name(level)),
     }
@@ -275,6 +262,7 @@ pub fn data_json(command: &str, keyspace: &str, answer: &Answer, receipt: &Recei
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::protocol::ReadLevel;
     use crate::eventual::{ReadContext, SessionToken};
     use crate::types::{LogIndex, Term};
     use bytes::Bytes;
