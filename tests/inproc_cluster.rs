@@ -1,7 +1,8 @@
 //! Three nodes in one process on loopback (real QUIC, real redb files), spoken to with raw
 //! protocol frames: the node's own contract, below the client library.
 
-use bytes::Bytes;
+mod common;
+
 use capdial::client::admin::{AdminAnswer, AdminRequest, FromNode, ToNode};
 use capdial::client::protocol::{
     Answer, ClientError, ClientRequest, KeyspaceMode, Operation, ReadLevel, Served,
@@ -11,10 +12,11 @@ use capdial::net::tls::{self, Identity, Role};
 use capdial::node::{self, NodeConfig};
 use capdial::strong::ClientId;
 use capdial::types::NodeId;
+use common::{b, poll_until};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 struct Cluster {
@@ -136,29 +138,9 @@ fn request(keyspace: &str, seq: u64, operation: Operation) -> ClientRequest {
     }
 }
 
-fn b(text: &str) -> Bytes {
-    Bytes::copy_from_slice(text.as_bytes())
-}
-
-/// Polls `check` until it returns Some, or panics at the deadline.
-async fn poll<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The leader of group 0, found through status.
 async fn catalog_leader(client: &RawClient, cluster: &Cluster) -> SocketAddr {
-    poll("a catalog leader", Duration::from_secs(20), || async {
+    poll_until(Duration::from_secs(20), "a catalog leader", async || {
         for address in &cluster.addresses[..3] {
             if let Ok(AdminAnswer::Status(status)) =
                 client.admin(*address, AdminRequest::Status).await
@@ -206,24 +188,19 @@ async fn three_nodes_serve_both_modes() {
         value: b("paid"),
         context: None,
     };
-    let (answer, receipt) = poll("a strong put", Duration::from_secs(20), || {
-        let put = put.clone();
-        let client = &client;
-        let addresses = cluster.addresses.clone();
-        async move {
-            for address in addresses {
-                match client
-                    .data(address, request("orders", 1, put.clone()))
-                    .await
-                {
-                    Ok(done) => return Some(done),
-                    Err(ClientError::NotLeader { .. } | ClientError::Unavailable { .. })
-                    | Err(ClientError::UnknownKeyspace { .. }) => {}
-                    Err(other) => panic!("strong put: {other}"),
-                }
+    let (answer, receipt) = poll_until(Duration::from_secs(20), "a strong put", async || {
+        for address in &cluster.addresses {
+            match client
+                .data(*address, request("orders", 1, put.clone()))
+                .await
+            {
+                Ok(done) => return Some(done),
+                Err(ClientError::NotLeader { .. } | ClientError::Unavailable { .. })
+                | Err(ClientError::UnknownKeyspace { .. }) => {}
+                Err(other) => panic!("strong put: {other}"),
             }
-            None
         }
+        None
     })
     .await;
     assert!(matches!(answer, Answer::Written { .. }), "{answer:?}");
@@ -235,20 +212,19 @@ async fn three_nodes_serve_both_modes() {
             key: b("cart:1"),
             members: vec![b(&format!("item{i}"))],
         };
-        let written = poll("carts on every node", Duration::from_secs(10), || {
-            let add = add.clone();
-            let client = &client;
-            async move {
-                match client
-                    .data(*address, request("carts", 10 + i as u64, add))
+        let written =
+            poll_until(
+                Duration::from_secs(10),
+                "carts on every node",
+                async || match client
+                    .data(*address, request("carts", 10 + i as u64, add.clone()))
                     .await
                 {
                     Err(ClientError::UnknownKeyspace { .. }) => None,
                     other => Some(other),
-                }
-            }
-        })
-        .await;
+                },
+            )
+            .await;
         let (answer, receipt) = written.unwrap();
         assert_eq!(answer, Answer::Acknowledged { acks: 1 });
         assert_eq!(receipt.level, Served::Write(WriteLevel::Local));
@@ -269,7 +245,7 @@ async fn three_nodes_serve_both_modes() {
         })
     );
     for address in &cluster.addresses {
-        poll("orders gone", Duration::from_secs(10), || async {
+        poll_until(Duration::from_secs(10), "orders gone", async || {
             let get = request("orders", 50, Operation::Get { key: b("o1") });
             match client.data(*address, get).await {
                 Err(ClientError::UnknownKeyspace { .. }) => Some(()),
@@ -279,7 +255,7 @@ async fn three_nodes_serve_both_modes() {
         .await;
     }
     for address in &cluster.addresses {
-        poll("carts converge", Duration::from_secs(10), || async {
+        poll_until(Duration::from_secs(10), "carts converge", async || {
             let mut get = request("carts", 99, Operation::Get { key: b("cart:1") });
             get.read = Some(ReadLevel::Local);
             match client.data(*address, get).await {
@@ -335,10 +311,10 @@ async fn a_member_joins_every_group_and_the_gossip() {
         Err(ClientError::MemberExists { id: NodeId(4) })
     );
     // Every group, catalog and orders alike, ends with n4 as a voter, seen from n4.
-    poll(
-        "n4 votes in every group",
+    poll_until(
         Duration::from_secs(30),
-        || async {
+        "n4 votes in every group",
+        async || {
             let status = status(&client, n4).await?;
             let groups = &status.strong;
             let all = groups.len() == 2
@@ -354,11 +330,11 @@ async fn a_member_joins_every_group_and_the_gossip() {
         key: b("t"),
         members: vec![b("from-n4")],
     };
-    poll("a write on n4", Duration::from_secs(10), || async {
+    poll_until(Duration::from_secs(10), "a write on n4", async || {
         client.data(n4, request("tags", 1, add.clone())).await.ok()
     })
     .await;
-    poll("n1 sees n4's write", Duration::from_secs(10), || async {
+    poll_until(Duration::from_secs(10), "n1 sees n4's write", async || {
         let get = request("tags", 2, Operation::Get { key: b("t") });
         match client.data(cluster.addresses[0], get).await {
             Ok((Answer::Eventual(ReadValue::Set(members)), _)) if !members.is_empty() => Some(()),
@@ -369,14 +345,18 @@ async fn a_member_joins_every_group_and_the_gossip() {
     let remove = AdminRequest::RemoveMember { id: NodeId(4) };
     let leader = catalog_leader(&client, &cluster).await;
     assert_eq!(client.admin(leader, remove).await, Ok(AdminAnswer::Done));
-    poll("n4 leaves every group", Duration::from_secs(30), || async {
-        let status = status(&client, cluster.addresses[0]).await?;
-        status
-            .strong
-            .iter()
-            .all(|g| g.voters.len() == 3 && !g.voters.contains(&NodeId(4)))
-            .then_some(())
-    })
+    poll_until(
+        Duration::from_secs(30),
+        "n4 leaves every group",
+        async || {
+            let status = status(&client, cluster.addresses[0]).await?;
+            status
+                .strong
+                .iter()
+                .all(|g| g.voters.len() == 3 && !g.voters.contains(&NodeId(4)))
+                .then_some(())
+        },
+    )
     .await;
     let _ = cluster.stop.send(true);
 }
