@@ -220,20 +220,7 @@ async fn sigterm_stops_a_node_cleanly_and_it_restarts_with_its_data() {
     cluster.restart(1);
     // The same client as before the stop: it must notice the old connection is gone.
     let at = cluster.addr(1);
-    poll_until(READY_DEADLINE, "n1 to serve its data again", async || {
-        let (answer, _) = client
-            .execute_at(
-                &at,
-                ORDERS,
-                op::get("kept"),
-                Some(ReadLevel::Stale),
-                None,
-                None,
-            )
-            .await
-            .ok()?;
-        matches!(&answer, Answer::Strong(Some(v)) if v.value == b("yes")).then_some(())
-    })
-    .await;
+    let what = "n1 to serve its data again";
+    common::stale_read_until(&client, &at, ORDERS, "kept", "yes", what).await;
     cluster.assert_alive();
 }

@@ -231,21 +231,8 @@ async fn strong_reads_at_each_level(cluster: &Cluster) {
     assert_eq!(receipt.level, Served::Read(ReadLevel::Follower));
     assert_eq!(receipt.node, NodeId(follower as u64));
     // A stale read may lag, but says by how much, and catches up.
-    let receipt = poll_until(READY_DEADLINE, "a stale read on the follower", async || {
-        let (answer, receipt) = client
-            .execute_at(
-                &at,
-                ORDERS,
-                op::get("level/1"),
-                Some(ReadLevel::Stale),
-                None,
-                None,
-            )
-            .await
-            .ok()?;
-        matches!(&answer, Answer::Strong(Some(v)) if v.value == b("seen")).then_some(receipt)
-    })
-    .await;
+    let what = "a stale read on the follower";
+    let receipt = common::stale_read_until(&client, &at, ORDERS, "level/1", "seen", what).await;
     assert_eq!(receipt.level, Served::Read(ReadLevel::Stale));
     assert_eq!(receipt.node, NodeId(follower as u64));
     assert!(

@@ -144,21 +144,8 @@ async fn heal_converges(cluster: &Cluster) {
     })
     .await;
     let n3 = cluster.addr(3);
-    let receipt = poll_until(READY_DEADLINE, "n3's orders to catch up", async || {
-        let (answer, receipt) = client
-            .execute_at(
-                &n3,
-                ORDERS,
-                op::get("during"),
-                Some(ReadLevel::Stale),
-                None,
-                None,
-            )
-            .await
-            .ok()?;
-        matches!(&answer, Answer::Strong(Some(v)) if v.value == b("majority")).then_some(receipt)
-    })
-    .await;
+    let what = "n3's orders to catch up";
+    let receipt = common::stale_read_until(&client, &n3, ORDERS, "during", "majority", what).await;
     assert_eq!(receipt.node, NodeId(3));
     // Rejoined, n3 serves strong writes again (through the leader).
     poll_until(

@@ -597,6 +597,28 @@ impl Drop for Cluster {
     }
 }
 
+/// Polls a stale read of `key` on the node at `at` (pinned) until it holds `value`, then
+/// returns that read's receipt; panics naming `what` at the deadline.
+pub async fn stale_read_until(
+    client: &Client,
+    at: &str,
+    keyspace: &str,
+    key: &str,
+    value: &str,
+    what: &str,
+) -> capdial::client::protocol::Receipt {
+    use capdial::client::protocol::{Answer, ReadLevel};
+    poll_until(READY_DEADLINE, what, async || {
+        let stale = Some(ReadLevel::Stale);
+        let (answer, receipt) = client
+            .execute_at(at, keyspace, op::get(key), stale, None, None)
+            .await
+            .ok()?;
+        matches!(&answer, Answer::Strong(Some(v)) if v.value == b(value)).then_some(receipt)
+    })
+    .await
+}
+
 /// Bytes of a string, for keys, values and members.
 pub fn b(text: &str) -> bytes::Bytes {
     bytes::Bytes::copy_from_slice(text.as_bytes())
