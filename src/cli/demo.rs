@@ -52,6 +52,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let options = LaunchOptions {
         data_dir: args.data_dir.clone(),
         keep: args.keep,
+        ..LaunchOptions::default()
     };
     println!("capdial demo: a 3-node cluster on 127.0.0.1, every node a child process");
     let cluster = LocalCluster::start(&options)?;

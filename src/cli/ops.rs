@@ -8,8 +8,8 @@
 mod cluster;
 #[cfg(test)]
 mod live_tests;
-mod parse;
-mod show;
+pub(crate) mod parse;
+pub(crate) mod show;
 
 use crate::client::conn::{Client, ClientOptions, ConnError, DEFAULT_CLIENT_NAME};
 use crate::client::protocol::{Answer, Operation, ReadLevel, Receipt, WriteLevel};

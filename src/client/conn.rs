@@ -255,16 +255,21 @@ enum Attempt {
 
 type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
 
-struct Inner {
-    options: ClientOptions,
-    id: ClientId,
-    seq: AtomicU64,
+/// The QUIC side of a client, shared by the clients [`Client::fork`] makes.
+struct Connections {
     config: quinn::ClientConfig,
     /// One endpoint per family: `[v4, v6]`, bound on first use.
     endpoints: Mutex<[Option<quinn::Endpoint>; 2]>,
     /// One connection per node address; the slot's lock is held while connecting, so
     /// concurrent requests to one node share one connection.
-    connections: Mutex<HashMap<SocketAddr, Slot>>,
+    slots: Mutex<HashMap<SocketAddr, Slot>>,
+}
+
+struct Inner {
+    options: ClientOptions,
+    id: ClientId,
+    seq: AtomicU64,
+    connections: Arc<Connections>,
     /// Addresses to rotate through: the options' endpoints, then members learned.
     known: Mutex<Vec<String>>,
     /// The node that last served each keyspace (or the catalog).
@@ -274,7 +279,7 @@ struct Inner {
 }
 
 /// A connection to a capdial cluster. Cheap to clone; clones share connections, the client
-/// id and the sequence.
+/// id and the sequence. [`Client::fork`] makes a client that shares only the connections.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -333,9 +338,11 @@ impl Client {
             options,
             id: random_client_id(),
             seq: AtomicU64::new(1),
-            config,
-            endpoints: Mutex::new([None, None]),
-            connections: Mutex::new(HashMap::new()),
+            connections: Arc::new(Connections {
+                config,
+                endpoints: Mutex::new([None, None]),
+                slots: Mutex::new(HashMap::new()),
+            }),
             routes: Mutex::new(HashMap::new()),
         };
         let client = Client {
@@ -358,6 +365,28 @@ impl Client {
             }
         }
         Err(last.unwrap_or(ConnError::NoEndpoints))
+    }
+
+    /// A client with its own id and sequence that shares this one's QUIC connections: many
+    /// tasks of one process can each have a strong write in flight (a client's strong writes
+    /// must commit in sequence order) over one connection per node, as an application
+    /// server would. It asks `preferred` first (when given) for requests any node may serve,
+    /// and learns leaders on its own.
+    pub fn fork(&self, preferred: Option<&str>) -> Client {
+        let preferred =
+            preferred.map_or_else(|| lock(&self.inner.preferred).clone(), str::to_string);
+        let inner = Inner {
+            options: self.inner.options.clone(),
+            id: random_client_id(),
+            seq: AtomicU64::new(1),
+            connections: Arc::clone(&self.inner.connections),
+            known: Mutex::new(lock(&self.inner.known).clone()),
+            routes: Mutex::new(HashMap::new()),
+            preferred: Mutex::new(preferred),
+        };
+        Client {
+            inner: Arc::new(inner),
+        }
     }
 
     /// This client's id, random per `Client`.
@@ -665,7 +694,7 @@ impl Client {
         let quic = self.quic_endpoint(address)?;
         let connecting = quic
             .connect_with(
-                self.inner.config.clone(),
+                self.inner.connections.config.clone(),
                 address,
                 tls::ANY_NODE_SERVER_NAME,
             )
@@ -690,7 +719,7 @@ impl Client {
     }
 
     fn slot(&self, address: SocketAddr) -> Slot {
-        lock(&self.inner.connections)
+        lock(&self.inner.connections.slots)
             .entry(address)
             .or_default()
             .clone()
@@ -698,7 +727,7 @@ impl Client {
 
     fn quic_endpoint(&self, target: SocketAddr) -> Result<quinn::Endpoint, ConnError> {
         let family = usize::from(target.is_ipv6());
-        let mut endpoints = lock(&self.inner.endpoints);
+        let mut endpoints = lock(&self.inner.connections.endpoints);
         if let Some(endpoint) = &endpoints[family] {
             return Ok(endpoint.clone());
         }

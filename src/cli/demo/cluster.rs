@@ -25,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Nodes in a local cluster.
+/// Nodes in a local cluster unless asked otherwise (`capdial bench --cluster --nodes 5`).
 pub(crate) const NODE_COUNT: usize = 3;
 /// The client certificate the demo, the shell and the benchmark use.
 pub(crate) const CLIENT_NAME: &str = "admin";
@@ -37,13 +37,25 @@ const ADDRESSES_FILE: &str = "cluster.txt";
 /// Lines of a node's log shown when it exits early.
 const LOG_TAIL_LINES: usize = 20;
 
-/// Where the cluster lives and whether it outlives the process.
-#[derive(Clone, Debug, Default)]
+/// Where the cluster lives, how many nodes it has and whether it outlives the process.
+#[derive(Clone, Debug)]
 pub(crate) struct LaunchOptions {
     /// Use (and keep) this directory; otherwise a fresh temporary one.
     pub(crate) data_dir: Option<PathBuf>,
     /// Keep a temporary directory after exit.
     pub(crate) keep: bool,
+    /// Nodes to start; a kept directory must have been made with as many.
+    pub(crate) nodes: usize,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        LaunchOptions {
+            data_dir: None,
+            keep: false,
+            nodes: NODE_COUNT,
+        }
+    }
 }
 
 /// One node of the local cluster.
@@ -121,8 +133,8 @@ pub(crate) fn initial_cluster(nodes: &[LocalNode]) -> String {
         .join(",")
 }
 
-/// Parses what [`initial_cluster`] wrote (one `id=address` per line or comma).
-pub(crate) fn parse_nodes(text: &str) -> anyhow::Result<Vec<LocalNode>> {
+/// Parses what [`initial_cluster`] wrote (one `id=address` per line or comma): `count` nodes.
+pub(crate) fn parse_nodes(text: &str, count: usize) -> anyhow::Result<Vec<LocalNode>> {
     let nodes = text
         .split([',', '\n'])
         .map(str::trim)
@@ -137,14 +149,14 @@ pub(crate) fn parse_nodes(text: &str) -> anyhow::Result<Vec<LocalNode>> {
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if nodes.len() != NODE_COUNT {
-        bail!("expected {NODE_COUNT} nodes, found {}", nodes.len());
+    if nodes.len() != count {
+        bail!("expected {count} nodes, found {}", nodes.len());
     }
     Ok(nodes)
 }
 
-fn fresh_nodes() -> anyhow::Result<Vec<LocalNode>> {
-    let ports = pick_ports(NODE_COUNT).context("finding free ports on 127.0.0.1")?;
+fn fresh_nodes(count: usize) -> anyhow::Result<Vec<LocalNode>> {
+    let ports = pick_ports(count).context("finding free ports on 127.0.0.1")?;
     Ok(ports
         .iter()
         .enumerate()
@@ -156,13 +168,13 @@ fn fresh_nodes() -> anyhow::Result<Vec<LocalNode>> {
 }
 
 /// The nodes of a kept directory, or new ones (remembered in the directory).
-fn load_or_pick_nodes(dir: &Path) -> anyhow::Result<Vec<LocalNode>> {
+fn load_or_pick_nodes(dir: &Path, count: usize) -> anyhow::Result<Vec<LocalNode>> {
     let path = dir.join(ADDRESSES_FILE);
     if path.exists() {
         let text = fs::read_to_string(&path).with_context(|| format!("reading {path:?}"))?;
-        return parse_nodes(&text).with_context(|| format!("parsing {path:?}"));
+        return parse_nodes(&text, count).with_context(|| format!("parsing {path:?}"));
     }
-    let nodes = fresh_nodes()?;
+    let nodes = fresh_nodes(count)?;
     fs::write(&path, initial_cluster(&nodes).replace(',', "\n") + "\n")
         .with_context(|| format!("writing {path:?}"))?;
     Ok(nodes)
@@ -227,7 +239,7 @@ impl LocalCluster {
             children: Mutex::new(Vec::new()),
             remove_dir: (temporary && !options.keep).then(|| dir.clone()),
         });
-        let nodes = load_or_pick_nodes(&dir)?;
+        let nodes = load_or_pick_nodes(&dir, options.nodes)?;
         let certs = dir.join("certs");
         prepare_certs(&certs, &nodes)?;
         let exe = std::env::current_exe().context("finding this executable")?;
@@ -384,17 +396,22 @@ mod tests {
 
     #[test]
     fn initial_cluster_round_trips_and_rejects_garbage() {
-        let nodes = fresh_nodes().expect("loopback sockets bind");
+        let nodes = fresh_nodes(NODE_COUNT).expect("loopback sockets bind");
         let text = initial_cluster(&nodes);
         assert!(text.starts_with("n1=127.0.0.1:"));
         assert_eq!(text.matches(',').count(), NODE_COUNT - 1);
-        assert_eq!(parse_nodes(&text).expect("parses"), nodes);
+        assert_eq!(parse_nodes(&text, NODE_COUNT).expect("parses"), nodes);
         assert_eq!(
-            parse_nodes(&text.replace(',', "\n")).expect("parses"),
+            parse_nodes(&text.replace(',', "\n"), NODE_COUNT).expect("parses"),
             nodes
         );
-        assert!(parse_nodes("n1=127.0.0.1:1").is_err());
-        assert!(parse_nodes("n1 127.0.0.1:1,n2=a:1,n3=b:1").is_err());
+        assert!(parse_nodes("n1=127.0.0.1:1", NODE_COUNT).is_err());
+        assert!(parse_nodes("n1 127.0.0.1:1,n2=a:1,n3=b:1", NODE_COUNT).is_err());
+        let five = fresh_nodes(5).expect("loopback sockets bind");
+        assert_eq!(
+            parse_nodes(&initial_cluster(&five), 5).expect("parses"),
+            five
+        );
     }
 
     #[test]

@@ -73,31 +73,3 @@ pub(crate) fn describe(error: &ConnError) -> String {
         None => error.to_string(),
     }
 }
-
-/// Creates keyspace `name` unless it exists, retrying while the catalog has no leader.
-pub(crate) async fn ensure_keyspace(
-    client: &crate::client::conn::Client,
-    name: &str,
-    mode: crate::client::protocol::KeyspaceMode,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    let request = || {
-        client.admin(crate::client::admin::AdminRequest::CreateKeyspace {
-            name: name.to_string(),
-            mode,
-        })
-    };
-    match retry_until(deadline, request).await {
-        Ok(_) => Ok(()),
-        Err(error)
-            if matches!(
-                client_error(&error),
-                Some(ClientError::KeyspaceExists { .. })
-            ) =>
-        {
-            Ok(())
-        }
-        Err(error) => anyhow::bail!("creating keyspace {name}: {}", describe(&error)),
-    }
-}

@@ -1,0 +1,387 @@
+//! `capdial bench sweep`: one workload at every point of the dial, across concurrencies and
+//! inter-node delays, on one cluster in one run, so the numbers compare side by side.
+//!
+//! Each point is a pure workload (all reads at one level, or all writes at one level) with
+//! `concurrency` requests in flight. The delay is set once per delay value on every node
+//! through the fault path and cleared at the end, also on an error.
+
+use super::load::{self, Plan, Stop};
+use super::results::Row;
+use super::target::{Target, TargetArgs};
+use super::workload::{Distribution, Mix, OpKind};
+use super::{plot, report};
+use crate::cli::demo::report::format_table;
+use crate::cli::demo::runtime;
+use crate::cli::ops::parse;
+use crate::client::protocol::{KeyspaceMode, ReadLevel, WriteLevel};
+use crate::eventual::ValueType;
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+const STRONG_KEYSPACE: &str = "sweep-strong";
+const EVENTUAL_KEYSPACE: &str = "sweep-lww";
+
+#[derive(Debug, Args)]
+pub(crate) struct SweepArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Requests in flight at each point, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    concurrency: Vec<u32>,
+    /// One-way delays between every two nodes, comma-separated (through the fault path).
+    #[arg(long, value_delimiter = ',', default_value = "0ms,5ms,50ms", value_parser = parse::duration)]
+    delay: Vec<Duration>,
+    /// Measured time per point.
+    #[arg(long, default_value = "3s", value_parser = parse::duration)]
+    duration: Duration,
+    /// Unrecorded time at the start of each point.
+    #[arg(long, default_value = "500ms", value_parser = parse::duration)]
+    warmup: Duration,
+    /// Keys written to each keyspace before the first point.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// How keys are picked.
+    #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
+    distribution: Distribution,
+    /// Connection pools the tasks share; default min(concurrency, 4).
+    #[arg(long)]
+    connections: Option<u32>,
+    /// Where to write results (default bench-results/sweep-<date>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Seed of the key choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// One point of the dial, before concurrency and delay.
+#[derive(Clone, Copy, Debug)]
+struct Point {
+    mode: KeyspaceMode,
+    kind: OpKind,
+    read: Option<ReadLevel>,
+    write: Option<WriteLevel>,
+}
+
+/// Every level a keyspace offers: strong writes, strong reads at four levels; eventual
+/// writes at three and reads at three.
+fn points() -> Vec<Point> {
+    let lww = KeyspaceMode::Eventual(ValueType::Lww);
+    let strong_read = |level| Point {
+        mode: KeyspaceMode::Strong,
+        kind: OpKind::Read,
+        read: Some(level),
+        write: None,
+    };
+    let eventual_write = |level| Point {
+        mode: lww,
+        kind: OpKind::Update,
+        read: None,
+        write: Some(level),
+    };
+    let eventual_read = |level| Point {
+        mode: lww,
+        kind: OpKind::Read,
+        read: Some(level),
+        write: None,
+    };
+    vec![
+        Point {
+            mode: KeyspaceMode::Strong,
+            kind: OpKind::Update,
+            read: None,
+            write: None,
+        },
+        strong_read(ReadLevel::Linearizable),
+        strong_read(ReadLevel::Lease),
+        strong_read(ReadLevel::Follower),
+        strong_read(ReadLevel::Stale),
+        eventual_write(WriteLevel::Local),
+        eventual_write(WriteLevel::Quorum),
+        eventual_write(WriteLevel::All),
+        eventual_read(ReadLevel::Local),
+        eventual_read(ReadLevel::Session),
+        eventual_read(ReadLevel::Quorum),
+    ]
+}
+
+impl SweepArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.concurrency.is_empty() || self.delay.is_empty() {
+            bail!("--concurrency and --delay each need at least one value");
+        }
+        if self.keys == 0 || self.value_size == 0 {
+            bail!("--keys and --value-size must be at least 1");
+        }
+        Ok(())
+    }
+
+    fn plan(&self, point: &Point, concurrency: u32) -> Plan {
+        let ratio = if point.kind == OpKind::Read { 1.0 } else { 0.0 };
+        Plan {
+            keyspace: keyspace_of(point.mode).to_string(),
+            mode: point.mode,
+            mix: Mix::read_ratio(ratio, self.distribution),
+            keys: self.keys,
+            value_size: self.value_size,
+            read: point.read,
+            write: point.write,
+            concurrency,
+            connections: self.connections.unwrap_or(concurrency.min(4)),
+            rate: None,
+            stop: Stop {
+                duration: self.duration,
+                ops: None,
+            },
+            warmup: self.warmup,
+            seed: self.seed,
+            progress: false,
+        }
+    }
+}
+
+fn keyspace_of(mode: KeyspaceMode) -> &'static str {
+    match mode {
+        KeyspaceMode::Strong => STRONG_KEYSPACE,
+        KeyspaceMode::Eventual(_) => EVENTUAL_KEYSPACE,
+    }
+}
+
+fn mode_name(mode: KeyspaceMode) -> &'static str {
+    match mode {
+        KeyspaceMode::Strong => "strong",
+        KeyspaceMode::Eventual(_) => "eventual",
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Creates and preloads both keyspaces once, at no delay.
+async fn prepare(target: &Target, args: &SweepArgs) -> anyhow::Result<()> {
+    let pools = target.pools(4).await?;
+    for point in [points()[0], points()[5]] {
+        let plan = Plan {
+            progress: true,
+            ..args.plan(&point, 64)
+        };
+        target.ensure_keyspace(&plan.keyspace, plan.mode).await?;
+        let sessions = load::sessions(&pools, &target.addresses(), plan.concurrency);
+        load::preload(&plan, &sessions, false).await?;
+    }
+    Ok(())
+}
+
+async fn sweep(target: &Target, args: &SweepArgs) -> anyhow::Result<Vec<Row>> {
+    prepare(target, args).await?;
+    let connections = args
+        .concurrency
+        .iter()
+        .map(|c| args.connections.unwrap_or((*c).min(4)))
+        .max();
+    let pools = target.pools(connections.unwrap_or(1)).await?;
+    let total = args.delay.len() * args.concurrency.len() * points().len();
+    let mut rows = Vec::new();
+    for delay in &args.delay {
+        target.set_delay(*delay).await?;
+        for &concurrency in &args.concurrency {
+            for point in points() {
+                let plan = args.plan(&point, concurrency);
+                let sessions = load::sessions(&pools, &target.addresses(), concurrency);
+                let outcome = load::run(&plan, sessions).await?;
+                let op = outcome
+                    .recorder
+                    .summaries(outcome.window)
+                    .into_iter()
+                    .find(|op| op.operation == point.kind.name())
+                    .unwrap_or_default();
+                let row = Row {
+                    mode: mode_name(point.mode).to_string(),
+                    concurrency,
+                    delay_ms: millis(*delay),
+                    op,
+                };
+                eprintln!("  [{}/{total}] {}", rows.len() + 1, describe(&row));
+                rows.push(row);
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn describe(row: &Row) -> String {
+    let op = &row.op;
+    format!(
+        "{} {} {}, {} in flight, {} ms: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+        row.mode,
+        op.operation,
+        op.level,
+        row.concurrency,
+        row.delay_ms,
+        op.throughput,
+        op.latency_ms.p50,
+        op.latency_ms.p99,
+        op.errors
+    )
+}
+
+/// What results.json holds.
+#[derive(Serialize)]
+struct SweepFile<'a> {
+    provenance: &'a report::Provenance,
+    target: &'a str,
+    keys: u64,
+    value_size: usize,
+    distribution: &'a str,
+    duration_s: f64,
+    warmup_s: f64,
+    rows: &'a [Row],
+}
+
+/// summary.md: one table per delay, a row per level and concurrency.
+fn summary(rows: &[Row], provenance: &report::Provenance, target: &str) -> String {
+    let mut out = format!("# capdial bench sweep\n\nAgainst {target}.\n\n");
+    out.push_str(&provenance.markdown());
+    let mut delays: Vec<u64> = rows.iter().map(|row| row.delay_ms).collect();
+    delays.dedup();
+    for delay in delays {
+        out.push_str(&format!("\n## {delay} ms between nodes\n\n"));
+        let header = [
+            "mode",
+            "operation",
+            "level",
+            "in flight",
+            "ops/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "errors",
+            "stale reads",
+        ];
+        out.push_str(&format!("| {} |\n", header.join(" | ")));
+        out.push_str(&format!("|{}\n", "---|".repeat(header.len())));
+        for row in rows.iter().filter(|row| row.delay_ms == delay) {
+            let op = &row.op;
+            let stale = op.staleness.as_ref().map_or("-".to_string(), |s| {
+                format!("{} of {} (max {} behind)", s.stale, s.reads, s.behind_max)
+            });
+            let cells = [
+                row.mode.clone(),
+                plot::series_label(row),
+                op.level.clone(),
+                row.concurrency.to_string(),
+                format!("{:.0}", op.throughput),
+                format!("{:.2}", op.latency_ms.p50),
+                format!("{:.2}", op.latency_ms.p90),
+                format!("{:.2}", op.latency_ms.p99),
+                format!("{:.2}", op.latency_ms.p999),
+                format!("{:.2}", op.latency_ms.max),
+                op.errors.to_string(),
+                stale,
+            ];
+            out.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+    }
+    out
+}
+
+/// Writes every file of a sweep into `dir`.
+fn write_all(
+    dir: &Path,
+    rows: &[Row],
+    args: &SweepArgs,
+    target: &str,
+) -> anyhow::Result<Vec<String>> {
+    let provenance = report::Provenance::here();
+    let file = SweepFile {
+        provenance: &provenance,
+        target,
+        keys: args.keys,
+        value_size: args.value_size,
+        distribution: args.distribution.name(),
+        duration_s: args.duration.as_secs_f64(),
+        warmup_s: args.warmup.as_secs_f64(),
+        rows,
+    };
+    report::write_json(dir, "results.json", &file)?;
+    report::write(dir, "results.csv", &report::csv(rows))?;
+    report::write(dir, "summary.md", &summary(rows, &provenance, target))?;
+    let mut written = vec![
+        "results.json".to_string(),
+        "results.csv".to_string(),
+        "summary.md".to_string(),
+    ];
+    let lowest = args.concurrency.iter().copied().min().unwrap_or(1);
+    let highest = args.concurrency.iter().copied().max().unwrap_or(1);
+    let price = "price-of-consistency.svg".to_string();
+    plot::price_of_consistency(rows, lowest, &dir.join(&price))?;
+    written.push(price);
+    for delay in &args.delay {
+        let delay = millis(*delay);
+        let latency = format!("latency-{delay}ms.svg");
+        plot::latency_percentiles(rows, delay, highest, &dir.join(&latency))?;
+        let throughput = format!("throughput-{delay}ms.svg");
+        plot::throughput(rows, delay, &dir.join(&throughput))?;
+        written.extend([latency, throughput]);
+    }
+    Ok(written)
+}
+
+pub(crate) fn run(args: &SweepArgs) -> anyhow::Result<ExitCode> {
+    args.check()?;
+    let dir = report::output_dir(args.out.as_deref(), "sweep")?;
+    let runtime = runtime()?;
+    let _guard = runtime.enter();
+    let started = std::time::Instant::now();
+    let target = Target::open(&args.target, &runtime)?;
+    eprintln!(
+        "capdial bench sweep: {} points × {} concurrencies × {} delays against {}",
+        points().len(),
+        args.concurrency.len(),
+        args.delay.len(),
+        target.description
+    );
+    let rows = runtime.block_on(sweep(&target, args));
+    let healed = runtime.block_on(target.set_delay(Duration::ZERO));
+    let rows = rows?;
+    healed.context("clearing the delay after the sweep")?;
+    let written = write_all(&dir, &rows, args, &target.description)?;
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let mut cells = vec![
+                row.mode.clone(),
+                row.delay_ms.to_string(),
+                row.concurrency.to_string(),
+            ];
+            cells.extend(super::operation_rows(std::slice::from_ref(&row.op)).remove(0));
+            cells
+        })
+        .collect();
+    let mut header = vec!["mode", "delay ms", "in flight"];
+    header.extend(super::OPERATION_HEADER);
+    print!("{}", format_table(&header, &table));
+    println!(
+        "capdial bench sweep: {} rows in {:.0}s; wrote {} in {}",
+        rows.len(),
+        started.elapsed().as_secs_f64(),
+        written.join(", "),
+        dir.display()
+    );
+    let failed = rows.iter().any(|row| row.op.ok == 0);
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
