@@ -29,7 +29,8 @@ enum Command {
     Node(node::NodeArgs),
     /// Start a local 3-node cluster and walk through the CAP trade-off, then open a shell.
     Demo(demo::DemoArgs),
-    /// Measure latency per consistency level at one client (sequential requests).
+    /// Measure latency against consistency level under load: one workload (YCSB a-f), a
+    /// sweep of the whole dial with plots (`bench sweep`), or t-visibility (`bench staleness`).
     Bench(bench::BenchArgs),
     /// Create the cluster CA and certificates for nodes and clients
     Certs(certs::CertsArgs),

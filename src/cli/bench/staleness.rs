@@ -117,17 +117,14 @@ async fn trial(
         value: value.clone(),
         context: None,
     };
+    // The trials of a round run at once, and one client's strong writes must commit in
+    // sequence order: each trial has a session of its own.
+    let client = target.client.fork(None);
     // An eventual write is taken by one chosen node at `local`; a strong one by the leader.
     let (_, receipt) = match probe.mode {
-        KeyspaceMode::Strong => {
-            target
-                .client
-                .execute(keyspace, put, None, None, None)
-                .await?
-        }
+        KeyspaceMode::Strong => client.execute(keyspace, put, None, None, None).await?,
         KeyspaceMode::Eventual(_) => {
-            target
-                .client
+            client
                 .execute_at(writer, keyspace, put, None, Some(WriteLevel::Local), None)
                 .await?
         }
@@ -141,7 +138,7 @@ async fn trial(
         let get = Operation::Get {
             key: Bytes::from(key.clone()),
         };
-        target.client.execute_at(
+        client.execute_at(
             &member.address,
             keyspace,
             get,
