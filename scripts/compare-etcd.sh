@@ -8,9 +8,10 @@
 #   capdial stale get          vs  etcd serializable get spread over the members
 #
 # at each concurrency in $CONCURRENCY. One system is under load at a time (this machine has
-# 2 cores): the cases alternate etcd / capdial per concurrency, and etcd idles while capdial
-# runs. Prints a Markdown table with the ratios, writes it to $OUT and the raw JSON objects
-# (one per case, as the tools printed them) to ${OUT%.md}.jsonl.
+# 2 cores): the cases alternate etcd / capdial per concurrency, and no etcd member runs (or,
+# with ETCD_FRESH=0, they idle) while capdial does. Prints a Markdown table with the ratios,
+# writes it to $OUT and the raw JSON objects (one per case, as the tools printed them) to
+# ${OUT%.md}.jsonl.
 #
 #   bash scripts/compare-etcd.sh
 #   DURATION=2s CONCURRENCY=64 bash scripts/compare-etcd.sh
@@ -21,7 +22,14 @@
 # capdial"), CAPDIAL (target/release/capdial; any program taking the same `bench` flags),
 # CASE_TIMEOUT (300 s per case), IDLE_WAIT (30: seconds to wait for an idle machine before
 # each case, when ../shared/peers/cpuguard.py is there to check), ETCD_TARGET (unset: per
-# case, see below; `all`, `leader` or `split` forces one for every etcd case).
+# case, see below; `all`, `leader` or `split` forces one for every etcd case), ETCD_FRESH (1).
+#
+# ETCD_FRESH=1 starts a fresh etcd cluster (and preloads it) for every etcd case, as
+# `capdial bench --cluster` starts a fresh capdial cluster for every capdial case: otherwise
+# the etcd gets at c=64 run on a cluster that has just taken ~100k puts (50 MB of revisions,
+# a Raft snapshot), which here cost its serializable gets ~15 % (19.1k -> 16.1k ops/s),
+# while capdial's gets always run on a fresh cluster. ETCD_FRESH=0: one etcd cluster for
+# the whole run, stopped at the end.
 #
 # Routing follows what capdial's client does with each request, so both systems pay the same
 # hops: capdial writes go to the leader; linearizable and lease reads too (a follower refuses
@@ -49,13 +57,14 @@ SYSTEMS=${SYSTEMS:-"etcd capdial"}
 CASE_TIMEOUT=${CASE_TIMEOUT:-300}
 IDLE_WAIT=${IDLE_WAIT:-30}
 ETCD_TARGET=${ETCD_TARGET:-}
+ETCD_FRESH=${ETCD_FRESH:-1}
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 OUT=${OUT:-bench-results/compare-etcd-$STAMP.md}
 JSONL=${OUT%.md}.jsonl
 CAPDIAL_BUILT=$ROOT/target/release/capdial
 CAPDIAL=${CAPDIAL:-$CAPDIAL_BUILT}
 ETCD_BENCH=$ROOT/target/release/capdial-etcd-bench
-COMMAND="DURATION=$DURATION WARMUP=$WARMUP KEYS=$KEYS VALUE_SIZE=$VALUE_SIZE CONCURRENCY=\"$CONCURRENCY\" SYSTEMS=\"$SYSTEMS\"${ETCD_TARGET:+ ETCD_TARGET=$ETCD_TARGET} bash scripts/compare-etcd.sh"
+COMMAND="DURATION=$DURATION WARMUP=$WARMUP KEYS=$KEYS VALUE_SIZE=$VALUE_SIZE CONCURRENCY=\"$CONCURRENCY\" SYSTEMS=\"$SYSTEMS\" ETCD_FRESH=$ETCD_FRESH${ETCD_TARGET:+ ETCD_TARGET=$ETCD_TARGET} bash scripts/compare-etcd.sh"
 
 cd "$ROOT"
 
@@ -140,12 +149,14 @@ run_case() {
   fi
 }
 
-# etcd_case NAME C READ_RATIO READ_LEVEL TARGET
+# etcd_case NAME C READ_RATIO READ_LEVEL TARGET (on a fresh cluster with ETCD_FRESH=1)
 etcd_case() {
+  if [[ $ETCD_FRESH == 1 ]]; then start_etcd; fi
   run_case "etcd-$1-c$2" "$ETCD_PIDS" "$ETCD_BENCH" --endpoints "$ENDPOINTS" \
     --target "${ETCD_TARGET:-$5}" --keys "$KEYS" --value-size "$VALUE_SIZE" \
     --distribution uniform --concurrency "$2" --duration "$DURATION" --warmup "$WARMUP" \
     --read-ratio "$3" --read "$4" --json
+  if [[ $ETCD_FRESH == 1 ]]; then stop_etcd; fi
 }
 
 # capdial_case NAME C READ_RATIO [--read LEVEL]: its own local 3-node cluster per case
@@ -168,7 +179,7 @@ WORK=$(mktemp -d /tmp/compare-etcd.XXXXXX)
 trap 'stop_etcd; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
 
-if runs etcd; then start_etcd; fi
+if runs etcd && [[ $ETCD_FRESH != 1 ]]; then start_etcd; fi
 for c in $CONCURRENCY; do
   if runs etcd; then etcd_case put "$c" 0 linearizable leader; fi
   if runs capdial; then capdial_case put "$c" 0; fi

@@ -120,9 +120,9 @@ def runs_table(work, concurrencies):
                 if name not in names and os.path.exists(os.path.join(work, name + ".rc")):
                     names.append(name)
     lines = [
-        "| case | exit | c / conns | operation / level | ok | errors | p99.9 ms | max ms "
-        "| CPU busy % | others % | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | exit | c / conns | routing | operation / level | ok | errors | p99.9 ms "
+        "| max ms | CPU busy % | others % | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
         case = load_case(work, name)
@@ -130,6 +130,7 @@ def runs_table(work, concurrencies):
         busy, others, verdict = (guard[2], guard[4], guard[7]) if len(guard) > 7 else ("", "", "")
         w = (case["result"] or {}).get("workload") or {}
         conns = f"{w.get('concurrency', '–')} / {w.get('connections', '–')}"
+        routing = split_target((case["result"] or {}).get("target", ""))[1]
         ops = (case["result"] or {}).get("operations") or [{}]
         for op in ops:
             errors = op.get("errors")
@@ -137,11 +138,19 @@ def runs_table(work, concurrencies):
             if kinds:
                 errors = f"{errors} ({', '.join(f'{k} {v}' for k, v in kinds.items())})"
             lines.append(
-                f"| {name} | {case['rc']} | {conns} | {op.get('operation', '–')} / {op.get('level', '–')} "
+                f"| {name} | {case['rc']} | {conns} | {routing} | {op.get('operation', '–')} / {op.get('level', '–')} "
                 f"| {op.get('ok', '–')} | {errors if errors is not None else '–'} "
                 f"| {fmt(latency(op, 'p999'), 3)} | {fmt(latency(op, 'max'), 3)} "
                 f"| {busy} | {others} | {verdict} |")
     return lines, names
+
+
+def split_target(target):
+    """'etcd ... at EPS (how connections go)' -> ('etcd ... at EPS', 'how connections go')."""
+    if target.endswith(")") and " (" in target:
+        system, routing = target[:-1].split(" (", 1)
+        return system, routing
+    return target, "–"
 
 
 def command_output(*argv):
@@ -195,7 +204,7 @@ def report(args):
     for tool, label in (("etcd", "etcd target"), ("capdial", "capdial target")):
         result = first_result(args.work, names, tool)
         if result:
-            out.append(f"| {label} | {result.get('target', '')} |")
+            out.append(f"| {label} | {split_target(result.get('target', ''))[0]} |")
             w = result.get("workload", {})
             out.append(f"| {tool} workload | {w.get('keys')} keys, {w.get('value_size')} B "
                        f"values, {w.get('distribution')}, {w.get('duration_s')} s measured "
