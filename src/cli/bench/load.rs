@@ -279,12 +279,19 @@ impl Issuer {
     }
 }
 
-/// Writes every key once, `PRELOAD_IN_FLIGHT` at a time, with a progress line on stderr.
-pub(crate) async fn preload(plan: &Plan, sessions: &[Client], quiet: bool) -> anyhow::Result<()> {
+/// Writes every key once, `PRELOAD_IN_FLIGHT` at a time whatever the run's concurrency, over
+/// sessions forked from `pools`, with a progress line on stderr.
+pub(crate) async fn preload(
+    plan: &Plan,
+    pools: &[Client],
+    nodes: &[String],
+    quiet: bool,
+) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let started = std::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (index, client) in sessions.iter().take(PRELOAD_IN_FLIGHT as usize).enumerate() {
+    let in_flight = PRELOAD_IN_FLIGHT.min(plan.keys) as u32;
+    for (index, client) in sessions(pools, nodes, in_flight).into_iter().enumerate() {
         // Preload writes take the keyspace's default levels: local for eventual keys.
         let mut issuer = Issuer {
             plan: plan.clone(),

@@ -345,10 +345,10 @@ pub(crate) async fn measure(
 ) -> anyhow::Result<RunReport> {
     target.ensure_keyspace(&plan.keyspace, plan.mode).await?;
     let pools = target.pools(plan.connections).await?;
-    let sessions = load::sessions(&pools, &target.addresses(), plan.concurrency);
     if preload {
-        load::preload(plan, &sessions, !plan.progress).await?;
+        load::preload(plan, &pools, &target.addresses(), !plan.progress).await?;
     }
+    let sessions = load::sessions(&pools, &target.addresses(), plan.concurrency);
     target.set_delay(delay).await?;
     let outcome = load::run(plan, sessions).await;
     let healed = target.set_delay(Duration::ZERO).await;

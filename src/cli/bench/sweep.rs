@@ -169,13 +169,9 @@ fn millis(duration: Duration) -> u64 {
 async fn prepare(target: &Target, args: &SweepArgs) -> anyhow::Result<()> {
     let pools = target.pools(4).await?;
     for point in [points()[0], points()[5]] {
-        let plan = Plan {
-            progress: true,
-            ..args.plan(&point, 64)
-        };
+        let plan = args.plan(&point, 1);
         target.ensure_keyspace(&plan.keyspace, plan.mode).await?;
-        let sessions = load::sessions(&pools, &target.addresses(), plan.concurrency);
-        load::preload(&plan, &sessions, false).await?;
+        load::preload(&plan, &pools, &target.addresses(), false).await?;
     }
     Ok(())
 }
@@ -250,13 +246,15 @@ struct SweepFile<'a> {
 fn summary(rows: &[Row], provenance: &report::Provenance, target: &str) -> String {
     let mut out = format!("# capdial bench sweep\n\nAgainst {target}.\n\n");
     out.push_str(&provenance.markdown());
+    out.push_str("\n![the price of consistency](price-of-consistency.svg)\n");
     let mut delays: Vec<u64> = rows.iter().map(|row| row.delay_ms).collect();
     delays.dedup();
     for delay in delays {
-        out.push_str(&format!("\n## {delay} ms between nodes\n\n"));
+        out.push_str(&format!(
+            "\n## {delay} ms between nodes\n\n![latency percentiles](latency-{delay}ms.svg)\n\
+             ![throughput](throughput-{delay}ms.svg)\n\n"
+        ));
         let header = [
-            "mode",
-            "operation",
             "level",
             "in flight",
             "ops/s",
@@ -270,15 +268,22 @@ fn summary(rows: &[Row], provenance: &report::Provenance, target: &str) -> Strin
         ];
         out.push_str(&format!("| {} |\n", header.join(" | ")));
         out.push_str(&format!("|{}\n", "---|".repeat(header.len())));
-        for row in rows.iter().filter(|row| row.delay_ms == delay) {
+        // Each level's concurrencies side by side, levels in the sweep's order.
+        let mut at_delay: Vec<&Row> = rows.iter().filter(|row| row.delay_ms == delay).collect();
+        let labels: Vec<String> = at_delay.iter().map(|row| plot::series_label(row)).collect();
+        let rank = |row: &Row| {
+            labels
+                .iter()
+                .position(|label| *label == plot::series_label(row))
+        };
+        at_delay.sort_by_key(|row| (rank(row), row.concurrency));
+        for row in at_delay {
             let op = &row.op;
             let stale = op.staleness.as_ref().map_or("-".to_string(), |s| {
                 format!("{} of {} (max {} behind)", s.stale, s.reads, s.behind_max)
             });
             let cells = [
-                row.mode.clone(),
                 plot::series_label(row),
-                op.level.clone(),
                 row.concurrency.to_string(),
                 format!("{:.0}", op.throughput),
                 format!("{:.2}", op.latency_ms.p50),

@@ -145,8 +145,8 @@ impl Mix {
         self.weights
             .iter()
             .filter(|(kind, _)| *kind == OpKind::Read)
-            .map(|(_, weight)| weight)
-            .sum()
+            // A fold from +0.0: an empty f64 sum is -0.0, which JSON would print as such.
+            .fold(0.0, |share, (_, weight)| share + weight)
     }
 
     pub(crate) fn kinds(&self) -> impl Iterator<Item = OpKind> + '_ {
