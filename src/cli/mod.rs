@@ -31,7 +31,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure latency against consistency level under load: one workload (YCSB a-f), a
     /// sweep of the whole dial with plots (`bench sweep`), or t-visibility (`bench staleness`).
-    Bench(bench::BenchArgs),
+    // Boxed: its flags make it far larger than the other variants.
+    Bench(Box<bench::BenchArgs>),
     /// Create the cluster CA and certificates for nodes and clients
     Certs(certs::CertsArgs),
     #[command(flatten)]

@@ -158,7 +158,7 @@ pub(crate) struct LoadArgs {
     /// start (no coordinated omission). Default: closed loop.
     #[arg(long, value_name = "R")]
     rate: Option<f64>,
-    /// How long to measure (after the warm-up).
+    /// How long to measure (after the warm-up). Default: 10s; with --ops, up to 600s.
     #[arg(long, value_parser = parse::duration, value_name = "DURATION")]
     duration: Option<Duration>,
     /// Stop after this many measured requests (or at --duration, whichever comes first).

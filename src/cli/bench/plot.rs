@@ -997,6 +997,7 @@ mod tests {
             probes: 10,
             fresh: (probability * 10.0) as u64,
             probability,
+            errors: 0,
         };
         let points = vec![
             point("local", 20, 0.0, 0.1),

@@ -71,11 +71,14 @@ pub(crate) struct Visibility {
     pub(crate) level: String,
     pub(crate) delay_ms: u64,
     pub(crate) offset_ms: f64,
+    /// Probes that were answered.
     pub(crate) probes: u64,
-    /// Probes that returned the new value.
+    /// Of those, probes that returned the new value.
     pub(crate) fresh: u64,
     /// `fresh / probes`.
     pub(crate) probability: f64,
+    /// Probes that got no answer (an error or a timeout): not counted either way.
+    pub(crate) errors: u64,
 }
 
 /// The workload of one run, as `--json` reports it.

@@ -101,15 +101,32 @@ fn read_value(answer: &Answer) -> Option<&Bytes> {
     }
 }
 
-/// One trial: write, wait `offset` after the ack, read on the other nodes. Returns (probes,
-/// fresh).
+/// What the probes at one offset found.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    /// Answered probes.
+    probes: u64,
+    fresh: u64,
+    /// Probes that got no answer: a failure says nothing about visibility.
+    errors: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.probes += other.probes;
+        self.fresh += other.fresh;
+        self.errors += other.errors;
+    }
+}
+
+/// One trial: write, wait `offset` after the ack, read on the other nodes.
 async fn trial(
     target: &Target,
     probe: Probe,
     key: String,
     offset: Duration,
     writer: &str,
-) -> Result<(u64, u64), ConnError> {
+) -> Result<Tally, ConnError> {
     let keyspace = keyspace_of(probe.mode);
     let value = Bytes::from(key.clone().into_bytes());
     let put = Operation::Put {
@@ -147,18 +164,17 @@ async fn trial(
             None,
         )
     });
-    let mut probes = 0;
-    let mut fresh = 0;
+    let mut tally = Tally::default();
     for answer in join_all(reads.collect()).await {
-        // A probe that failed (a quorum read that heard too few in time) saw nothing.
-        probes += 1;
-        if let Ok((answer, _)) = answer
-            && read_value(&answer) == Some(&value)
-        {
-            fresh += 1;
+        match answer {
+            Ok((answer, _)) => {
+                tally.probes += 1;
+                tally.fresh += u64::from(read_value(&answer) == Some(&value));
+            }
+            Err(_) => tally.errors += 1,
         }
     }
-    Ok((probes, fresh))
+    Ok(tally)
 }
 
 /// Every offset at one level and delay: `trials` rounds, each one trial per offset at once.
@@ -169,7 +185,7 @@ async fn measure(
     delay: Duration,
     round_base: &mut u64,
 ) -> anyhow::Result<Vec<Visibility>> {
-    let mut counts = vec![(0u64, 0u64); args.offsets.len()];
+    let mut counts = vec![Tally::default(); args.offsets.len()];
     let addresses = target.addresses();
     for round in 0..args.trials {
         *round_base += 1;
@@ -180,29 +196,29 @@ async fn measure(
         });
         let results = join_all(trials.collect()).await;
         for (index, result) in results.into_iter().enumerate() {
-            let (probes, fresh) = result
+            let tally = result
                 .map_err(|error| anyhow::anyhow!(crate::cli::demo::retry::describe(&error)))
                 .context("a visibility trial's write failed")?;
-            counts[index].0 += probes;
-            counts[index].1 += fresh;
+            counts[index].add(tally);
         }
     }
     Ok(args
         .offsets
         .iter()
         .zip(counts)
-        .map(|(offset, (probes, fresh))| Visibility {
+        .map(|(offset, tally)| Visibility {
             mode: mode_name(probe.mode).to_string(),
             level: probe.level.name().to_string(),
             delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             offset_ms: offset.as_secs_f64() * 1000.0,
-            probes,
-            fresh,
-            probability: if probes == 0 {
+            probes: tally.probes,
+            fresh: tally.fresh,
+            probability: if tally.probes == 0 {
                 0.0
             } else {
-                fresh as f64 / probes as f64
+                tally.fresh as f64 / tally.probes as f64
             },
+            errors: tally.errors,
         })
         .collect())
 }
@@ -348,17 +364,18 @@ pub(crate) fn run(args: &StalenessArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn csv(points: &[Visibility]) -> String {
-    let mut out = String::from("mode,level,delay_ms,offset_ms,probes,fresh,probability\n");
+    let mut out = String::from("mode,level,delay_ms,offset_ms,probes,fresh,probability,errors\n");
     for point in points {
         out.push_str(&format!(
-            "{},{},{},{},{},{},{:.4}\n",
+            "{},{},{},{},{},{},{:.4},{}\n",
             point.mode,
             point.level,
             point.delay_ms,
             point.offset_ms,
             point.probes,
             point.fresh,
-            point.probability
+            point.probability,
+            point.errors
         ));
     }
     out
@@ -377,6 +394,7 @@ mod tests {
             probes: 40,
             fresh: (probability * 40.0) as u64,
             probability,
+            errors: 0,
         }
     }
 

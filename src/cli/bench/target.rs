@@ -38,7 +38,7 @@ pub(crate) struct TargetArgs {
     /// Start a local cluster of child processes (temporary directory) and measure it.
     #[arg(long)]
     cluster: bool,
-    /// Nodes of the local cluster (--cluster).
+    /// Nodes of the local cluster (--cluster): 3 to 5.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(3..=5))]
     nodes: u8,
 }
