@@ -535,9 +535,21 @@ impl Driver {
         keyspace: Option<KeyspaceId>,
         waiting: super::requests::Waiting,
     ) -> u64 {
+        let deadline = self.clock.now() + REQUEST_WAIT_MAX;
+        self.register_until(reply, keyspace, waiting, deadline)
+    }
+
+    /// [`Driver::register`] with the request's own `deadline` (a request that waited on a
+    /// catalog look-up keeps the deadline it arrived with).
+    pub fn register_until(
+        &mut self,
+        reply: oneshot::Sender<FromNode>,
+        keyspace: Option<KeyspaceId>,
+        waiting: super::requests::Waiting,
+        deadline: Instant,
+    ) -> u64 {
         let tag = self.next_tag;
         self.next_tag += 1;
-        let deadline = self.clock.now() + REQUEST_WAIT_MAX;
         let pending = Pending {
             reply,
             keyspace,
