@@ -74,7 +74,8 @@ pub fn members(
     members
 }
 
-fn keyspace_key(name: &str) -> Bytes {
+/// The catalog key that holds keyspace `name`.
+pub(crate) fn keyspace_key(name: &str) -> Bytes {
     let mut key = KEYSPACE_PREFIX.to_vec();
     key.extend_from_slice(name.as_bytes());
     Bytes::from(key)

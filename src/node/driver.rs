@@ -15,6 +15,11 @@
 //! The persist-before-send rules are the cores': `Ready.messages` go out before the commit,
 //! `Ready.persisted_messages` and every reply only after it; an eventual engine queues
 //! nothing that needs durability before `persisted`.
+//!
+//! A replica that breaks a local invariant as it applies (an entry out of order, a snapshot
+//! that does not decode or does not match) ends the driver with [`NodeError::Invariant`]:
+//! the node logs the group and the invariant at error level and exits non-zero rather than
+//! serve state its group never held (fail-stop; a restart rebuilds from the store).
 
 use super::catalog::{self, CATALOG_GROUP, CATALOG_NAME};
 use super::{NodeError, PeerMessage};
@@ -24,7 +29,7 @@ use crate::eventual::{self, AntiEntropy, EngineConfig};
 use crate::net::peer::{Inbound, Lane, Transport};
 use crate::raft::{Config as RaftConfig, Ready, Snapshot};
 use crate::storage::{Batch, Store};
-use crate::strong::{ClientId, DurableState, MachineConfig, Replica, ReplicaConfig};
+use crate::strong::{ApplyFault, ClientId, DurableState, MachineConfig, Replica, ReplicaConfig};
 use crate::types::{GroupId, Instant, KeyspaceId, NodeId, WallMillis};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -535,9 +540,21 @@ impl Driver {
         keyspace: Option<KeyspaceId>,
         waiting: super::requests::Waiting,
     ) -> u64 {
+        let deadline = self.clock.now() + REQUEST_WAIT_MAX;
+        self.register_until(reply, keyspace, waiting, deadline)
+    }
+
+    /// [`Driver::register`] with the request's own `deadline` (a request that waited on a
+    /// catalog look-up keeps the deadline it arrived with).
+    pub fn register_until(
+        &mut self,
+        reply: oneshot::Sender<FromNode>,
+        keyspace: Option<KeyspaceId>,
+        waiting: super::requests::Waiting,
+        deadline: Instant,
+    ) -> u64 {
         let tag = self.next_tag;
         self.next_tag += 1;
-        let deadline = self.clock.now() + REQUEST_WAIT_MAX;
         let pending = Pending {
             reply,
             keyspace,
@@ -642,10 +659,8 @@ impl Driver {
             };
             send_raft(&self.transport, group, &ready.persisted_messages);
             let installed = ready.snapshot.is_some();
-            let applied = keyspace.replica.on_persisted(ready);
-            for fault in &applied.faults {
-                tracing::error!(group = group.0, %fault, "replica fault");
-            }
+            let mut applied = keyspace.replica.on_persisted(ready);
+            check_faults(group, std::mem::take(&mut applied.faults))?;
             if let Some(snapshot) = applied.compacted {
                 self.compactions.push((group, snapshot));
             }
@@ -730,6 +745,32 @@ impl Work {
     }
 }
 
+/// Ends the node on the first fault that breaks a local invariant: an entry applied out of
+/// order, or a snapshot that does not decode or does not match, leaves this replica's state
+/// diverged from its group's, and serving it would hand clients what the group never held.
+/// A malformed committed entry does not: every replica skips it alike (deterministic), and
+/// stopping on it would stop every node of the group, again after each restart.
+fn check_faults(group: GroupId, faults: Vec<ApplyFault>) -> Result<(), NodeError> {
+    for fault in faults {
+        if let ApplyFault::Malformed(_) = &fault {
+            tracing::error!(
+                group = group.0,
+                %fault,
+                "skipped a committed entry that is not a request (every replica skips it)"
+            );
+            continue;
+        }
+        tracing::error!(
+            group = group.0,
+            invariant = %fault,
+            "stopping the node: raft group {} broke a local invariant",
+            group.0
+        );
+        return Err(NodeError::Invariant { group, fault });
+    }
+    Ok(())
+}
+
 fn send_raft(
     transport: &Transport<PeerMessage>,
     group: GroupId,
@@ -743,5 +784,104 @@ fn send_raft(
         };
         // Raft recovers from a lost message (it resends on the next heartbeat).
         let _ = transport.send(to, Lane::Raft, &message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{ProposalId, Role};
+    use crate::strong::{Command, Request};
+    use crate::types::LogIndex;
+    use bytes::Bytes;
+
+    /// Runs a one-voter replica's timers and Readies until `until` holds, checking each
+    /// `on_persisted` with `check_faults`; returns how many faults it let pass, or the first
+    /// error.
+    fn pump(
+        replica: &mut Replica<u64>,
+        now: &mut Instant,
+        until: impl Fn(&Replica<u64>) -> bool,
+        tamper: impl Fn(&mut Ready),
+    ) -> Result<usize, NodeError> {
+        let mut passed = 0;
+        for _ in 0..1000 {
+            if until(replica) {
+                return Ok(passed);
+            }
+            *now += Duration::from_millis(10);
+            if replica.poll_timeout().is_some_and(|at| at <= *now) {
+                replica.handle_timeout(*now);
+            }
+            while let Some(mut ready) = replica.take_ready() {
+                tamper(&mut ready);
+                let applied = replica.on_persisted(ready);
+                passed += applied.faults.len();
+                check_faults(GroupId(7), applied.faults)?;
+            }
+        }
+        panic!("the replica never got there");
+    }
+
+    /// Issue 9: a replica that applied an entry out of order used to be logged as a
+    /// `replica fault` while the node went on serving its diverged state. Now the fault
+    /// ends the driver with `NodeError::Invariant` naming the group; a malformed entry,
+    /// which every replica skips alike, does not.
+    #[test]
+    fn an_out_of_order_apply_stops_the_node_and_a_malformed_entry_does_not() {
+        let config = ReplicaConfig {
+            raft: RaftConfig::new(NodeId(1), vec![NodeId(1)]),
+            machine: MachineConfig::default(),
+            compact_every: COMPACT_EVERY,
+        };
+        let mut now = Instant::from_nanos(0);
+        let mut replica = Replica::<u64>::boot(config, DurableState::default(), 1, now)
+            .expect("a fresh replica boots");
+        let leader = |r: &Replica<u64>| r.status().role == Role::Leader && r.status().applied.0 > 0;
+        let passed = pump(&mut replica, &mut now, leader, |_| {}).expect("an election");
+        assert_eq!(passed, 0, "an election breaks nothing");
+
+        // Bytes that are not a request: applied as a no-op on every replica; not fatal.
+        let garbage = Bytes::from_static(b"not a request");
+        let index = replica
+            .raft_mut()
+            .propose(now, ProposalId(1), garbage)
+            .expect("the leader takes a proposal");
+        let applied_to = |index: LogIndex| move |r: &Replica<u64>| r.status().applied >= index;
+        let passed = pump(&mut replica, &mut now, applied_to(index), |_| {})
+            .expect("a malformed entry does not stop the node");
+        assert_eq!(passed, 1, "the malformed entry is reported, and let pass");
+
+        let request = Request {
+            client: ClientId(1),
+            seq: 1,
+            command: Command::Put {
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from_static(b"v"),
+            },
+        };
+        let index = replica
+            .submit(now, ProposalId(2), 2, &request)
+            .expect("the leader takes a write");
+        // The core hands the entry out two indexes ahead of where the machine stands.
+        let skip = |ready: &mut Ready| {
+            for entry in &mut ready.committed {
+                entry.index = LogIndex(entry.index.0 + 2);
+            }
+        };
+        let error = pump(&mut replica, &mut now, applied_to(index), skip)
+            .expect_err("an out-of-order apply stops the node");
+        match &error {
+            NodeError::Invariant {
+                group,
+                fault: ApplyFault::OutOfOrder { got, expected },
+            } => {
+                assert_eq!(*group, GroupId(7));
+                assert_eq!(*got, index.0 + 2);
+                assert_eq!(*expected, index.0);
+            }
+            other => panic!("expected an invariant error, got {other:?}"),
+        }
+        assert_eq!(error.to_string(), "raft group 7 broke a local invariant");
     }
 }

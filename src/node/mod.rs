@@ -74,6 +74,15 @@ pub enum NodeError {
     Resolve { id: NodeId, address: String },
     #[error("starting: {0}")]
     Boot(String),
+    /// A replica broke a local invariant (an entry applied out of order, a snapshot that does
+    /// not decode or does not match): its state may have diverged from its group's, so the
+    /// node stops instead of serving it. A restart rebuilds the group from the store.
+    #[error("raft group {} broke a local invariant", group.0)]
+    Invariant {
+        group: GroupId,
+        #[source]
+        fault: crate::strong::ApplyFault,
+    },
 }
 
 /// Runs a node until `shutdown` resolves. Prints one line on stdout once it serves.

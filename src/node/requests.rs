@@ -4,8 +4,15 @@
 //! through the log, gets at the requested read level. Eventual keyspaces go through their
 //! engine. Either way the request waits in `Driver::pending` under a tag until its core
 //! completes it, and is answered with what was actually served.
+//!
+//! A request naming a keyspace this node does not run is not refused at once: the client may
+//! have seen it created through a node that applied the create first. It waits for a read
+//! index of group 0 (the catalog), applied and reconciled here, and is then routed again:
+//! served if the keyspace now runs here, `UnknownKeyspace` if not, `Unavailable` if the
+//! catalog cannot be read. It keeps the deadline it arrived with.
 
-use super::driver::Driver;
+use super::catalog::{self, CATALOG_GROUP};
+use super::driver::{Driver, REQUEST_WAIT_MAX};
 use crate::client::admin::FromNode;
 use crate::client::protocol::{
     Answer, ClientError, ClientRequest, ClientResponse, KeyspaceMode, Operation, Position,
@@ -14,7 +21,7 @@ use crate::client::protocol::{
 use crate::eventual::{self, Event, HlcTimestamp, Op, RequestId, SessionToken, WriteLevel};
 use crate::raft::Role;
 use crate::strong::{self, Command, CommandError, Completion, Outcome, Request};
-use crate::types::{GroupId, KeyspaceId, LogIndex, NodeId};
+use crate::types::{GroupId, Instant, KeyspaceId, LogIndex, NodeId};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
@@ -27,6 +34,9 @@ pub(super) enum Waiting {
     Eventual(EventualWait),
     /// A catalog change in group 0.
     Catalog(super::admin::CatalogChange),
+    /// A data request naming a keyspace this node does not run: it waits for a read of the
+    /// catalog (group 0) at a read index, then is routed again (see `Driver::look_up`).
+    Lookup(Box<ClientRequest>),
 }
 
 #[derive(Debug)]
@@ -47,6 +57,8 @@ impl Waiting {
             Waiting::Strong { write, .. } => *write,
             Waiting::Eventual(wait) => wait.writes_left > 0,
             Waiting::Catalog(_) => true,
+            // Not started on any keyspace yet.
+            Waiting::Lookup(_) => false,
         }
     }
 
@@ -75,9 +87,29 @@ impl Driver {
         request: ClientRequest,
         reply: oneshot::Sender<FromNode>,
     ) {
+        let deadline = self.clock.now() + REQUEST_WAIT_MAX;
+        self.route(request, reply, deadline, false);
+    }
+
+    /// Starts `request` on its keyspace's core, to be answered by `deadline`. A keyspace this
+    /// node does not run is looked up in the catalog first (unless `looked_up` already):
+    /// the client may have seen it created through another node that applied the create
+    /// before this one did.
+    fn route(
+        &mut self,
+        request: ClientRequest,
+        reply: oneshot::Sender<FromNode>,
+        deadline: Instant,
+        looked_up: bool,
+    ) {
         let Some(&(id, mode)) = self.names.get(&request.keyspace) else {
-            let name = request.keyspace.clone();
-            let _ = reply.send(data_error(ClientError::UnknownKeyspace { name }));
+            // A name no keyspace can have needs no look-up.
+            if looked_up || catalog::check_name(&request.keyspace).is_err() {
+                let name = request.keyspace.clone();
+                let _ = reply.send(data_error(ClientError::UnknownKeyspace { name }));
+            } else {
+                self.look_up(request, reply, deadline);
+            }
             return;
         };
         if let Err(error) = check_request(&request, mode) {
@@ -85,8 +117,40 @@ impl Driver {
             return;
         }
         match mode {
-            KeyspaceMode::Strong => self.strong_request(GroupId(id.0), request, reply),
-            KeyspaceMode::Eventual(_) => self.eventual_request(id, request, reply),
+            KeyspaceMode::Strong => self.strong_request(GroupId(id.0), request, reply, deadline),
+            KeyspaceMode::Eventual(_) => self.eventual_request(id, request, reply, deadline),
+        }
+    }
+
+    /// Reads the catalog at least as new as anything a client has seen: a read index through
+    /// group 0 (from its leader, served here once applied, as a follower read), and the
+    /// catalog reconciled up to it. `complete_strong` then routes the request again.
+    fn look_up(
+        &mut self,
+        request: ClientRequest,
+        reply: oneshot::Sender<FromNode>,
+        deadline: Instant,
+    ) {
+        let now = self.clock.now();
+        let key = catalog::keyspace_key(&request.keyspace);
+        let waiting = Waiting::Lookup(Box::new(request));
+        let tag = self.register_until(reply, None, waiting, deadline);
+        let replica = &mut self
+            .groups
+            .get_mut(&CATALOG_GROUP)
+            .expect("invariant: group 0 always runs")
+            .replica;
+        if let Some(completion) = replica.read(now, tag, strong::ReadLevel::Follower, key) {
+            self.complete_strong(CATALOG_GROUP, completion);
+        }
+    }
+
+    /// Why a catalog look-up did not finish: without a catalog read this node cannot tell
+    /// whether the keyspace exists, so it says it is unavailable rather than unknown.
+    fn look_up_error(&self, answer: strong::Answer) -> ClientError {
+        match answer {
+            strong::Answer::Refused { .. } => self.refusal(CATALOG_GROUP, None),
+            other => self.strong_error(CATALOG_GROUP, other),
         }
     }
 
@@ -95,6 +159,7 @@ impl Driver {
         group: GroupId,
         request: ClientRequest,
         reply: oneshot::Sender<FromNode>,
+        deadline: Instant,
     ) {
         let now = self.clock.now();
         let level = request.read.unwrap_or(ReadLevel::Linearizable);
@@ -106,7 +171,8 @@ impl Driver {
             _ => (Served::Committed, true),
         };
         let keyspace = Some(KeyspaceId(group.0));
-        let tag = self.register(reply, keyspace, Waiting::Strong { served, write });
+        let waiting = Waiting::Strong { served, write };
+        let tag = self.register_until(reply, keyspace, waiting, deadline);
         let Some(keyspace) = self.groups.get_mut(&group) else {
             return;
         };
@@ -160,6 +226,19 @@ impl Driver {
             Waiting::Catalog(change) => {
                 let result = self.catalog_result(group, change, completion.answer);
                 let _ = pending.reply.send(FromNode::Admin(result));
+                return;
+            }
+            Waiting::Lookup(request) => {
+                match completion.answer {
+                    // The catalog is applied (and reconciled) up to the read index.
+                    strong::Answer::Read { .. } => {
+                        self.route(*request, pending.reply, pending.deadline, true);
+                    }
+                    other => {
+                        let error = self.look_up_error(other);
+                        let _ = pending.reply.send(data_error(error));
+                    }
+                }
                 return;
             }
             Waiting::Eventual(_) => return,
@@ -253,6 +332,7 @@ impl Driver {
         id: KeyspaceId,
         request: ClientRequest,
         reply: oneshot::Sender<FromNode>,
+        deadline: Instant,
     ) {
         let now = self.clock.now();
         let wall = self.clock.wall();
@@ -265,7 +345,7 @@ impl Driver {
                 _ => eventual::ReadLevel::Local,
             };
             let wait = EventualWait::new(Served::Read(read), 0);
-            let tag = self.register(reply, Some(id), Waiting::Eventual(wait));
+            let tag = self.register_until(reply, Some(id), Waiting::Eventual(wait), deadline);
             let engine = &mut self
                 .eventual
                 .get_mut(&id)
@@ -280,7 +360,7 @@ impl Driver {
         let ops = eventual_ops(request.operation, value_type);
         let count = u32::try_from(ops.len()).unwrap_or(u32::MAX);
         let wait = EventualWait::new(Served::Write(level), count);
-        let tag = self.register(reply, Some(id), Waiting::Eventual(wait));
+        let tag = self.register_until(reply, Some(id), Waiting::Eventual(wait), deadline);
         let engine = &mut self
             .eventual
             .get_mut(&id)
