@@ -2,57 +2,28 @@
 //! one short run, and the files of a one-delay sweep and a short staleness run. Shapes,
 //! counts and zero errors only: timing belongs to the benchmark, never to a test's verdict.
 
+mod common;
+
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// A debug build on two busy cores, the cluster's start included.
 const RUN_DEADLINE: Duration = Duration::from_secs(180);
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Kills the benchmark (and so its cluster) if the test ends first.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs `capdial ARGS` to the end (bounded) and returns its stdout; panics with both
 /// streams if it fails.
 fn capdial(dir: &Path, args: &[&str]) -> String {
-    let stdout = dir.join("bench.stdout");
-    let stderr = dir.join("bench.stderr");
-    let child = Command::new(env!("CARGO_BIN_EXE_capdial"))
-        .args(args)
-        .env("TMPDIR", dir)
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&stdout).expect("stdout file"))
-        .stderr(fs::File::create(&stderr).expect("stderr file"))
-        .spawn()
-        .expect("spawn capdial bench");
-    let mut guard = Guard(child);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = guard.0.try_wait().expect("poll the benchmark") {
-            break Some(status);
-        }
-        if started.elapsed() > RUN_DEADLINE {
-            break None;
-        }
-        // Polling a child process: std has no wait with a deadline.
-        std::thread::sleep(POLL_INTERVAL);
-    };
-    let out = fs::read_to_string(&stdout).unwrap_or_default();
-    let err = fs::read_to_string(&stderr).unwrap_or_default();
-    match status {
-        Some(status) if status.success() => out,
-        Some(status) => panic!("capdial {args:?} exited with {status}\n{out}\n{err}"),
-        None => panic!("capdial {args:?} did not finish within {RUN_DEADLINE:?}\n{out}\n{err}"),
+    let run = common::run_capdial(dir, args, RUN_DEADLINE);
+    match run.status {
+        Some(status) if status.success() => run.stdout,
+        Some(status) => panic!("capdial {args:?} exited with {status}\n{}", run.output()),
+        None => panic!(
+            "capdial {args:?} did not finish within {RUN_DEADLINE:?}\n{}",
+            run.output()
+        ),
     }
 }
 

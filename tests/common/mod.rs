@@ -675,3 +675,65 @@ pub mod op {
         }
     }
 }
+
+/// How a `capdial` run that [`run_capdial`] waited for ended.
+pub struct Run {
+    /// `None`: still running at the deadline (then killed).
+    pub status: Option<std::process::ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Both streams, for a failure message.
+    pub fn output(&self) -> String {
+        format!(
+            "----- stdout -----\n{}\n----- stderr -----\n{}",
+            self.stdout, self.stderr
+        )
+    }
+}
+
+/// Kills a child if the test ends (or panics) before it does.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `capdial ARGS` with no stdin and `TMPDIR=dir` (whatever it keeps in a temporary
+/// directory lands in the test's), its output in files in `dir`, until it exits or
+/// `deadline` passes.
+pub fn run_capdial(dir: &Path, args: &[&str], deadline: Duration) -> Run {
+    let stdout_path = dir.join("capdial.stdout");
+    let stderr_path = dir.join("capdial.stderr");
+    let child = Command::new(env!("CARGO_BIN_EXE_capdial"))
+        .args(args)
+        .env("TMPDIR", dir)
+        .stdin(Stdio::null())
+        .stdout(File::create(&stdout_path).expect("stdout file"))
+        .stderr(File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn capdial");
+    let mut guard = ChildGuard(child);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().expect("poll the child") {
+            break Some(status);
+        }
+        if started.elapsed() > deadline {
+            break None;
+        }
+        // Polling a child process: std has no wait with a deadline.
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(guard);
+    Run {
+        status,
+        stdout: fs::read_to_string(&stdout_path).unwrap_or_default(),
+        stderr: fs::read_to_string(&stderr_path).unwrap_or_default(),
+    }
+}

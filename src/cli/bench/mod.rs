@@ -245,6 +245,14 @@ fn mode_of(mode: ModeArg, value_type: TypeArg) -> KeyspaceMode {
     }
 }
 
+/// `strong` or `eventual`, as results name a mode.
+pub(crate) fn mode_name(mode: KeyspaceMode) -> &'static str {
+    match mode {
+        KeyspaceMode::Strong => "strong",
+        KeyspaceMode::Eventual(_) => "eventual",
+    }
+}
+
 fn default_keyspace(mode: KeyspaceMode) -> String {
     match mode {
         KeyspaceMode::Strong => "bench-strong".to_string(),
@@ -361,9 +369,9 @@ fn report(target: &Target, plan: &Plan, delay: Duration, outcome: &load::Outcome
     let operations = outcome.recorder.summaries(outcome.window);
     let ok = outcome.recorder.ok();
     let seconds = outcome.window.as_secs_f64();
-    let (mode, value_type) = match plan.mode {
-        KeyspaceMode::Strong => ("strong", None),
-        KeyspaceMode::Eventual(value_type) => ("eventual", Some(type_name(value_type).to_string())),
+    let value_type = match plan.mode {
+        KeyspaceMode::Strong => None,
+        KeyspaceMode::Eventual(value_type) => Some(type_name(value_type).to_string()),
     };
     RunReport {
         tool: "capdial".to_string(),
@@ -383,7 +391,7 @@ fn report(target: &Target, plan: &Plan, delay: Duration, outcome: &load::Outcome
         },
         keyspace: KeyspaceInfo {
             name: plan.keyspace.clone(),
-            mode: mode.to_string(),
+            mode: mode_name(plan.mode).to_string(),
             value_type,
         },
         levels: Levels {

@@ -9,9 +9,9 @@
 //! one per offset, run at once on distinct keys.
 
 use super::plot;
-use super::report;
 use super::results::Visibility;
 use super::target::{Target, TargetArgs};
+use super::{mode_name, report};
 use crate::cli::demo::runtime;
 use crate::cli::ops::parse;
 use crate::client::conn::ConnError;
@@ -82,13 +82,6 @@ fn keyspace_of(mode: KeyspaceMode) -> &'static str {
     match mode {
         KeyspaceMode::Strong => STRONG_KEYSPACE,
         KeyspaceMode::Eventual(_) => EVENTUAL_KEYSPACE,
-    }
-}
-
-fn mode_name(mode: KeyspaceMode) -> &'static str {
-    match mode {
-        KeyspaceMode::Strong => "strong",
-        KeyspaceMode::Eventual(_) => "eventual",
     }
 }
 

@@ -9,7 +9,7 @@ use super::load::{self, Plan, Stop};
 use super::results::Row;
 use super::target::{Target, TargetArgs};
 use super::workload::{Distribution, Mix, OpKind};
-use super::{plot, report};
+use super::{mode_name, plot, report};
 use crate::cli::demo::report::format_table;
 use crate::cli::demo::runtime;
 use crate::cli::ops::parse;
@@ -151,13 +151,6 @@ fn keyspace_of(mode: KeyspaceMode) -> &'static str {
     match mode {
         KeyspaceMode::Strong => STRONG_KEYSPACE,
         KeyspaceMode::Eventual(_) => EVENTUAL_KEYSPACE,
-    }
-}
-
-fn mode_name(mode: KeyspaceMode) -> &'static str {
-    match mode {
-        KeyspaceMode::Strong => "strong",
-        KeyspaceMode::Eventual(_) => "eventual",
     }
 }
 
