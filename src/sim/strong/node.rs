@@ -14,10 +14,10 @@ use super::{Reply, ReplyBody, RequestBody};
 use crate::raft::{
     Config, Entry, Envelope, HardState, ProposalId, RaftMessage, RaftNode, Ready, Snapshot,
 };
+use crate::rng::SeededRng;
 use crate::sim::clock::NodeClock;
 use crate::sim::history::ReadLevel;
 use crate::sim::net::SimNet;
-use crate::sim::rng::SimRng;
 use crate::strong::{
     Answer, Applied, Completion, DurableState, MachineConfig, Replica, ReplicaConfig,
 };
@@ -106,7 +106,7 @@ pub(crate) struct SimNode {
     pub(crate) paused_until: Option<Instant>,
     /// Counts restarts.
     pub(crate) incarnation: u64,
-    rng: SimRng,
+    rng: SeededRng,
     config: ReplicaConfig,
 }
 
@@ -115,7 +115,7 @@ impl SimNode {
         config: Config,
         machine_config: MachineConfig,
         clock: NodeClock,
-        mut rng: SimRng,
+        mut rng: SeededRng,
         now: Instant,
     ) -> SimNode {
         let compact_every = rng.range_u64(20, 120);
