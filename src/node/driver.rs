@@ -12,9 +12,8 @@
 //! (on a blocking thread) new inputs queue up in the channels; the next round takes them all
 //! and their writes share the next transaction and fsync: that is the group commit.
 //!
-//! The persist-before-send rules are the cores': `Ready.messages` go out before the commit,
-//! `Ready.persisted_messages` and every reply only after it; an eventual engine queues
-//! nothing that needs durability before `persisted`.
+//! Persist-before-send is the cores' rule: [the Ready contract](crate::raft#the-ready-contract)
+//! for Raft, and [the persistence contract](crate::eventual#the-persistence-contract) for eventual.
 
 use super::catalog::{self, CATALOG_GROUP, CATALOG_NAME};
 use super::{NodeError, PeerMessage};

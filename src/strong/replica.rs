@@ -19,8 +19,8 @@
 //! ```
 //!
 //! `take_ready` hands out one `Ready` at a time: it returns `None` until that `Ready` came
-//! back through `on_persisted`. The persist-before-send rule is in the `Ready` type itself:
-//! `messages` may leave at once, `persisted_messages` only after the persist.
+//! back through `on_persisted`. Persist-before-send: see
+//! [the Ready contract](crate::raft#the-ready-contract).
 //!
 //! Every client request carries a caller-chosen `tag` (a client and attempt in the
 //! simulator, a reply channel in the node) and ends in exactly one [`Completion`] with that
@@ -281,6 +281,7 @@ impl<T> Replica<T> {
     }
 
     /// When `handle_timeout` is next due.
+    #[must_use = "the shell must arm a timer for handle_timeout"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.core.poll_timeout()
     }
@@ -372,6 +373,7 @@ impl<T> Replica<T> {
 
     /// The next batch of work, if any (see the module docs). `None` while an earlier one
     /// has not come back through `on_persisted`.
+    #[must_use = "until it comes back through on_persisted, no other Ready is produced"]
     pub fn take_ready(&mut self) -> Option<Ready> {
         if self.outstanding.is_some() {
             return None;

@@ -3,9 +3,9 @@
 //! `Ready`s), a drifting clock, and simulated fsync times. Everything a real node must also
 //! do lives in `Replica`; this file keeps only what is simulation.
 //!
-//! Each `Ready` is carried out as the contract says: `messages` leave at once; the persist
-//! takes a simulated fsync time, and only when it completes does the durable image change,
-//! `persisted_messages` leave and `Replica::on_persisted` run (apply, serve, advance,
+//! Each `Ready` is carried out as [the Ready contract](crate::raft#the-ready-contract) says;
+//! the persist takes a simulated fsync time, and only when it completes does the durable image
+//! change, `persisted_messages` leave and `Replica::on_persisted` run (apply, serve, advance,
 //! compact). A crash during the fsync loses that `Ready`'s persist (and everything else
 //! volatile).
 
