@@ -6,7 +6,7 @@ use super::error::{ConfigError, ReadError, WriteError};
 use super::gc::Knowledge;
 use super::hash::{entry_hash, fnv1a_64, key_hash, mix64};
 use super::hlc::{Hlc, HlcTimestamp};
-use super::levels::{Event, ReadLevel, RequestId, SessionToken, WriteLevel};
+use super::levels::{Event, ReadMode, RequestId, SessionToken, WriteLevel};
 use super::liveness::{Liveness, LivenessView};
 use super::merkle::MerkleTree;
 use super::message::{
@@ -326,7 +326,7 @@ impl AntiEntropy {
         now: Instant,
         id: RequestId,
         key: Bytes,
-        level: ReadLevel,
+        mode: ReadMode,
     ) -> Result<(), ReadError> {
         self.start(now);
         if key.len() > KEY_BYTES_MAX {
@@ -347,13 +347,13 @@ impl AntiEntropy {
                 pending_max: READS_PENDING_MAX,
             });
         }
-        match level {
-            ReadLevel::Local => {
+        match mode {
+            ReadMode::Local => {
                 let value = self.value(&key);
                 self.push_event(Event::ReadDone { id, key, value });
             }
-            ReadLevel::Session(token) => self.start_session_read(now, id, key, token),
-            ReadLevel::Quorum => self.start_quorum_read(now, id, key),
+            ReadMode::Session(token) => self.start_session_read(now, id, key, token),
+            ReadMode::Quorum => self.start_quorum_read(now, id, key),
         }
         Ok(())
     }

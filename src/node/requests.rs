@@ -259,10 +259,10 @@ impl Driver {
         let level = request.write.unwrap_or(WriteLevel::Local);
         if let Operation::Get { key } = request.operation {
             let read = request.read.unwrap_or(ReadLevel::Local);
-            let engine_level = match (read, request.session) {
-                (ReadLevel::Session, Some(token)) => eventual::ReadLevel::Session(token),
-                (ReadLevel::Quorum, _) => eventual::ReadLevel::Quorum,
-                _ => eventual::ReadLevel::Local,
+            let mode = match (read, request.session) {
+                (ReadLevel::Session, Some(token)) => eventual::ReadMode::Session(token),
+                (ReadLevel::Quorum, _) => eventual::ReadMode::Quorum,
+                _ => eventual::ReadMode::Local,
             };
             let wait = EventualWait::new(Served::Read(read), 0);
             let tag = self.register(reply, Some(id), Waiting::Eventual(wait));
@@ -271,7 +271,7 @@ impl Driver {
                 .get_mut(&id)
                 .expect("named keyspace runs")
                 .engine;
-            if let Err(error) = engine.read(now, RequestId(tag), key, engine_level) {
+            if let Err(error) = engine.read(now, RequestId(tag), key, mode) {
                 self.fail(tag, read_error(error));
             }
             return;
