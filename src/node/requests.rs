@@ -114,10 +114,10 @@ impl Driver {
         let done = match request.operation {
             Operation::Get { key } => {
                 let level = match level {
-                    ReadLevel::Lease => strong::ReadLevel::Lease,
-                    ReadLevel::Follower => strong::ReadLevel::Follower,
-                    ReadLevel::Stale => strong::ReadLevel::Stale,
-                    _ => strong::ReadLevel::Linearizable,
+                    ReadLevel::Lease => strong::ReadMode::Lease,
+                    ReadLevel::Follower => strong::ReadMode::Follower,
+                    ReadLevel::Stale => strong::ReadMode::Stale,
+                    _ => strong::ReadMode::Linearizable,
                 };
                 replica.read(now, tag, level, key)
             }

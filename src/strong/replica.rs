@@ -112,9 +112,11 @@ pub enum ApplyFault {
     Malformed(#[from] MalformedEntry),
 }
 
-/// The read levels of a strong keyspace.
+/// How a replica serves a read of a strong keyspace. Not the user-facing
+/// [`ReadLevel`](crate::client::protocol::ReadLevel): the node maps that one's first four
+/// levels to these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadLevel {
+pub enum ReadMode {
     /// ReadIndex on the leader: a heartbeat round confirms leadership.
     Linearizable,
     /// The leader's lease, without a round trip.
@@ -329,14 +331,14 @@ impl<T> Replica<T> {
         &mut self,
         now: Instant,
         tag: T,
-        level: ReadLevel,
+        level: ReadMode,
         key: Bytes,
     ) -> Option<Completion<T>> {
         let waiter = Waiter { tag, key };
         let answer = match level {
-            ReadLevel::Stale => self.read_now(&waiter.key),
-            ReadLevel::Lease if self.confirmed.len() >= CONFIRMED_READS_MAX => Answer::Busy,
-            ReadLevel::Lease => match self.core.lease_read(now) {
+            ReadMode::Stale => self.read_now(&waiter.key),
+            ReadMode::Lease if self.confirmed.len() >= CONFIRMED_READS_MAX => Answer::Busy,
+            ReadMode::Lease => match self.core.lease_read(now) {
                 // Already applied: serve now rather than at the next `on_persisted`, which
                 // on an idle group is the next heartbeat away.
                 Ok(index) if index <= self.machine.applied() => self.read_now(&waiter.key),
@@ -346,9 +348,9 @@ impl<T> Replica<T> {
                 }
                 Err(error) => refused(error),
             },
-            ReadLevel::Linearizable | ReadLevel::Follower => {
+            ReadMode::Linearizable | ReadMode::Follower => {
                 let status = self.core.status();
-                if level == ReadLevel::Linearizable && status.role != Role::Leader {
+                if level == ReadMode::Linearizable && status.role != Role::Leader {
                     Answer::Refused {
                         leader_hint: status.leader,
                     }

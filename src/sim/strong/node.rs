@@ -394,13 +394,13 @@ fn to_reply(id: NodeId, incarnation: u64, done: Completion<Tag>) -> Reply {
     }
 }
 
-impl From<ReadLevel> for crate::strong::ReadLevel {
+impl From<ReadLevel> for crate::strong::ReadMode {
     fn from(level: ReadLevel) -> Self {
         match level {
-            ReadLevel::Linearizable => crate::strong::ReadLevel::Linearizable,
-            ReadLevel::Lease => crate::strong::ReadLevel::Lease,
-            ReadLevel::Follower => crate::strong::ReadLevel::Follower,
-            ReadLevel::Stale => crate::strong::ReadLevel::Stale,
+            ReadLevel::Linearizable => crate::strong::ReadMode::Linearizable,
+            ReadLevel::Lease => crate::strong::ReadMode::Lease,
+            ReadLevel::Follower => crate::strong::ReadMode::Follower,
+            ReadLevel::Stale => crate::strong::ReadMode::Stale,
         }
     }
 }
