@@ -12,6 +12,7 @@ pub mod eventual;
 pub mod net;
 pub mod node;
 pub mod raft;
+pub mod rng;
 pub mod sim;
 pub mod storage;
 pub mod strong;

@@ -19,10 +19,10 @@ use super::protocol::{
 };
 use crate::eventual::SessionToken;
 use crate::net::tls::{self, CertError, Identity, Role};
+use crate::rng;
 use crate::strong::ClientId;
 use crate::wire;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -221,13 +221,9 @@ fn resend_is_safe(operation: &Operation) -> bool {
     !matches!(operation, Operation::Add { .. })
 }
 
-/// A random client id. The OS randomness comes through the std hasher's random keys, which
-/// is plenty for telling clients apart and needs no extra dependency.
+/// A random client id, drawn from the OS, which is plenty for telling clients apart.
 fn random_client_id() -> ClientId {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    std::process::id().hash(&mut hasher);
-    std::time::SystemTime::now().hash(&mut hasher);
-    ClientId(hasher.finish())
+    ClientId(rng::os_seed())
 }
 
 /// How one request is routed.

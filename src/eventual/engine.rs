@@ -6,7 +6,7 @@ use super::error::{ConfigError, ReadError, WriteError};
 use super::gc::Knowledge;
 use super::hash::{entry_hash, fnv1a_64, key_hash, mix64};
 use super::hlc::{Hlc, HlcTimestamp};
-use super::levels::{Event, ReadLevel, RequestId, SessionToken, WriteLevel};
+use super::levels::{Event, ReadMode, RequestId, SessionToken, WriteLevel};
 use super::liveness::{Liveness, LivenessView};
 use super::merkle::MerkleTree;
 use super::message::{
@@ -326,7 +326,7 @@ impl AntiEntropy {
         now: Instant,
         id: RequestId,
         key: Bytes,
-        level: ReadLevel,
+        mode: ReadMode,
     ) -> Result<(), ReadError> {
         self.start(now);
         if key.len() > KEY_BYTES_MAX {
@@ -347,13 +347,13 @@ impl AntiEntropy {
                 pending_max: READS_PENDING_MAX,
             });
         }
-        match level {
-            ReadLevel::Local => {
+        match mode {
+            ReadMode::Local => {
                 let value = self.value(&key);
                 self.push_event(Event::ReadDone { id, key, value });
             }
-            ReadLevel::Session(token) => self.start_session_read(now, id, key, token),
-            ReadLevel::Quorum => self.start_quorum_read(now, id, key),
+            ReadMode::Session(token) => self.start_session_read(now, id, key, token),
+            ReadMode::Quorum => self.start_quorum_read(now, id, key),
         }
         Ok(())
     }
@@ -416,6 +416,7 @@ impl AntiEntropy {
     }
 
     /// When `handle_timeout` is next due. `Instant::ZERO` before the engine has seen a time.
+    #[must_use = "the shell must arm a timer for handle_timeout"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let Some(round) = self.next_round_at else {
             return Some(Instant::ZERO);
@@ -427,12 +428,14 @@ impl AntiEntropy {
     }
 
     /// The next message to send. Messages may be sent in any order, lost or duplicated.
+    #[must_use = "a dropped message is lost (gossip repairs it, but only later)"]
     pub fn poll_transmit(&mut self) -> Option<(NodeId, GossipMessage)> {
         self.transmit.pop_front()
     }
 
     /// The next batch to persist, holding every key changed since the previous batch and the
     /// new meta. Persist batches in order; then call `persisted(batch.id)`.
+    #[must_use = "a batch must be persisted, then reported with persisted(batch.id)"]
     pub fn poll_persist(&mut self) -> Option<PersistBatch> {
         let knowledge_changed = self.knowledge.vector() != &self.batched_knowledge;
         if self.dirty.is_empty() && !knowledge_changed && self.unbatched.is_empty() {
@@ -514,6 +517,7 @@ impl AntiEntropy {
     }
 
     /// The next event for the caller.
+    #[must_use = "a dropped event is a request whose caller never hears back"]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }

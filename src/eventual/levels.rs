@@ -1,4 +1,4 @@
-//! Write and read levels, session tokens, request ids and the events the engine reports.
+//! Write levels, read modes, session tokens, request ids and the events the engine reports.
 
 use super::error::{ReadError, WriteError};
 use super::hlc::HlcTimestamp;
@@ -23,9 +23,11 @@ pub enum WriteLevel {
     All,
 }
 
-/// What a read must reflect.
+/// What a read must reflect, as the engine serves it. Not the user-facing
+/// [`ReadLevel`](crate::client::protocol::ReadLevel): the node maps that one's `Local`,
+/// `Session` (with the request's token) and `Quorum` to these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ReadLevel {
+pub enum ReadMode {
     /// This node's current state.
     Local,
     /// This node's state once it has seen the write the token names (waits up to

@@ -107,7 +107,7 @@ pub use config::{EngineConfig, ROUND_BYTES_MIN};
 pub use engine::{AntiEntropy, EngineStats, SessionSummary};
 pub use error::{ConfigError, ReadError, WriteError};
 pub use hlc::HlcTimestamp;
-pub use levels::{Event, ReadLevel, RequestId, SessionToken, WriteLevel};
+pub use levels::{Event, ReadMode, RequestId, SessionToken, WriteLevel};
 pub use liveness::Liveness;
 pub use message::{DurableMeta, GossipMessage, KeyEntry, PersistBatch, PersistId, RestoredState};
 pub use value::{Crdt, KeyState, Op, ReadContext, ReadValue, ValueType, WriteStamp};

@@ -163,7 +163,7 @@ impl Cluster {
         id
     }
 
-    fn read(&mut self, node: u64, key: &str, level: ReadLevel) -> RequestId {
+    fn read(&mut self, node: u64, key: &str, level: ReadMode) -> RequestId {
         let id = RequestId(self.next_request);
         self.next_request += 1;
         let now = self.now;
@@ -559,7 +559,7 @@ fn session_read_waits_for_its_token_then_serves() {
     cluster.isolate(2);
     let write = cluster.write(1, "k", Op::LwwPut(bytes("mine")), WriteLevel::Local);
     let token = cluster.token_of(1, write);
-    let read = cluster.read(2, "k", ReadLevel::Session(token));
+    let read = cluster.read(2, "k", ReadMode::Session(token));
     assert!(
         cluster.event_for(2, read).is_none(),
         "n2 has not seen the write: wait"
@@ -575,7 +575,7 @@ fn session_read_waits_for_its_token_then_serves() {
         }) => assert_eq!(v, "mine"),
         other => panic!("expected the session read to see the write, got {other:?}"),
     }
-    let again = cluster.read(2, "k", ReadLevel::Session(token));
+    let again = cluster.read(2, "k", ReadMode::Session(token));
     assert!(
         matches!(cluster.event_for(2, again), Some(Event::ReadDone { .. })),
         "served at once now"
@@ -588,7 +588,7 @@ fn session_read_times_out_with_a_typed_error() {
     cluster.isolate(2);
     let write = cluster.write(1, "k", Op::LwwPut(bytes("mine")), WriteLevel::Local);
     let token = cluster.token_of(1, write);
-    let read = cluster.read(2, "k", ReadLevel::Session(token));
+    let read = cluster.read(2, "k", ReadMode::Session(token));
     cluster.run_for(Duration::from_millis(1_100), STEP);
     match cluster.event_for(2, read) {
         Some(Event::ReadFailed {
@@ -621,7 +621,7 @@ fn quorum_read_merges_a_majority_and_repairs_stale_replicas() {
     cluster
         .cut
         .extend([(NodeId(1), NodeId(2)), (NodeId(2), NodeId(1))]);
-    let read = cluster.read(2, "c", ReadLevel::Quorum);
+    let read = cluster.read(2, "c", ReadMode::Quorum);
     match cluster.event_for(2, read) {
         Some(Event::ReadDone { value, .. }) => assert_eq!(*value, ReadValue::Counter(8)),
         other => panic!("expected a quorum read, got {other:?}"),
@@ -642,7 +642,7 @@ fn quorum_read_merges_a_majority_and_repairs_stale_replicas() {
 fn quorum_read_without_a_majority_fails() {
     let mut cluster = Cluster::new(3, ValueType::Set);
     cluster.isolate(1);
-    let read = cluster.read(1, "s", ReadLevel::Quorum);
+    let read = cluster.read(1, "s", ReadMode::Quorum);
     cluster.run_for(Duration::from_millis(1_100), STEP);
     assert!(matches!(
         cluster.event_for(1, read),

@@ -5,7 +5,7 @@
 //! judging is a pure function of the rules and a random draw, kept apart from the sockets so
 //! it can be tested on its own.
 
-use crate::sim::SimRng;
+use crate::rng::SeededRng;
 use crate::types::NodeId;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -138,7 +138,7 @@ impl FaultRules {
     }
 
     /// Judges one message from `from` to `to`, drawing from `rng` for loss and jitter.
-    pub fn verdict(&self, from: NodeId, to: NodeId, rng: &mut SimRng) -> Verdict {
+    pub fn verdict(&self, from: NodeId, to: NodeId, rng: &mut SeededRng) -> Verdict {
         if from == to {
             return Verdict::Deliver {
                 delay: Duration::ZERO,
@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn cuts_drop_in_the_directions_they_name() {
-        let mut rng = SimRng::new(1);
+        let mut rng = SeededRng::new(1);
         let partition = rules(vec![FaultRule::Partition {
             sides: vec![vec![N1, N2], vec![N3]],
         }]);
@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn delay_and_loss_apply_to_their_link_only() {
-        let mut rng = SimRng::new(2);
+        let mut rng = SeededRng::new(2);
         let delay = Duration::from_millis(50);
         let jitter = Duration::from_millis(10);
         let list = vec![

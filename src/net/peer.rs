@@ -16,7 +16,7 @@
 
 use super::faults::{FaultRules, Verdict};
 use super::tls::{self, Identity};
-use crate::sim::SimRng;
+use crate::rng::SeededRng;
 use crate::types::NodeId;
 use crate::wire;
 use serde::de::DeserializeOwned;
@@ -89,7 +89,7 @@ pub struct Transport<M> {
     endpoint: quinn::Endpoint,
     client_config: quinn::ClientConfig,
     faults: Arc<RwLock<FaultRules>>,
-    rng: Mutex<SimRng>,
+    rng: Mutex<SeededRng>,
     _message: PhantomData<fn(M)>,
 }
 
@@ -116,7 +116,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
             endpoint,
             client_config,
             faults: Arc::new(RwLock::new(FaultRules::none())),
-            rng: Mutex::new(SimRng::new(config.rng_seed)),
+            rng: Mutex::new(SeededRng::new(config.rng_seed)),
             _message: PhantomData,
         });
         for (peer, address) in config.peers {

@@ -12,9 +12,8 @@
 //! (on a blocking thread) new inputs queue up in the channels; the next round takes them all
 //! and their writes share the next transaction and fsync: that is the group commit.
 //!
-//! The persist-before-send rules are the cores': `Ready.messages` go out before the commit,
-//! `Ready.persisted_messages` and every reply only after it; an eventual engine queues
-//! nothing that needs durability before `persisted`.
+//! Persist-before-send is the cores' rule: [the Ready contract](crate::raft#the-ready-contract)
+//! for Raft, and [the persistence contract](crate::eventual#the-persistence-contract) for eventual.
 //!
 //! A replica that breaks a local invariant as it applies (an entry out of order, a snapshot
 //! that does not decode or does not match) ends the driver with [`NodeError::Invariant`]:
@@ -28,6 +27,7 @@ use crate::client::protocol::{ClientError, KeyspaceMode};
 use crate::eventual::{self, AntiEntropy, EngineConfig};
 use crate::net::peer::{Inbound, Lane, Transport};
 use crate::raft::{Config as RaftConfig, Ready, Snapshot};
+use crate::rng::{self, SeededRng};
 use crate::storage::{Batch, Store};
 use crate::strong::{ApplyFault, ClientId, DurableState, MachineConfig, Replica, ReplicaConfig};
 use crate::types::{GroupId, Instant, KeyspaceId, NodeId, WallMillis};
@@ -156,23 +156,9 @@ pub(super) struct Driver {
     drops: Vec<KeyspaceId>,
     /// Set when a flush stopped with work left: the next round starts at once.
     more_work: bool,
-    random: RandomSource,
-}
-
-/// Seeds for the cores and ids: drawn from the process's randomly keyed hasher, which the
-/// standard library seeds from the OS. Only the shell draws randomness; cores take seeds.
-pub(super) struct RandomSource {
-    counter: u64,
-}
-
-impl RandomSource {
-    pub fn next_u64(&mut self) -> u64 {
-        use std::hash::{BuildHasher, Hasher};
-        self.counter += 1;
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(self.counter);
-        hasher.finish()
-    }
+    /// Seeds for the cores and ids, from one OS draw at boot. Only the shell draws randomness;
+    /// cores take seeds.
+    random: SeededRng,
 }
 
 impl Driver {
@@ -185,7 +171,7 @@ impl Driver {
         store: Arc<Store>,
         transport: Arc<Transport<PeerMessage>>,
     ) -> Result<Driver, NodeError> {
-        let mut random = RandomSource { counter: 0 };
+        let mut random = SeededRng::new(rng::os_seed());
         let clock = Clock::new();
         let mut driver = Driver {
             id,

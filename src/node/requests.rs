@@ -140,7 +140,7 @@ impl Driver {
             .get_mut(&CATALOG_GROUP)
             .expect("invariant: group 0 always runs")
             .replica;
-        if let Some(completion) = replica.read(now, tag, strong::ReadLevel::Follower, key) {
+        if let Some(completion) = replica.read(now, tag, strong::ReadMode::Follower, key) {
             self.complete_strong(CATALOG_GROUP, completion);
         }
     }
@@ -180,10 +180,10 @@ impl Driver {
         let done = match request.operation {
             Operation::Get { key } => {
                 let level = match level {
-                    ReadLevel::Lease => strong::ReadLevel::Lease,
-                    ReadLevel::Follower => strong::ReadLevel::Follower,
-                    ReadLevel::Stale => strong::ReadLevel::Stale,
-                    _ => strong::ReadLevel::Linearizable,
+                    ReadLevel::Lease => strong::ReadMode::Lease,
+                    ReadLevel::Follower => strong::ReadMode::Follower,
+                    ReadLevel::Stale => strong::ReadMode::Stale,
+                    _ => strong::ReadMode::Linearizable,
                 };
                 replica.read(now, tag, level, key)
             }
@@ -339,10 +339,10 @@ impl Driver {
         let level = request.write.unwrap_or(WriteLevel::Local);
         if let Operation::Get { key } = request.operation {
             let read = request.read.unwrap_or(ReadLevel::Local);
-            let engine_level = match (read, request.session) {
-                (ReadLevel::Session, Some(token)) => eventual::ReadLevel::Session(token),
-                (ReadLevel::Quorum, _) => eventual::ReadLevel::Quorum,
-                _ => eventual::ReadLevel::Local,
+            let mode = match (read, request.session) {
+                (ReadLevel::Session, Some(token)) => eventual::ReadMode::Session(token),
+                (ReadLevel::Quorum, _) => eventual::ReadMode::Quorum,
+                _ => eventual::ReadMode::Local,
             };
             let wait = EventualWait::new(Served::Read(read), 0);
             let tag = self.register_until(reply, Some(id), Waiting::Eventual(wait), deadline);
@@ -351,7 +351,7 @@ impl Driver {
                 .get_mut(&id)
                 .expect("named keyspace runs")
                 .engine;
-            if let Err(error) = engine.read(now, RequestId(tag), key, engine_level) {
+            if let Err(error) = engine.read(now, RequestId(tag), key, mode) {
                 self.fail(tag, read_error(error));
             }
             return;

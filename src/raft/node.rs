@@ -169,6 +169,7 @@ impl RaftNode {
     }
 
     /// When `handle_timeout` is next due. Always `Some` (some timer is always armed).
+    #[must_use = "the shell must arm a timer for handle_timeout"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = match &self.leader_state {
             Some(leader) => {
@@ -286,6 +287,7 @@ impl RaftNode {
 
     /// The next batch of work, or `None` if there is none or the previous `Ready` was not
     /// advanced yet.
+    #[must_use = "until it is advanced, no other Ready is produced"]
     pub fn ready(&mut self) -> Option<Ready> {
         if self.inflight_ready.is_some() {
             return None;

@@ -17,13 +17,12 @@ pub struct ReadState {
     pub index: LogIndex,
 }
 
-/// One batch of work for the shell. See the module docs for the contract; in short:
-/// (1) if `snapshot` is set, replace the durable log and state with it; then delete every
-/// durable entry at index >= `entries[0].index` and append `entries`; store `hard_state`;
-/// fsync if `must_sync`; (2) send `persisted_messages` (and `messages`, which may go earlier);
-/// (3) restore `snapshot` into the state machine, then apply `committed` in order;
-/// (4) `advance(id)`. No other `Ready` is produced until then.
+/// One batch of work for the shell, carried out as [the Ready contract] says. No other `Ready`
+/// is produced until it is advanced.
+///
+/// [the Ready contract]: crate::raft#the-ready-contract
 #[derive(Clone, Debug, Default)]
+#[must_use = "a Ready must be persisted, sent, applied and then advanced"]
 pub struct Ready {
     /// Pass back to `advance`.
     pub id: ReadyId,

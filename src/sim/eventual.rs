@@ -20,7 +20,7 @@
 //! After every input to an engine the harness drains it: persist batches go to the disk,
 //! messages to the network, events to the clients.
 //!
-//! Every random choice comes from `SimRng::new(seed)` and its forks, so a run is a pure
+//! Every random choice comes from `SeededRng::new(seed)` and its forks, so a run is a pure
 //! function of its [`SimConfig`].
 //!
 //! # What the checkers know, and how
@@ -47,9 +47,10 @@ pub mod history;
 mod verdict;
 
 use crate::eventual::{AntiEntropy, EngineConfig, HlcTimestamp};
+use crate::rng::SeededRng;
 use crate::sim::faults::{FaultEvent, FaultOptions, FaultSchedule};
 use crate::sim::net::{NetConfig, SimNet};
-use crate::sim::{SeedReport, SimConfig, SimError, SimRng};
+use crate::sim::{SeedReport, SimConfig, SimError};
 use crate::types::{Instant, NodeId};
 use cluster::{SimMessage, SimNode, VALUE_TYPES};
 use history::{OpLog, WriteRef};
@@ -189,9 +190,9 @@ struct Sim {
     faults: FaultSchedule,
     clients: Vec<Client>,
     /// Client decisions.
-    rng: SimRng,
+    rng: SeededRng,
     /// Disk latencies and fault details.
-    rng_env: SimRng,
+    rng_env: SeededRng,
     engine_seed: u64,
     log: OpLog<HlcTimestamp>,
     requests: BTreeMap<u64, Request>,
@@ -210,7 +211,7 @@ struct Sim {
 
 impl Sim {
     fn new(config: &SimConfig, bug: Bug) -> Sim {
-        let mut root = SimRng::new(config.seed);
+        let mut root = SeededRng::new(config.seed);
         let mut clock_rng = root.fork(1);
         let ids: Vec<NodeId> = (1..=config.nodes as u64).map(NodeId).collect();
         let nodes = ids
@@ -270,7 +271,7 @@ impl Sim {
     /// On some seeds every node crashes at once and restarts a little later: acknowledged
     /// writes must survive `kill -9` of the whole cluster, not only of a minority (which is
     /// all the shared schedule does).
-    fn add_whole_cluster_crash(&mut self, rng: &mut SimRng, ids: &[NodeId]) {
+    fn add_whole_cluster_crash(&mut self, rng: &mut SeededRng, ids: &[NodeId]) {
         if !rng.chance(WHOLE_CLUSTER_CRASH_CHANCE) {
             return;
         }

@@ -6,7 +6,7 @@
 //! carries them out on its nodes.
 
 use super::net::NetConfig;
-use super::rng::SimRng;
+use crate::rng::SeededRng;
 use crate::types::{Instant, NodeId};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -73,7 +73,7 @@ pub enum Shape {
 
 impl Shape {
     /// A random shape over `nodes` (at least three).
-    pub fn random(rng: &mut SimRng, nodes: &[NodeId]) -> Shape {
+    pub fn random(rng: &mut SeededRng, nodes: &[NodeId]) -> Shape {
         assert!(
             nodes.len() >= 3,
             "partition shapes need at least three nodes"
@@ -243,7 +243,7 @@ impl FaultSchedule {
     /// restores a healthy network and restarts every crashed node, so the liveness phase that
     /// follows runs on a whole cluster.
     pub fn generate(
-        rng: &mut SimRng,
+        rng: &mut SeededRng,
         nodes: &[NodeId],
         start: Instant,
         end: Instant,
@@ -296,7 +296,7 @@ impl FaultSchedule {
 }
 
 struct ScheduleDraw<'a> {
-    rng: &'a mut SimRng,
+    rng: &'a mut SeededRng,
     nodes: &'a [NodeId],
     options: &'a FaultOptions,
     crashed: BTreeSet<NodeId>,
@@ -428,7 +428,7 @@ mod tests {
 
     #[test]
     fn random_sides_leave_a_strict_minority() {
-        let mut rng = SimRng::new(3);
+        let mut rng = SeededRng::new(3);
         for count in [3, 5] {
             for _ in 0..100 {
                 if let Shape::Sides(sides) = Shape::random(&mut rng, &nodes(count)) {
@@ -443,8 +443,9 @@ mod tests {
     fn schedules_are_seeded_bounded_and_end_whole() {
         let options = FaultOptions::all(Duration::from_millis(300));
         let (start, end) = (Instant::ZERO, Instant::ZERO + Duration::from_secs(20));
-        let draw =
-            |seed| FaultSchedule::generate(&mut SimRng::new(seed), &nodes(5), start, end, &options);
+        let draw = |seed| {
+            FaultSchedule::generate(&mut SeededRng::new(seed), &nodes(5), start, end, &options)
+        };
         let schedule = draw(9);
         assert_eq!(schedule.events(), draw(9).events());
         assert!(schedule.events().len() > 10);

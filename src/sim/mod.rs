@@ -5,9 +5,10 @@
 //! what was not persisted, pauses, clock jumps) and the simulated clients. A run is a pure
 //! function of its [`SimConfig`], so a failing seed replays exactly from the command line.
 //!
-//! The shared parts live here: [`rng`], [`clock`], [`net`] and [`faults`]. Each engine has a
-//! harness that builds a cluster of its cores on them, runs a safety phase under faults and a
-//! liveness phase after everything heals, and returns a [`SeedReport`] from its checkers.
+//! The shared parts live here: [`clock`], [`net`] and [`faults`]; the seeded stream they draw
+//! from is [`crate::rng::SeededRng`]. Each engine has a harness that builds a cluster of its
+//! cores on them, runs a safety phase under faults and a liveness phase after everything heals,
+//! and returns a [`SeedReport`] from its checkers.
 
 pub mod clock;
 pub mod eventual;
@@ -15,10 +16,7 @@ pub mod faults;
 pub mod history;
 pub mod linearizability;
 pub mod net;
-pub mod rng;
 pub mod strong;
-
-pub use rng::SimRng;
 
 /// What one simulated run is made of.
 #[derive(Clone, Debug, PartialEq, Eq)]

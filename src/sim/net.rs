@@ -7,7 +7,7 @@
 //! receives is what the codec would give it.
 
 use super::faults::Links;
-use super::rng::SimRng;
+use crate::rng::SeededRng;
 use crate::types::{Instant, NodeId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -61,7 +61,7 @@ pub struct NetStats {
 pub struct SimNet<M> {
     config: NetConfig,
     links: Links,
-    rng: SimRng,
+    rng: SeededRng,
     /// Keyed by (delivery time, sequence number): the sequence breaks ties deterministically.
     in_flight: BTreeMap<(Instant, u64), Delivery<M>>,
     sequence: u64,
@@ -69,7 +69,7 @@ pub struct SimNet<M> {
 }
 
 impl<M: Serialize + DeserializeOwned> SimNet<M> {
-    pub fn new(config: NetConfig, rng: SimRng) -> SimNet<M> {
+    pub fn new(config: NetConfig, rng: SeededRng) -> SimNet<M> {
         SimNet {
             config,
             links: Links::full(),
@@ -186,7 +186,7 @@ mod tests {
     use super::*;
 
     fn net(config: NetConfig) -> SimNet<u64> {
-        SimNet::new(config, SimRng::new(1))
+        SimNet::new(config, SeededRng::new(1))
     }
 
     #[test]

@@ -32,5 +32,5 @@ pub use machine::{
 };
 pub use replica::{
     Answer, Applied, ApplyFault, BootError, CONFIRMED_READS_MAX, Completion, DurableState,
-    ReadLevel, Replica, ReplicaConfig,
+    ReadMode, Replica, ReplicaConfig,
 };

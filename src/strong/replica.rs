@@ -19,8 +19,8 @@
 //! ```
 //!
 //! `take_ready` hands out one `Ready` at a time: it returns `None` until that `Ready` came
-//! back through `on_persisted`. The persist-before-send rule is in the `Ready` type itself:
-//! `messages` may leave at once, `persisted_messages` only after the persist.
+//! back through `on_persisted`. Persist-before-send: see
+//! [the Ready contract](crate::raft#the-ready-contract).
 //!
 //! Every client request carries a caller-chosen `tag` (a client and attempt in the
 //! simulator, a reply channel in the node) and ends in exactly one [`Completion`] with that
@@ -112,9 +112,11 @@ pub enum ApplyFault {
     Malformed(#[from] MalformedEntry),
 }
 
-/// The read levels of a strong keyspace.
+/// How a replica serves a read of a strong keyspace. Not the user-facing
+/// [`ReadLevel`](crate::client::protocol::ReadLevel): the node maps that one's first four
+/// levels to these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadLevel {
+pub enum ReadMode {
     /// ReadIndex on the leader: a heartbeat round confirms leadership.
     Linearizable,
     /// The leader's lease, without a round trip.
@@ -281,6 +283,7 @@ impl<T> Replica<T> {
     }
 
     /// When `handle_timeout` is next due.
+    #[must_use = "the shell must arm a timer for handle_timeout"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.core.poll_timeout()
     }
@@ -328,14 +331,14 @@ impl<T> Replica<T> {
         &mut self,
         now: Instant,
         tag: T,
-        level: ReadLevel,
+        level: ReadMode,
         key: Bytes,
     ) -> Option<Completion<T>> {
         let waiter = Waiter { tag, key };
         let answer = match level {
-            ReadLevel::Stale => self.read_now(&waiter.key),
-            ReadLevel::Lease if self.confirmed.len() >= CONFIRMED_READS_MAX => Answer::Busy,
-            ReadLevel::Lease => match self.core.lease_read(now) {
+            ReadMode::Stale => self.read_now(&waiter.key),
+            ReadMode::Lease if self.confirmed.len() >= CONFIRMED_READS_MAX => Answer::Busy,
+            ReadMode::Lease => match self.core.lease_read(now) {
                 // Already applied: serve now rather than at the next `on_persisted`, which
                 // on an idle group is the next heartbeat away.
                 Ok(index) if index <= self.machine.applied() => self.read_now(&waiter.key),
@@ -345,9 +348,9 @@ impl<T> Replica<T> {
                 }
                 Err(error) => refused(error),
             },
-            ReadLevel::Linearizable | ReadLevel::Follower => {
+            ReadMode::Linearizable | ReadMode::Follower => {
                 let status = self.core.status();
-                if level == ReadLevel::Linearizable && status.role != Role::Leader {
+                if level == ReadMode::Linearizable && status.role != Role::Leader {
                     Answer::Refused {
                         leader_hint: status.leader,
                     }
@@ -372,6 +375,7 @@ impl<T> Replica<T> {
 
     /// The next batch of work, if any (see the module docs). `None` while an earlier one
     /// has not come back through `on_persisted`.
+    #[must_use = "until it comes back through on_persisted, no other Ready is produced"]
     pub fn take_ready(&mut self) -> Option<Ready> {
         if self.outstanding.is_some() {
             return None;

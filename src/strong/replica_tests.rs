@@ -169,7 +169,7 @@ impl Cluster {
         self.answer(tag)
     }
 
-    fn read(&mut self, on: usize, tag: Tag, level: ReadLevel, key: &str) -> Answer {
+    fn read(&mut self, on: usize, tag: Tag, level: ReadMode, key: &str) -> Answer {
         let key = Bytes::from(key.to_owned());
         match self.replicas[on].read(self.now, tag, level, key) {
             Some(done) => done.answer,
@@ -239,24 +239,24 @@ fn reads_at_every_level_see_what_their_level_promises() {
     let written = cluster.write(leader, 1, &put(1, "k", "v"));
     assert!(matches!(written, Answer::Written(Ok(_))), "{written:?}");
     let v = Some(Bytes::from_static(b"v"));
-    let linearizable = cluster.read(leader, 2, ReadLevel::Linearizable, "k");
+    let linearizable = cluster.read(leader, 2, ReadMode::Linearizable, "k");
     assert_eq!(value_of(&linearizable), v);
-    let lease = cluster.read(leader, 3, ReadLevel::Lease, "k");
+    let lease = cluster.read(leader, 3, ReadMode::Lease, "k");
     assert_eq!(value_of(&lease), v);
     // A follower read waits for the leader's read index, which covers the acked put.
-    let follower_read = cluster.read(follower, 4, ReadLevel::Follower, "k");
+    let follower_read = cluster.read(follower, 4, ReadMode::Follower, "k");
     assert_eq!(value_of(&follower_read), v);
     // A stale read answers at once from whatever the replica applied.
     let key = Bytes::from_static(b"k");
-    let stale = cluster.replicas[follower].read(cluster.now, 5, ReadLevel::Stale, key);
+    let stale = cluster.replicas[follower].read(cluster.now, 5, ReadMode::Stale, key);
     let stale = stale.expect("a stale read never waits");
     let applied = cluster.replicas[follower].machine().applied();
     assert!(matches!(stale.answer, Answer::Read { applied: at, .. } if at == applied));
     // Linearizable reads go to the leader.
-    let refused = cluster.read(follower, 6, ReadLevel::Linearizable, "k");
+    let refused = cluster.read(follower, 6, ReadMode::Linearizable, "k");
     let leader_hint = Some(cluster.ids[leader]);
     assert_eq!(refused, Answer::Refused { leader_hint });
-    let missing = cluster.read(leader, 7, ReadLevel::Linearizable, "absent");
+    let missing = cluster.read(leader, 7, ReadMode::Linearizable, "absent");
     assert_eq!(value_of(&missing), None);
 }
 
@@ -352,7 +352,7 @@ fn a_leader_that_loses_leadership_ends_its_waiting_requests() {
     let submitted = cluster.replicas[old].submit(cluster.now, proposal, 1, &put(1, "k", "v"));
     assert!(submitted.is_ok(), "the leader takes the proposal");
     let key = Bytes::from_static(b"k");
-    let read = cluster.replicas[old].read(cluster.now, 2, ReadLevel::Linearizable, key);
+    let read = cluster.replicas[old].read(cluster.now, 2, ReadMode::Linearizable, key);
     assert!(read.is_none(), "the read waits for a heartbeat round");
     cluster.run_until("another leader", |cluster| {
         (0..3).any(|at| at != old && cluster.replicas[at].status().role == Role::Leader)

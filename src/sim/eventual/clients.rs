@@ -13,7 +13,7 @@ use super::{
     SAFETY_PHASE, Sim,
 };
 use crate::eventual::{
-    Op, PersistBatch, ReadContext, ReadLevel, ReadValue, RequestId, SessionToken, WriteLevel,
+    Op, PersistBatch, ReadContext, ReadMode, ReadValue, RequestId, SessionToken, WriteLevel,
 };
 use bytes::Bytes;
 use crdts::{CmRDT, Dot, VClock};
@@ -375,18 +375,18 @@ impl Sim {
             .cloned();
         let choice = self.rng.below(10);
         let (level, label, expected) = match (choice, token) {
-            (4..7, Some((token, write))) => (ReadLevel::Session(token), "session", vec![write]),
+            (4..7, Some((token, write))) => (ReadMode::Session(token), "session", vec![write]),
             (7.., _) => {
                 let expected = self.expected_writes(keyspace, &key, |meta| {
                     meta.quorum && meta.acked_at.is_some()
                 });
-                (ReadLevel::Quorum, "quorum", expected)
+                (ReadMode::Quorum, "quorum", expected)
             }
             _ => {
                 let expected = self.expected_writes(keyspace, &key, |meta| {
                     meta.node == node && meta.persisted_at.is_some()
                 });
-                (ReadLevel::Local, "local", expected)
+                (ReadMode::Local, "local", expected)
             }
         };
         let request = self.next_request;

@@ -5,8 +5,8 @@
 //! operation goes into the [`History`].
 
 use super::{Reply, ReplyBody, Request as SimRequest, RequestBody};
+use crate::rng::SeededRng;
 use crate::sim::history::{Call, History, ReadLevel, Return, Seen};
-use crate::sim::rng::SimRng;
 use crate::strong::{ClientId, Command, CommandError, Outcome, Request, Versioned};
 use crate::types::{Instant, LogIndex, NodeId};
 use bytes::Bytes;
@@ -44,7 +44,7 @@ pub(crate) struct ClientStats {
 pub(crate) struct Client {
     index: usize,
     id: ClientId,
-    rng: SimRng,
+    rng: SeededRng,
     keys: Vec<Bytes>,
     nodes: Vec<NodeId>,
     seq: u64,
@@ -68,7 +68,7 @@ pub(crate) struct Client {
 impl Client {
     pub(crate) fn new(
         index: usize,
-        rng: SimRng,
+        rng: SeededRng,
         keys: Vec<Bytes>,
         nodes: Vec<NodeId>,
         think_mean: Duration,

@@ -8,7 +8,7 @@ impl Run {
     /// The seed's fault timeline: the shared generator, plus quick restarts after some
     /// crashes and bursts of flapping partitions. Returns whether jumps may exceed the bound.
     pub(super) fn draw_faults(
-        rng: &mut SimRng,
+        rng: &mut SeededRng,
         ids: &[NodeId],
         horizon: Instant,
     ) -> (Vec<(Instant, FaultEvent)>, bool) {

@@ -42,12 +42,13 @@ mod node;
 mod report;
 
 use crate::raft::{Config, MembershipChange, Role};
+use crate::rng::SeededRng;
 use crate::sim::clock::NodeClock;
 use crate::sim::faults::{FaultEvent, FaultOptions, FaultSchedule, Shape};
 use crate::sim::history::{Call, Completion, History, ReadLevel, Return};
 use crate::sim::linearizability::{STEPS_PER_KEY_DEFAULT, check_history};
 use crate::sim::net::{NetConfig, SimNet};
-use crate::sim::{SeedReport, SimConfig, SimError, SimRng};
+use crate::sim::{SeedReport, SimConfig, SimError};
 use crate::strong::{MachineConfig, Request as StrongRequest, StrongMachine, Versioned};
 use crate::types::{Instant, NodeId};
 use bytes::Bytes;
@@ -228,7 +229,7 @@ struct SlowInbound {
 
 struct Run {
     config: SimConfig,
-    rng: SimRng,
+    rng: SeededRng,
     now: Instant,
     ids: Vec<NodeId>,
     nodes: Vec<SimNode>,
@@ -267,7 +268,7 @@ struct Run {
 
 impl Run {
     fn new(config: &SimConfig, bugs: Bugs) -> Run {
-        let mut rng = SimRng::new(config.seed);
+        let mut rng = SeededRng::new(config.seed);
         let ids: Vec<NodeId> = (1..=config.nodes as u64).map(NodeId).collect();
         let shape = CoreShape {
             pre_vote: !rng.chance(0.5),
@@ -348,7 +349,7 @@ impl Run {
     }
 
     fn build_nodes(
-        rng: &mut SimRng,
+        rng: &mut SeededRng,
         ids: &[NodeId],
         bugs: &Bugs,
         shape: CoreShape,

@@ -3,9 +3,9 @@
 //! `Ready`s), a drifting clock, and simulated fsync times. Everything a real node must also
 //! do lives in `Replica`; this file keeps only what is simulation.
 //!
-//! Each `Ready` is carried out as the contract says: `messages` leave at once; the persist
-//! takes a simulated fsync time, and only when it completes does the durable image change,
-//! `persisted_messages` leave and `Replica::on_persisted` run (apply, serve, advance,
+//! Each `Ready` is carried out as [the Ready contract](crate::raft#the-ready-contract) says;
+//! the persist takes a simulated fsync time, and only when it completes does the durable image
+//! change, `persisted_messages` leave and `Replica::on_persisted` run (apply, serve, advance,
 //! compact). A crash during the fsync loses that `Ready`'s persist (and everything else
 //! volatile).
 
@@ -14,10 +14,10 @@ use super::{Reply, ReplyBody, RequestBody};
 use crate::raft::{
     Config, Entry, Envelope, HardState, ProposalId, RaftMessage, RaftNode, Ready, Snapshot,
 };
+use crate::rng::SeededRng;
 use crate::sim::clock::NodeClock;
 use crate::sim::history::ReadLevel;
 use crate::sim::net::SimNet;
-use crate::sim::rng::SimRng;
 use crate::strong::{
     Answer, Applied, Completion, DurableState, MachineConfig, Replica, ReplicaConfig,
 };
@@ -106,7 +106,7 @@ pub(crate) struct SimNode {
     pub(crate) paused_until: Option<Instant>,
     /// Counts restarts.
     pub(crate) incarnation: u64,
-    rng: SimRng,
+    rng: SeededRng,
     config: ReplicaConfig,
 }
 
@@ -115,7 +115,7 @@ impl SimNode {
         config: Config,
         machine_config: MachineConfig,
         clock: NodeClock,
-        mut rng: SimRng,
+        mut rng: SeededRng,
         now: Instant,
     ) -> SimNode {
         let compact_every = rng.range_u64(20, 120);
@@ -394,13 +394,13 @@ fn to_reply(id: NodeId, incarnation: u64, done: Completion<Tag>) -> Reply {
     }
 }
 
-impl From<ReadLevel> for crate::strong::ReadLevel {
+impl From<ReadLevel> for crate::strong::ReadMode {
     fn from(level: ReadLevel) -> Self {
         match level {
-            ReadLevel::Linearizable => crate::strong::ReadLevel::Linearizable,
-            ReadLevel::Lease => crate::strong::ReadLevel::Lease,
-            ReadLevel::Follower => crate::strong::ReadLevel::Follower,
-            ReadLevel::Stale => crate::strong::ReadLevel::Stale,
+            ReadLevel::Linearizable => crate::strong::ReadMode::Linearizable,
+            ReadLevel::Lease => crate::strong::ReadMode::Lease,
+            ReadLevel::Follower => crate::strong::ReadMode::Follower,
+            ReadLevel::Stale => crate::strong::ReadMode::Stale,
         }
     }
 }

@@ -1,29 +1,34 @@
-//! Seeded randomness for the simulator. Every random choice in a run comes from one seed, so a
-//! failing seed replays exactly.
+//! Seeded randomness, and the one place that asks the OS for a seed.
+//!
+//! Everything random draws from a [`SeededRng`]: the simulator (one seed per run, so a failing
+//! seed replays exactly), the transport's fault rules, and the node's ids and core seeds. The
+//! cores (`raft`, `strong`, `eventual`) never draw: they take a `u64` seed from their caller.
+//! Only the shells (the node and the client library) call [`os_seed`], and only to pick the
+//! seed or id they start from.
 
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng, TryRngCore};
 use rand_chacha::ChaCha8Rng;
 use std::time::Duration;
 
 /// A seeded, portable random stream (ChaCha8, so the same seed gives the same run on every
 /// platform and build).
 #[derive(Clone, Debug)]
-pub struct SimRng {
+pub struct SeededRng {
     inner: ChaCha8Rng,
 }
 
-impl SimRng {
-    pub fn new(seed: u64) -> SimRng {
-        SimRng {
+impl SeededRng {
+    pub fn new(seed: u64) -> SeededRng {
+        SeededRng {
             inner: ChaCha8Rng::seed_from_u64(seed),
         }
     }
 
     /// An independent stream derived from this one. Forking lets one part of the simulation
     /// (say, the network) draw more or fewer numbers without shifting every other part.
-    pub fn fork(&mut self, stream: u64) -> SimRng {
+    pub fn fork(&mut self, stream: u64) -> SeededRng {
         let seed = self.inner.next_u64() ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        SimRng::new(seed)
+        SeededRng::new(seed)
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -38,19 +43,19 @@ impl SimRng {
 
     /// A number in `0..bound`; `bound` must be positive.
     pub fn below(&mut self, bound: u64) -> u64 {
-        assert!(bound > 0, "SimRng::below needs a positive bound");
+        assert!(bound > 0, "SeededRng::below needs a positive bound");
         self.inner.random_range(0..bound)
     }
 
     /// A number in `low..=high`.
     pub fn range_u64(&mut self, low: u64, high: u64) -> u64 {
-        assert!(low <= high, "SimRng::range_u64 needs low <= high");
+        assert!(low <= high, "SeededRng::range_u64 needs low <= high");
         self.inner.random_range(low..=high)
     }
 
     /// A duration in `low..=high`, at nanosecond resolution.
     pub fn duration_between(&mut self, low: Duration, high: Duration) -> Duration {
-        assert!(low <= high, "SimRng::duration_between needs low <= high");
+        assert!(low <= high, "SeededRng::duration_between needs low <= high");
         let low_nanos = u64::try_from(low.as_nanos()).unwrap_or(u64::MAX);
         let high_nanos = u64::try_from(high.as_nanos()).unwrap_or(u64::MAX);
         Duration::from_nanos(self.range_u64(low_nanos, high_nanos))
@@ -58,7 +63,7 @@ impl SimRng {
 
     /// One element of a non-empty slice.
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        assert!(!items.is_empty(), "SimRng::pick needs a non-empty slice");
+        assert!(!items.is_empty(), "SeededRng::pick needs a non-empty slice");
         let index = self.below(items.len() as u64) as usize;
         &items[index]
     }
@@ -72,14 +77,27 @@ impl SimRng {
     }
 }
 
+/// A seed from the operating system's random source, for the shells only: a client's id, a
+/// node's proposal ids and the seeds of the cores it builds. Cores take seeds, never call this.
+///
+/// # Panics
+///
+/// If the OS random source fails, which on the platforms we run on means the kernel cannot
+/// provide randomness at all; `rand::rng()` panics in the same case.
+pub fn os_seed() -> u64 {
+    rand::rngs::OsRng
+        .try_next_u64()
+        .expect("the OS random source works")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn same_seed_same_stream_and_forks_differ() {
-        let mut first = SimRng::new(42);
-        let mut second = SimRng::new(42);
+        let mut first = SeededRng::new(42);
+        let mut second = SeededRng::new(42);
         let drawn: Vec<u64> = (0..8).map(|_| first.next_u64()).collect();
         assert_eq!(drawn, (0..8).map(|_| second.next_u64()).collect::<Vec<_>>());
         let mut fork_a = first.fork(1);
@@ -89,7 +107,7 @@ mod tests {
 
     #[test]
     fn bounded_draws_stay_in_bounds() {
-        let mut rng = SimRng::new(7);
+        let mut rng = SeededRng::new(7);
         for _ in 0..1000 {
             assert!(rng.below(3) < 3);
             let value = rng.range_u64(5, 9);
