@@ -11,6 +11,7 @@ pub mod client;
 pub mod eventual;
 pub mod net;
 pub mod node;
+pub mod protocol;
 pub mod raft;
 pub mod rng;
 pub mod sim;

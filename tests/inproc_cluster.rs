@@ -3,13 +3,13 @@
 
 mod common;
 
-use capdial::client::admin::{AdminAnswer, AdminRequest, FromNode, ToNode};
-use capdial::client::protocol::{
-    Answer, ClientError, ClientRequest, KeyspaceMode, Operation, ReadLevel, Served,
-};
 use capdial::eventual::{ReadValue, ValueType, WriteLevel};
 use capdial::net::tls::{self, Identity, Role};
 use capdial::node::{self, NodeConfig};
+use capdial::protocol::admin::{AdminAnswer, AdminRequest, FromNode, ToNode};
+use capdial::protocol::{
+    Answer, ClientError, ClientRequest, KeyspaceMode, Operation, ReadLevel, Served,
+};
 use capdial::strong::ClientId;
 use capdial::types::NodeId;
 use common::{b, poll_until};
@@ -118,7 +118,7 @@ impl RawClient {
         &self,
         node: SocketAddr,
         request: ClientRequest,
-    ) -> Result<(Answer, capdial::client::protocol::Receipt), ClientError> {
+    ) -> Result<(Answer, capdial::protocol::Receipt), ClientError> {
         match self.ask(node, &ToNode::Data(request)).await {
             FromNode::Data(response) => response.result,
             other => panic!("expected a data answer, got {other:?}"),
@@ -145,7 +145,7 @@ async fn catalog_leader(client: &RawClient, cluster: &Cluster) -> SocketAddr {
             if let Ok(AdminAnswer::Status(status)) =
                 client.admin(*address, AdminRequest::Status).await
             {
-                if status.strong[0].role == capdial::client::admin::RaftRole::Leader {
+                if status.strong[0].role == capdial::protocol::admin::RaftRole::Leader {
                     return Some(*address);
                 }
             }
@@ -273,7 +273,7 @@ async fn three_nodes_serve_both_modes() {
 async fn status(
     client: &RawClient,
     node: SocketAddr,
-) -> Option<Box<capdial::client::admin::NodeStatus>> {
+) -> Option<Box<capdial::protocol::admin::NodeStatus>> {
     match client.admin(node, AdminRequest::Status).await {
         Ok(AdminAnswer::Status(status)) => Some(status),
         _ => None,

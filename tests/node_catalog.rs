@@ -11,11 +11,11 @@
 
 mod common;
 
-use capdial::client::admin::{AdminAnswer, AdminRequest};
 use capdial::client::conn::ConnError;
-use capdial::client::protocol::{ClientError, KeyspaceMode};
 use capdial::eventual::ValueType;
 use capdial::net::faults::{FaultRule, FaultRules};
+use capdial::protocol::admin::{AdminAnswer, AdminRequest};
+use capdial::protocol::{ClientError, KeyspaceMode};
 use capdial::types::NodeId;
 use common::{Cluster, READY_DEADLINE, op, poll_until};
 

@@ -6,8 +6,8 @@
 mod common;
 
 use capdial::client::conn::Client;
-use capdial::client::protocol::{Answer, KeyspaceMode, ReadLevel, WriteLevel};
 use capdial::eventual::{ReadValue, ValueType};
+use capdial::protocol::{Answer, KeyspaceMode, ReadLevel, WriteLevel};
 use common::{Cluster, READY_DEADLINE, b, op, poll_for, poll_until};
 use std::time::Duration;
 

@@ -6,13 +6,13 @@
 
 mod common;
 
-use capdial::client::admin::{FromNode, ToNode};
 use capdial::client::conn::{Client, ConnError};
-use capdial::client::protocol::{
+use capdial::eventual::{ReadValue, ValueType};
+use capdial::protocol::admin::{FromNode, ToNode};
+use capdial::protocol::{
     Answer, ClientError, ClientRequest, ClientResponse, KeyspaceMode, Operation, Position,
     ReadLevel, Receipt, Served, WriteLevel,
 };
-use capdial::eventual::{ReadValue, ValueType};
 use capdial::strong::ClientId;
 use capdial::strong::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use capdial::types::NodeId;

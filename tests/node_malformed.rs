@@ -4,9 +4,9 @@
 
 mod common;
 
-use capdial::client::admin::{AdminAnswer, AdminRequest, FromNode, ToNode};
-use capdial::client::protocol::{ClientError, ClientResponse};
 use capdial::net::peer::{Lane, StreamHello};
+use capdial::protocol::admin::{AdminAnswer, AdminRequest, FromNode, ToNode};
+use capdial::protocol::{ClientError, ClientResponse};
 use capdial::types::NodeId;
 use capdial::wire::{self, FRAME_BYTES_MAX, HEADER_BYTES, VERSION};
 use common::{CLIENT_NAME, Cluster, client_endpoint, connect_raw, exchange_raw, request_raw};

@@ -6,9 +6,9 @@
 mod common;
 
 use capdial::client::conn::{Client, ConnError};
-use capdial::client::protocol::{Answer, ClientError, KeyspaceMode, ReadLevel};
 use capdial::eventual::{ReadValue, ValueType};
 use capdial::net::faults::{FaultRule, FaultRules};
+use capdial::protocol::{Answer, ClientError, KeyspaceMode, ReadLevel};
 use capdial::types::NodeId;
 use common::{Cluster, READY_DEADLINE, b, op, poll_until};
 

@@ -5,12 +5,12 @@
 
 mod common;
 
-use capdial::client::admin::RaftRole;
-use capdial::client::admin::{AdminAnswer, AdminRequest, ToNode};
 use capdial::client::conn::{Client, ClientOptions};
-use capdial::client::protocol::{Answer, KeyspaceMode};
 use capdial::net::peer::{Lane, StreamHello};
 use capdial::net::tls::{self, Identity, Role};
+use capdial::protocol::admin::RaftRole;
+use capdial::protocol::admin::{AdminAnswer, AdminRequest, ToNode};
+use capdial::protocol::{Answer, KeyspaceMode};
 use capdial::types::NodeId;
 use common::{
     CLIENT_NAME, Cluster, NodeProcess, READY_DEADLINE, REQUEST_DEADLINE, client_endpoint,
@@ -169,7 +169,7 @@ async fn intruder_process_cannot_join(cluster: &Cluster, foreign: &Path) {
     let tried = poll_until(READY_DEADLINE, "the intruder to campaign", async || {
         intruder.assert_alive();
         let connection = connect_raw(&endpoint, address).await.ok()?;
-        let Ok(capdial::client::admin::FromNode::Admin(Ok(AdminAnswer::Status(status)))) =
+        let Ok(capdial::protocol::admin::FromNode::Admin(Ok(AdminAnswer::Status(status)))) =
             request_raw(&connection, &ToNode::Admin(AdminRequest::Status)).await
         else {
             return None;

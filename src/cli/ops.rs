@@ -12,8 +12,8 @@ pub(crate) mod parse;
 pub(crate) mod show;
 
 use crate::client::conn::{Client, ClientOptions, ConnError, DEFAULT_CLIENT_NAME};
-use crate::client::protocol::{Answer, Operation, ReadLevel, Receipt, WriteLevel};
 use crate::eventual::{ReadContext, SessionToken};
+use crate::protocol::{Answer, Operation, ReadLevel, Receipt, WriteLevel};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};

@@ -12,13 +12,13 @@
 //! request's deadline ([`ClientOptions::timeout`]) or after [`ATTEMPTS_MAX`] attempts,
 //! whichever comes first. The retry policy is the pure function [`retry_after`].
 
-use super::admin::{AdminAnswer, AdminRequest, FromNode, MemberInfo, ToNode};
-use super::protocol::{
+use crate::eventual::SessionToken;
+use crate::net::tls::{self, CertError, Identity, Role};
+use crate::protocol::admin::{AdminAnswer, AdminRequest, FromNode, MemberInfo, ToNode};
+use crate::protocol::{
     Answer, ClientError, ClientRequest, Operation, ReadLevel, Receipt, UnavailableReason,
     WriteLevel,
 };
-use crate::eventual::SessionToken;
-use crate::net::tls::{self, CertError, Identity, Role};
 use crate::rng;
 use crate::strong::ClientId;
 use crate::wire;
@@ -1023,7 +1023,7 @@ mod tests {
     }
 
     fn committed() -> FromNode {
-        use crate::client::protocol::{ClientResponse, Position, Served};
+        use crate::protocol::{ClientResponse, Position, Served};
         use crate::types::{LogIndex, Term};
         let receipt = Receipt {
             level: Served::Committed,
@@ -1067,7 +1067,7 @@ mod tests {
         let nodes = ["n1".to_string(), "n2".to_string()];
         tls::init(dir.path(), &nodes, &["admin".to_string()]).unwrap();
         let (leader, leader_seen, _l) = fake_node(dir.path(), "n2", admin_or(Some(committed())));
-        let not_leader = FromNode::Data(crate::client::protocol::ClientResponse {
+        let not_leader = FromNode::Data(crate::protocol::ClientResponse {
             result: Err(ClientError::NotLeader {
                 leader_hint: Some(NodeId(2)),
                 leader_addr: Some(leader.clone()),
@@ -1110,7 +1110,7 @@ mod tests {
     async fn unknown_keyspace_is_not_retried() {
         let dir = tempfile::tempdir().unwrap();
         tls::init(dir.path(), &["n1".to_string()], &["admin".to_string()]).unwrap();
-        let unknown = FromNode::Data(crate::client::protocol::ClientResponse {
+        let unknown = FromNode::Data(crate::protocol::ClientResponse {
             result: Err(ClientError::UnknownKeyspace {
                 name: "nope".into(),
             }),

@@ -1,8 +1,6 @@
-//! The client side: the protocol clients and nodes speak ([`protocol`], [`admin`]) and the
-//! async client library over QUIC ([`conn`]).
+//! The client side: the async client library over QUIC ([`conn`]), speaking
+//! [`crate::protocol`].
 
-pub mod admin;
 pub mod conn;
-pub mod protocol;
 
 pub use conn::{Client, ClientOptions, ConnError};

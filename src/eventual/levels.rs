@@ -24,7 +24,7 @@ pub enum WriteLevel {
 }
 
 /// What a read must reflect, as the engine serves it. Not the user-facing
-/// [`ReadLevel`](crate::client::protocol::ReadLevel): the node maps that one's `Local`,
+/// [`ReadLevel`](crate::protocol::ReadLevel): the node maps that one's `Local`,
 /// `Session` (with the request's token) and `Quorum` to these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ReadMode {

@@ -3,13 +3,13 @@
 use super::catalog::{self, CATALOG_GROUP};
 use super::driver::Driver;
 use super::requests::Waiting;
-use crate::client::admin::{
+use crate::eventual::Liveness;
+use crate::net::faults::FaultRules;
+use crate::protocol::ClientError;
+use crate::protocol::admin::{
     AdminAnswer, AdminRequest, EventualStatus, FromNode, GroupStatus, KeyspaceInfo, MemberInfo,
     NodeStatus, RaftRole,
 };
-use crate::client::protocol::ClientError;
-use crate::eventual::Liveness;
-use crate::net::faults::FaultRules;
 use crate::raft::Role;
 use crate::strong::{self, Command, Outcome, Request};
 use crate::types::GroupId;

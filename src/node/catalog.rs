@@ -9,8 +9,8 @@
 //! the keyspaces they run with [`keyspaces`] and start or drop the difference. That one
 //! reconciliation covers a fresh apply, a restart and a snapshot install alike.
 
-use crate::client::admin::KeyspaceInfo;
-use crate::client::protocol::{ClientError, KEYSPACE_NAME_BYTES_MAX, KeyspaceMode};
+use crate::protocol::admin::KeyspaceInfo;
+use crate::protocol::{ClientError, KEYSPACE_NAME_BYTES_MAX, KeyspaceMode};
 use crate::strong::{Command, StrongMachine};
 use crate::types::{GroupId, KeyspaceId, NodeId};
 use bytes::Bytes;

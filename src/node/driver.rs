@@ -22,10 +22,10 @@
 
 use super::catalog::{self, CATALOG_GROUP, CATALOG_NAME};
 use super::{NodeError, PeerMessage};
-use crate::client::admin::{FromNode, ToNode};
-use crate::client::protocol::{ClientError, KeyspaceMode};
 use crate::eventual::{self, AntiEntropy, EngineConfig};
 use crate::net::peer::{Inbound, Lane, Transport};
+use crate::protocol::admin::{FromNode, ToNode};
+use crate::protocol::{ClientError, KeyspaceMode};
 use crate::raft::{Config as RaftConfig, Ready, Snapshot};
 use crate::rng::{self, SeededRng};
 use crate::storage::{Batch, Store};

@@ -13,12 +13,12 @@
 
 use super::catalog::{self, CATALOG_GROUP};
 use super::driver::{Driver, REQUEST_WAIT_MAX};
-use crate::client::admin::FromNode;
-use crate::client::protocol::{
+use crate::eventual::{self, Event, HlcTimestamp, Op, RequestId, SessionToken, WriteLevel};
+use crate::protocol::admin::FromNode;
+use crate::protocol::{
     Answer, ClientError, ClientRequest, ClientResponse, KeyspaceMode, Operation, Position,
     ReadLevel, Receipt, Served, UnavailableReason, check_request,
 };
-use crate::eventual::{self, Event, HlcTimestamp, Op, RequestId, SessionToken, WriteLevel};
 use crate::raft::Role;
 use crate::strong::{self, Command, CommandError, Completion, Outcome, Request};
 use crate::types::{GroupId, Instant, KeyspaceId, LogIndex, NodeId};

@@ -7,10 +7,10 @@
 
 use super::PeerMessage;
 use super::driver::ClientInput;
-use crate::client::admin::{FromNode, ToNode};
-use crate::client::protocol::ClientError;
 use crate::net::peer::{Inbound, Transport};
 use crate::net::tls;
+use crate::protocol::ClientError;
+use crate::protocol::admin::{FromNode, ToNode};
 use crate::wire;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};

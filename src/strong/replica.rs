@@ -113,7 +113,7 @@ pub enum ApplyFault {
 }
 
 /// How a replica serves a read of a strong keyspace. Not the user-facing
-/// [`ReadLevel`](crate::client::protocol::ReadLevel): the node maps that one's first four
+/// [`ReadLevel`](crate::protocol::ReadLevel): the node maps that one's first four
 /// levels to these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadMode {

@@ -8,13 +8,13 @@
 
 #![allow(dead_code)]
 
-use capdial::client::admin::{
-    AdminAnswer, AdminRequest, FromNode, KeyspaceInfo, NodeStatus, ToNode,
-};
 use capdial::client::conn::{Client, ClientOptions};
-use capdial::client::protocol::{ClientError, KeyspaceMode};
 use capdial::net::faults::FaultRules;
 use capdial::net::tls::{self, Identity, Role};
+use capdial::protocol::admin::{
+    AdminAnswer, AdminRequest, FromNode, KeyspaceInfo, NodeStatus, ToNode,
+};
+use capdial::protocol::{ClientError, KeyspaceMode};
 use capdial::wire;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -606,8 +606,8 @@ pub async fn stale_read_until(
     key: &str,
     value: &str,
     what: &str,
-) -> capdial::client::protocol::Receipt {
-    use capdial::client::protocol::{Answer, ReadLevel};
+) -> capdial::protocol::Receipt {
+    use capdial::protocol::{Answer, ReadLevel};
     poll_until(READY_DEADLINE, what, async || {
         let stale = Some(ReadLevel::Stale);
         let (answer, receipt) = client
@@ -627,7 +627,7 @@ pub fn b(text: &str) -> bytes::Bytes {
 /// Operations by their CLI names, so tests read like the commands they stand for.
 pub mod op {
     use super::b;
-    use capdial::client::protocol::Operation;
+    use capdial::protocol::Operation;
     use capdial::types::LogIndex;
 
     pub fn put(key: &str, value: &str) -> Operation {

@@ -20,10 +20,10 @@ use super::workload::{
 use crate::cli::demo::retry::{describe, retry_until};
 use crate::cli::ops::show::write_name;
 use crate::client::conn::{Client, ConnError};
-use crate::client::protocol::{
+use crate::eventual::{ReadValue, SessionToken, ValueType};
+use crate::protocol::{
     Answer, KeyspaceMode, Operation, Position, ReadLevel, Receipt, WriteLevel, default_read,
 };
-use crate::eventual::{ReadValue, SessionToken, ValueType};
 use anyhow::Context;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -34,10 +34,10 @@ mod workload;
 use crate::cli::demo::report::format_table;
 use crate::cli::demo::runtime;
 use crate::cli::ops::parse;
-use crate::client::protocol::{
+use crate::eventual::ValueType;
+use crate::protocol::{
     ClientRequest, KeyspaceMode, Operation, ReadLevel, WriteLevel, check_request,
 };
-use crate::eventual::ValueType;
 use crate::strong::ClientId;
 use anyhow::{Context, bail};
 use bytes::Bytes;

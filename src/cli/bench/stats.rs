@@ -6,7 +6,7 @@
 use super::results::{Latency, OpSummary, Staleness};
 use super::workload::OpKind;
 use crate::client::conn::ConnError;
-use crate::client::protocol::{ClientError, Receipt};
+use crate::protocol::{ClientError, Receipt};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -213,7 +213,7 @@ fn kebab(debug: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::protocol::{Position, Served};
+    use crate::protocol::{Position, Served};
     use crate::types::NodeId;
 
     fn receipt(behind: Option<u64>) -> Receipt {
@@ -276,7 +276,7 @@ mod tests {
     #[test]
     fn error_kinds_are_short_names() {
         let unavailable = ConnError::Client(ClientError::Unavailable {
-            reason: crate::client::protocol::UnavailableReason::NoQuorum,
+            reason: crate::protocol::UnavailableReason::NoQuorum,
         });
         assert_eq!(error_kind(&unavailable), "unavailable");
         let replicas = ConnError::Client(ClientError::NotEnoughReplicas {

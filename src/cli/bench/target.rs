@@ -5,10 +5,10 @@
 use crate::cli::demo::READY_TIMEOUT;
 use crate::cli::demo::cluster::{LaunchOptions, LocalCluster};
 use crate::cli::demo::retry::{client_error, describe, retry_until};
-use crate::client::admin::{AdminAnswer, AdminRequest, MemberInfo};
 use crate::client::conn::{Client, ClientOptions, DEFAULT_CLIENT_NAME};
-use crate::client::protocol::{ClientError, KeyspaceMode, Operation, ReadLevel, default_read};
 use crate::net::faults::{FaultRule, FaultRules};
+use crate::protocol::admin::{AdminAnswer, AdminRequest, MemberInfo};
+use crate::protocol::{ClientError, KeyspaceMode, Operation, ReadLevel, default_read};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;

@@ -14,9 +14,9 @@
 //! a node loses nothing it acknowledged, and `--keep` leaves the data for a restart.
 
 use super::retry::{RETRY_PAUSE, client_error};
-use crate::client::admin::{AdminAnswer, AdminRequest, NodeStatus};
 use crate::client::conn::{Client, ClientOptions};
 use crate::net::tls;
+use crate::protocol::admin::{AdminAnswer, AdminRequest, NodeStatus};
 use anyhow::{Context, bail};
 use std::fs;
 use std::net::UdpSocket;

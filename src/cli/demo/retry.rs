@@ -3,7 +3,7 @@
 //! away by themselves. Every retry loop here ends at a deadline.
 
 use crate::client::conn::ConnError;
-use crate::client::protocol::ClientError;
+use crate::protocol::ClientError;
 use std::future::Future;
 use std::time::{Duration, Instant};
 

@@ -15,13 +15,13 @@ use super::cluster::{LocalCluster, LocalNode, node_status};
 use super::report::{LatencyRow, Steps, latency_table, millis};
 use super::retry::{RETRY_PAUSE, client_error, describe, retry_until};
 use crate::cli::ops::format_receipt;
-use crate::client::admin::{AdminAnswer, AdminRequest, NodeStatus};
 use crate::client::conn::{Client, ConnError};
-use crate::client::protocol::{
-    Answer, ClientError, KeyspaceMode, Operation, ReadLevel, Receipt, WriteLevel,
-};
 use crate::eventual::{ReadValue, ValueType};
 use crate::net::faults::{FaultRule, FaultRules};
+use crate::protocol::admin::{AdminAnswer, AdminRequest, NodeStatus};
+use crate::protocol::{
+    Answer, ClientError, KeyspaceMode, Operation, ReadLevel, Receipt, WriteLevel,
+};
 use crate::types::{LogIndex, NodeId};
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -122,7 +122,7 @@ fn node_id(node: &LocalNode) -> anyhow::Result<NodeId> {
     Ok(NodeId(number))
 }
 
-fn orders_group(status: &NodeStatus) -> Option<&crate::client::admin::GroupStatus> {
+fn orders_group(status: &NodeStatus) -> Option<&crate::protocol::admin::GroupStatus> {
     status.strong.iter().find(|group| group.keyspace == ORDERS)
 }
 

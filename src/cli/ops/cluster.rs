@@ -2,11 +2,11 @@
 
 use super::parse;
 use super::{ConnArgs, OpsCommand, Run, UsageError};
-use crate::client::admin::{AdminAnswer, AdminRequest, EventualStatus, GroupStatus, NodeStatus};
 use crate::client::conn::{Client, ConnError};
-use crate::client::protocol::KeyspaceMode;
 use crate::eventual::ValueType;
 use crate::net::faults::{FaultRule, FaultRules};
+use crate::protocol::KeyspaceMode;
+use crate::protocol::admin::{AdminAnswer, AdminRequest, EventualStatus, GroupStatus, NodeStatus};
 use crate::types::NodeId;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
@@ -650,8 +650,8 @@ async fn status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::admin::RaftRole;
     use crate::net::faults::FaultRuleError;
+    use crate::protocol::admin::RaftRole;
     use crate::types::{GroupId, LogIndex, Term};
 
     const N1: NodeId = NodeId(1);

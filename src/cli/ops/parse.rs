@@ -1,8 +1,8 @@
 //! Parsers for command-line values: levels, durations, percentages, node ids, session and
 //! context tokens. Each returns a message a person can act on.
 
-use crate::client::protocol::{ReadLevel, WriteLevel};
 use crate::eventual::{ReadContext, SessionToken};
+use crate::protocol::{ReadLevel, WriteLevel};
 use crate::types::{LogIndex, NodeId};
 use crate::wire;
 use std::time::Duration;

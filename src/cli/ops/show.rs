@@ -2,8 +2,8 @@
 //! JSON object with `--json`.
 
 use super::parse::{format_context, format_session, hex};
-use crate::client::protocol::{Answer, Position, Receipt, Served, WriteLevel};
 use crate::eventual::{HlcTimestamp, ReadValue};
+use crate::protocol::{Answer, Position, Receipt, Served, WriteLevel};
 use crate::strong::Versioned;
 use crate::types::NodeId;
 use serde_json::{Value, json};
@@ -262,8 +262,8 @@ pub fn data_json(command: &str, keyspace: &str, answer: &Answer, receipt: &Recei
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::protocol::ReadLevel;
     use crate::eventual::{ReadContext, SessionToken};
+    use crate::protocol::ReadLevel;
     use crate::types::{LogIndex, Term};
     use bytes::Bytes;
 

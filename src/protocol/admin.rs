@@ -6,7 +6,7 @@
 //! `ClientError::NotLeader` with the leader's address); fault rules and status are answered
 //! by the node asked, and the CLI asks every node.
 
-use super::protocol::{ClientError, ClientRequest, ClientResponse, KeyspaceMode};
+use super::data::{ClientError, ClientRequest, ClientResponse, KeyspaceMode};
 use crate::net::faults::FaultRules;
 use crate::types::{GroupId, KeyspaceId, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,4 @@
-//! The client protocol (ALPN `capdial-client/1`): what a client asks a node and what the node
-//! answers.
+//! Data requests: what a client asks of a keyspace and what the node answers.
 //!
 //! One request per bidirectional QUIC stream: the client writes one [`ClientRequest`] frame
 //! (through [`crate::wire`]) and finishes its side; the node answers with one
