@@ -419,39 +419,39 @@ pub(crate) fn ms(value: f64) -> String {
 
 /// One table row per operation type.
 pub(crate) fn operation_rows(operations: &[OpSummary]) -> Vec<Vec<String>> {
-    operations
-        .iter()
-        .map(|op| {
-            let latency = |value: f64| {
-                if op.ok == 0 {
-                    "-".to_string()
-                } else {
-                    ms(value)
-                }
-            };
-            let stale = op.staleness.as_ref().map_or("-".to_string(), |staleness| {
-                format!(
-                    "{:.0}% behind, p99 {} max {}",
-                    100.0 * staleness.stale as f64 / staleness.reads.max(1) as f64,
-                    staleness.behind_p99,
-                    staleness.behind_max
-                )
-            });
-            vec![
-                op.operation.clone(),
-                op.level.clone(),
-                op.ok.to_string(),
-                op.errors.to_string(),
-                format!("{:.0}", op.throughput),
-                latency(op.latency_ms.p50),
-                latency(op.latency_ms.p90),
-                latency(op.latency_ms.p99),
-                latency(op.latency_ms.p999),
-                latency(op.latency_ms.max),
-                stale,
-            ]
-        })
-        .collect()
+    operations.iter().map(operation_cells).collect()
+}
+
+/// The cells of one operation type's row, under [`OPERATION_HEADER`].
+pub(crate) fn operation_cells(op: &OpSummary) -> Vec<String> {
+    let latency = |value: f64| {
+        if op.ok == 0 {
+            "-".to_string()
+        } else {
+            ms(value)
+        }
+    };
+    let stale = op.staleness.as_ref().map_or("-".to_string(), |staleness| {
+        format!(
+            "{:.0}% behind, p99 {} max {}",
+            100.0 * staleness.stale as f64 / staleness.reads.max(1) as f64,
+            staleness.behind_p99,
+            staleness.behind_max
+        )
+    });
+    vec![
+        op.operation.clone(),
+        op.level.clone(),
+        op.ok.to_string(),
+        op.errors.to_string(),
+        format!("{:.0}", op.throughput),
+        latency(op.latency_ms.p50),
+        latency(op.latency_ms.p90),
+        latency(op.latency_ms.p99),
+        latency(op.latency_ms.p999),
+        latency(op.latency_ms.max),
+        stale,
+    ]
 }
 
 pub(crate) const OPERATION_HEADER: [&str; 11] = [

@@ -13,6 +13,7 @@ use super::{mode_name, plot, report};
 use crate::cli::demo::report::format_table;
 use crate::cli::demo::runtime;
 use crate::cli::ops::parse;
+use crate::client::conn::Client;
 use crate::eventual::ValueType;
 use crate::protocol::{KeyspaceMode, ReadLevel, WriteLevel};
 use anyhow::{Context, bail};
@@ -159,24 +160,24 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// Creates and preloads both keyspaces once, at no delay.
-async fn prepare(target: &Target, args: &SweepArgs) -> anyhow::Result<()> {
-    let pools = target.pools(4).await?;
+async fn prepare(target: &Target, args: &SweepArgs, pools: &[Client]) -> anyhow::Result<()> {
     for point in [points()[0], points()[5]] {
         let plan = args.plan(&point, 1);
         target.ensure_keyspace(&plan.keyspace, plan.mode).await?;
-        load::preload(&plan, &pools, &target.addresses(), false).await?;
+        load::preload(&plan, pools, &target.addresses(), false).await?;
     }
     Ok(())
 }
 
 async fn sweep(target: &Target, args: &SweepArgs) -> anyhow::Result<Vec<Row>> {
-    prepare(target, args).await?;
+    // One set of pools for the preload and every point: the points fork sessions from it.
     let connections = args
         .concurrency
         .iter()
         .map(|c| args.connections.unwrap_or((*c).min(4)))
         .max();
     let pools = target.pools(connections.unwrap_or(1)).await?;
+    prepare(target, args, &pools).await?;
     let total = args.delay.len() * args.concurrency.len() * points().len();
     let mut rows = Vec::new();
     for delay in &args.delay {
@@ -247,18 +248,9 @@ fn summary(rows: &[Row], provenance: &report::Provenance, target: &str) -> Strin
             "\n## {delay} ms between nodes\n\n![latency percentiles](latency-{delay}ms.svg)\n\
              ![throughput](throughput-{delay}ms.svg)\n\n"
         ));
-        let header = [
-            "level",
-            "in flight",
-            "ops/s",
-            "p50 ms",
-            "p90 ms",
-            "p99 ms",
-            "p99.9 ms",
-            "max ms",
-            "errors",
-            "stale reads",
-        ];
+        // The same cells as the printed table, the level's name and concurrency first.
+        let mut header = vec!["level", "in flight"];
+        header.extend(&super::OPERATION_HEADER[2..]);
         out.push_str(&format!("| {} |\n", header.join(" | ")));
         out.push_str(&format!("|{}\n", "---|".repeat(header.len())));
         // Each level's concurrencies side by side, levels in the sweep's order.
@@ -271,22 +263,8 @@ fn summary(rows: &[Row], provenance: &report::Provenance, target: &str) -> Strin
         };
         at_delay.sort_by_key(|row| (rank(row), row.concurrency));
         for row in at_delay {
-            let op = &row.op;
-            let stale = op.staleness.as_ref().map_or("-".to_string(), |s| {
-                format!("{} of {} (max {} behind)", s.stale, s.reads, s.behind_max)
-            });
-            let cells = [
-                plot::series_label(row),
-                row.concurrency.to_string(),
-                format!("{:.0}", op.throughput),
-                format!("{:.2}", op.latency_ms.p50),
-                format!("{:.2}", op.latency_ms.p90),
-                format!("{:.2}", op.latency_ms.p99),
-                format!("{:.2}", op.latency_ms.p999),
-                format!("{:.2}", op.latency_ms.max),
-                op.errors.to_string(),
-                stale,
-            ];
+            let mut cells = vec![plot::series_label(row), row.concurrency.to_string()];
+            cells.extend(super::operation_cells(&row.op).into_iter().skip(2));
             out.push_str(&format!("| {} |\n", cells.join(" | ")));
         }
     }
@@ -362,7 +340,7 @@ pub(crate) fn run(args: &SweepArgs) -> anyhow::Result<ExitCode> {
                 row.delay_ms.to_string(),
                 row.concurrency.to_string(),
             ];
-            cells.extend(super::operation_rows(std::slice::from_ref(&row.op)).remove(0));
+            cells.extend(super::operation_cells(&row.op));
             cells
         })
         .collect();

@@ -25,12 +25,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug, Args)]
 pub(crate) struct TargetArgs {
     /// Nodes to measure through (HOST:PORT), repeatable or comma-separated; the client learns
-    /// the other members from them. Default: $CAPDIAL_ENDPOINT. Ignored with --cluster.
-    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+    /// the other members from them. Ignored with --cluster.
+    #[arg(
+        long,
+        env = "CAPDIAL_ENDPOINT",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
     endpoint: Vec<String>,
-    /// The directory holding ca.pem and the client certificate. Default: $CAPDIAL_CERTS.
-    /// Ignored with --cluster.
-    #[arg(long, value_name = "DIR")]
+    /// The directory holding ca.pem and the client certificate. Ignored with --cluster.
+    #[arg(long, env = "CAPDIAL_CERTS", value_name = "DIR")]
     certs: Option<PathBuf>,
     /// The client certificate to present (client-NAME.pem in --certs).
     #[arg(long, value_name = "NAME", default_value = DEFAULT_CLIENT_NAME)]
@@ -54,18 +58,6 @@ pub(crate) struct Target {
     options: ClientOptions,
 }
 
-fn env_or<T>(given: Option<T>, name: &str, parse: impl Fn(String) -> T) -> anyhow::Result<T> {
-    match given {
-        Some(value) => Ok(value),
-        None => std::env::var(name).map(parse).with_context(|| {
-            format!(
-                "give --{} (or ${name}), or use --cluster",
-                name.trim_start_matches("CAPDIAL_").to_lowercase()
-            )
-        }),
-    }
-}
-
 impl Target {
     /// Starts or reaches the cluster; the runtime must be entered (signal handling).
     pub(crate) fn open(
@@ -84,11 +76,14 @@ impl Target {
             let description = format!("a local {}-node cluster on 127.0.0.1", args.nodes);
             (Some(cluster), options, description)
         } else {
-            let given = (!args.endpoint.is_empty()).then(|| args.endpoint.clone());
-            let endpoints = env_or(given, "CAPDIAL_ENDPOINT", |text| {
-                text.split(',').map(str::to_string).collect()
-            })?;
-            let certs = env_or(args.certs.clone(), "CAPDIAL_CERTS", PathBuf::from)?;
+            let endpoints = args.endpoint.clone();
+            if endpoints.is_empty() {
+                bail!("give --endpoint (or $CAPDIAL_ENDPOINT), or use --cluster");
+            }
+            let certs = args
+                .certs
+                .clone()
+                .context("give --certs (or $CAPDIAL_CERTS), or use --cluster")?;
             let mut options = ClientOptions::new(endpoints.clone(), certs);
             options.name = args.client_name.clone();
             options.timeout = REQUEST_TIMEOUT;
