@@ -6,7 +6,7 @@ mod common;
 use capdial::eventual::{ReadValue, ValueType, WriteLevel};
 use capdial::net::tls::{self, Identity, Role};
 use capdial::node::{self, NodeConfig};
-use capdial::protocol::admin::{AdminAnswer, AdminRequest, FromNode, ToNode};
+use capdial::protocol::admin::{AdminAnswer, AdminError, AdminRequest, FromNode, ToNode};
 use capdial::protocol::{
     Answer, ClientError, ClientRequest, KeyspaceMode, Operation, ReadLevel, Served,
 };
@@ -107,7 +107,7 @@ impl RawClient {
         &self,
         node: SocketAddr,
         request: AdminRequest,
-    ) -> Result<AdminAnswer, ClientError> {
+    ) -> Result<AdminAnswer, AdminError> {
         match self.ask(node, &ToNode::Admin(request)).await {
             FromNode::Admin(result) => result,
             other => panic!("expected an admin answer, got {other:?}"),
@@ -176,7 +176,7 @@ async fn three_nodes_serve_both_modes() {
     );
     assert_eq!(
         client.admin(leader, create("carts", set)).await,
-        Err(ClientError::KeyspaceExists {
+        Err(AdminError::KeyspaceExists {
             name: "carts".to_string()
         })
     );
@@ -239,7 +239,7 @@ async fn three_nodes_serve_both_modes() {
     );
     assert_eq!(
         client.admin(leader, drop).await,
-        Err(ClientError::UnknownKeyspace {
+        Err(AdminError::UnknownKeyspace {
             name: "orders".to_string()
         })
     );
@@ -307,7 +307,7 @@ async fn a_member_joins_every_group_and_the_gossip() {
     );
     assert_eq!(
         client.admin(leader, add).await,
-        Err(ClientError::MemberExists { id: NodeId(4) })
+        Err(AdminError::MemberExists { id: NodeId(4) })
     );
     // Every group, catalog and orders alike, ends with n4 as a voter, seen from n4.
     poll_until(

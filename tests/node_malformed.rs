@@ -5,7 +5,7 @@
 mod common;
 
 use capdial::net::peer::{Lane, StreamHello};
-use capdial::protocol::admin::{AdminAnswer, AdminRequest, FromNode, ToNode};
+use capdial::protocol::admin::{AdminAnswer, AdminError, AdminRequest, FromNode, ToNode};
 use capdial::protocol::{ClientError, ClientResponse};
 use capdial::types::NodeId;
 use capdial::wire::{self, FRAME_BYTES_MAX, HEADER_BYTES, VERSION};
@@ -64,7 +64,7 @@ fn ended_with_error(outcome: &Result<Vec<u8>, String>) -> bool {
         )
     };
     match wire::decode::<FromNode>(bytes) {
-        Ok((FromNode::Admin(Err(error)), _)) => refused(&error),
+        Ok((FromNode::Admin(Err(AdminError::Request(error))), _)) => refused(&error),
         Ok((FromNode::Data(ClientResponse { result: Err(error) }), _)) => refused(&error),
         _ => false,
     }

@@ -14,7 +14,7 @@
 
 use crate::eventual::SessionToken;
 use crate::net::tls::{self, CertError, Identity, Role};
-use crate::protocol::admin::{AdminAnswer, AdminRequest, FromNode, MemberInfo, ToNode};
+use crate::protocol::admin::{AdminAnswer, AdminError, AdminRequest, FromNode, MemberInfo, ToNode};
 use crate::protocol::{
     Answer, ClientError, ClientRequest, Operation, ReadLevel, Receipt, UnavailableReason,
     WriteLevel,
@@ -75,6 +75,10 @@ pub enum ConnError {
     /// The node's typed answer.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The node's typed refusal of an admin request (a refusal any request may meet, like
+    /// not the leader, comes as `Client`).
+    #[error(transparent)]
+    Admin(AdminError),
     #[error("loading the client certificate")]
     Cert(#[source] CertError),
     #[error("no endpoint given")]
@@ -242,10 +246,12 @@ enum Reply {
     Admin(AdminAnswer),
 }
 
-/// One attempt's result: a reply, a node's refusal, or a transport failure.
+/// One attempt's result: a reply, a node's refusal (perhaps retried), an admin request's
+/// rejection (final), or a transport failure.
 enum Attempt {
     Reply(Reply),
     Refused(ClientError),
+    Rejected(AdminError),
     Failed(ConnError),
 }
 
@@ -543,6 +549,7 @@ impl Client {
                     Ok(next) => next,
                     Err(error) => return Err(ConnError::Client(error)),
                 },
+                Attempt::Rejected(error) => return Err(ConnError::Admin(error)),
                 Attempt::Failed(error) => failures.failed(error, sent, policy),
             };
             let pause = match next {
@@ -602,7 +609,8 @@ impl Client {
                 Err(error) => Attempt::Refused(error),
             },
             FromNode::Admin(Ok(answer)) => Attempt::Reply(Reply::Admin(answer)),
-            FromNode::Admin(Err(error)) => Attempt::Refused(error),
+            FromNode::Admin(Err(AdminError::Request(error))) => Attempt::Refused(error),
+            FromNode::Admin(Err(error)) => Attempt::Rejected(error),
         }
     }
 

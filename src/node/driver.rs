@@ -23,8 +23,7 @@ use super::core::{CoreConfig, Durable, NodeCore, PeerMessage, ReplyTo};
 use super::error::NodeError;
 use crate::net::faults::FaultRules;
 use crate::net::peer::{Inbound, Lane, Transport};
-use crate::protocol::ClientError;
-use crate::protocol::admin::{AdminAnswer, AdminRequest, FromNode, ToNode};
+use crate::protocol::admin::{AdminAnswer, AdminError, AdminRequest, FromNode, ToNode};
 use crate::rng;
 use crate::storage::{StorageError, Store};
 use crate::types::{GroupId, Instant, KeyspaceId, NodeId, WallMillis};
@@ -180,7 +179,7 @@ impl Driver {
 
     /// Answers what only the shell can: the transport's fault rules, and a new member's
     /// address that does not resolve. `None` for what the core answers.
-    fn shell_answer(&self, request: &ToNode) -> Option<Result<AdminAnswer, ClientError>> {
+    fn shell_answer(&self, request: &ToNode) -> Option<Result<AdminAnswer, AdminError>> {
         let ToNode::Admin(admin) = request else {
             return None;
         };
@@ -189,18 +188,18 @@ impl Driver {
             AdminRequest::Faults => Some(Ok(AdminAnswer::Faults(self.transport.faults()))),
             AdminRequest::AddMember { address, .. } if resolve_one(address).is_none() => {
                 let address = address.clone();
-                Some(Err(ClientError::InvalidAddress { address }))
+                Some(Err(AdminError::InvalidAddress { address }))
             }
             _ => None,
         }
     }
 
-    fn set_faults(&self, rules: &FaultRules) -> Result<AdminAnswer, ClientError> {
+    fn set_faults(&self, rules: &FaultRules) -> Result<AdminAnswer, AdminError> {
         let mut checked = FaultRules::none();
         for rule in &rules.rules {
             checked
                 .add(rule.clone())
-                .map_err(|error| ClientError::InvalidFaultRule {
+                .map_err(|error| AdminError::InvalidFaultRule {
                     reason: error.to_string(),
                 })?;
         }

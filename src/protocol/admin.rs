@@ -9,6 +9,7 @@
 use super::data::{ClientError, ClientRequest, ClientResponse, KeyspaceMode};
 use crate::net::faults::FaultRules;
 use crate::types::{GroupId, KeyspaceId, LogIndex, NodeId, Term};
+
 use serde::{Deserialize, Serialize};
 
 /// What a client sends on a stream.
@@ -22,7 +23,7 @@ pub enum ToNode {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromNode {
     Data(ClientResponse),
-    Admin(Result<AdminAnswer, ClientError>),
+    Admin(Result<AdminAnswer, AdminError>),
 }
 
 impl FromNode {
@@ -32,10 +33,40 @@ impl FromNode {
     }
 }
 
+/// Why an admin request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// What any request may meet: not the leader, unavailable, timed out, malformed, a
+    /// failed node. The client library retries these as it does for data requests.
+    #[error(transparent)]
+    Request(#[from] ClientError),
+    #[error("no keyspace named {name:?}")]
+    UnknownKeyspace { name: String },
+    #[error("a keyspace named {name:?} already exists")]
+    KeyspaceExists { name: String },
+    #[error("invalid keyspace name {name:?}: {reason}")]
+    InvalidKeyspaceName { name: String, reason: String },
+    #[error("the catalog holds at most {max} keyspaces")]
+    TooManyKeyspaces { max: u32 },
+    #[error("a cluster has at most {max} members")]
+    TooManyMembers { max: usize },
+    #[error("{id} is already a member")]
+    MemberExists { id: NodeId },
+    #[error("{id} is not a member")]
+    UnknownMember { id: NodeId },
+    #[error("{id} is the last member; a cluster cannot remove it")]
+    LastMember { id: NodeId },
+    #[error("{address:?} is not a host:port that resolves")]
+    InvalidAddress { address: String },
+    #[error("invalid fault rule: {reason}")]
+    InvalidFaultRule { reason: String },
+}
+
 /// An admin request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminRequest {
-    /// Creates a keyspace (group 0 leader). `ClientError::KeyspaceExists` if the name is taken.
+    /// Creates a keyspace (group 0 leader). `AdminError::KeyspaceExists` if the name is taken.
     CreateKeyspace { name: String, mode: KeyspaceMode },
     /// Drops a keyspace and its data on every node (group 0 leader).
     DropKeyspace { name: String },

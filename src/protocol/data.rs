@@ -273,7 +273,9 @@ impl fmt::Display for UnavailableReason {
     }
 }
 
-/// Errors a user can act on. Each says what to do differently or what to wait for.
+/// Why a data request was refused; each says what to do differently or what to wait for.
+/// The refusals any request may meet (not the leader, unavailable, timed out, malformed) are
+/// here too, and an admin request's [`AdminError`](super::admin::AdminError) carries them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
@@ -330,24 +332,6 @@ pub enum ClientError {
     SequenceTooOld { seq: u64, last_seq: u64 },
     #[error("sadd and srem need at least one member")]
     NoMembers,
-    #[error("the catalog holds at most {max} keyspaces")]
-    TooManyKeyspaces { max: u32 },
-    #[error("a cluster has at most {max} members")]
-    TooManyMembers { max: usize },
-    #[error("a keyspace named {name:?} already exists")]
-    KeyspaceExists { name: String },
-    #[error("invalid keyspace name {name:?}: {reason}")]
-    InvalidKeyspaceName { name: String, reason: String },
-    #[error("{id} is already a member")]
-    MemberExists { id: NodeId },
-    #[error("{id} is not a member")]
-    UnknownMember { id: NodeId },
-    #[error("{id} is the last member; a cluster cannot remove it")]
-    LastMember { id: NodeId },
-    #[error("{address:?} is not a host:port that resolves")]
-    InvalidAddress { address: String },
-    #[error("invalid fault rule: {reason}")]
-    InvalidFaultRule { reason: String },
     /// A request that does not decode, or a stream that broke the protocol.
     #[error("malformed request: {reason}")]
     Malformed { reason: String },

@@ -12,7 +12,7 @@ use capdial::client::conn::{Client, ClientOptions};
 use capdial::net::faults::FaultRules;
 use capdial::net::tls::{self, Identity, Role};
 use capdial::protocol::admin::{
-    AdminAnswer, AdminRequest, FromNode, KeyspaceInfo, NodeStatus, ToNode,
+    AdminAnswer, AdminError, AdminRequest, FromNode, KeyspaceInfo, NodeStatus, ToNode,
 };
 use capdial::protocol::{ClientError, KeyspaceMode};
 use capdial::wire;
@@ -444,7 +444,7 @@ impl Cluster {
         &self,
         node: usize,
         request: AdminRequest,
-    ) -> Result<Result<AdminAnswer, ClientError>, String> {
+    ) -> Result<Result<AdminAnswer, AdminError>, String> {
         let index = self.index(node);
         let connection = self.connection(index).await?;
         match request_raw(&connection, &ToNode::Admin(request)).await {
@@ -501,11 +501,11 @@ impl Cluster {
         };
         poll_until(READY_DEADLINE, &format!("creating {name}"), async || {
             match self.admin_at(target, request.clone()).await {
-                Ok(Ok(_)) | Ok(Err(ClientError::KeyspaceExists { .. })) => Some(()),
-                Ok(Err(ClientError::NotLeader {
+                Ok(Ok(_)) | Ok(Err(AdminError::KeyspaceExists { .. })) => Some(()),
+                Ok(Err(AdminError::Request(ClientError::NotLeader {
                     leader_hint: Some(leader),
                     ..
-                })) if running.contains(&(leader.0 as usize)) => {
+                }))) if running.contains(&(leader.0 as usize)) => {
                     target = leader.0 as usize;
                     None
                 }

@@ -4,11 +4,11 @@
 
 use crate::cli::demo::READY_TIMEOUT;
 use crate::cli::demo::cluster::{LaunchOptions, LocalCluster};
-use crate::cli::demo::retry::{client_error, describe, retry_until};
-use crate::client::conn::{Client, ClientOptions, DEFAULT_CLIENT_NAME};
+use crate::cli::demo::retry::{describe, retry_until};
+use crate::client::conn::{Client, ClientOptions, ConnError, DEFAULT_CLIENT_NAME};
 use crate::net::faults::{FaultRule, FaultRules};
-use crate::protocol::admin::{AdminAnswer, AdminRequest, MemberInfo};
-use crate::protocol::{ClientError, KeyspaceMode, Operation, ReadLevel, default_read};
+use crate::protocol::admin::{AdminAnswer, AdminError, AdminRequest, MemberInfo};
+use crate::protocol::{KeyspaceMode, Operation, ReadLevel, default_read};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
@@ -146,12 +146,7 @@ impl Target {
         };
         match retry_until(deadline, create).await {
             Ok(_) => {}
-            Err(error)
-                if matches!(
-                    client_error(&error),
-                    Some(ClientError::KeyspaceExists { .. })
-                ) =>
-            {
+            Err(error) if matches!(error, ConnError::Admin(AdminError::KeyspaceExists { .. })) => {
                 self.check_mode(name, mode).await?;
             }
             Err(error) => bail!("creating keyspace {name}: {}", describe(&error)),

@@ -18,7 +18,7 @@ use crate::cli::ops::format_receipt;
 use crate::client::conn::{Client, ConnError};
 use crate::eventual::{ReadValue, ValueType};
 use crate::net::faults::{FaultRule, FaultRules};
-use crate::protocol::admin::{AdminAnswer, AdminRequest, NodeStatus};
+use crate::protocol::admin::{AdminAnswer, AdminError, AdminRequest, NodeStatus};
 use crate::protocol::{
     Answer, ClientError, KeyspaceMode, Operation, ReadLevel, Receipt, WriteLevel,
 };
@@ -188,10 +188,7 @@ impl<'a> Tour<'a> {
             };
             let result = match retry_until(deadline, request).await {
                 Err(error)
-                    if matches!(
-                        client_error(&error),
-                        Some(ClientError::KeyspaceExists { .. })
-                    ) =>
+                    if matches!(error, ConnError::Admin(AdminError::KeyspaceExists { .. })) =>
                 {
                     Ok("already there".to_string())
                 }

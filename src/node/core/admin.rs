@@ -7,72 +7,126 @@ use super::{NodeCore, ReplyTo};
 use crate::eventual::Liveness;
 use crate::protocol::ClientError;
 use crate::protocol::admin::{
-    AdminAnswer, AdminRequest, EventualStatus, FromNode, GroupStatus, KeyspaceInfo, MemberInfo,
-    NodeStatus, RaftRole,
+    AdminAnswer, AdminError, AdminRequest, EventualStatus, FromNode, GroupStatus, KeyspaceInfo,
+    MemberInfo, NodeStatus, RaftRole,
 };
 use crate::raft::Role;
 use crate::strong::{self, Command, Outcome, Request};
-use crate::types::GroupId;
+use crate::types::{GroupId, Instant};
 
 impl NodeCore {
     pub(super) fn admin_request(&mut self, request: AdminRequest, reply: ReplyTo) {
+        // A name no keyspace can have is refused before anything waits.
+        if let AdminRequest::CreateKeyspace { name, .. } = &request
+            && let Err(error) = catalog::check_name(name)
+        {
+            return self.answer(reply, FromNode::Admin(Err(error)));
+        }
         let result = match request {
-            AdminRequest::CreateKeyspace { .. }
-                if self.names.len() >= catalog::KEYSPACES_MAX as usize =>
-            {
-                Err(ClientError::TooManyKeyspaces {
-                    max: catalog::KEYSPACES_MAX,
-                })
+            // Whether the keyspace exists is decided as the delete applies.
+            AdminRequest::DropKeyspace { .. } => {
+                let deadline = self.now + self.config.request_wait_max;
+                return self.checked_admin(request, reply, deadline);
             }
-            AdminRequest::CreateKeyspace { name, mode } => match catalog::check_name(&name) {
-                Ok(()) => {
-                    let voters = self.members.keys().copied().collect();
-                    let command = catalog::create_command(&name, mode, voters);
-                    return self.propose_catalog(command, CatalogChange::Create { name }, reply);
-                }
-                Err(error) => Err(error),
-            },
-            AdminRequest::DropKeyspace { name } => {
-                let command = catalog::drop_command(&name);
-                return self.propose_catalog(command, CatalogChange::Drop { name }, reply);
+            AdminRequest::CreateKeyspace { .. }
+            | AdminRequest::AddMember { .. }
+            | AdminRequest::RemoveMember { .. } => {
+                // Checked against the catalog as new as a read index of group 0: a node that
+                // lags (or sits on a minority side) must not answer `UnknownMember` for a
+                // member the client saw added.
+                let deadline = self.now + self.config.request_wait_max;
+                let waiting = Waiting::Admin(Box::new(request));
+                let key = catalog::keyspace_key("");
+                return self.read_catalog(waiting, reply, deadline, key);
             }
             AdminRequest::ListKeyspaces => Ok(AdminAnswer::Keyspaces(self.keyspace_list())),
-            AdminRequest::AddMember { id, address } => {
-                if self.members.contains_key(&id) {
-                    Err(ClientError::MemberExists { id })
-                } else if self.members.len() >= crate::eventual::MEMBERS_MAX {
-                    // Every eventual engine keeps per-member vectors, bounded by this.
-                    Err(ClientError::TooManyMembers {
-                        max: crate::eventual::MEMBERS_MAX,
-                    })
-                } else {
-                    // The shell checked that the address resolves (that is IO).
-                    let command = catalog::member_add_command(id, &address);
-                    return self.propose_catalog(command, CatalogChange::Member, reply);
-                }
-            }
-            AdminRequest::RemoveMember { id } => {
-                if !self.members.contains_key(&id) {
-                    Err(ClientError::UnknownMember { id })
-                } else if self.members.len() == 1 {
-                    Err(ClientError::LastMember { id })
-                } else {
-                    let command = catalog::member_remove_command(id);
-                    return self.propose_catalog(command, CatalogChange::Member, reply);
-                }
-            }
             AdminRequest::Members => Ok(AdminAnswer::Members(self.member_list())),
-            AdminRequest::SetFaults(_) | AdminRequest::Faults => Err(ClientError::Malformed {
-                reason: "fault rules belong to the node's transport".to_string(),
-            }),
+            AdminRequest::SetFaults(_) | AdminRequest::Faults => {
+                let reason = "fault rules belong to the node's transport".to_string();
+                Err(ClientError::Malformed { reason }.into())
+            }
             AdminRequest::Status => Ok(AdminAnswer::Status(Box::new(self.status()))),
         };
         self.answer(reply, FromNode::Admin(result));
     }
 
-    fn propose_catalog(&mut self, command: Command, change: CatalogChange, reply: ReplyTo) {
+    /// Checks a catalog change against the catalog, now applied up to a read index taken
+    /// after the request arrived, and proposes it. Whether a keyspace exists is decided when
+    /// the change applies (a cas or a delete), so two creates of one name cannot both win.
+    pub(super) fn checked_admin(
+        &mut self,
+        request: AdminRequest,
+        reply: ReplyTo,
+        deadline: Instant,
+    ) {
+        let (command, change) = match self.admin_change(request) {
+            Ok(change) => change,
+            Err(error) => return self.answer(reply, FromNode::Admin(Err(error))),
+        };
+        self.propose_catalog(command, change, reply, deadline);
+    }
+
+    /// The catalog command for a change, or why it is refused.
+    fn admin_change(&self, request: AdminRequest) -> Result<(Command, CatalogChange), AdminError> {
+        match request {
+            AdminRequest::CreateKeyspace { .. }
+                if self.names.len() >= catalog::KEYSPACES_MAX as usize =>
+            {
+                Err(AdminError::TooManyKeyspaces {
+                    max: catalog::KEYSPACES_MAX,
+                })
+            }
+            AdminRequest::CreateKeyspace { name, mode } => {
+                catalog::check_name(&name)?;
+                let voters = self.members.keys().copied().collect();
+                let command = catalog::create_command(&name, mode, voters);
+                Ok((command, CatalogChange::Create { name }))
+            }
+            AdminRequest::DropKeyspace { name } => {
+                let command = catalog::drop_command(&name);
+                Ok((command, CatalogChange::Drop { name }))
+            }
+            AdminRequest::AddMember { id, .. } if self.members.contains_key(&id) => {
+                Err(AdminError::MemberExists { id })
+            }
+            // Every eventual engine keeps per-member vectors, bounded by this.
+            AdminRequest::AddMember { .. }
+                if self.members.len() >= crate::eventual::MEMBERS_MAX =>
+            {
+                Err(AdminError::TooManyMembers {
+                    max: crate::eventual::MEMBERS_MAX,
+                })
+            }
+            // The shell checked that the address resolves (that is IO).
+            AdminRequest::AddMember { id, address } => {
+                let command = catalog::member_add_command(id, &address);
+                Ok((command, CatalogChange::Member))
+            }
+            AdminRequest::RemoveMember { id } if !self.members.contains_key(&id) => {
+                Err(AdminError::UnknownMember { id })
+            }
+            AdminRequest::RemoveMember { id } if self.members.len() == 1 => {
+                Err(AdminError::LastMember { id })
+            }
+            AdminRequest::RemoveMember { id } => {
+                let command = catalog::member_remove_command(id);
+                Ok((command, CatalogChange::Member))
+            }
+            other => {
+                let reason = format!("{other:?} changes nothing in the catalog");
+                Err(ClientError::Malformed { reason }.into())
+            }
+        }
+    }
+
+    fn propose_catalog(
+        &mut self,
+        command: Command,
+        change: CatalogChange,
+        reply: ReplyTo,
+        deadline: Instant,
+    ) {
         let now = self.now;
-        let deadline = now + self.config.request_wait_max;
         let tag = self.register(reply, None, Waiting::Catalog(change), deadline);
         let request = Request {
             client: self.admin_client,
@@ -97,25 +151,25 @@ impl NodeCore {
         group: GroupId,
         change: CatalogChange,
         answer: strong::Answer,
-    ) -> Result<AdminAnswer, ClientError> {
+    ) -> Result<AdminAnswer, AdminError> {
         use strong::Answer::Written;
         match (change, answer) {
             (CatalogChange::Create { name }, Written(Ok(Outcome::Cas { succeeded, .. }))) => {
                 if succeeded {
                     Ok(AdminAnswer::Done)
                 } else {
-                    Err(ClientError::KeyspaceExists { name })
+                    Err(AdminError::KeyspaceExists { name })
                 }
             }
             (CatalogChange::Drop { name }, Written(Ok(Outcome::Delete { existed, .. }))) => {
                 if existed {
                     Ok(AdminAnswer::Done)
                 } else {
-                    Err(ClientError::UnknownKeyspace { name })
+                    Err(AdminError::UnknownKeyspace { name })
                 }
             }
             (CatalogChange::Member, Written(Ok(Outcome::Put { .. }))) => Ok(AdminAnswer::Done),
-            (_, answer) => Err(self.strong_error(group, answer)),
+            (_, answer) => Err(self.strong_error(group, answer).into()),
         }
     }
 

@@ -9,8 +9,8 @@
 //! the keyspaces they run with [`keyspaces`] and start or drop the difference. That one
 //! reconciliation covers a fresh apply, a restart and a snapshot install alike.
 
-use crate::protocol::admin::KeyspaceInfo;
-use crate::protocol::{ClientError, KEYSPACE_NAME_BYTES_MAX, KeyspaceMode};
+use crate::protocol::admin::{AdminError, KeyspaceInfo};
+use crate::protocol::{KEYSPACE_NAME_BYTES_MAX, KeyspaceMode};
 use crate::strong::{Command, StrongMachine};
 use crate::types::{GroupId, KeyspaceId, NodeId};
 use bytes::Bytes;
@@ -149,8 +149,8 @@ pub fn keyspaces_scanned(machine: &StrongMachine) -> (BTreeMap<String, Entry>, b
 
 /// Keyspace names are 1 to 64 letters, digits, `-` or `_`, not starting with `_` (reserved
 /// for the node's own groups, like `_catalog`).
-pub fn check_name(name: &str) -> Result<(), ClientError> {
-    let invalid = |reason: &str| ClientError::InvalidKeyspaceName {
+pub fn check_name(name: &str) -> Result<(), AdminError> {
+    let invalid = |reason: &str| AdminError::InvalidKeyspaceName {
         name: name.to_string(),
         reason: reason.to_string(),
     };

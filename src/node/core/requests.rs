@@ -71,9 +71,20 @@ impl NodeCore {
     /// group 0 (from its leader, served here once applied, as a follower read), and the
     /// catalog reconciled up to it. `complete_strong` then routes the request again.
     fn look_up(&mut self, request: ClientRequest, reply: ReplyTo, deadline: Instant) {
-        let now = self.now;
         let key = catalog::keyspace_key(&request.keyspace);
-        let waiting = Waiting::Lookup(Box::new(request));
+        self.read_catalog(Waiting::Lookup(Box::new(request)), reply, deadline, key);
+    }
+
+    /// Makes `waiting` wait for a read index of group 0, applied here; `complete_strong`
+    /// takes it up from there.
+    pub(super) fn read_catalog(
+        &mut self,
+        waiting: Waiting,
+        reply: ReplyTo,
+        deadline: Instant,
+        key: bytes::Bytes,
+    ) {
+        let now = self.now;
         let tag = self.register(reply, None, waiting, deadline);
         let replica = &mut self
             .groups
@@ -181,6 +192,18 @@ impl NodeCore {
                     other => {
                         let error = self.look_up_error(other);
                         self.answer(pending.reply, FromNode::data_error(error));
+                    }
+                }
+                return;
+            }
+            Waiting::Admin(request) => {
+                match completion.answer {
+                    strong::Answer::Read { .. } => {
+                        self.checked_admin(*request, pending.reply, pending.deadline);
+                    }
+                    other => {
+                        let error = self.look_up_error(other);
+                        self.answer(pending.reply, FromNode::Admin(Err(error.into())));
                     }
                 }
                 return;

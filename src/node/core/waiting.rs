@@ -6,7 +6,7 @@
 //! the cores carry (a Raft proposal's or read's tag, an eventual `RequestId`).
 
 use crate::eventual::{HlcTimestamp, SessionToken};
-use crate::protocol::admin::FromNode;
+use crate::protocol::admin::{AdminRequest, FromNode};
 use crate::protocol::{ClientError, ClientRequest, Served};
 use crate::types::{Instant, KeyspaceId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +28,9 @@ pub(super) enum Waiting {
     /// A data request naming a keyspace this node does not run: it waits for a read of the
     /// catalog (group 0) at a read index, then is routed again.
     Lookup(Box<ClientRequest>),
+    /// A catalog change waiting for a read index of group 0, to be checked against a
+    /// catalog at least as new as the request before it is proposed.
+    Admin(Box<AdminRequest>),
 }
 
 /// A catalog change waiting to commit.
@@ -74,15 +77,15 @@ impl Waiting {
             Waiting::Strong { write, .. } => *write,
             Waiting::Eventual(wait) => wait.writes_left > 0,
             Waiting::Catalog(_) => true,
-            // Not started on any keyspace yet.
-            Waiting::Lookup(_) => false,
+            // Not started on any keyspace yet, nor proposed.
+            Waiting::Lookup(_) | Waiting::Admin(_) => false,
         }
     }
 
     /// The frame that carries `error` back for this kind of request.
     pub fn error_reply(&self, error: ClientError) -> FromNode {
         match self {
-            Waiting::Catalog(_) => FromNode::Admin(Err(error)),
+            Waiting::Catalog(_) | Waiting::Admin(_) => FromNode::Admin(Err(error.into())),
             _ => FromNode::data_error(error),
         }
     }
