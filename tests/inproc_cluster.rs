@@ -144,10 +144,9 @@ async fn catalog_leader(client: &RawClient, cluster: &Cluster) -> SocketAddr {
         for address in &cluster.addresses[..3] {
             if let Ok(AdminAnswer::Status(status)) =
                 client.admin(*address, AdminRequest::Status).await
+                && status.strong[0].role == capdial::protocol::admin::RaftRole::Leader
             {
-                if status.strong[0].role == capdial::protocol::admin::RaftRole::Leader {
-                    return Some(*address);
-                }
+                return Some(*address);
             }
         }
         None

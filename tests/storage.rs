@@ -210,6 +210,37 @@ fn eventual_batches_restore_as_the_engine_expects_and_dropping_a_keyspace_clears
     assert!(store.raft_restore(GroupId(4)).unwrap().entries.is_empty());
     let kept = store.eventual_restore(KeyspaceId(5)).unwrap();
     assert_eq!(kept.keys.len(), 1, "another keyspace keeps its rows");
+    assert_eq!(
+        store.stored_ids().unwrap().into_iter().collect::<Vec<_>>(),
+        vec![5],
+        "the dropped keyspace has no row left, the other one has"
+    );
+}
+
+/// `stored_ids` finds a group with nothing but entries, a keyspace with nothing but key
+/// states, and ids far apart (it seeks from id to id).
+#[test]
+fn stored_ids_name_every_id_with_a_row_of_any_kind() {
+    let store = Store::in_memory(NodeId(1)).unwrap();
+    assert!(store.stored_ids().unwrap().is_empty());
+    let mut batch = Batch::new();
+    batch.raft_ready(GroupId(3), &ready(vec![entry(1, 1, "x")], None));
+    batch.raft_ready(
+        GroupId(900),
+        &ready(vec![entry(1, 1, "y"), entry(1, 2, "z")], None),
+    );
+    batch
+        .eventual_state(KeyspaceId(7), b"k", &vec![1u8])
+        .unwrap();
+    let hard_state = HardState {
+        term: Term(2),
+        vote: None,
+        commit: LogIndex(0),
+    };
+    batch.raft_ready(GroupId(0), &ready(Vec::new(), Some(hard_state)));
+    store.commit(batch).unwrap();
+    let ids: Vec<u64> = store.stored_ids().unwrap().into_iter().collect();
+    assert_eq!(ids, vec![0, 3, 7, 900]);
 }
 
 #[test]

@@ -3,34 +3,35 @@
 //! ```text
 //!            one quinn endpoint (mutual TLS, cluster CA)
 //!   ALPN capdial-peer/1 ──▶ Transport ──Inbound──▶ ┐
-//!   ALPN capdial-client/1 ─▶ server ──ClientInput─▶ ├─▶ Driver (one task, owns every core)
-//!                                                   │     group 0 (catalog), strong groups,
-//!                                                   │     eventual engines, one redb Store
-//!                        timers (poll_timeout) ───▶ ┘
+//!   ALPN capdial-client/1 ─▶ server ──ClientInput─▶ ├─▶ driver (one task) ─▶ core::NodeCore
+//!                                                   │     (sans-IO: group 0 (catalog), strong
+//!                        timers (poll_timeout) ───▶ ┘     groups, eventual engines, waiting
+//!                                                          requests), one redb Store
 //! ```
 //!
-//! [`run`] opens the store, starts the endpoint and the transport, boots the [`driver`] from
-//! what the store holds (so a restart after `kill -9` resumes where the last fsync left it)
-//! and serves until the shutdown future resolves.
+//! The node is a core plus a shell. [`core`] decides everything and does no IO; the
+//! simulator drives it (`capdial sim --mode node`). The shell is this module, [`driver`]
+//! (the loop that feeds the core and carries out what it returns) and `server` (QUIC).
+//! [`run`] opens the store, starts the endpoint and the transport, boots the core from what
+//! the store holds (so a restart after `kill -9` resumes where the last fsync left it) and
+//! serves until the shutdown future resolves.
 
-mod admin;
-pub mod catalog;
 pub mod config;
+pub mod core;
 mod driver;
-mod requests;
 mod server;
 
 pub use config::{NodeConfig, PartialConfig};
-pub use driver::REQUEST_WAIT_MAX;
+pub use core::{PeerMessage, catalog};
 
-use crate::eventual::GossipMessage;
+/// How long a client request may wait inside a real node (see [`core::CoreConfig`]).
+pub const REQUEST_WAIT_MAX: std::time::Duration = core::CoreConfig::REQUEST_WAIT_MAX;
+
 use crate::net::peer::{Transport, TransportConfig};
 use crate::net::tls::{CertError, Identity, Role};
-use crate::raft::Envelope;
 use crate::storage::{StorageError, Store};
 use crate::types::{GroupId, KeyspaceId, NodeId};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -43,19 +44,6 @@ const PEER_QUEUE_MAX: usize = 16_384;
 const CLOSE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 /// The store's file in the data directory.
 pub const STORE_FILE: &str = "capdial.redb";
-
-/// What nodes send each other.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum PeerMessage {
-    Raft {
-        group: GroupId,
-        envelope: Envelope,
-    },
-    Gossip {
-        keyspace: KeyspaceId,
-        message: GossipMessage,
-    },
-}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -74,15 +62,27 @@ pub enum NodeError {
     Resolve { id: NodeId, address: String },
     #[error("starting: {0}")]
     Boot(String),
-    /// A replica broke a local invariant (an entry applied out of order, a snapshot that does
-    /// not decode or does not match): its state may have diverged from its group's, so the
-    /// node stops instead of serving it. A restart rebuilds the group from the store.
-    #[error("raft group {} broke a local invariant", group.0)]
-    Invariant {
-        group: GroupId,
-        #[source]
-        fault: crate::strong::ApplyFault,
-    },
+    /// The core stopped: storage failed, or a replica broke a local invariant (fail-stop).
+    #[error(transparent)]
+    Core(#[from] core::CoreError),
+}
+
+/// The core reads the store through this (the store itself knows nothing of the node).
+impl core::Durable for Store {
+    fn raft_restore(&self, group: GroupId) -> Result<crate::raft::RestoredState, StorageError> {
+        Store::raft_restore(self, group)
+    }
+
+    fn eventual_restore(
+        &self,
+        keyspace: KeyspaceId,
+    ) -> Result<crate::eventual::RestoredState, StorageError> {
+        Store::eventual_restore(self, keyspace)
+    }
+
+    fn stored_keyspaces(&self) -> Result<BTreeSet<KeyspaceId>, StorageError> {
+        Ok(self.stored_ids()?.into_iter().map(KeyspaceId).collect())
+    }
 }
 
 /// Runs a node until `shutdown` resolves. Prints one line on stdout once it serves.
@@ -116,13 +116,12 @@ pub async fn run(
     let transport = Transport::start(transport_config, &identity, endpoint.clone())?;
     let (client_tx, client_rx) = mpsc::channel(CLIENT_QUEUE_MAX);
     let (peer_tx, peer_rx) = mpsc::channel(PEER_QUEUE_MAX);
-    let driver = driver::Driver::boot(
+    let core_config = core::CoreConfig::new(
         config.id,
         listen.to_string(),
         config.initial_cluster.clone(),
-        store,
-        transport.clone(),
-    )?;
+    );
+    let driver = driver::Driver::boot(core_config, store, transport.clone())?;
     tokio::spawn(server::accept_loop(
         endpoint.clone(),
         transport,

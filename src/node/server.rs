@@ -101,11 +101,11 @@ async fn read_request(recv: &mut quinn::RecvStream) -> Result<ToNode, String> {
 }
 
 fn malformed(reason: String) -> FromNode {
-    super::requests::data_error(ClientError::Malformed { reason })
+    FromNode::data_error(ClientError::Malformed { reason })
 }
 
 fn node_failed(reason: &str) -> FromNode {
-    super::requests::data_error(ClientError::NodeFailed {
+    FromNode::data_error(ClientError::NodeFailed {
         reason: reason.to_string(),
     })
 }

@@ -25,6 +25,13 @@ pub enum FromNode {
     Admin(Result<AdminAnswer, ClientError>),
 }
 
+impl FromNode {
+    /// A data request's failure, in its frame.
+    pub fn data_error(error: ClientError) -> FromNode {
+        FromNode::Data(ClientResponse { result: Err(error) })
+    }
+}
+
 /// An admin request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminRequest {

@@ -168,6 +168,9 @@ impl Batch {
     }
 }
 
+/// The key of one eventual key's state: (keyspace id, key).
+type StateKey<'a> = (u64, &'a [u8]);
+
 /// A node's redb file.
 pub struct Store {
     db: Database,
@@ -270,8 +273,8 @@ impl Store {
                     .map_err(redb_error)?;
                 hard_states.remove(id).map_err(redb_error)?;
                 snapshots.remove(id).map_err(redb_error)?;
-                let (first, after): ((u64, &[u8]), (u64, &[u8])) =
-                    ((id, &[]), (id.saturating_add(1), &[]));
+                let first: StateKey = (id, &[]);
+                let after: StateKey = (id.saturating_add(1), &[]);
                 states
                     .retain_in(first..after, |_, _| false)
                     .map_err(redb_error)?;
@@ -339,6 +342,47 @@ impl Store {
             None => None,
         };
         Ok(eventual::RestoredState { keys, meta })
+    }
+
+    /// Every group and eventual keyspace id that has any row: a seek per id found, not a
+    /// scan of the rows.
+    pub fn stored_ids(&self) -> Result<std::collections::BTreeSet<u64>, StorageError> {
+        let txn = self.db.begin_read().map_err(redb_error)?;
+        let mut ids = std::collections::BTreeSet::new();
+        for table in [RAFT_HARD_STATE, RAFT_SNAPSHOTS, EVENTUAL_META] {
+            let table = txn.open_table(table).map_err(redb_error)?;
+            for row in table.iter().map_err(redb_error)? {
+                ids.insert(row.map_err(redb_error)?.0.value());
+            }
+        }
+        let entries = txn.open_table(RAFT_ENTRIES).map_err(redb_error)?;
+        let mut next = Some(0);
+        while let Some(from) = next {
+            let row = entries.range((from, 0)..).map_err(redb_error)?.next();
+            next = match row {
+                Some(row) => {
+                    let (group, _) = row.map_err(redb_error)?.0.value();
+                    ids.insert(group);
+                    group.checked_add(1)
+                }
+                None => None,
+            };
+        }
+        let states = txn.open_table(EVENTUAL_STATES).map_err(redb_error)?;
+        let mut next = Some(0);
+        while let Some(from) = next {
+            let start: StateKey = (from, &[]);
+            let row = states.range(start..).map_err(redb_error)?.next();
+            next = match row {
+                Some(row) => {
+                    let (keyspace, _) = row.map_err(redb_error)?.0.value();
+                    ids.insert(keyspace);
+                    keyspace.checked_add(1)
+                }
+                None => None,
+            };
+        }
+        Ok(ids)
     }
 
     /// Every key's CRDT state in `keyspace`, in key order.

@@ -2,8 +2,8 @@
 //!
 //! Strong keyspaces go through their [`Replica`](crate::strong::Replica): writes and scans
 //! through the log, gets at the requested read level. Eventual keyspaces go through their
-//! engine. Either way the request waits in `Driver::pending` under a tag until its core
-//! completes it, and is answered with what was actually served.
+//! engine. Either way the request waits in the core's [`WaitTable`](super::waiting) under a
+//! tag until its core completes it, and is answered with what was actually served.
 //!
 //! A request naming a keyspace this node does not run is not refused at once: the client may
 //! have seen it created through a node that applied the create first. It waits for a read
@@ -12,93 +12,35 @@
 //! catalog cannot be read. It keeps the deadline it arrived with.
 
 use super::catalog::{self, CATALOG_GROUP};
-use super::driver::{Driver, REQUEST_WAIT_MAX};
-use crate::eventual::{self, Event, HlcTimestamp, Op, RequestId, SessionToken, WriteLevel};
+use super::translate::{
+    command_error, eventual_ops, outcome_answer, read_error, strong_command, write_error,
+};
+use super::waiting::{EventualWait, Waiting};
+use super::{NodeCore, ReplyTo};
+use crate::eventual::{self, Event, HlcTimestamp, RequestId, SessionToken, WriteLevel};
 use crate::protocol::admin::FromNode;
 use crate::protocol::{
     Answer, ClientError, ClientRequest, ClientResponse, KeyspaceMode, Operation, Position,
     ReadLevel, Receipt, Served, UnavailableReason, check_request,
 };
 use crate::raft::Role;
-use crate::strong::{self, Command, CommandError, Completion, Outcome, Request};
+use crate::strong::{self, Completion, Outcome, Request};
 use crate::types::{GroupId, Instant, KeyspaceId, LogIndex, NodeId};
-use bytes::Bytes;
-use tokio::sync::oneshot;
 
-/// What a waiting request waits for.
-#[derive(Debug)]
-pub(super) enum Waiting {
-    /// A strong read or write; `served` is what the receipt reports.
-    Strong { served: Served, write: bool },
-    /// Eventual writes (one per set member) or a read.
-    Eventual(EventualWait),
-    /// A catalog change in group 0.
-    Catalog(super::admin::CatalogChange),
-    /// A data request naming a keyspace this node does not run: it waits for a read of the
-    /// catalog (group 0) at a read index, then is routed again (see `Driver::look_up`).
-    Lookup(Box<ClientRequest>),
+/// A data request's result, in its frame.
+fn data_answer(result: Result<(Answer, Receipt), ClientError>) -> FromNode {
+    FromNode::Data(ClientResponse { result })
 }
 
-#[derive(Debug)]
-pub(super) struct EventualWait {
-    pub served: Served,
-    /// Writes not yet acknowledged (0 for a read).
-    pub writes_left: u32,
-    pub acks: Option<u32>,
-    pub token: Option<SessionToken>,
-    pub stamp: Option<HlcTimestamp>,
-    pub failed: Option<ClientError>,
-}
-
-impl Waiting {
-    /// Whether a timeout leaves the request's effect unknown.
-    pub fn is_write(&self) -> bool {
-        match self {
-            Waiting::Strong { write, .. } => *write,
-            Waiting::Eventual(wait) => wait.writes_left > 0,
-            Waiting::Catalog(_) => true,
-            // Not started on any keyspace yet.
-            Waiting::Lookup(_) => false,
-        }
-    }
-
-    /// The frame that carries `error` back for this kind of request.
-    pub fn error_reply(&self, error: ClientError) -> FromNode {
-        match self {
-            Waiting::Catalog(_) => FromNode::Admin(Err(error)),
-            _ => data_error(error),
-        }
-    }
-}
-
-/// Sends a data request's result; a client that went away is no longer waiting.
-fn answer(reply: oneshot::Sender<FromNode>, result: Result<(Answer, Receipt), ClientError>) {
-    let _ = reply.send(FromNode::Data(ClientResponse { result }));
-}
-
-pub(super) fn data_error(error: ClientError) -> FromNode {
-    FromNode::Data(ClientResponse { result: Err(error) })
-}
-
-impl Driver {
-    /// Checks a data request and starts it on its keyspace's core.
-    pub(super) fn data_request(
-        &mut self,
-        request: ClientRequest,
-        reply: oneshot::Sender<FromNode>,
-    ) {
-        let deadline = self.clock.now() + REQUEST_WAIT_MAX;
-        self.route(request, reply, deadline, false);
-    }
-
+impl NodeCore {
     /// Starts `request` on its keyspace's core, to be answered by `deadline`. A keyspace this
     /// node does not run is looked up in the catalog first (unless `looked_up` already):
     /// the client may have seen it created through another node that applied the create
     /// before this one did.
-    fn route(
+    pub(super) fn route(
         &mut self,
         request: ClientRequest,
-        reply: oneshot::Sender<FromNode>,
+        reply: ReplyTo,
         deadline: Instant,
         looked_up: bool,
     ) {
@@ -106,14 +48,17 @@ impl Driver {
             // A name no keyspace can have needs no look-up.
             if looked_up || catalog::check_name(&request.keyspace).is_err() {
                 let name = request.keyspace.clone();
-                let _ = reply.send(data_error(ClientError::UnknownKeyspace { name }));
+                self.answer(
+                    reply,
+                    FromNode::data_error(ClientError::UnknownKeyspace { name }),
+                );
             } else {
                 self.look_up(request, reply, deadline);
             }
             return;
         };
         if let Err(error) = check_request(&request, mode) {
-            let _ = reply.send(data_error(error));
+            self.answer(reply, FromNode::data_error(error));
             return;
         }
         match mode {
@@ -125,16 +70,11 @@ impl Driver {
     /// Reads the catalog at least as new as anything a client has seen: a read index through
     /// group 0 (from its leader, served here once applied, as a follower read), and the
     /// catalog reconciled up to it. `complete_strong` then routes the request again.
-    fn look_up(
-        &mut self,
-        request: ClientRequest,
-        reply: oneshot::Sender<FromNode>,
-        deadline: Instant,
-    ) {
-        let now = self.clock.now();
+    fn look_up(&mut self, request: ClientRequest, reply: ReplyTo, deadline: Instant) {
+        let now = self.now;
         let key = catalog::keyspace_key(&request.keyspace);
         let waiting = Waiting::Lookup(Box::new(request));
-        let tag = self.register_until(reply, None, waiting, deadline);
+        let tag = self.register(reply, None, waiting, deadline);
         let replica = &mut self
             .groups
             .get_mut(&CATALOG_GROUP)
@@ -158,10 +98,10 @@ impl Driver {
         &mut self,
         group: GroupId,
         request: ClientRequest,
-        reply: oneshot::Sender<FromNode>,
+        reply: ReplyTo,
         deadline: Instant,
     ) {
-        let now = self.clock.now();
+        let now = self.now;
         let level = request.read.unwrap_or(ReadLevel::Linearizable);
         let (served, write) = match &request.operation {
             Operation::Get { .. } => (Served::Read(level), false),
@@ -172,7 +112,7 @@ impl Driver {
         };
         let keyspace = Some(KeyspaceId(group.0));
         let waiting = Waiting::Strong { served, write };
-        let tag = self.register_until(reply, keyspace, waiting, deadline);
+        let tag = self.register(reply, keyspace, waiting, deadline);
         let Some(keyspace) = self.groups.get_mut(&group) else {
             return;
         };
@@ -180,6 +120,10 @@ impl Driver {
         let done = match request.operation {
             Operation::Get { key } => {
                 let level = match level {
+                    // The planted bug serves a lease read from whatever this node holds.
+                    ReadLevel::Lease if self.config.planted(super::NodeBug::LeaseReadStale) => {
+                        strong::ReadMode::Stale
+                    }
                     ReadLevel::Lease => strong::ReadMode::Lease,
                     ReadLevel::Follower => strong::ReadMode::Follower,
                     ReadLevel::Stale => strong::ReadMode::Stale,
@@ -218,14 +162,14 @@ impl Driver {
 
     /// Answers a strong request (or a catalog change) its replica finished.
     pub(super) fn complete_strong(&mut self, group: GroupId, completion: Completion<u64>) {
-        let Some(pending) = self.pending.remove(&completion.tag) else {
+        let Some(pending) = self.waiting.remove(completion.tag) else {
             return; // Timed out earlier: the client already has its answer.
         };
         let served = match pending.waiting {
             Waiting::Strong { served, .. } => served,
             Waiting::Catalog(change) => {
                 let result = self.catalog_result(group, change, completion.answer);
-                let _ = pending.reply.send(FromNode::Admin(result));
+                self.answer(pending.reply, FromNode::Admin(result));
                 return;
             }
             Waiting::Lookup(request) => {
@@ -236,7 +180,7 @@ impl Driver {
                     }
                     other => {
                         let error = self.look_up_error(other);
-                        let _ = pending.reply.send(data_error(error));
+                        self.answer(pending.reply, FromNode::data_error(error));
                     }
                 }
                 return;
@@ -244,7 +188,7 @@ impl Driver {
             Waiting::Eventual(_) => return,
         };
         let result = self.strong_result(group, served, completion.answer);
-        answer(pending.reply, result);
+        self.answer(pending.reply, data_answer(result));
     }
 
     fn strong_result(
@@ -280,7 +224,7 @@ impl Driver {
 
     /// Why this node did not serve a request that needs the leader.
     pub(super) fn refusal(&self, group: GroupId, leader_hint: Option<NodeId>) -> ClientError {
-        if let Some(leader) = leader_hint.filter(|leader| *leader != self.id) {
+        if let Some(leader) = leader_hint.filter(|leader| *leader != self.config.id) {
             return ClientError::NotLeader {
                 leader_hint: Some(leader),
                 leader_addr: self.members.get(&leader).cloned(),
@@ -317,7 +261,7 @@ impl Driver {
         };
         Receipt {
             level: served,
-            node: self.id,
+            node: self.config.id,
             position: Position::Raft {
                 term,
                 applied,
@@ -331,11 +275,11 @@ impl Driver {
         &mut self,
         id: KeyspaceId,
         request: ClientRequest,
-        reply: oneshot::Sender<FromNode>,
+        reply: ReplyTo,
         deadline: Instant,
     ) {
-        let now = self.clock.now();
-        let wall = self.clock.wall();
+        let now = self.now;
+        let wall = self.wall;
         let level = request.write.unwrap_or(WriteLevel::Local);
         if let Operation::Get { key } = request.operation {
             let read = request.read.unwrap_or(ReadLevel::Local);
@@ -345,7 +289,7 @@ impl Driver {
                 _ => eventual::ReadMode::Local,
             };
             let wait = EventualWait::new(Served::Read(read), 0);
-            let tag = self.register_until(reply, Some(id), Waiting::Eventual(wait), deadline);
+            let tag = self.register(reply, Some(id), Waiting::Eventual(wait), deadline);
             let engine = &mut self
                 .eventual
                 .get_mut(&id)
@@ -360,7 +304,7 @@ impl Driver {
         let ops = eventual_ops(request.operation, value_type);
         let count = u32::try_from(ops.len()).unwrap_or(u32::MAX);
         let wait = EventualWait::new(Served::Write(level), count);
-        let tag = self.register_until(reply, Some(id), Waiting::Eventual(wait), deadline);
+        let tag = self.register(reply, Some(id), Waiting::Eventual(wait), deadline);
         let engine = &mut self
             .eventual
             .get_mut(&id)
@@ -387,7 +331,7 @@ impl Driver {
             self.fail(tag, error);
             return;
         }
-        if let Some(Waiting::Eventual(wait)) = self.pending.get_mut(&tag).map(|p| &mut p.waiting) {
+        if let Some(Waiting::Eventual(wait)) = self.waiting.get_mut(tag).map(|p| &mut p.waiting) {
             wait.writes_left = started;
             wait.failed = Some(error);
         }
@@ -401,7 +345,7 @@ impl Driver {
             | Event::ReadDone { id, .. }
             | Event::ReadFailed { id, .. } => id.0,
         };
-        let Some(pending) = self.pending.get_mut(&tag) else {
+        let Some(pending) = self.waiting.get_mut(tag) else {
             return;
         };
         let Waiting::Eventual(wait) = &mut pending.waiting else {
@@ -425,9 +369,9 @@ impl Driver {
             Event::ReadDone { value, .. } => {
                 let served = wait.served;
                 let receipt = self.eventual_receipt(id, served, None, None);
-                let pending = self.pending.remove(&tag).expect("looked up above");
+                let pending = self.waiting.remove(tag).expect("looked up above");
                 let result = Ok((Answer::Eventual(value), receipt));
-                answer(pending.reply, result);
+                self.answer(pending.reply, data_answer(result));
                 return;
             }
             Event::ReadFailed { error, .. } => {
@@ -441,7 +385,7 @@ impl Driver {
     }
 
     fn finish_eventual_at(&mut self, id: KeyspaceId, tag: u64) {
-        let Some(pending) = self.pending.remove(&tag) else {
+        let Some(pending) = self.waiting.remove(tag) else {
             return;
         };
         let Waiting::Eventual(wait) = pending.waiting else {
@@ -455,7 +399,7 @@ impl Driver {
                 Ok((Answer::Acknowledged { acks }, receipt))
             }
         };
-        answer(pending.reply, result);
+        self.answer(pending.reply, data_answer(result));
     }
 
     fn eventual_receipt(
@@ -485,7 +429,7 @@ impl Driver {
             .unwrap_or_default();
         Receipt {
             level: served,
-            node: self.id,
+            node: self.config.id,
             position: Position::Eventual {
                 token,
                 stamp,
@@ -493,147 +437,5 @@ impl Driver {
             },
             behind,
         }
-    }
-}
-
-impl EventualWait {
-    fn new(served: Served, writes: u32) -> EventualWait {
-        EventualWait {
-            served,
-            writes_left: writes,
-            acks: None,
-            token: None,
-            stamp: None,
-            failed: None,
-        }
-    }
-}
-
-/// The strong command of a checked request (gets and scans never reach here as commands,
-/// except scans through the log).
-fn strong_command(operation: Operation) -> Command {
-    match operation {
-        Operation::Put { key, value, .. } => Command::Put { key, value },
-        Operation::Delete { key, .. } => Command::Delete { key },
-        Operation::Cas {
-            key,
-            expected,
-            value,
-        } => Command::Cas {
-            key,
-            expected,
-            value,
-        },
-        Operation::Scan { prefix, limit } => Command::Scan { prefix, limit },
-        Operation::Get { key } => Command::Get { key },
-        // `check_request` refused these for strong keyspaces.
-        Operation::Add { key, .. }
-        | Operation::SetAdd { key, .. }
-        | Operation::SetRemove { key, .. } => Command::Get { key },
-    }
-}
-
-fn outcome_answer(outcome: Outcome) -> (Answer, Option<LogIndex>) {
-    match outcome {
-        Outcome::Put { revision } | Outcome::Delete { revision, .. } => {
-            (Answer::Written { revision }, Some(revision))
-        }
-        Outcome::Cas {
-            revision,
-            succeeded,
-            current,
-        } => (
-            Answer::Cas {
-                succeeded,
-                revision,
-                current,
-            },
-            Some(revision),
-        ),
-        Outcome::Get { current } => (Answer::Strong(current), None),
-        Outcome::Scan { entries, .. } => (Answer::Scan(entries), None),
-    }
-}
-
-fn command_error(error: CommandError) -> ClientError {
-    match error {
-        CommandError::TooLarge {
-            what,
-            bytes,
-            bytes_max,
-        } => ClientError::TooLarge {
-            what: format!("{what:?}").to_lowercase(),
-            bytes,
-            bytes_max,
-        },
-        CommandError::ScanLimit { limit, limit_max } => ClientError::ScanLimit { limit, limit_max },
-        CommandError::SequenceTooOld { seq, last_seq, .. } => {
-            ClientError::SequenceTooOld { seq, last_seq }
-        }
-    }
-}
-
-/// The engine operations of a checked eventual write: one per set member.
-fn eventual_ops(operation: Operation, value_type: eventual::ValueType) -> Vec<(Bytes, Op)> {
-    let mvreg = value_type == eventual::ValueType::MvReg;
-    match operation {
-        Operation::Put {
-            key,
-            value,
-            context,
-        } if mvreg => {
-            vec![(key, Op::MvPut { value, context })]
-        }
-        Operation::Put { key, value, .. } => vec![(key, Op::LwwPut(value))],
-        Operation::Delete { key, context } if mvreg => vec![(key, Op::MvDelete { context })],
-        Operation::Delete { key, .. } => vec![(key, Op::LwwDelete)],
-        Operation::Add { key, by } => vec![(key, Op::CounterAdd(by))],
-        Operation::SetAdd { key, members } => members
-            .into_iter()
-            .map(|m| (key.clone(), Op::SetAdd(m)))
-            .collect(),
-        Operation::SetRemove { key, members } => members
-            .into_iter()
-            .map(|m| (key.clone(), Op::SetRemove(m)))
-            .collect(),
-        Operation::Get { .. } | Operation::Cas { .. } | Operation::Scan { .. } => Vec::new(),
-    }
-}
-
-fn write_error(error: eventual::WriteError) -> ClientError {
-    use eventual::WriteError as E;
-    match error {
-        E::QuorumNotReached { acked, needed } => ClientError::NotEnoughReplicas {
-            acked: u32::try_from(acked).unwrap_or(u32::MAX),
-            needed: u32::try_from(needed).unwrap_or(u32::MAX),
-        },
-        E::KeyTooLarge { bytes, bytes_max } => too_large("key", bytes, bytes_max),
-        E::ValueTooLarge { bytes, bytes_max } => too_large("value", bytes, bytes_max),
-        E::StateTooLarge { bytes, bytes_max } => too_large("key state", bytes, bytes_max),
-        E::Backpressure { .. } => ClientError::Backpressure,
-        other => ClientError::Malformed {
-            reason: other.to_string(),
-        },
-    }
-}
-
-fn read_error(error: eventual::ReadError) -> ClientError {
-    use eventual::ReadError as E;
-    match error {
-        E::KeyTooLarge { bytes, bytes_max } => too_large("key", bytes, bytes_max),
-        E::Backpressure { .. } => ClientError::Backpressure,
-        E::SessionTimeout { .. } => ClientError::SessionNotSeen,
-        E::QuorumNotReached { answered, needed } => ClientError::QuorumNotReached {
-            answered: u32::try_from(answered).unwrap_or(u32::MAX),
-            needed: u32::try_from(needed).unwrap_or(u32::MAX),
-        },
-    }
-}
-
-fn too_large(what: &str, bytes: usize, bytes_max: usize) -> ClientError {
-    ClientError::TooLarge {
-        what: what.to_string(),
-        bytes,
-        bytes_max,
     }
 }

@@ -1,10 +1,10 @@
-//! Admin requests on the node: catalog changes through group 0, fault rules, status.
+//! Admin requests on the node: catalog changes through group 0, listings, status. Fault
+//! rules belong to the transport, so the shell answers those.
 
 use super::catalog::{self, CATALOG_GROUP};
-use super::driver::Driver;
-use super::requests::Waiting;
+use super::waiting::{CatalogChange, Waiting};
+use super::{NodeCore, ReplyTo};
 use crate::eventual::Liveness;
-use crate::net::faults::FaultRules;
 use crate::protocol::ClientError;
 use crate::protocol::admin::{
     AdminAnswer, AdminRequest, EventualStatus, FromNode, GroupStatus, KeyspaceInfo, MemberInfo,
@@ -13,27 +13,9 @@ use crate::protocol::admin::{
 use crate::raft::Role;
 use crate::strong::{self, Command, Outcome, Request};
 use crate::types::GroupId;
-use tokio::sync::oneshot;
 
-/// A catalog change waiting to commit.
-#[derive(Debug)]
-pub(super) enum CatalogChange {
-    Create {
-        name: String,
-    },
-    Drop {
-        name: String,
-    },
-    /// A member added or removed: done once recorded; group leaders then move their voters.
-    Member,
-}
-
-impl Driver {
-    pub(super) fn admin_request(
-        &mut self,
-        request: AdminRequest,
-        reply: oneshot::Sender<FromNode>,
-    ) {
+impl NodeCore {
+    pub(super) fn admin_request(&mut self, request: AdminRequest, reply: ReplyTo) {
         let result = match request {
             AdminRequest::CreateKeyspace { .. }
                 if self.names.len() >= catalog::KEYSPACES_MAX as usize =>
@@ -63,9 +45,8 @@ impl Driver {
                     Err(ClientError::TooManyMembers {
                         max: crate::eventual::MEMBERS_MAX,
                     })
-                } else if super::resolve_one(&address).is_none() {
-                    Err(ClientError::InvalidAddress { address })
                 } else {
+                    // The shell checked that the address resolves (that is IO).
                     let command = catalog::member_add_command(id, &address);
                     return self.propose_catalog(command, CatalogChange::Member, reply);
                 }
@@ -81,21 +62,18 @@ impl Driver {
                 }
             }
             AdminRequest::Members => Ok(AdminAnswer::Members(self.member_list())),
-            AdminRequest::SetFaults(rules) => self.set_faults(rules),
-            AdminRequest::Faults => Ok(AdminAnswer::Faults(self.transport.faults())),
+            AdminRequest::SetFaults(_) | AdminRequest::Faults => Err(ClientError::Malformed {
+                reason: "fault rules belong to the node's transport".to_string(),
+            }),
             AdminRequest::Status => Ok(AdminAnswer::Status(Box::new(self.status()))),
         };
-        let _ = reply.send(FromNode::Admin(result));
+        self.answer(reply, FromNode::Admin(result));
     }
 
-    fn propose_catalog(
-        &mut self,
-        command: Command,
-        change: CatalogChange,
-        reply: oneshot::Sender<FromNode>,
-    ) {
-        let now = self.clock.now();
-        let tag = self.register(reply, None, Waiting::Catalog(change));
+    fn propose_catalog(&mut self, command: Command, change: CatalogChange, reply: ReplyTo) {
+        let now = self.now;
+        let deadline = now + self.config.request_wait_max;
+        let tag = self.register(reply, None, Waiting::Catalog(change), deadline);
         let request = Request {
             client: self.admin_client,
             seq: self.next_admin_seq,
@@ -141,20 +119,6 @@ impl Driver {
         }
     }
 
-    fn set_faults(&mut self, rules: FaultRules) -> Result<AdminAnswer, ClientError> {
-        let mut checked = FaultRules::none();
-        for rule in rules.rules {
-            checked
-                .add(rule)
-                .map_err(|error| ClientError::InvalidFaultRule {
-                    reason: error.to_string(),
-                })?;
-        }
-        tracing::info!(rules = checked.rules.len(), "fault rules set");
-        self.transport.set_faults(checked);
-        Ok(AdminAnswer::Done)
-    }
-
     fn keyspace_list(&self) -> Vec<KeyspaceInfo> {
         let machine = self.groups[&CATALOG_GROUP].replica.machine();
         catalog::keyspaces(machine)
@@ -174,8 +138,10 @@ impl Driver {
     }
 
     /// This node's view of every group and keyspace it runs.
-    pub(super) fn status(&self) -> NodeStatus {
-        let now = self.clock.now();
+    /// This node's view of every group and keyspace it runs (`faults` left empty: they are
+    /// the shell's).
+    pub fn status(&self) -> NodeStatus {
+        let now = self.now;
         let strong = self
             .groups
             .iter()
@@ -203,7 +169,7 @@ impl Driver {
                     .config()
                     .members
                     .iter()
-                    .filter(|member| **member != self.id)
+                    .filter(|member| **member != self.config.id)
                     .map(|peer| {
                         (
                             *peer,
@@ -229,12 +195,13 @@ impl Driver {
             })
             .collect();
         NodeStatus {
-            node: self.id,
-            address: self.address.clone(),
-            uptime_ms: self.clock.elapsed().as_millis() as u64,
+            node: self.config.id,
+            address: self.config.address.clone(),
+            uptime_ms: now.saturating_duration_since(self.booted_at).as_millis() as u64,
             strong,
             eventual,
-            faults: self.transport.faults(),
+            // The shell fills in its transport's rules.
+            faults: Default::default(),
         }
     }
 }

@@ -1,0 +1,139 @@
+//! From the client protocol to the cores' own types and back: pure functions, no state.
+
+use crate::eventual::{self, Op};
+use crate::protocol::{Answer, ClientError, Operation};
+use crate::strong::{Command, CommandError, Outcome};
+use crate::types::LogIndex;
+use bytes::Bytes;
+
+/// The strong command of a checked request (gets and scans never reach here as commands,
+/// except scans through the log).
+pub(super) fn strong_command(operation: Operation) -> Command {
+    match operation {
+        Operation::Put { key, value, .. } => Command::Put { key, value },
+        Operation::Delete { key, .. } => Command::Delete { key },
+        Operation::Cas {
+            key,
+            expected,
+            value,
+        } => Command::Cas {
+            key,
+            expected,
+            value,
+        },
+        Operation::Scan { prefix, limit } => Command::Scan { prefix, limit },
+        Operation::Get { key } => Command::Get { key },
+        // `check_request` refused these for strong keyspaces.
+        Operation::Add { key, .. }
+        | Operation::SetAdd { key, .. }
+        | Operation::SetRemove { key, .. } => Command::Get { key },
+    }
+}
+
+pub(super) fn outcome_answer(outcome: Outcome) -> (Answer, Option<LogIndex>) {
+    match outcome {
+        Outcome::Put { revision } | Outcome::Delete { revision, .. } => {
+            (Answer::Written { revision }, Some(revision))
+        }
+        Outcome::Cas {
+            revision,
+            succeeded,
+            current,
+        } => (
+            Answer::Cas {
+                succeeded,
+                revision,
+                current,
+            },
+            Some(revision),
+        ),
+        Outcome::Get { current } => (Answer::Strong(current), None),
+        Outcome::Scan { entries, .. } => (Answer::Scan(entries), None),
+    }
+}
+
+pub(super) fn command_error(error: CommandError) -> ClientError {
+    match error {
+        CommandError::TooLarge {
+            what,
+            bytes,
+            bytes_max,
+        } => ClientError::TooLarge {
+            what: format!("{what:?}").to_lowercase(),
+            bytes,
+            bytes_max,
+        },
+        CommandError::ScanLimit { limit, limit_max } => ClientError::ScanLimit { limit, limit_max },
+        CommandError::SequenceTooOld { seq, last_seq, .. } => {
+            ClientError::SequenceTooOld { seq, last_seq }
+        }
+    }
+}
+
+/// The engine operations of a checked eventual write: one per set member.
+pub(super) fn eventual_ops(
+    operation: Operation,
+    value_type: eventual::ValueType,
+) -> Vec<(Bytes, Op)> {
+    let mvreg = value_type == eventual::ValueType::MvReg;
+    match operation {
+        Operation::Put {
+            key,
+            value,
+            context,
+        } if mvreg => {
+            vec![(key, Op::MvPut { value, context })]
+        }
+        Operation::Put { key, value, .. } => vec![(key, Op::LwwPut(value))],
+        Operation::Delete { key, context } if mvreg => vec![(key, Op::MvDelete { context })],
+        Operation::Delete { key, .. } => vec![(key, Op::LwwDelete)],
+        Operation::Add { key, by } => vec![(key, Op::CounterAdd(by))],
+        Operation::SetAdd { key, members } => members
+            .into_iter()
+            .map(|m| (key.clone(), Op::SetAdd(m)))
+            .collect(),
+        Operation::SetRemove { key, members } => members
+            .into_iter()
+            .map(|m| (key.clone(), Op::SetRemove(m)))
+            .collect(),
+        Operation::Get { .. } | Operation::Cas { .. } | Operation::Scan { .. } => Vec::new(),
+    }
+}
+
+pub(super) fn write_error(error: eventual::WriteError) -> ClientError {
+    use eventual::WriteError as E;
+    match error {
+        E::QuorumNotReached { acked, needed } => ClientError::NotEnoughReplicas {
+            acked: u32::try_from(acked).unwrap_or(u32::MAX),
+            needed: u32::try_from(needed).unwrap_or(u32::MAX),
+        },
+        E::KeyTooLarge { bytes, bytes_max } => too_large("key", bytes, bytes_max),
+        E::ValueTooLarge { bytes, bytes_max } => too_large("value", bytes, bytes_max),
+        E::StateTooLarge { bytes, bytes_max } => too_large("key state", bytes, bytes_max),
+        E::Backpressure { .. } => ClientError::Backpressure,
+        other => ClientError::Malformed {
+            reason: other.to_string(),
+        },
+    }
+}
+
+pub(super) fn read_error(error: eventual::ReadError) -> ClientError {
+    use eventual::ReadError as E;
+    match error {
+        E::KeyTooLarge { bytes, bytes_max } => too_large("key", bytes, bytes_max),
+        E::Backpressure { .. } => ClientError::Backpressure,
+        E::SessionTimeout { .. } => ClientError::SessionNotSeen,
+        E::QuorumNotReached { answered, needed } => ClientError::QuorumNotReached {
+            answered: u32::try_from(answered).unwrap_or(u32::MAX),
+            needed: u32::try_from(needed).unwrap_or(u32::MAX),
+        },
+    }
+}
+
+pub(super) fn too_large(what: &str, bytes: usize, bytes_max: usize) -> ClientError {
+    ClientError::TooLarge {
+        what: what.to_string(),
+        bytes,
+        bytes_max,
+    }
+}
