@@ -9,8 +9,8 @@
 //! retry's `KeyspaceExists` (or `UnknownKeyspace` for a drop, `MemberExists`,
 //! `UnknownMember`) means done; without such an attempt it is a violation.
 
-use super::catalog::{Catalog, Stage, base_keyspaces};
 use super::ATTEMPT_TIMEOUT;
+use super::catalog::{Catalog, Stage, base_keyspaces};
 use crate::eventual::ValueType;
 use crate::protocol::admin::{AdminAnswer, AdminRequest, FromNode, ToNode};
 use crate::protocol::{ClientError, KeyspaceMode, UnavailableReason};
@@ -42,7 +42,8 @@ pub(crate) struct Outcome {
     pub(crate) sends: Vec<(NodeId, u64, ToNode)>,
     pub(crate) boot_spare: bool,
     pub(crate) stop_spare: bool,
-    pub(crate) violations: Vec<String>,
+    /// Findings, each with the node that answered (the harness adds its view).
+    pub(crate) violations: Vec<(Option<NodeId>, String)>,
 }
 
 /// The action in progress.
@@ -226,9 +227,10 @@ impl AdminClient {
         let result = match answer {
             FromNode::Admin(result) => result,
             FromNode::Data(response) => {
-                out.violations.push(format!(
+                let text = format!(
                     "protocol: an admin request was answered with a data frame {response:?}"
-                ));
+                );
+                out.violations.push((Some(active.target), text));
                 self.finish(now, catalog, &mut out);
                 return out;
             }
@@ -237,17 +239,21 @@ impl AdminClient {
             Ok(AdminAnswer::Done) => self.finish(now, catalog, &mut out),
             Err(error) => self.refused(now, error, catalog, &mut out),
             Ok(other) => {
-                out.violations.push(format!(
-                    "protocol: {:?} was answered {other:?}",
-                    active.request
-                ));
+                let text = format!("protocol: {:?} was answered {other:?}", active.request);
+                out.violations.push((Some(active.target), text));
                 self.finish(now, catalog, &mut out);
             }
         }
         out
     }
 
-    fn refused(&mut self, now: Instant, error: ClientError, catalog: &mut Catalog, out: &mut Outcome) {
+    fn refused(
+        &mut self,
+        now: Instant,
+        error: ClientError,
+        catalog: &mut Catalog,
+        out: &mut Outcome,
+    ) {
         let active = self.active.as_mut().expect("an action is active");
         let already = matches!(
             (&active.action, &error),
@@ -258,11 +264,12 @@ impl AdminClient {
         );
         if already {
             if !active.uncertain {
-                out.violations.push(format!(
-                    "catalog: {:?} answered {error:?} though no earlier attempt could have \
-                     applied it",
-                    active.request
-                ));
+                let text = format!(
+                    "catalog: {} answered {:?} with {error:?} though no earlier attempt could \
+                     have applied it",
+                    active.target, active.request
+                );
+                out.violations.push((Some(active.target), text));
             }
             self.finish(now, catalog, out);
             return;
@@ -271,7 +278,7 @@ impl AdminClient {
             ClientError::NotLeader {
                 leader_hint: Some(leader),
                 ..
-            } if self.nodes.contains(leader) => {
+            } => {
                 self.hint = Some(*leader);
                 active.target = *leader;
                 (Duration::from_micros(500), Duration::from_millis(2))
@@ -294,10 +301,8 @@ impl AdminClient {
             }
             ClientError::Backpressure => (Duration::from_millis(10), Duration::from_millis(40)),
             other => {
-                out.violations.push(format!(
-                    "catalog: {:?} failed with {other:?}",
-                    active.request
-                ));
+                let text = format!("catalog: {:?} failed with {other:?}", active.request);
+                out.violations.push((Some(active.target), text));
                 self.finish(now, catalog, out);
                 return;
             }

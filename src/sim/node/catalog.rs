@@ -43,10 +43,10 @@ impl Catalog {
     }
 
     pub(crate) fn set_stage(&mut self, name: &str, mode: KeyspaceMode, base: bool, stage: Stage) {
-        let keyspace = self
-            .keyspaces
-            .entry(name.to_string())
-            .or_insert(Keyspace { mode, stage, base });
+        let keyspace =
+            self.keyspaces
+                .entry(name.to_string())
+                .or_insert(Keyspace { mode, stage, base });
         keyspace.stage = stage;
     }
 
@@ -77,6 +77,9 @@ pub(crate) fn base_keyspaces(strong: usize) -> Vec<(String, KeyspaceMode)> {
         KeyspaceMode::Eventual(ValueType::Counter),
     ));
     keyspaces.push(("sets".to_string(), KeyspaceMode::Eventual(ValueType::Set)));
-    keyspaces.push(("registers".to_string(), KeyspaceMode::Eventual(ValueType::Lww)));
+    keyspaces.push((
+        "registers".to_string(),
+        KeyspaceMode::Eventual(ValueType::Lww),
+    ));
     keyspaces
 }

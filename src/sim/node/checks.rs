@@ -15,10 +15,10 @@ use super::{CHECKER, LIVENESS_BOUND, Phase, Run};
 use crate::eventual::{ReadValue, ValueType};
 use crate::protocol::admin::{FromNode, ToNode};
 use crate::protocol::{Answer, ClientRequest, KeyspaceMode, Operation, ReadLevel};
+use crate::sim::SeedReport;
 use crate::sim::eventual::checkers::{check_convergence, check_counter, check_lww, check_set};
 use crate::sim::history::{Call, Operation as HistoryOp, ReadLevel as HistoryLevel};
 use crate::sim::linearizability::{STEPS_PER_KEY_DEFAULT, check_history};
-use crate::sim::SeedReport;
 use crate::strong::ClientId;
 use crate::types::{KeyspaceId, NodeId};
 use bytes::Bytes;
@@ -51,7 +51,11 @@ impl Run {
         let text = format!(
             "liveness: {LIVENESS_BOUND:?} after the faults stopped, {stuck} clients still \
              busy, admin {}, members agree: {}; {}",
-            if self.admin.finished() { "done" } else { "busy" },
+            if self.admin.finished() {
+                "done"
+            } else {
+                "busy"
+            },
             self.converged(),
             self.cluster_line()
         );
@@ -62,7 +66,7 @@ impl Run {
     /// Whether every member is up and runs the same keyspaces, with equal eventual digests.
     fn converged(&self) -> bool {
         let mut views = self.members().into_iter().map(|id| {
-            let status = self.hosts.get(&id).and_then(|host| host.status(self.now))?;
+            let status = self.hosts.get(&id).and_then(|host| host.status())?;
             let strong: BTreeSet<u64> = status.strong.iter().map(|g| g.group.0).collect();
             let eventual: BTreeMap<KeyspaceId, u64> = status
                 .eventual
@@ -75,7 +79,8 @@ impl Run {
         let Some(Some(first)) = views.next() else {
             return false;
         };
-        first.2 == 0 && views.all(|view| view.is_some_and(|v| v.0 == first.0 && v.1 == first.1 && v.2 == 0))
+        first.2 == 0
+            && views.all(|view| view.is_some_and(|v| v.0 == first.0 && v.1 == first.1 && v.2 == 0))
     }
 
     /// One line per member for a liveness report: its groups and their leaders.
@@ -83,7 +88,7 @@ impl Run {
         let lines: Vec<String> = self
             .members()
             .into_iter()
-            .map(|id| match self.hosts.get(&id).and_then(|h| h.status(self.now)) {
+            .map(|id| match self.hosts.get(&id).and_then(|h| h.status()) {
                 None => format!("{id} down"),
                 Some(status) => {
                     let groups: Vec<String> = status
@@ -94,7 +99,9 @@ impl Run {
                     let eventual: Vec<String> = status
                         .eventual
                         .iter()
-                        .map(|e| format!("{}:{:x}/p{}", e.keyspace, e.state_digest, e.pending_writes))
+                        .map(|e| {
+                            format!("{}:{:x}/p{}", e.keyspace, e.state_digest, e.pending_writes)
+                        })
                         .collect();
                     format!("{id} [{}] [{}]", groups.join(" "), eventual.join(" "))
                 }
@@ -176,8 +183,9 @@ impl Run {
         let Some(host) = self.hosts.get(&id) else {
             return;
         };
-        let (Some(core), Some(status)) = (host.core(), host.status(self.now)) else {
-            self.world.violation(format!("liveness: {id} is down at the end"));
+        let (Some(core), Some(status)) = (host.core(), host.status()) else {
+            self.world
+                .violation(format!("liveness: {id} is down at the end"));
             return;
         };
         let waiting = core.waiting();
@@ -230,7 +238,10 @@ impl Run {
             match self.checker_answers.remove(&reply) {
                 Some(FromNode::Data(response)) => match response.result {
                     Ok((Answer::Eventual(value), _)) => {
-                        reads.entry((keyspace, key)).or_default().insert(node, value);
+                        reads
+                            .entry((keyspace, key))
+                            .or_default()
+                            .insert(node, value);
                     }
                     other => self.world.violation(format!(
                         "final read: {node} answered {keyspace}/{} with {other:?}",
@@ -280,7 +291,11 @@ impl Run {
             let shown = format!("{name}/{}", String::from_utf8_lossy(key));
             let found = match (value_type, value) {
                 (ValueType::Counter, ReadValue::Counter(total)) => {
-                    let writes = self.oplog.counters.get(&slot).map_or(&[][..], Vec::as_slice);
+                    let writes = self
+                        .oplog
+                        .counters
+                        .get(&slot)
+                        .map_or(&[][..], Vec::as_slice);
                     check_counter(shown.as_bytes(), writes, i128::from(*total))
                 }
                 (ValueType::Set, ReadValue::Set(members)) => {
@@ -359,7 +374,11 @@ impl Run {
             reads[3],
             self.admin.stats.done,
             self.admin.stats.attempts,
-            if self.hosts.contains_key(&self.spare) { "used" } else { "unused" },
+            if self.hosts.contains_key(&self.spare) {
+                "used"
+            } else {
+                "unused"
+            },
             stats.partitions,
             stats.crashes,
             stats.pauses,
@@ -371,8 +390,10 @@ impl Run {
             stats.timer_spins,
             net.sent,
             net.delivered,
-            self.converged_at
-                .map_or_else(|| "never".to_string(), |at| format!("at {:.1}s", at.as_nanos() as f64 / 1e9)),
+            self.converged_at.map_or_else(
+                || "never".to_string(),
+                |at| format!("at {:.1}s", at.as_nanos() as f64 / 1e9)
+            ),
             self.now.as_nanos() as f64 / 1e9,
             lin.keys,
             lin.operations,

@@ -14,9 +14,9 @@
 //! acknowledged at `quorum` or `all` before it started. Counters are judged on their final
 //! value only. Every answer is also checked against the catalog invariant.
 
+use super::ATTEMPT_TIMEOUT;
 use super::catalog::{Catalog, Stage};
 use super::oplog::{EventualLog, Slot, WriteRef};
-use super::ATTEMPT_TIMEOUT;
 use crate::eventual::{SessionToken, ValueType, WriteLevel};
 use crate::protocol::admin::{FromNode, ToNode};
 use crate::protocol::{
@@ -187,7 +187,12 @@ impl DataClient {
 
     /// Acts at `now`: times out an attempt, retries, or starts an operation when `may_issue`
     /// (faulty phase) or the liveness phase's final reads allow.
-    pub(crate) fn act(&mut self, mut cx: Context<'_>, may_issue: bool, liveness: bool) -> Vec<Send> {
+    pub(crate) fn act(
+        &mut self,
+        mut cx: Context<'_>,
+        may_issue: bool,
+        liveness: bool,
+    ) -> Vec<Send> {
         let now = cx.now;
         if let Some(active) = &self.active {
             if let Some(timeout) = active.waiting {
@@ -282,7 +287,10 @@ impl DataClient {
             return false;
         }
         // Base keyspaces carry most of the load; extras get enough to leave rows behind.
-        let weights: Vec<u64> = live.iter().map(|(_, _, base)| if *base { 3 } else { 2 }).collect();
+        let weights: Vec<u64> = live
+            .iter()
+            .map(|(_, _, base)| if *base { 3 } else { 2 })
+            .collect();
         let mut roll = self.rng.below(weights.iter().sum());
         let mut chosen = 0;
         for (index, weight) in weights.iter().enumerate() {
@@ -370,7 +378,9 @@ impl DataClient {
         };
         let write = call.is_write();
         let history_key = Bytes::from(format!("{keyspace}/{}", String::from_utf8_lossy(&key)));
-        let history = cx.history.invoke(self.index as u64, history_key, call, cx.now);
+        let history = cx
+            .history
+            .invoke(self.index as u64, history_key, call, cx.now);
         let target = self.strong_target(&keyspace, read);
         let request = self.request(keyspace, operation, read, None, None);
         let deadline = Some(cx.now + OPERATION_DEADLINE).filter(|_| self.final_reads.is_none());
@@ -544,11 +554,12 @@ impl DataClient {
     /// put it in the log (then it stays indeterminate).
     fn give_up(&mut self, cx: &mut Context<'_>) {
         if let Some(Active {
-            work: Work::Strong {
-                history,
-                maybe_applied: false,
-                ..
-            },
+            work:
+                Work::Strong {
+                    history,
+                    maybe_applied: false,
+                    ..
+                },
             ..
         }) = &self.active
         {
@@ -567,7 +578,12 @@ impl DataClient {
     }
 
     /// A node answered attempt `id`. Answers to older attempts are ignored.
-    pub(crate) fn on_answer(&mut self, mut cx: Context<'_>, id: u64, answer: FromNode) -> Vec<Send> {
+    pub(crate) fn on_answer(
+        &mut self,
+        mut cx: Context<'_>,
+        id: u64,
+        answer: FromNode,
+    ) -> Vec<Send> {
         let Some(active) = &mut self.active else {
             return Vec::new();
         };
@@ -664,7 +680,10 @@ impl DataClient {
         let Work::Strong { history, .. } = active.work else {
             return;
         };
-        let slot = (active.request.keyspace.clone(), operation_key(&active.request.operation));
+        let slot = (
+            active.request.keyspace.clone(),
+            operation_key(&active.request.operation),
+        );
         let returned = match (&active.request.operation, answer) {
             (Operation::Get { .. }, Answer::Strong(current)) => {
                 let applied = match receipt.position {
@@ -737,7 +756,7 @@ impl DataClient {
             ClientError::NotLeader {
                 leader_hint: Some(leader),
                 ..
-            } if self.nodes.contains(leader) => {
+            } => {
                 self.hints.insert(keyspace, *leader);
                 active.target = *leader;
                 (Duration::from_micros(500), Duration::from_millis(2))
@@ -799,7 +818,11 @@ impl DataClient {
                     Err(ClientError::NotEnoughReplicas { .. } | ClientError::Timeout { .. }) => {
                         (Outcome::Indeterminate, None)
                     }
-                    Err(ClientError::Backpressure) => (Outcome::Failed, None),
+                    // Refused before the engine saw it: busy, or a catalog look-up that
+                    // could not reach group 0's leader.
+                    Err(ClientError::Backpressure | ClientError::Unavailable { .. }) => {
+                        (Outcome::Failed, None)
+                    }
                     other => {
                         cx.violations.push(format!(
                             "protocol: client {} {:?} was answered {other:?}",

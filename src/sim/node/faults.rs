@@ -2,9 +2,9 @@
 //! plus quick restarts after some crashes) and how each fault is carried out on the hosts.
 
 use super::{JUMP_BUDGET, JUMP_WITHIN_MAX, Run};
+use crate::protocol::admin::RaftRole;
 use crate::rng::SeededRng;
 use crate::sim::faults::{FaultEvent, FaultOptions, FaultSchedule, Shape};
-use crate::protocol::admin::RaftRole;
 use crate::types::{Instant, NodeId};
 use std::time::Duration;
 
@@ -13,7 +13,11 @@ const JUMP_WINDOW: Duration = Duration::from_secs(1);
 
 /// The seed's faults between the first client operations and `horizon`, ending with the
 /// generator's finale (heal, healthy network, restarts) at `horizon`.
-pub(super) fn draw(rng: &mut SeededRng, ids: &[NodeId], horizon: Instant) -> Vec<(Instant, FaultEvent)> {
+pub(super) fn draw(
+    rng: &mut SeededRng,
+    ids: &[NodeId],
+    horizon: Instant,
+) -> Vec<(Instant, FaultEvent)> {
     // Mostly within the drift bound, so lease reads must hold; sometimes far beyond it
     // (lease reads of such a run are excused).
     let beyond = rng.chance(0.15);
@@ -71,7 +75,7 @@ impl Run {
                 // stream delivers its request once.
                 let mut wires = config.clone();
                 wires.duplicate_rate = 0.0;
-                wires.drop_rate /= 2.0;
+                wires.drop_rate /= 4.0;
                 self.world.peers.set_config(config);
                 self.wires.set_config(wires);
             }
@@ -115,7 +119,7 @@ impl Run {
     pub(super) fn catalog_leader(&self) -> Option<NodeId> {
         self.hosts
             .values()
-            .filter_map(|host| host.status(self.now))
+            .filter_map(|host| host.status())
             .filter_map(|status| {
                 let catalog = status.strong.first()?.clone();
                 (catalog.role == RaftRole::Leader).then_some((catalog.term, status.node))

@@ -111,9 +111,9 @@ impl Host {
         self.live.as_ref().map(|live| &live.core)
     }
 
-    pub(crate) fn status(&self, now: Instant) -> Option<NodeStatus> {
-        let local = self.local(now);
-        self.core().map(|core| core.status(local))
+    /// The core's status, as of the last input it had (the core keeps its own time).
+    pub(crate) fn status(&self) -> Option<NodeStatus> {
+        self.core().map(NodeCore::status)
     }
 
     /// Everything volatile is lost, the batch being fsynced included; the store stays.
@@ -134,8 +134,7 @@ impl Host {
         if let Some(until) = self.paused_until(now) {
             return Some(until);
         }
-        let local = self.clock.local(now);
-        let mut timer = self.clock.global_at(live.core.poll_timeout(local));
+        let mut timer = self.clock.global_at(live.core.poll_timeout());
         if live.fired_at == Some(now) && timer <= now {
             timer = now + SPIN_BACKOFF;
         }
@@ -159,7 +158,7 @@ impl Host {
         let Some(live) = self.live.as_mut() else {
             return;
         };
-        if self.clock.global_at(live.core.poll_timeout(local)) <= now {
+        if self.clock.global_at(live.core.poll_timeout()) <= now {
             if live.fired_at == Some(now) {
                 world.stats.timer_spins += 1;
             }
@@ -206,7 +205,9 @@ impl Host {
                 return;
             };
             while let Some(transmit) = live.core.poll_transmit() {
-                world.peers.send(now, self.id, transmit.to, transmit.message);
+                world
+                    .peers
+                    .send(now, self.id, transmit.to, transmit.message);
             }
             while let Some((reply, answer)) = live.core.poll_answer() {
                 world.answers.push((self.id, reply, answer));

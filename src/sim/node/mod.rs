@@ -50,8 +50,8 @@ mod faults;
 mod host;
 mod ledger;
 mod oplog;
-mod stub;
 
+use crate::node::core;
 use crate::protocol::admin::{FromNode, ToNode};
 use crate::rng::SeededRng;
 use crate::sim::faults::FaultEvent;
@@ -68,7 +68,6 @@ use oplog::EventualLog;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use stub as core;
 
 pub use crate::sim::strong::{
     DRIFT_PPM_MAX, ELECTION_TIMEOUT, HEARTBEAT_INTERVAL, JUMP_BUDGET, JUMP_WITHIN_MAX,
@@ -162,11 +161,17 @@ pub fn run_seed(config: &SimConfig) -> Result<SeedReport, SimError> {
 enum Phase {
     Safety,
     /// Healed: pending work must finish by `since + LIVENESS_BOUND`.
-    Liveness { since: Instant },
+    Liveness {
+        since: Instant,
+    },
     /// Converged at `since`: the cluster idles until `since + QUIET`.
-    Quiet { since: Instant },
+    Quiet {
+        since: Instant,
+    },
     /// The harness reads every eventual key on every member (asked at `since`).
-    FinalReads { since: Instant },
+    FinalReads {
+        since: Instant,
+    },
     Done,
 }
 
@@ -249,8 +254,8 @@ impl Run {
             rng: rng.fork(4),
         };
         let catalog = Catalog::new();
-        let client_count = rng.range_u64(3, 5) as usize;
-        let think_mean = TIME_PER_STEP * client_count as u32;
+        let client_count = rng.range_u64(4, 6) as usize;
+        let think_mean = TIME_PER_STEP * client_count as u32 / 2;
         let clients = (0..client_count)
             .map(|index| {
                 let fork = rng.fork(100 + index as u64);
@@ -336,7 +341,8 @@ impl Run {
                 break; // Enough to go on; the rest would repeat.
             }
             let Some(next) = self.next_event_at() else {
-                self.world.violation("liveness: nothing left to do".to_string());
+                self.world
+                    .violation("liveness: nothing left to do".to_string());
                 break;
             };
             self.now = self.now.max(next);
@@ -346,7 +352,11 @@ impl Run {
 
     fn next_event_at(&self) -> Option<Instant> {
         let fault = self.faults.get(self.next_fault).map(|(at, _)| *at);
-        let hosts = self.hosts.values().filter_map(|h| h.deadline(self.now)).min();
+        let hosts = self
+            .hosts
+            .values()
+            .filter_map(|h| h.deadline(self.now))
+            .min();
         let clients = self.clients.iter().filter_map(DataClient::deadline).min();
         [
             fault,
@@ -467,8 +477,9 @@ impl Run {
             self.wires
                 .send(self.now, ADMIN, to, ClientWire::Request { id, request });
         }
-        for text in out.violations {
-            self.world.violation(text);
+        for (node, text) in out.violations {
+            let view = node.map_or_else(String::new, |node| self.node_view(node));
+            self.world.violation(format!("{text}{view}"));
         }
     }
 
@@ -490,9 +501,9 @@ impl Run {
                     return;
                 }
                 let local = host.local(self.now);
-                let reply = self
-                    .ledger
-                    .hand(delivery.to, delivery.from, id, local, host.incarnation);
+                let reply =
+                    self.ledger
+                        .hand(delivery.to, delivery.from, id, local, host.incarnation);
                 host.on_client(self.now, reply, request, &mut self.world);
                 self.dispatch_answers();
             }
@@ -502,15 +513,13 @@ impl Run {
 
     fn answer_arrived(&mut self, to: NodeId, id: u64, answer: FromNode) {
         if to == ADMIN {
-            let out = self.admin.on_answer(self.now, id, answer, &mut self.catalog);
+            let out = self
+                .admin
+                .on_answer(self.now, id, answer, &mut self.catalog);
             self.carry_out_admin(out);
             return;
         }
-        let Some(client) = self
-            .clients
-            .iter_mut()
-            .find(|client| client.addr == to)
-        else {
+        let Some(client) = self.clients.iter_mut().find(|client| client.addr == to) else {
             return;
         };
         let context = client::Context {
@@ -634,6 +643,27 @@ impl Run {
             members.push(self.spare);
         }
         members
+    }
+}
+
+impl Run {
+    /// How `node` sees the cluster now, for a violation line: members and the catalog's
+    /// group as it has applied it.
+    fn node_view(&self, node: NodeId) -> String {
+        let Some(host) = self.hosts.get(&node) else {
+            return String::new();
+        };
+        let (Some(core), Some(status)) = (host.core(), host.status()) else {
+            return format!(" ({node} is down)");
+        };
+        let members: Vec<NodeId> = core.members().keys().copied().collect();
+        let catalog = status.strong.first().map_or_else(String::new, |g| {
+            format!(
+                "; its catalog: {} in term {}, leader {:?}, commit {}, applied {}",
+                g.role, g.term.0, g.leader, g.commit.0, g.applied.0
+            )
+        });
+        format!(" ({node} knows members {members:?}{catalog})")
     }
 }
 

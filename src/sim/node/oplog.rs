@@ -119,10 +119,14 @@ impl EventualLog {
     ) {
         let id = self.write_id(write);
         let slot = match write {
-            WriteRef::Counter(slot, index) => &mut self.counters.get_mut(slot).expect("logged")[*index].outcome,
-            WriteRef::Set(slot, index) => match &mut self.sets.get_mut(slot).expect("logged")[*index] {
-                SetWrite::Add { outcome, .. } | SetWrite::Remove { outcome, .. } => outcome,
-            },
+            WriteRef::Counter(slot, index) => {
+                &mut self.counters.get_mut(slot).expect("logged")[*index].outcome
+            }
+            WriteRef::Set(slot, index) => {
+                match &mut self.sets.get_mut(slot).expect("logged")[*index] {
+                    SetWrite::Add { outcome, .. } | SetWrite::Remove { outcome, .. } => outcome,
+                }
+            }
             WriteRef::Lww(slot, index) => {
                 let put = &mut self.lww.get_mut(slot).expect("logged")[*index];
                 if put.outcome == Outcome::Pending && stamp.is_some() {
