@@ -17,21 +17,22 @@
 use super::ATTEMPT_TIMEOUT;
 use super::catalog::{Catalog, Stage};
 use super::oplog::{EventualLog, Slot, WriteRef};
-use crate::eventual::{SessionToken, ValueType, WriteLevel};
+use crate::eventual::SessionToken;
 use crate::protocol::admin::{FromNode, ToNode};
 use crate::protocol::{
-    Answer, ClientError, ClientRequest, KeyspaceMode, Operation, Position, ReadLevel, Receipt,
-    UnavailableReason,
+    Answer, ClientError, ClientRequest, Operation, Position, ReadLevel, Receipt, UnavailableReason,
 };
 use crate::rng::SeededRng;
 use crate::sim::eventual::checkers::{lww_reflects, render, set_reflects, show_key};
 use crate::sim::eventual::history::Outcome;
-use crate::sim::history::{self, Call, History, Return, Seen};
+use crate::sim::history::{History, Return, Seen};
 use crate::strong::{ClientId, Versioned};
-use crate::types::{Instant, LogIndex, NodeId};
+use crate::types::{Instant, NodeId};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
+
+mod workload;
 
 /// In the faulty phase a strong operation is abandoned after this long (the client
 /// library's default deadline).
@@ -195,10 +196,10 @@ impl DataClient {
     ) -> Vec<Send> {
         let now = cx.now;
         if let Some(active) = &self.active {
-            if let Some(timeout) = active.waiting {
-                if timeout > now || !self.timed_out(&mut cx) {
-                    return Vec::new();
-                }
+            if let Some(timeout) = active.waiting
+                && (timeout > now || !self.timed_out(&mut cx))
+            {
+                return Vec::new();
             }
             if self.next_at > now {
                 return Vec::new();
@@ -249,291 +250,6 @@ impl DataClient {
                 false
             }
         }
-    }
-
-    /// The liveness phase: one linearizable read per strong key (this client's share of
-    /// them), then the client stops.
-    fn final_read(&mut self, cx: &mut Context<'_>) -> Vec<Send> {
-        if self.final_reads.is_none() {
-            let mut keys = VecDeque::new();
-            let mut n = 0;
-            for (name, mode, _) in cx.catalog.live() {
-                if mode != KeyspaceMode::Strong {
-                    continue;
-                }
-                for key in 0..STRONG_KEYS {
-                    if n % self.clients == self.index {
-                        keys.push_back((name.to_string(), strong_key(key)));
-                    }
-                    n += 1;
-                }
-            }
-            self.final_reads = Some(keys);
-        }
-        let next = self.final_reads.as_mut().and_then(VecDeque::pop_front);
-        let Some((keyspace, key)) = next else {
-            self.finished = true;
-            return Vec::new();
-        };
-        let operation = Operation::Get { key: key.clone() };
-        self.start_strong(cx, keyspace, key, operation, Some(ReadLevel::Linearizable));
-        self.attempt(cx)
-    }
-
-    /// Draws the next operation on a live keyspace; false when there is none yet.
-    fn start_operation(&mut self, cx: &mut Context<'_>) -> bool {
-        let live = cx.catalog.live();
-        if live.is_empty() {
-            return false;
-        }
-        // Base keyspaces carry most of the load; extras get enough to leave rows behind.
-        let weights: Vec<u64> = live
-            .iter()
-            .map(|(_, _, base)| if *base { 3 } else { 2 })
-            .collect();
-        let mut roll = self.rng.below(weights.iter().sum());
-        let mut chosen = 0;
-        for (index, weight) in weights.iter().enumerate() {
-            if roll < *weight {
-                chosen = index;
-                break;
-            }
-            roll -= weight;
-        }
-        let (name, mode, _) = live[chosen];
-        let name = name.to_string();
-        match mode {
-            KeyspaceMode::Strong => self.draw_strong(cx, name),
-            KeyspaceMode::Eventual(value_type) => self.draw_eventual(cx, name, value_type),
-        }
-        true
-    }
-
-    fn draw_strong(&mut self, cx: &mut Context<'_>, keyspace: String) {
-        self.stats.strong_ops += 1;
-        let key = strong_key(self.rng.below(STRONG_KEYS));
-        let roll = self.rng.below(100);
-        if roll < 45 {
-            let level = match self.rng.below(100) {
-                0..35 => ReadLevel::Lease,
-                35..60 => ReadLevel::Linearizable,
-                60..80 => ReadLevel::Follower,
-                _ => ReadLevel::Stale,
-            };
-            let operation = Operation::Get { key: key.clone() };
-            return self.start_strong(cx, keyspace, key, operation, Some(level));
-        }
-        self.written += 1;
-        let value = Bytes::from(format!("c{}-v{}", self.index, self.written));
-        let operation = match roll {
-            45..=69 => Operation::Put {
-                key: key.clone(),
-                value,
-                context: None,
-            },
-            70..=74 => Operation::Delete {
-                key: key.clone(),
-                context: None,
-            },
-            _ => {
-                let slot = (keyspace.clone(), key.clone());
-                let expected = self.revisions.get(&slot).copied().flatten();
-                Operation::Cas {
-                    key: key.clone(),
-                    expected: expected.map(LogIndex),
-                    value: (!self.rng.chance(0.15)).then_some(value),
-                }
-            }
-        };
-        self.start_strong(cx, keyspace, key, operation, None);
-    }
-
-    fn start_strong(
-        &mut self,
-        cx: &mut Context<'_>,
-        keyspace: String,
-        key: Bytes,
-        operation: Operation,
-        read: Option<ReadLevel>,
-    ) {
-        let call = match (&operation, read) {
-            (Operation::Put { value, .. }, _) => Call::Put {
-                value: value.clone(),
-            },
-            (Operation::Delete { .. }, _) => Call::Delete,
-            (
-                Operation::Cas {
-                    expected, value, ..
-                },
-                _,
-            ) => Call::Cas {
-                expected: expected.map(|revision| revision.0),
-                value: value.clone(),
-            },
-            (_, level) => {
-                let level = history_level(level.unwrap_or(ReadLevel::Linearizable));
-                self.stats.reads_by_level[level as usize] += 1;
-                Call::Get { level }
-            }
-        };
-        let write = call.is_write();
-        let history_key = Bytes::from(format!("{keyspace}/{}", String::from_utf8_lossy(&key)));
-        let history = cx
-            .history
-            .invoke(self.index as u64, history_key, call, cx.now);
-        let target = self.strong_target(&keyspace, read);
-        let request = self.request(keyspace, operation, read, None, None);
-        let deadline = Some(cx.now + OPERATION_DEADLINE).filter(|_| self.final_reads.is_none());
-        self.active = Some(Active {
-            work: Work::Strong {
-                history,
-                write,
-                maybe_applied: false,
-            },
-            request,
-            target,
-            waiting: None,
-            deadline,
-            protected: false,
-        });
-    }
-
-    /// Reads that need the leader go to the last hint, mostly; lease reads go elsewhere
-    /// often enough that a node serving a lease it does not hold is caught.
-    fn strong_target(&mut self, keyspace: &str, read: Option<ReadLevel>) -> NodeId {
-        let leader_share = match read {
-            None | Some(ReadLevel::Linearizable) => 0.9,
-            Some(ReadLevel::Lease) => 0.6,
-            Some(_) => 0.0,
-        };
-        match self.hints.get(keyspace) {
-            Some(leader) if self.rng.chance(leader_share) => *leader,
-            _ => *self.rng.pick(&self.nodes),
-        }
-    }
-
-    fn request(
-        &mut self,
-        keyspace: String,
-        operation: Operation,
-        read: Option<ReadLevel>,
-        write: Option<WriteLevel>,
-        session: Option<SessionToken>,
-    ) -> ClientRequest {
-        self.seq += 1;
-        ClientRequest {
-            client: self.id,
-            seq: self.seq,
-            keyspace,
-            operation,
-            read,
-            write,
-            session,
-        }
-    }
-
-    fn draw_eventual(&mut self, cx: &mut Context<'_>, keyspace: String, value_type: ValueType) {
-        self.stats.eventual_ops += 1;
-        let key = Bytes::from(format!("e{}", self.rng.below(EVENTUAL_KEYS)));
-        let slot = (keyspace.clone(), key.clone());
-        let read_share = match value_type {
-            ValueType::Counter => 0.3,
-            ValueType::Set => 0.35,
-            _ => 0.4,
-        };
-        if self.rng.chance(read_share) {
-            return self.start_eventual_read(cx, slot);
-        }
-        self.written += 1;
-        let (operation, write) = match value_type {
-            ValueType::Counter => {
-                let by = *self.rng.pick(&[-3, -1, 1, 2, 5]);
-                let write = cx.oplog.counter_add(slot, by);
-                (Operation::Add { key, by }, write)
-            }
-            ValueType::Set if self.rng.chance(0.3) => {
-                let member = Bytes::from_static(self.rng.pick(&SET_POOL).as_bytes());
-                let write = cx.oplog.set_remove(slot, &member);
-                let members = vec![member];
-                (Operation::SetRemove { key, members }, write)
-            }
-            ValueType::Set => {
-                // Half the adds use a fresh member nobody removes: their loss is never
-                // excused.
-                let member = if self.rng.chance(0.5) {
-                    Bytes::from(format!("c{}-m{}", self.index, self.written))
-                } else {
-                    Bytes::from_static(self.rng.pick(&SET_POOL).as_bytes())
-                };
-                let write = cx.oplog.set_add(slot, &member);
-                let members = vec![member];
-                (Operation::SetAdd { key, members }, write)
-            }
-            _ => {
-                let value = Bytes::from(format!("c{}-v{}", self.index, self.written));
-                let write = cx.oplog.lww_put(slot, &value);
-                let operation = Operation::Put {
-                    key,
-                    value,
-                    context: None,
-                };
-                (operation, write)
-            }
-        };
-        let level = match self.rng.below(10) {
-            0..7 => WriteLevel::Local,
-            7..9 => WriteLevel::Quorum,
-            _ => WriteLevel::All,
-        };
-        let request = self.request(keyspace, operation, None, Some(level), None);
-        let target = self.eventual_target();
-        self.active = Some(Active {
-            work: Work::EventualWrite {
-                write,
-                quorum: level != WriteLevel::Local,
-            },
-            request,
-            target,
-            waiting: None,
-            deadline: None,
-            protected: false,
-        });
-    }
-
-    fn eventual_target(&mut self) -> NodeId {
-        if self.rng.chance(0.7) {
-            self.home
-        } else {
-            *self.rng.pick(&self.nodes)
-        }
-    }
-
-    fn start_eventual_read(&mut self, cx: &mut Context<'_>, slot: Slot) {
-        let token = self.tokens.get(&slot).cloned();
-        let (level, session, label, expected) = match (self.rng.below(4), token) {
-            (0, Some((token, write))) => (ReadLevel::Session, Some(token), "session", vec![write]),
-            (1, _) => {
-                let expected = quorum_expected(cx.oplog, &slot);
-                (ReadLevel::Quorum, None, "quorum", expected)
-            }
-            _ => (ReadLevel::Local, None, "local", Vec::new()),
-        };
-        let (keyspace, key) = slot.clone();
-        let operation = Operation::Get { key };
-        let request = self.request(keyspace, operation, Some(level), None, session);
-        let target = self.eventual_target();
-        self.active = Some(Active {
-            work: Work::EventualRead {
-                slot,
-                level: label,
-                expected,
-            },
-            request,
-            target,
-            waiting: None,
-            deadline: None,
-            protected: false,
-        });
     }
 
     /// Sends the next attempt of the active operation, or gives up past its deadline.
@@ -895,32 +611,6 @@ fn check_read(
     }
 }
 
-/// The writes acknowledged at `quorum` or `all` on `slot` so far (the latest few).
-fn quorum_expected(oplog: &EventualLog, slot: &Slot) -> Vec<WriteRef> {
-    let mut expected: Vec<WriteRef> = Vec::new();
-    if let Some(puts) = oplog.lww.get(slot) {
-        expected.extend(
-            (0..puts.len())
-                .filter(|index| oplog.quorum_acked.contains(&puts[*index].id))
-                .map(|index| WriteRef::Lww(slot.clone(), index)),
-        );
-    }
-    if let Some(writes) = oplog.sets.get(slot) {
-        expected.extend(
-            (0..writes.len())
-                .map(|index| WriteRef::Set(slot.clone(), index))
-                .filter(|write| oplog.quorum_acked.contains(&oplog.write_id(write))),
-        );
-    }
-    let skip = expected.len().saturating_sub(READ_EXPECTED_MAX);
-    expected.drain(..skip);
-    expected
-}
-
-fn strong_key(index: u64) -> Bytes {
-    Bytes::from(format!("k{index}"))
-}
-
 fn operation_key(operation: &Operation) -> Bytes {
     match operation {
         Operation::Put { key, .. }
@@ -946,14 +636,5 @@ fn seen(version: &Versioned) -> Seen {
     Seen {
         value: version.value.clone(),
         mod_revision: version.mod_revision.0,
-    }
-}
-
-fn history_level(level: ReadLevel) -> history::ReadLevel {
-    match level {
-        ReadLevel::Lease => history::ReadLevel::Lease,
-        ReadLevel::Follower => history::ReadLevel::Follower,
-        ReadLevel::Stale => history::ReadLevel::Stale,
-        _ => history::ReadLevel::Linearizable,
     }
 }
