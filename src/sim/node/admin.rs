@@ -264,8 +264,13 @@ impl AdminClient {
         );
         if already {
             if !active.uncertain {
+                // A node that judges the change against a catalog it has not caught up on.
+                let kind = match active.action {
+                    Action::AddSpare | Action::RemoveSpare => "membership",
+                    _ => "catalog",
+                };
                 let text = format!(
-                    "catalog: {} answered {:?} with {error:?} though no earlier attempt could \
+                    "{kind}: {} answered {:?} with {error:?} though no earlier attempt could \
                      have applied it",
                     active.target, active.request
                 );

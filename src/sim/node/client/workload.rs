@@ -164,7 +164,7 @@ impl DataClient {
     fn strong_target(&mut self, keyspace: &str, read: Option<ReadLevel>) -> NodeId {
         let leader_share = match read {
             None | Some(ReadLevel::Linearizable) => 0.9,
-            Some(ReadLevel::Lease) => 0.6,
+            Some(ReadLevel::Lease) => 0.5,
             Some(_) => 0.0,
         };
         match self.hints.get(keyspace) {
