@@ -231,17 +231,17 @@ impl AdminClient {
                     "protocol: an admin request was answered with a data frame {response:?}"
                 );
                 out.violations.push((Some(active.target), text));
-                self.finish(now, catalog, &mut out);
+                self.finish(now, catalog);
                 return out;
             }
         };
         match result {
-            Ok(AdminAnswer::Done) => self.finish(now, catalog, &mut out),
+            Ok(AdminAnswer::Done) => self.finish(now, catalog),
             Err(error) => self.refused(now, error, catalog, &mut out),
             Ok(other) => {
                 let text = format!("protocol: {:?} was answered {other:?}", active.request);
                 out.violations.push((Some(active.target), text));
-                self.finish(now, catalog, &mut out);
+                self.finish(now, catalog);
             }
         }
         out
@@ -276,7 +276,7 @@ impl AdminClient {
                 );
                 out.violations.push((Some(active.target), text));
             }
-            self.finish(now, catalog, out);
+            self.finish(now, catalog);
             return;
         }
         let (backoff_low, backoff_high) = match &error {
@@ -308,7 +308,7 @@ impl AdminClient {
             other => {
                 let text = format!("catalog: {:?} failed with {other:?}", active.request);
                 out.violations.push((Some(active.target), text));
-                self.finish(now, catalog, out);
+                self.finish(now, catalog);
                 return;
             }
         };
@@ -316,8 +316,7 @@ impl AdminClient {
     }
 
     /// The action is done: the catalog view, the spare's membership and the plan follow.
-    fn finish(&mut self, now: Instant, catalog: &mut Catalog, out: &mut Outcome) {
-        let _ = out;
+    fn finish(&mut self, now: Instant, catalog: &mut Catalog) {
         let active = self.active.take().expect("an action is active");
         self.stats.done += 1;
         match active.action {

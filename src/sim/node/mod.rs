@@ -1,7 +1,8 @@
-//! The node simulator: 3 or 5 [`NodeCore`]s (catalog, many Raft groups and eventual engines
-//! per node, routing, the waiting-request table) on a simulated network and drifting clocks,
-//! each over a real in-memory redb [`Store`] that survives its crashes, driven by simulated
-//! clients that speak the real client protocol ([`ToNode`] in, [`FromNode`] out).
+//! The node simulator: 3 or 5 [`NodeCore`](core::NodeCore)s (catalog, many Raft groups and
+//! eventual engines per node, routing, the waiting-request table) on a simulated network and
+//! drifting clocks, each over a real in-memory redb [`Store`](crate::storage::Store) that
+//! survives its crashes, driven by simulated clients that speak the real client protocol
+//! ([`ToNode`] in, [`FromNode`] out).
 //!
 //! ```text
 //!  run_seed(config)
@@ -26,19 +27,24 @@
 //! runs per step, in a fixed order of sources, and every choice comes from the seed.
 //!
 //! The node's own invariants, checked as the run goes and at the end:
-//! - every [`ReplyTo`] handed to a core is answered exactly once, within `request_wait_max`
-//!   and a little slack of that node's time, unless the node crashed first; no answer names
-//!   an unknown `ReplyTo`; at the end no request waits inside a live core;
+//! - every [`ReplyTo`](core::ReplyTo) handed to a core is answered exactly once, within
+//!   `request_wait_max` and a little slack of that node's time, unless the node crashed
+//!   first; no answer names an unknown `ReplyTo`; at the end no request waits inside a live
+//!   core;
 //! - a data request on a keyspace whose create was acknowledged before the request left,
 //!   and whose drop had not been sent when the answer came back, is never answered
 //!   `UnknownKeyspace`;
 //! - after the quiet period each member's store holds rows only of group 0 and of keyspaces
 //!   its catalog still has: a dropped keyspace left nothing behind;
-//! - no core call returns a [`CoreError`] (fail-stop must not fire in a correct run).
+//! - no core call returns a [`CoreError`](core::CoreError) (fail-stop must not fire in a
+//!   correct run).
 //!
 //! Client traffic is not duplicated by the network (a QUIC stream delivers once), so a
 //! strong write refused on every attempt certainly did not apply. It can be lost or delayed;
-//! a client that hears nothing times out and retries elsewhere. Planted bugs
+//! a client that hears nothing times out and retries elsewhere. What the protocol does not
+//! tell a client is not checked: a strong delete's answer does not say whether the key
+//! existed, so a completed delete stays indeterminate in the history; a set add's dot and a
+//! remove's observed adds are unknown (see [`oplog`]). Planted bugs
 //! (`SimConfig::bug`, feature `sim-bugs`): the core's `node-lease-read-stale` and
 //! `node-drop-keeps-rows`.
 
