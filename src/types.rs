@@ -19,6 +19,17 @@ impl fmt::Display for NodeId {
     }
 }
 
+impl NodeId {
+    /// Parses what `Display` prints: `n` and decimal digits.
+    pub fn parse(text: &str) -> Option<NodeId> {
+        let digits = text.strip_prefix('n')?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok().map(NodeId)
+    }
+}
+
 /// A Raft group. Group 0 holds the catalog and membership; each strong keyspace has its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct GroupId(pub u64);

@@ -10,10 +10,11 @@
 //!
 //! `initial_cluster` may also be a table: `[initial_cluster]` with `n1 = "127.0.0.1:7001"`.
 
+use super::error::NodeError;
 use crate::types::NodeId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 /// Everything a node needs to start.
@@ -67,14 +68,9 @@ pub enum ConfigError {
 
 /// Parses `n<digits>` into a node id.
 pub fn parse_node_id(value: &str) -> Result<NodeId, ConfigError> {
-    let error = || ConfigError::NodeId {
+    NodeId::parse(value).ok_or_else(|| ConfigError::NodeId {
         value: value.to_string(),
-    };
-    let digits = value.strip_prefix('n').ok_or_else(error)?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(error());
-    }
-    digits.parse().map(NodeId).map_err(|_| error())
+    })
 }
 
 /// Parses `n1=host:port,n2=host:port,...`.
@@ -180,6 +176,31 @@ impl PartialConfig {
             certs: self.certs.ok_or(missing("certs", "certs"))?,
         })
     }
+}
+
+/// The first socket address `address` (host:port) resolves to.
+pub(super) fn resolve_one(address: &str) -> Option<SocketAddr> {
+    address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut all| all.next())
+}
+
+/// Every member's address, resolved once at start.
+pub(super) fn resolve(
+    cluster: &BTreeMap<NodeId, String>,
+) -> Result<BTreeMap<NodeId, SocketAddr>, NodeError> {
+    cluster
+        .iter()
+        .map(|(id, address)| {
+            let resolved = resolve_one(address);
+            let error = || NodeError::Resolve {
+                id: *id,
+                address: address.clone(),
+            };
+            resolved.map(|a| (*id, a)).ok_or_else(error)
+        })
+        .collect()
 }
 
 #[cfg(test)]

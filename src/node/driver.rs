@@ -18,16 +18,17 @@
 //! An error from the core (storage, or a replica that broke a local invariant) ends the loop,
 //! and the node exits non-zero (fail-stop).
 
-use super::core::{CoreConfig, NodeCore, ReplyTo};
-use super::{NodeError, PeerMessage};
+use super::config::resolve_one;
+use super::core::{CoreConfig, Durable, NodeCore, PeerMessage, ReplyTo};
+use super::error::NodeError;
 use crate::net::faults::FaultRules;
 use crate::net::peer::{Inbound, Lane, Transport};
 use crate::protocol::ClientError;
 use crate::protocol::admin::{AdminAnswer, AdminRequest, FromNode, ToNode};
 use crate::rng;
-use crate::storage::Store;
-use crate::types::{Instant, NodeId, WallMillis};
-use std::collections::{BTreeMap, HashMap};
+use crate::storage::{StorageError, Store};
+use crate::types::{GroupId, Instant, KeyspaceId, NodeId, WallMillis};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -186,7 +187,7 @@ impl Driver {
         match admin {
             AdminRequest::SetFaults(rules) => Some(self.set_faults(rules)),
             AdminRequest::Faults => Some(Ok(AdminAnswer::Faults(self.transport.faults()))),
-            AdminRequest::AddMember { address, .. } if super::resolve_one(address).is_none() => {
+            AdminRequest::AddMember { address, .. } if resolve_one(address).is_none() => {
                 let address = address.clone();
                 Some(Err(ClientError::InvalidAddress { address }))
             }
@@ -259,11 +260,29 @@ impl Driver {
             return;
         }
         for (id, address) in self.core.members() {
-            match super::resolve_one(address) {
+            match resolve_one(address) {
                 Some(resolved) => self.transport.add_peer(*id, resolved),
                 None => tracing::warn!(member = %id, %address, "cannot resolve a member's address"),
             }
         }
         self.linked = self.core.members().clone();
+    }
+}
+
+/// The core reads the store through this (the store itself knows nothing of the node).
+impl Durable for Store {
+    fn raft_restore(&self, group: GroupId) -> Result<crate::raft::RestoredState, StorageError> {
+        Store::raft_restore(self, group)
+    }
+
+    fn eventual_restore(
+        &self,
+        keyspace: KeyspaceId,
+    ) -> Result<crate::eventual::RestoredState, StorageError> {
+        Store::eventual_restore(self, keyspace)
+    }
+
+    fn stored_keyspaces(&self) -> Result<BTreeSet<KeyspaceId>, StorageError> {
+        Ok(self.stored_ids()?.into_iter().map(KeyspaceId).collect())
     }
 }

@@ -19,20 +19,19 @@
 pub mod config;
 pub mod core;
 mod driver;
+mod error;
 mod server;
 
 pub use config::{NodeConfig, PartialConfig};
 pub use core::{PeerMessage, catalog};
+pub use error::NodeError;
 
 /// How long a client request may wait inside a real node (see [`core::CoreConfig`]).
 pub const REQUEST_WAIT_MAX: std::time::Duration = core::CoreConfig::REQUEST_WAIT_MAX;
 
 use crate::net::peer::{Transport, TransportConfig};
-use crate::net::tls::{CertError, Identity, Role};
-use crate::storage::{StorageError, Store};
-use crate::types::{GroupId, KeyspaceId, NodeId};
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, ToSocketAddrs};
+use crate::net::tls::{Identity, Role};
+use crate::storage::Store;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -44,46 +43,6 @@ const PEER_QUEUE_MAX: usize = 16_384;
 const CLOSE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 /// The store's file in the data directory.
 pub const STORE_FILE: &str = "capdial.redb";
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NodeError {
-    #[error("certificates")]
-    Cert(#[from] CertError),
-    #[error("storage")]
-    Storage(#[from] StorageError),
-    #[error("{what}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot resolve {address} (member {id})")]
-    Resolve { id: NodeId, address: String },
-    #[error("starting: {0}")]
-    Boot(String),
-    /// The core stopped: storage failed, or a replica broke a local invariant (fail-stop).
-    #[error(transparent)]
-    Core(#[from] core::CoreError),
-}
-
-/// The core reads the store through this (the store itself knows nothing of the node).
-impl core::Durable for Store {
-    fn raft_restore(&self, group: GroupId) -> Result<crate::raft::RestoredState, StorageError> {
-        Store::raft_restore(self, group)
-    }
-
-    fn eventual_restore(
-        &self,
-        keyspace: KeyspaceId,
-    ) -> Result<crate::eventual::RestoredState, StorageError> {
-        Store::eventual_restore(self, keyspace)
-    }
-
-    fn stored_keyspaces(&self) -> Result<BTreeSet<KeyspaceId>, StorageError> {
-        Ok(self.stored_ids()?.into_iter().map(KeyspaceId).collect())
-    }
-}
 
 /// Runs a node until `shutdown` resolves. Prints one line on stdout once it serves.
 pub async fn run(
@@ -110,7 +69,7 @@ pub async fn run(
     })?;
     let transport_config = TransportConfig {
         id: config.id,
-        peers: resolve(&config.initial_cluster)?,
+        peers: config::resolve(&config.initial_cluster)?,
         rng_seed: config.id.0,
     };
     let transport = Transport::start(transport_config, &identity, endpoint.clone())?;
@@ -135,26 +94,4 @@ pub async fn run(
     endpoint.close(0u32.into(), b"node stopping");
     let _ = tokio::time::timeout(CLOSE_WAIT_MAX, endpoint.wait_idle()).await;
     result
-}
-
-/// The first socket address `address` (host:port) resolves to.
-fn resolve_one(address: &str) -> Option<SocketAddr> {
-    address
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut all| all.next())
-}
-
-fn resolve(cluster: &BTreeMap<NodeId, String>) -> Result<BTreeMap<NodeId, SocketAddr>, NodeError> {
-    cluster
-        .iter()
-        .map(|(id, address)| {
-            let resolved = resolve_one(address);
-            let error = || NodeError::Resolve {
-                id: *id,
-                address: address.clone(),
-            };
-            resolved.map(|a| (*id, a)).ok_or_else(error)
-        })
-        .collect()
 }

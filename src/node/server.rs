@@ -5,7 +5,7 @@
 //! bytes are not one well-formed frame is answered with `ClientError::Malformed` and closed;
 //! the connection and the node carry on.
 
-use super::PeerMessage;
+use super::core::PeerMessage;
 use super::driver::ClientInput;
 use crate::net::peer::{Inbound, Transport};
 use crate::net::tls;

@@ -63,7 +63,7 @@ pub fn members(
     for (key, version) in entries {
         let id = std::str::from_utf8(&key[MEMBER_PREFIX.len()..])
             .ok()
-            .and_then(|text| crate::node::config::parse_node_id(text).ok());
+            .and_then(NodeId::parse);
         let Some(id) = id else { continue };
         match std::str::from_utf8(&version.value) {
             Ok("") => members.remove(&id),

@@ -44,12 +44,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
+pub use waiting::ReplyTo;
 use waiting::WaitTable;
-
-/// Where an answer goes: chosen by the shell when it hands a request in, handed back with
-/// the answer. The core never looks inside.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ReplyTo(pub u64);
 
 /// What nodes send each other.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

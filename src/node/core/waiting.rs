@@ -5,12 +5,16 @@
 //! takes it out and answers it, so each request is answered exactly once. The tag is what
 //! the cores carry (a Raft proposal's or read's tag, an eventual `RequestId`).
 
-use super::ReplyTo;
 use crate::eventual::{HlcTimestamp, SessionToken};
 use crate::protocol::admin::FromNode;
 use crate::protocol::{ClientError, ClientRequest, Served};
 use crate::types::{Instant, KeyspaceId};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Where an answer goes: chosen by the shell when it hands a request in, handed back with
+/// the answer. The core never looks inside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplyTo(pub u64);
 
 /// What a waiting request waits for.
 #[derive(Debug)]
