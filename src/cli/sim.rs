@@ -26,7 +26,8 @@ pub struct SimArgs {
     steps: u64,
     /// Switch on a planted bug by name (builds with the `sim-bugs` feature only). Strong:
     /// commit-old-term, vote-without-persist, read-index-no-heartbeat, lease-ignores-drift,
-    /// no-dedup. Eventual: mvreg-drop-sibling, early-tombstone-gc, merkle-forget-key.
+    /// no-dedup. Eventual: mvreg-drop-sibling, early-tombstone-gc, merkle-forget-key. Node:
+    /// node-lease-read-stale, node-drop-keeps-rows.
     #[arg(long)]
     bug: Option<String>,
     /// Print every seed's one-line summary, not only the failing ones.
@@ -41,6 +42,8 @@ pub struct SimArgs {
 enum Mode {
     Strong,
     Eventual,
+    /// The node layer: catalog, many groups and engines per node, routing, waiting requests.
+    Node,
     All,
 }
 
@@ -50,9 +53,11 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
     let engines: Vec<(&str, RunSeed)> = match args.mode {
         Mode::Strong => vec![("strong", crate::sim::strong::run_seed)],
         Mode::Eventual => vec![("eventual", crate::sim::eventual::run_seed)],
+        Mode::Node => vec![("node", crate::sim::node::run_seed)],
         Mode::All => vec![
             ("strong", crate::sim::strong::run_seed),
             ("eventual", crate::sim::eventual::run_seed),
+            ("node", crate::sim::node::run_seed),
         ],
     };
     let mut violations_total = 0;

@@ -16,6 +16,7 @@ pub mod faults;
 pub mod history;
 pub mod linearizability;
 pub mod net;
+pub mod node;
 pub mod strong;
 
 /// What one simulated run is made of.
