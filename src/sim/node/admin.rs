@@ -12,7 +12,7 @@
 use super::ATTEMPT_TIMEOUT;
 use super::catalog::{Catalog, Stage, base_keyspaces};
 use crate::eventual::ValueType;
-use crate::protocol::admin::{AdminAnswer, AdminRequest, FromNode, ToNode};
+use crate::protocol::admin::{AdminAnswer, AdminError, AdminRequest, FromNode, ToNode};
 use crate::protocol::{ClientError, KeyspaceMode, UnavailableReason};
 use crate::rng::SeededRng;
 use crate::types::{Instant, NodeId};
@@ -250,17 +250,17 @@ impl AdminClient {
     fn refused(
         &mut self,
         now: Instant,
-        error: ClientError,
+        error: AdminError,
         catalog: &mut Catalog,
         out: &mut Outcome,
     ) {
         let active = self.active.as_mut().expect("an action is active");
         let already = matches!(
             (&active.action, &error),
-            (Action::Create { .. }, ClientError::KeyspaceExists { .. })
-                | (Action::Drop { .. }, ClientError::UnknownKeyspace { .. })
-                | (Action::AddSpare, ClientError::MemberExists { .. })
-                | (Action::RemoveSpare, ClientError::UnknownMember { .. })
+            (Action::Create { .. }, AdminError::KeyspaceExists { .. })
+                | (Action::Drop { .. }, AdminError::UnknownKeyspace { .. })
+                | (Action::AddSpare, AdminError::MemberExists { .. })
+                | (Action::RemoveSpare, AdminError::UnknownMember { .. })
         );
         if already {
             if !active.uncertain {
@@ -279,6 +279,16 @@ impl AdminClient {
             self.finish(now, catalog);
             return;
         }
+        // The rest are refusals any request may meet, retried; anything else ends the action.
+        let error = match error {
+            AdminError::Request(error) => error,
+            other => {
+                let text = format!("catalog: {:?} failed with {other:?}", active.request);
+                out.violations.push((Some(active.target), text));
+                self.finish(now, catalog);
+                return;
+            }
+        };
         let (backoff_low, backoff_high) = match &error {
             ClientError::NotLeader {
                 leader_hint: Some(leader),
