@@ -146,7 +146,7 @@ impl Target {
         };
         match retry_until(deadline, create).await {
             Ok(_) => {}
-            Err(error) if matches!(error, ConnError::Admin(AdminError::KeyspaceExists { .. })) => {
+            Err(ConnError::Admin(AdminError::KeyspaceExists { .. })) => {
                 self.check_mode(name, mode).await?;
             }
             Err(error) => bail!("creating keyspace {name}: {}", describe(&error)),

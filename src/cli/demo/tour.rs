@@ -187,9 +187,7 @@ impl<'a> Tour<'a> {
                 })
             };
             let result = match retry_until(deadline, request).await {
-                Err(error)
-                    if matches!(error, ConnError::Admin(AdminError::KeyspaceExists { .. })) =>
-                {
+                Err(ConnError::Admin(AdminError::KeyspaceExists { .. })) => {
                     Ok("already there".to_string())
                 }
                 Ok(_) => Ok(format!("created ({what})")),
