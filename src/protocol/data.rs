@@ -140,7 +140,8 @@ impl Operation {
         !matches!(self, Operation::Get { .. } | Operation::Scan { .. })
     }
 
-    fn key(&self) -> &Bytes {
+    /// The key the operation names (a scan's prefix).
+    pub fn key(&self) -> &Bytes {
         match self {
             Operation::Put { key, .. }
             | Operation::Get { key }

@@ -537,15 +537,18 @@ impl NodeCore {
             tracing::warn!("the catalog holds more keyspaces than one scan reads; none is dropped");
         }
         // An incomplete scan cannot tell a dropped keyspace from one it did not reach.
-        let gone: Vec<String> = self
-            .names
-            .iter()
-            .filter(|(name, (id, _))| desired.get(*name).is_none_or(|entry| entry.info.id != *id))
-            .map(|(name, _)| name.clone())
-            .filter(|_| complete)
-            .collect();
-        for name in gone {
-            self.stop_keyspace(&name);
+        if complete {
+            let gone: Vec<String> = self
+                .names
+                .iter()
+                .filter(|(name, (id, _))| {
+                    desired.get(*name).is_none_or(|entry| entry.info.id != *id)
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in gone {
+                self.stop_keyspace(&name);
+            }
         }
         for (name, entry) in &desired {
             if !self.names.contains_key(name) {

@@ -398,7 +398,7 @@ impl DataClient {
         };
         let slot = (
             active.request.keyspace.clone(),
-            operation_key(&active.request.operation),
+            active.request.operation.key().clone(),
         );
         let returned = match (&active.request.operation, answer) {
             (Operation::Get { .. }, Answer::Strong(current)) => {
@@ -611,21 +611,8 @@ fn check_read(
     }
 }
 
-fn operation_key(operation: &Operation) -> Bytes {
-    match operation {
-        Operation::Put { key, .. }
-        | Operation::Get { key }
-        | Operation::Delete { key, .. }
-        | Operation::Cas { key, .. }
-        | Operation::Add { key, .. }
-        | Operation::SetAdd { key, .. }
-        | Operation::SetRemove { key, .. } => key.clone(),
-        Operation::Scan { prefix, .. } => prefix.clone(),
-    }
-}
-
 fn slot_of(request: &ClientRequest) -> Slot {
-    (request.keyspace.clone(), operation_key(&request.operation))
+    (request.keyspace.clone(), request.operation.key().clone())
 }
 
 fn revision_of(current: &Option<Versioned>) -> Option<u64> {
