@@ -45,7 +45,7 @@ async fn start(nodes: u64, certified: u64) -> Cluster {
         _dir: dir,
     };
     for i in 1..=nodes {
-        cluster.run(i, cluster.initial(nodes));
+        cluster.run(i, cluster.initial(nodes), false);
     }
     cluster
 }
@@ -57,13 +57,15 @@ impl Cluster {
             .collect()
     }
 
-    fn run(&self, i: u64, initial_cluster: BTreeMap<NodeId, String>) {
+    /// Starts node `i`; `join`: it joins the running cluster.
+    fn run(&self, i: u64, initial_cluster: BTreeMap<NodeId, String>, join: bool) {
         let config = NodeConfig {
             id: NodeId(i),
             listen: self.addresses[i as usize - 1],
             initial_cluster,
             data_dir: self._dir.path().join(format!("n{i}")),
             certs: self._dir.path().join("certs"),
+            join,
         };
         let mut stopped = self.stop.subscribe();
         tokio::spawn(async move {
@@ -295,7 +297,7 @@ async fn a_member_joins_every_group_and_the_gossip() {
     };
     assert_eq!(client.admin(leader, create).await, Ok(AdminAnswer::Done));
     // n4 starts knowing the whole cluster, then is added.
-    cluster.run(4, cluster.initial(4));
+    cluster.run(4, cluster.initial(4), true);
     let n4 = cluster.addresses[3];
     let add = AdminRequest::AddMember {
         id: NodeId(4),

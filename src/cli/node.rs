@@ -14,16 +14,22 @@ pub struct NodeArgs {
     /// UDP address of the QUIC endpoint, for peers and clients (e.g. 127.0.0.1:7001).
     #[arg(long)]
     listen: Option<String>,
-    /// Every member of a new cluster: n1=HOST:PORT,n2=HOST:PORT,...
+    /// Every member of a new cluster: n1=HOST:PORT,n2=HOST:PORT,... With --join: the
+    /// running cluster's members and this node.
     #[arg(long)]
     initial_cluster: Option<String>,
+    /// Join a running cluster (after `capdial member add`): learn its voters from it rather
+    /// than found a new cluster of --initial-cluster. Like etcd's
+    /// --initial-cluster-state=existing; harmless on later restarts.
+    #[arg(long)]
+    join: bool,
     /// Directory of this node's redb file (created if missing).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Directory holding ca.pem and this node's certificate and key (`capdial certs init`).
     #[arg(long)]
     certs: Option<PathBuf>,
-    /// A TOML file with the same settings (id, listen, initial_cluster, data_dir, certs);
+    /// A TOML file with the same settings (id, listen, initial_cluster, data_dir, certs, join);
     /// flags given on the command line win.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -40,6 +46,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         initial_cluster: args.initial_cluster.map(ClusterSetting::Text),
         data_dir: args.data_dir,
         certs: args.certs,
+        join: args.join.then_some(true),
     };
     let config = file.overridden_by(flags).resolve()?;
     // Colours only on a terminal: the demo and the tests write node logs to files.

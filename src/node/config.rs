@@ -6,6 +6,7 @@
 //! initial_cluster = "n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003"
 //! data_dir = "/var/lib/capdial/n1"
 //! certs = "/etc/capdial/certs"
+//! join = false   # true on a node added to a running cluster (see `capdial member add`)
 //! ```
 //!
 //! `initial_cluster` may also be a table: `[initial_cluster]` with `n1 = "127.0.0.1:7001"`.
@@ -28,6 +29,9 @@ pub struct NodeConfig {
     pub initial_cluster: BTreeMap<NodeId, String>,
     pub data_dir: PathBuf,
     pub certs: PathBuf,
+    /// The node joins a running cluster (etcd's `initial-cluster-state=existing`): it learns
+    /// the voters from the cluster instead of taking `initial_cluster` as the first ones.
+    pub join: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +106,7 @@ pub struct PartialConfig {
     pub initial_cluster: Option<ClusterSetting>,
     pub data_dir: Option<PathBuf>,
     pub certs: Option<PathBuf>,
+    pub join: Option<bool>,
 }
 
 /// The initial cluster as a string or as a table.
@@ -133,6 +138,7 @@ impl PartialConfig {
             initial_cluster: flags.initial_cluster.or(self.initial_cluster),
             data_dir: flags.data_dir.or(self.data_dir),
             certs: flags.certs.or(self.certs),
+            join: flags.join.or(self.join),
         }
     }
 
@@ -174,6 +180,7 @@ impl PartialConfig {
             initial_cluster,
             data_dir: self.data_dir.ok_or(missing("data_dir", "data-dir"))?,
             certs: self.certs.ok_or(missing("certs", "certs"))?,
+            join: self.join.unwrap_or(false),
         })
     }
 }
@@ -243,6 +250,15 @@ mod tests {
         let config = file.clone().resolve().unwrap();
         assert_eq!(config.id, NodeId(1));
         assert_eq!(config.initial_cluster.len(), 2);
+        assert!(
+            !config.join,
+            "a node founds its cluster unless told to join"
+        );
+        let join = PartialConfig {
+            join: Some(true),
+            ..PartialConfig::default()
+        };
+        assert!(file.clone().overridden_by(join).resolve().unwrap().join);
         let flags = PartialConfig {
             listen: Some("127.0.0.1:7009".to_string()),
             ..PartialConfig::default()

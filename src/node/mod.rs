@@ -75,11 +75,12 @@ pub async fn run(
     let transport = Transport::start(transport_config, &identity, endpoint.clone())?;
     let (client_tx, client_rx) = mpsc::channel(CLIENT_QUEUE_MAX);
     let (peer_tx, peer_rx) = mpsc::channel(PEER_QUEUE_MAX);
-    let core_config = core::CoreConfig::new(
+    let mut core_config = core::CoreConfig::new(
         config.id,
         listen.to_string(),
         config.initial_cluster.clone(),
     );
+    core_config.join = config.join;
     let driver = driver::Driver::boot(core_config, store, transport.clone())?;
     tokio::spawn(server::accept_loop(
         endpoint.clone(),

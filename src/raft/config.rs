@@ -19,7 +19,8 @@ pub struct Config {
     /// This node.
     pub id: NodeId,
     /// The initial voters, used only when the restored state holds no membership (no
-    /// snapshot and no membership entry). Must include every node of a fresh cluster.
+    /// snapshot and no membership entry). Must include every node of a fresh cluster; empty
+    /// for a node that joins a running group, which waits for its leader's configuration.
     pub voters: Vec<NodeId>,
     /// The base election timeout `t`; each wait is drawn uniformly from `[t, 2t)`. A follower
     /// that heard from its leader less than `t` ago refuses (pre-)votes, which is what makes

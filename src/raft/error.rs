@@ -6,9 +6,6 @@ use crate::types::{LogIndex, NodeId};
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The initial membership names no voter.
-    #[error("the initial membership has no voter")]
-    NoVoters,
     /// A timing parameter is out of range.
     #[error("bad timing: {reason}")]
     Timing {
@@ -27,6 +24,13 @@ pub enum ConfigError {
     #[error("restored log has a gap or disorder at index {index:?}")]
     RestoredLogGap {
         /// The first index out of place.
+        index: LogIndex,
+    },
+    /// A restored membership entry's configuration is ill-formed (no voter, or a node both
+    /// voter and learner).
+    #[error("restored membership entry at index {index:?} is ill-formed")]
+    RestoredMembership {
+        /// The entry's index.
         index: LogIndex,
     },
     /// The restored commit or applied index lies outside the restored log.

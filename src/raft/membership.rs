@@ -18,6 +18,12 @@ impl Membership {
         self.voters.len() / 2 + 1
     }
 
+    /// A configuration a leader can produce: at least one voter, and no node both voter and
+    /// learner.
+    pub fn is_well_formed(&self) -> bool {
+        !self.voters.is_empty() && self.voters.is_disjoint(&self.learners)
+    }
+
     /// Whether `id` votes.
     pub fn is_voter(&self, id: NodeId) -> bool {
         self.voters.contains(&id)

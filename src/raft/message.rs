@@ -31,7 +31,14 @@ pub enum EntryKind {
     /// The empty entry a new leader appends at the start of its term (Raft §5.4.2, §8).
     Noop,
     /// A single-server membership change. It takes effect when appended (see the module docs).
-    Membership(MembershipChange),
+    Membership {
+        /// The change, as the leader validated it.
+        change: MembershipChange,
+        /// The configuration it produces, which every node adopts as is: a node whose view
+        /// before the change differed (a joiner that never saw the first voters) must not
+        /// re-derive it from its own base.
+        config: Membership,
+    },
 }
 
 /// One log entry.
@@ -51,7 +58,10 @@ impl Entry {
         const HEADER_BYTES: u64 = 32;
         match &self.kind {
             EntryKind::Normal { command, .. } => HEADER_BYTES + command.len() as u64,
-            EntryKind::Noop | EntryKind::Membership(_) => HEADER_BYTES,
+            EntryKind::Noop => HEADER_BYTES,
+            EntryKind::Membership { config, .. } => {
+                HEADER_BYTES + 8 * config.members().count() as u64
+            }
         }
     }
 }

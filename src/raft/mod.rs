@@ -104,6 +104,11 @@
 //! leading (not counting itself) until the removal commits, then steps down. Learners receive
 //! the log but never vote or campaign.
 //!
+//! A membership entry carries the configuration it produces, and followers adopt that, not
+//! their own base with the change applied: a node that joins a running group (started with
+//! no voters) never saw the first configuration, and must neither guess it nor campaign
+//! before a leader's entry or snapshot tells it.
+//!
 //! # Planted bugs (feature `sim-bugs`)
 //!
 //! [`PlantedBug`] switches on one known mistake through `Config::planted_bug`, so the

@@ -214,8 +214,8 @@ impl RaftNode {
         if !self.committed_in_term() || self.members.current_index() > self.log.commit {
             return Err(ProposeError::MembershipChangePending);
         }
-        self.members.current().apply(change)?;
-        Ok(self.append_entry(EntryKind::Membership(change)))
+        let config = self.members.current().apply(change)?;
+        Ok(self.append_entry(EntryKind::Membership { change, config }))
     }
 
     /// A linearizable read: on the leader, starts (or joins) a heartbeat round; on a
@@ -409,13 +409,8 @@ impl RaftNode {
     /// Appends an entry as leader; membership entries take effect at once.
     pub(crate) fn append_entry(&mut self, kind: EntryKind) -> LogIndex {
         let index = LogIndex(self.log.last_index().0 + 1);
-        if let EntryKind::Membership(change) = &kind {
-            let next = self
-                .members
-                .current()
-                .apply(*change)
-                .expect("validated before appending");
-            self.members.push(index, next);
+        if let EntryKind::Membership { config, .. } = &kind {
+            self.members.push(index, config.clone());
             self.sync_progress();
         }
         self.log.push(Entry {
@@ -541,9 +536,8 @@ fn restore_log(
     let (base_index, base_term, base_members) = match &restored.snapshot {
         Some(s) => (s.meta.index, s.meta.term, s.meta.membership.clone()),
         None => {
-            if config.voters.is_empty() {
-                return Err(ConfigError::NoVoters);
-            }
+            // No voters: a node joining a running group, which learns the configuration
+            // from its leader's appends or snapshot and never campaigns before.
             let voters: BTreeSet<NodeId> = config.voters.iter().copied().collect();
             (
                 LogIndex(0),
@@ -563,12 +557,11 @@ fn restore_log(
         if entry.index.0 != expected || entry.term < previous_term {
             return Err(ConfigError::RestoredLogGap { index: entry.index });
         }
-        if let EntryKind::Membership(change) = &entry.kind {
-            let next = members
-                .current()
-                .apply(*change)
-                .map_err(|_| ConfigError::RestoredLogGap { index: entry.index })?;
-            members.push(entry.index, next);
+        if let EntryKind::Membership { config, .. } = &entry.kind {
+            if !config.is_well_formed() {
+                return Err(ConfigError::RestoredMembership { index: entry.index });
+            }
+            members.push(entry.index, config.clone());
         }
         entries.push(entry.clone());
     }

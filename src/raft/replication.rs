@@ -251,11 +251,11 @@ impl RaftNode {
     }
 
     fn record_membership(&mut self, entry: &Entry) {
-        if let super::message::EntryKind::Membership(change) = &entry.kind {
-            // A change the leader accepted applies to the same configuration here; if it
-            // does not (a broken peer), keep the current one rather than panic.
-            if let Ok(next) = self.members.current().apply(*change) {
-                self.members.push(entry.index, next);
+        if let super::message::EntryKind::Membership { config, .. } = &entry.kind {
+            // The leader's configuration, as is; an ill-formed one (a broken peer) is
+            // ignored rather than obeyed or panicked on.
+            if config.is_well_formed() {
+                self.members.push(entry.index, config.clone());
             }
         }
     }

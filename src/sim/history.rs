@@ -11,7 +11,7 @@ use std::fmt;
 
 /// How a read was served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ReadLevel {
+pub enum ReadPath {
     /// ReadIndex on the leader: a heartbeat round confirms leadership.
     Linearizable,
     /// The leader's lease, without a round trip.
@@ -22,13 +22,13 @@ pub enum ReadLevel {
     Stale,
 }
 
-impl ReadLevel {
+impl ReadPath {
     /// Every level, for clients that pick one at random.
-    pub const ALL: [ReadLevel; 4] = [
-        ReadLevel::Linearizable,
-        ReadLevel::Lease,
-        ReadLevel::Follower,
-        ReadLevel::Stale,
+    pub const ALL: [ReadPath; 4] = [
+        ReadPath::Linearizable,
+        ReadPath::Lease,
+        ReadPath::Follower,
+        ReadPath::Stale,
     ];
 }
 
@@ -52,7 +52,7 @@ pub enum Call {
         value: Option<Bytes>,
     },
     Get {
-        level: ReadLevel,
+        level: ReadPath,
     },
 }
 

@@ -416,7 +416,7 @@ impl Search<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::history::ReadLevel;
+    use crate::sim::history::ReadPath;
     use crate::types::{Instant, NodeId};
 
     const BUDGET: u64 = 100_000;
@@ -456,7 +456,7 @@ mod tests {
             self.invoke(
                 client,
                 Call::Get {
-                    level: ReadLevel::Linearizable,
+                    level: ReadPath::Linearizable,
                 },
             )
         }

@@ -520,7 +520,7 @@ impl<T> Replica<T> {
                     (Ok(_), None) => {}
                 }
             }
-            EntryKind::Noop | EntryKind::Membership(_) => {
+            EntryKind::Noop | EntryKind::Membership { .. } => {
                 self.take_proposal(entry.index, None, replies);
                 self.machine.skip(entry.index);
             }

@@ -79,7 +79,7 @@ pub struct MemberArgs {
 
 #[derive(Clone, Debug, Subcommand)]
 pub enum MemberCommand {
-    /// Add a voting member (start it first with an --initial-cluster naming it)
+    /// Add a voting member (start it with `capdial node --join` and an --initial-cluster naming it)
     Add {
         /// Node id, like n4
         #[arg(value_parser = parse::node_id)]

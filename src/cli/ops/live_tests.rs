@@ -46,6 +46,7 @@ fn start() -> Cluster {
             initial_cluster: initial.clone(),
             data_dir: dir.path().join(format!("n{i}")),
             certs: dir.path().join("certs"),
+            join: false,
         };
         let mut stopped = stop.subscribe();
         tokio::spawn(async move {

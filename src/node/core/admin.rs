@@ -191,7 +191,6 @@ impl NodeCore {
             .collect()
     }
 
-    /// This node's view of every group and keyspace it runs.
     /// This node's view of every group and keyspace it runs (`faults` left empty: they are
     /// the shell's).
     pub fn status(&self) -> NodeStatus {

@@ -106,6 +106,10 @@ pub struct CoreConfig {
     pub address: String,
     /// The members the node was started with, before any catalog change.
     pub initial_cluster: BTreeMap<NodeId, String>,
+    /// This node joins a running cluster: group 0's voters come from the cluster's leader
+    /// (its log or snapshot), never from `initial_cluster`, so the node cannot campaign on a
+    /// configuration the founders never had. Moot once the node holds group 0's configuration.
+    pub join: bool,
     pub election_timeout: Duration,
     pub heartbeat_interval: Duration,
     pub lease_drift_max: Duration,
@@ -135,6 +139,7 @@ impl CoreConfig {
             id,
             address,
             initial_cluster,
+            join: false,
             election_timeout: Duration::from_millis(500),
             heartbeat_interval: Duration::from_millis(100),
             lease_drift_max: Duration::from_millis(50),
@@ -268,7 +273,10 @@ impl NodeCore {
             answers: VecDeque::new(),
             random,
         };
-        let voters = core.members.keys().copied().collect();
+        let voters = match core.config.join {
+            true => Vec::new(),
+            false => core.members.keys().copied().collect(),
+        };
         let replica = core.boot_replica(CATALOG_GROUP, voters)?;
         let name = CATALOG_NAME.to_string();
         let catalog = StrongKeyspace { name, replica };
@@ -346,6 +354,7 @@ impl NodeCore {
     }
 
     /// The earliest moment something is due.
+    #[must_use = "the driver must arm a timer for handle_timeout"]
     pub fn poll_timeout(&self) -> Instant {
         let groups = self
             .groups
@@ -387,10 +396,12 @@ impl NodeCore {
         }
     }
 
+    #[must_use = "a transmit left unsent is a lost message"]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
+    #[must_use = "a client waits for this answer"]
     pub fn poll_answer(&mut self) -> Option<(ReplyTo, FromNode)> {
         self.answers.pop_front()
     }
@@ -398,6 +409,7 @@ impl NodeCore {
     /// What must be durable next, as one batch (one transaction, one fsync): every group's
     /// Ready (its early messages go out now), every engine's persist batches, compactions and
     /// dropped keyspaces' rows. `None` while a batch is in flight or when there is nothing.
+    #[must_use = "the batch must be written, then `persisted` called"]
     pub fn poll_persist(&mut self) -> Result<Option<Batch>, CoreError> {
         if self.in_flight.is_some() {
             return Ok(None);

@@ -21,6 +21,21 @@ fn term(rng: &mut ChaCha8Rng) -> Term {
     }
 }
 
+/// A membership entry whose configuration may be anything, ill-formed included (no voter,
+/// a node both voter and learner).
+fn membership_entry(change: MembershipChange, rng: &mut ChaCha8Rng) -> EntryKind {
+    let mut some = |count| -> BTreeSet<NodeId> {
+        let len = rng.random_range(0..count);
+        (0..len).map(|_| n(rng.random_range(1..8))).collect()
+    };
+    let voters = some(4);
+    let learners = some(3);
+    EntryKind::Membership {
+        change,
+        config: Membership { voters, learners },
+    }
+}
+
 fn entries(rng: &mut ChaCha8Rng, prev: LogIndex) -> Vec<Entry> {
     let count = rng.random_range(0..4);
     let consecutive = rng.random_bool(0.7);
@@ -33,10 +48,11 @@ fn entries(rng: &mut ChaCha8Rng, prev: LogIndex) -> Vec<Entry> {
             };
             let kind = match rng.random_range(0..4) {
                 0 => EntryKind::Noop,
-                1 => EntryKind::Membership(MembershipChange::AddLearner(n(rng.random_range(1..8)))),
-                2 => {
-                    EntryKind::Membership(MembershipChange::RemoveVoter(n(rng.random_range(1..8))))
-                }
+                1 => membership_entry(MembershipChange::AddLearner(n(rng.random_range(1..8))), rng),
+                2 => membership_entry(
+                    MembershipChange::RemoveVoter(n(rng.random_range(1..8))),
+                    rng,
+                ),
                 _ => EntryKind::Normal {
                     proposal: ProposalId(i),
                     command: cmd("x"),

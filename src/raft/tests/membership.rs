@@ -115,3 +115,64 @@ fn an_uncommitted_change_is_undone_when_its_entry_is_truncated() {
         "the truncated change is undone"
     );
 }
+
+/// A node that joins with no voters of its own: it never campaigns, and takes the
+/// configuration from the leader's membership entries (and keeps it across a restart).
+#[test]
+fn a_joiner_waits_for_the_leaders_configuration() {
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.start_with(Config::new(n(4), Vec::new()), Durable::default());
+    cluster.run_for(Duration::from_secs(2));
+    let campaigned = cluster.delivered.iter().any(|e| {
+        e.from == n(4)
+            && matches!(
+                e.msg,
+                RaftMessage::PreVote { .. } | RaftMessage::Vote { .. }
+            )
+    });
+    assert!(!campaigned, "a joiner never asks for votes");
+    assert_eq!(cluster.status(n(4)).role, Role::Follower);
+    let leader = cluster.leaders()[0];
+    change(&mut cluster, leader, MembershipChange::AddLearner(n(4))).unwrap();
+    cluster.stabilize();
+    let expected = cluster.status(leader).membership;
+    assert_eq!(cluster.status(n(4)).membership, expected);
+    assert_eq!(
+        expected.voters.len(),
+        3,
+        "the founders, which n4 never saw at index 0"
+    );
+    cluster.crash(n(4));
+    cluster.restart(n(4));
+    assert_eq!(
+        cluster.status(n(4)).membership,
+        expected,
+        "restored from the log"
+    );
+}
+
+/// A node whose first configuration differs from the founders' (a joiner started with an
+/// initial cluster that lists itself) still adopts exactly the leader's configurations, so
+/// it cannot lead on a view no one else holds.
+#[test]
+fn a_membership_entry_carries_its_configuration() {
+    let mut cluster = Cluster::new(3, |_| {});
+    let wrong = Config::new(n(4), vec![n(1), n(2), n(3), n(4)]);
+    cluster.elect(n(1));
+    cluster.start_with(wrong, Durable::default());
+    change(&mut cluster, n(1), MembershipChange::AddLearner(n(4))).unwrap();
+    cluster.stabilize();
+    let expected = cluster.status(n(1)).membership;
+    assert!(expected.learners.contains(&n(4)));
+    assert_eq!(cluster.status(n(4)).membership, expected);
+    change(&mut cluster, n(1), MembershipChange::PromoteLearner(n(4))).unwrap();
+    cluster.stabilize();
+    assert_eq!(cluster.status(n(4)).membership.voters.len(), 4);
+    cluster.crash(n(4));
+    cluster.restart(n(4));
+    assert_eq!(
+        cluster.status(n(4)).membership,
+        cluster.status(n(1)).membership,
+        "a restart replays the entries' configurations, not the deltas on a wrong base"
+    );
+}

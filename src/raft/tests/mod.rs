@@ -85,6 +85,13 @@ impl Cluster {
 
     /// Starts (or restarts) `id` from a durable image.
     pub(super) fn start(&mut self, id: NodeId, durable: Durable) {
+        let config = (self.config)(id);
+        self.start_with(config, durable);
+    }
+
+    /// Starts (or restarts) a node with `config` instead of the cluster's.
+    pub(super) fn start_with(&mut self, config: Config, durable: Durable) {
+        let id = config.id;
         let restored = RestoredState {
             hard_state: durable.hard_state,
             snapshot: durable.snapshot.clone(),
@@ -94,8 +101,7 @@ impl Cluster {
                 .as_ref()
                 .map_or(LogIndex(0), |s| s.meta.index),
         };
-        let raft = RaftNode::new((self.config)(id), restored, id.0 * 7919, self.now)
-            .expect("valid config");
+        let raft = RaftNode::new(config, restored, id.0 * 7919, self.now).expect("valid config");
         let applied_index = raft.status().applied;
         let old = self.nodes.remove(&id);
         let applied = old.map(|o| o.applied).unwrap_or_default();
@@ -351,7 +357,13 @@ fn every_message_kind_round_trips_through_the_wire() {
         Entry {
             term: crate::types::Term(1),
             index: LogIndex(2),
-            kind: EntryKind::Membership(MembershipChange::AddLearner(n(4))),
+            kind: EntryKind::Membership {
+                change: MembershipChange::AddLearner(n(4)),
+                config: Membership {
+                    voters: [n(1)].into(),
+                    learners: [n(4)].into(),
+                },
+            },
         },
     ];
     let term = crate::types::Term(3);

@@ -17,7 +17,7 @@ use crate::protocol::admin::{FromNode, ToNode};
 use crate::protocol::{Answer, ClientRequest, KeyspaceMode, Operation, ReadLevel};
 use crate::sim::SeedReport;
 use crate::sim::eventual::checkers::{check_convergence, check_counter, check_lww, check_set};
-use crate::sim::history::{Call, Operation as HistoryOp, ReadLevel as HistoryLevel};
+use crate::sim::history::{Call, Operation as HistoryOp, ReadPath};
 use crate::sim::linearizability::{STEPS_PER_KEY_DEFAULT, check_history};
 use crate::strong::ClientId;
 use crate::types::{KeyspaceId, NodeId};
@@ -320,10 +320,10 @@ impl Run {
         let excuse_lease = self.world.stats.jumps_beyond > 0;
         let include = |op: &HistoryOp| match op.call {
             Call::Get {
-                level: HistoryLevel::Stale,
+                level: ReadPath::Stale,
             } => false,
             Call::Get {
-                level: HistoryLevel::Lease,
+                level: ReadPath::Lease,
             } => !excuse_lease,
             _ => true,
         };

@@ -298,7 +298,7 @@ impl Run {
         };
         for id in ids {
             let members = run.initial_cluster(false);
-            run.add_host(id, members);
+            run.add_host(id, members, false);
         }
         run
     }
@@ -314,9 +314,11 @@ impl Run {
         members
     }
 
-    fn add_host(&mut self, id: NodeId, members: BTreeMap<NodeId, String>) {
+    /// Starts a node; `join`: the spare, which joins the running cluster.
+    fn add_host(&mut self, id: NodeId, members: BTreeMap<NodeId, String>, join: bool) {
         let drift = self.rng.range_u64(0, 2 * DRIFT_PPM_MAX as u64) as i64 - DRIFT_PPM_MAX;
         let mut config = core::CoreConfig::new(id, address(id), members);
+        config.join = join;
         config.election_timeout = ELECTION_TIMEOUT;
         config.heartbeat_interval = HEARTBEAT_INTERVAL;
         config.lease_drift_max = LEASE_DRIFT_MAX;
@@ -469,7 +471,7 @@ impl Run {
     fn carry_out_admin(&mut self, out: admin::Outcome) {
         if out.boot_spare && !self.hosts.contains_key(&self.spare) {
             let members = self.initial_cluster(true);
-            self.add_host(self.spare, members);
+            self.add_host(self.spare, members, true);
         }
         if out.stop_spare
             && let Some(host) = self.hosts.get_mut(&self.spare)

@@ -6,7 +6,7 @@
 
 use super::{Reply, ReplyBody, Request as SimRequest, RequestBody};
 use crate::rng::SeededRng;
-use crate::sim::history::{Call, History, ReadLevel, Return, Seen};
+use crate::sim::history::{Call, History, ReadPath, Return, Seen};
 use crate::strong::{ClientId, Command, CommandError, Outcome, Request, Versioned};
 use crate::types::{Instant, LogIndex, NodeId};
 use bytes::Bytes;
@@ -148,7 +148,7 @@ impl Client {
             }
             self.final_issued = true;
             let key = self.rng.pick(&self.keys).clone();
-            let level = ReadLevel::Linearizable;
+            let level = ReadPath::Linearizable;
             self.start(now, RequestBody::Read { key, level }, None, history);
             return self.attempt(now, history);
         }
@@ -173,9 +173,9 @@ impl Client {
         let roll = self.rng.below(100);
         if roll < 45 {
             let level = if self.rng.chance(self.lease_share) {
-                ReadLevel::Lease
+                ReadPath::Lease
             } else {
-                *self.rng.pick(&ReadLevel::ALL)
+                *self.rng.pick(&ReadPath::ALL)
             };
             self.stats.reads_by_level[level as usize] += 1;
             return RequestBody::Read { key, level };
@@ -231,7 +231,7 @@ impl Client {
         let wants_leader = !matches!(
             body,
             RequestBody::Read {
-                level: ReadLevel::Stale | ReadLevel::Follower,
+                level: ReadPath::Stale | ReadPath::Follower,
                 ..
             }
         );
@@ -291,10 +291,10 @@ impl Client {
                 // A lease the leader cannot vouch for: fall back to ReadIndex, as a real
                 // client would, rather than spin on leases.
                 if let RequestBody::Read { level, .. } = &mut active.body
-                    && *level == ReadLevel::Lease
+                    && *level == ReadPath::Lease
                     && hint.is_none()
                 {
-                    *level = ReadLevel::Linearizable;
+                    *level = ReadPath::Linearizable;
                 }
                 self.leader_hint = hint;
                 active.target = hint.unwrap_or(*self.rng.pick(&self.nodes));
@@ -422,7 +422,7 @@ fn call_of(command: &Command) -> Call {
             value: value.clone(),
         },
         Command::Get { .. } | Command::Scan { .. } => Call::Get {
-            level: ReadLevel::Linearizable,
+            level: ReadPath::Linearizable,
         },
     }
 }

@@ -45,7 +45,7 @@ use crate::raft::{Config, MembershipChange, Role};
 use crate::rng::SeededRng;
 use crate::sim::clock::NodeClock;
 use crate::sim::faults::{FaultEvent, FaultOptions, FaultSchedule, Shape};
-use crate::sim::history::{Call, Completion, History, ReadLevel, Return};
+use crate::sim::history::{Call, Completion, History, ReadPath, Return};
 use crate::sim::linearizability::{STEPS_PER_KEY_DEFAULT, check_history};
 use crate::sim::net::{NetConfig, SimNet};
 use crate::sim::{SeedReport, SimConfig, SimError};
@@ -112,7 +112,7 @@ pub(crate) struct Request {
 #[derive(Clone, Debug)]
 pub(crate) enum RequestBody {
     Write(StrongRequest),
-    Read { key: Bytes, level: ReadLevel },
+    Read { key: Bytes, level: ReadPath },
 }
 
 /// A node's answer to a client (delivered at once).

@@ -16,7 +16,7 @@ use crate::raft::{
 };
 use crate::rng::SeededRng;
 use crate::sim::clock::NodeClock;
-use crate::sim::history::ReadLevel;
+use crate::sim::history::ReadPath;
 use crate::sim::net::SimNet;
 use crate::strong::{
     Answer, Applied, Completion, DurableState, MachineConfig, Replica, ReplicaConfig,
@@ -394,13 +394,13 @@ fn to_reply(id: NodeId, incarnation: u64, done: Completion<Tag>) -> Reply {
     }
 }
 
-impl From<ReadLevel> for crate::strong::ReadMode {
-    fn from(level: ReadLevel) -> Self {
+impl From<ReadPath> for crate::strong::ReadMode {
+    fn from(level: ReadPath) -> Self {
         match level {
-            ReadLevel::Linearizable => crate::strong::ReadMode::Linearizable,
-            ReadLevel::Lease => crate::strong::ReadMode::Lease,
-            ReadLevel::Follower => crate::strong::ReadMode::Follower,
-            ReadLevel::Stale => crate::strong::ReadMode::Stale,
+            ReadPath::Linearizable => crate::strong::ReadMode::Linearizable,
+            ReadPath::Lease => crate::strong::ReadMode::Lease,
+            ReadPath::Follower => crate::strong::ReadMode::Follower,
+            ReadPath::Stale => crate::strong::ReadMode::Stale,
         }
     }
 }

@@ -67,10 +67,10 @@ impl Run {
         // there; what was in flight is indeterminate), so a report names every symptom.
         let include = |op: &crate::sim::history::Operation| match op.call {
             Call::Get {
-                level: ReadLevel::Stale,
+                level: ReadPath::Stale,
             } => false,
             Call::Get {
-                level: ReadLevel::Lease,
+                level: ReadPath::Lease,
             } => !excuse_lease,
             _ => true,
         };

@@ -324,11 +324,11 @@ fn strong_key(index: u64) -> Bytes {
     Bytes::from(format!("k{index}"))
 }
 
-fn history_level(level: ReadLevel) -> history::ReadLevel {
+fn history_level(level: ReadLevel) -> history::ReadPath {
     match level {
-        ReadLevel::Lease => history::ReadLevel::Lease,
-        ReadLevel::Follower => history::ReadLevel::Follower,
-        ReadLevel::Stale => history::ReadLevel::Stale,
-        _ => history::ReadLevel::Linearizable,
+        ReadLevel::Lease => history::ReadPath::Lease,
+        ReadLevel::Follower => history::ReadPath::Follower,
+        ReadLevel::Stale => history::ReadPath::Stale,
+        _ => history::ReadPath::Linearizable,
     }
 }
