@@ -299,6 +299,17 @@ async fn a_member_joins_every_group_and_the_gossip() {
     // n4 starts knowing the whole cluster, then is added.
     cluster.run(4, cluster.initial(4), true);
     let n4 = cluster.addresses[3];
+    // An address that does not resolve is refused before it reaches the catalog.
+    let unresolvable = AdminRequest::AddMember {
+        id: NodeId(4),
+        address: "no-port-here".to_string(),
+    };
+    assert_eq!(
+        client.admin(leader, unresolvable).await,
+        Err(AdminError::InvalidAddress {
+            address: "no-port-here".to_string()
+        })
+    );
     let add = AdminRequest::AddMember {
         id: NodeId(4),
         address: n4.to_string(),

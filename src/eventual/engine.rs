@@ -4,7 +4,7 @@
 use super::config::EngineConfig;
 use super::error::{ConfigError, ReadError, WriteError};
 use super::gc::Knowledge;
-use super::hash::{entry_hash, fnv1a_64, key_hash, mix64};
+use super::hash::{entry_hash, key_hash, mix64};
 use super::hlc::{Hlc, HlcTimestamp};
 use super::levels::{Event, ReadMode, RequestId, SessionToken, WriteLevel};
 use super::liveness::{Liveness, LivenessView};
@@ -140,6 +140,9 @@ pub struct AntiEntropy {
     pub(super) store: BTreeMap<(u64, Bytes), StoredKey>,
     /// Invariant: equals the tree built from `store`'s entry hashes.
     pub(super) tree: MerkleTree,
+    /// Invariant: the live (not tombstone) keys of `store`, kept as writes install them
+    /// so status never walks the store.
+    pub(super) live: LiveSummary,
     pub(super) overlay: BTreeMap<Bytes, Overlay>,
     pub(super) knowledge: Knowledge,
     /// The meta of the last persisted batch: what this node reports to peers.
@@ -216,6 +219,7 @@ impl AntiEntropy {
             seq: meta.seq,
             store: BTreeMap::new(),
             tree: MerkleTree::new(),
+            live: LiveSummary::default(),
             overlay: BTreeMap::new(),
             knowledge: Knowledge::new(meta.knowledge.clone()),
             durable: meta,
@@ -551,12 +555,19 @@ impl AntiEntropy {
     }
 
     /// A hash of every live key and its state digest (equal live states, equal digests).
+    /// O(1): kept up to date as states are installed.
     pub fn state_digest(&self) -> u64 {
-        let mut hash = 0u64;
-        for (key, state) in self.live_entries() {
-            hash = mix64(hash ^ fnv1a_64(&key) ^ state.digest().rotate_left(7));
-        }
-        hash
+        self.live.digest
+    }
+
+    /// Installed keys, tombstones included. O(1).
+    pub fn key_count(&self) -> u64 {
+        self.store.len() as u64
+    }
+
+    /// Installed keys that are not tombstones. O(1).
+    pub fn live_key_count(&self) -> u64 {
+        self.live.keys
     }
 
     /// The Merkle root (covers tombstones too).
@@ -614,6 +625,14 @@ impl AntiEntropy {
                 );
             }
         }
+        let mut recounted = LiveSummary::default();
+        for ((hash, _), stored) in &self.store {
+            recounted.add(*hash, &stored.state);
+        }
+        assert!(
+            recounted == self.live,
+            "invariant: the live summary matches the stored states"
+        );
         let rebuilt = MerkleTree::from_entries(
             self.store
                 .iter()
@@ -692,8 +711,10 @@ impl AntiEntropy {
         } else {
             self.tombstones.remove(&key);
         }
+        self.live.add(hash, &state);
         match self.store.get_mut(&(hash, key.clone())) {
             Some(stored) => {
+                self.live.remove(hash, &stored.state);
                 self.tree.update(hash, stored.entry, entry);
                 stored.entry = entry;
                 stored.state = state;
@@ -723,6 +744,7 @@ impl AntiEntropy {
     pub(super) fn remove_key(&mut self, key: &Bytes) {
         let hash = key_hash(key);
         if let Some(stored) = self.store.remove(&(hash, key.clone())) {
+            self.live.remove(hash, &stored.state);
             self.tree.update(hash, stored.entry, 0);
         }
         self.tombstones.remove(key);
@@ -828,5 +850,33 @@ impl AntiEntropy {
             return None;
         }
         Some(bytes)
+    }
+}
+
+/// The live keys' count and an order-free digest of them: a wrapping sum of one term per
+/// key, so installing or replacing one state updates it in O(1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct LiveSummary {
+    keys: u64,
+    digest: u64,
+}
+
+impl LiveSummary {
+    fn term(key_hash: u64, state: &KeyState) -> u64 {
+        mix64(key_hash ^ state.digest().rotate_left(7))
+    }
+
+    fn add(&mut self, key_hash: u64, state: &KeyState) {
+        if !state.is_tombstone() {
+            self.keys += 1;
+            self.digest = self.digest.wrapping_add(Self::term(key_hash, state));
+        }
+    }
+
+    fn remove(&mut self, key_hash: u64, state: &KeyState) {
+        if !state.is_tombstone() {
+            self.keys -= 1;
+            self.digest = self.digest.wrapping_sub(Self::term(key_hash, state));
+        }
     }
 }

@@ -340,6 +340,7 @@ fn diverge_and_converge(value_type: ValueType, ops: [Op; 2]) {
         cluster.engine(2).merkle_root()
     );
     assert_eq!(cluster.engine(1).live_entries().len(), 41);
+    assert_eq!(cluster.engine(1).live_key_count(), 41, "the O(1) count agrees");
     assert!(
         cluster.engine(1).stats().keys_repaired + cluster.engine(2).stats().keys_repaired >= 40
     );
@@ -701,6 +702,7 @@ fn tombstone_is_kept_while_a_member_has_not_seen_it_and_the_delete_never_resurre
     cluster.run_for(Duration::from_secs(1), STEP);
     cluster.assert_converged();
     assert!(cluster.engine(1).live_entries().is_empty());
+    assert_eq!(cluster.engine(1).live_key_count(), 0);
 }
 
 #[test]

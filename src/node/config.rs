@@ -185,7 +185,21 @@ impl PartialConfig {
     }
 }
 
-/// The first socket address `address` (host:port) resolves to.
+/// How long an address lookup off the driver may take before the address counts as
+/// unresolvable.
+const LOOKUP_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The first socket address `address` (host:port) resolves to, looked up on tokio's blocking
+/// pool: a slow DNS server must never hold up the task that runs it.
+pub(super) async fn lookup_one(address: &str) -> Option<SocketAddr> {
+    let lookup = tokio::net::lookup_host(address);
+    match tokio::time::timeout(LOOKUP_WAIT_MAX, lookup).await {
+        Ok(Ok(mut all)) => all.next(),
+        _ => None,
+    }
+}
+
+/// The first socket address `address` (host:port) resolves to (blocking: for start-up).
 pub(super) fn resolve_one(address: &str) -> Option<SocketAddr> {
     address
         .to_socket_addrs()

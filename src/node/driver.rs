@@ -13,12 +13,13 @@
 //! new inputs queue up in the channels; the next round takes them all and their writes share
 //! the next transaction and fsync: that is the group commit.
 //!
-//! What the core cannot do without IO stays here: the transport's fault rules, resolving a
-//! new member's address, linking to members, and the uptime and fault rules in a status.
+//! What the core cannot do without IO stays here: the transport's fault rules, linking to
+//! members (their addresses are looked up on spawned tasks, never on this one), and the
+//! uptime and fault rules in a status.
 //! An error from the core (storage, or a replica that broke a local invariant) ends the loop,
 //! and the node exits non-zero (fail-stop).
 
-use super::config::resolve_one;
+use super::config::lookup_one;
 use super::core::{CoreConfig, Durable, NodeCore, PeerMessage, ReplyTo};
 use super::error::NodeError;
 use crate::net::faults::FaultRules;
@@ -93,8 +94,10 @@ pub(super) struct Driver {
     /// Where each answer the core owes goes.
     replies: HashMap<ReplyTo, oneshot::Sender<FromNode>>,
     next_reply: u64,
-    /// The members the transport has links to.
+    /// The members the transport has (or is getting) links to.
     linked: BTreeMap<NodeId, String>,
+    /// To [`link_loop`]. Unbounded, but fed only by committed catalog changes.
+    links: mpsc::UnboundedSender<(NodeId, String)>,
     /// Set when a flush stopped with work left: the next round starts at once.
     more_work: bool,
 }
@@ -109,6 +112,8 @@ impl Driver {
         let clock = Clock::new();
         let linked = config.initial_cluster.clone();
         let core = NodeCore::boot(config, store.clone(), rng::os_seed(), clock.now())?;
+        let (links, links_rx) = mpsc::unbounded_channel();
+        tokio::spawn(link_loop(transport.clone(), links_rx));
         let mut driver = Driver {
             core,
             clock,
@@ -117,6 +122,7 @@ impl Driver {
             replies: HashMap::new(),
             next_reply: 0,
             linked,
+            links,
             more_work: false,
         };
         driver.link_members();
@@ -177,8 +183,8 @@ impl Driver {
         self.core.handle_client(now, wall, reply, input.request);
     }
 
-    /// Answers what only the shell can: the transport's fault rules, and a new member's
-    /// address that does not resolve. `None` for what the core answers.
+    /// Answers what only the shell can: the transport's fault rules. `None` for what the
+    /// core answers. (A new member's address was checked on its client stream.)
     fn shell_answer(&self, request: &ToNode) -> Option<Result<AdminAnswer, AdminError>> {
         let ToNode::Admin(admin) = request else {
             return None;
@@ -186,10 +192,6 @@ impl Driver {
         match admin {
             AdminRequest::SetFaults(rules) => Some(self.set_faults(rules)),
             AdminRequest::Faults => Some(Ok(AdminAnswer::Faults(self.transport.faults()))),
-            AdminRequest::AddMember { address, .. } if resolve_one(address).is_none() => {
-                let address = address.clone();
-                Some(Err(AdminError::InvalidAddress { address }))
-            }
             _ => None,
         }
     }
@@ -253,18 +255,33 @@ impl Driver {
         self.link_members();
     }
 
-    /// Links the transport to members the catalog added.
+    /// Links the transport to members the catalog added. The addresses are looked up by
+    /// [`link_loop`], in order: DNS must not hold up the driver.
     fn link_members(&mut self) {
         if self.core.members() == &self.linked {
             return;
         }
         for (id, address) in self.core.members() {
-            match resolve_one(address) {
-                Some(resolved) => self.transport.add_peer(*id, resolved),
-                None => tracing::warn!(member = %id, %address, "cannot resolve a member's address"),
+            if self.linked.get(id) != Some(address) {
+                // The loop ends only with the runtime.
+                let _ = self.links.send((*id, address.clone()));
             }
         }
         self.linked = self.core.members().clone();
+    }
+}
+
+/// Looks up each member address the driver hands over, in the order given (a member re-added
+/// at a new address ends at the new one), and links the transport to it.
+async fn link_loop(
+    transport: Arc<Transport<PeerMessage>>,
+    mut links: mpsc::UnboundedReceiver<(NodeId, String)>,
+) {
+    while let Some((id, address)) = links.recv().await {
+        match lookup_one(&address).await {
+            Some(resolved) => transport.add_peer(id, resolved),
+            None => tracing::warn!(member = %id, %address, "cannot resolve a member's address"),
+        }
     }
 }
 

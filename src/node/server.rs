@@ -10,7 +10,7 @@ use super::driver::ClientInput;
 use crate::net::peer::{Inbound, Transport};
 use crate::net::tls;
 use crate::protocol::ClientError;
-use crate::protocol::admin::{FromNode, ToNode};
+use crate::protocol::admin::{AdminError, AdminRequest, FromNode, ToNode};
 use crate::wire;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -60,15 +60,18 @@ async fn serve_stream(
     clients: mpsc::Sender<ClientInput>,
 ) {
     let answer = match read_request(&mut recv).await {
-        Ok(request) => {
-            let (reply, answer) = oneshot::channel();
-            let failed = || node_failed("the node is shutting down");
-            if clients.send(ClientInput { request, reply }).await.is_err() {
-                failed()
-            } else {
-                answer.await.unwrap_or_else(|_| failed())
+        Ok(request) => match check_address(&request).await {
+            Some(refused) => refused,
+            None => {
+                let (reply, answer) = oneshot::channel();
+                let failed = || node_failed("the node is shutting down");
+                if clients.send(ClientInput { request, reply }).await.is_err() {
+                    failed()
+                } else {
+                    answer.await.unwrap_or_else(|_| failed())
+                }
             }
-        }
+        },
         Err(reason) => {
             let _ = recv.stop(0u32.into());
             malformed(reason)
@@ -81,6 +84,19 @@ async fn serve_stream(
     if send.write_all(&frame).await.is_ok() {
         let _ = send.finish();
     }
+}
+
+/// A member added at an address that does not resolve is refused here, on the client's
+/// stream, so the lookup never runs on the driver.
+async fn check_address(request: &ToNode) -> Option<FromNode> {
+    let ToNode::Admin(AdminRequest::AddMember { address, .. }) = request else {
+        return None;
+    };
+    if super::config::lookup_one(address).await.is_some() {
+        return None;
+    }
+    let address = address.clone();
+    Some(FromNode::Admin(Err(AdminError::InvalidAddress { address })))
 }
 
 /// Reads one request frame: the whole stream, at most one frame long.

@@ -233,8 +233,8 @@ impl NodeCore {
                 EventualStatus {
                     keyspace: keyspace.name.clone(),
                     id: *id,
-                    keys: engine.entries().count() as u64,
-                    live_keys: engine.live_entries().len() as u64,
+                    keys: engine.key_count(),
+                    live_keys: engine.live_key_count(),
                     merkle_root: engine.merkle_root(),
                     state_digest: engine.state_digest(),
                     last_round_ms_ago: keyspace
