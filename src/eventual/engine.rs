@@ -196,16 +196,7 @@ impl AntiEntropy {
             hlc: HlcTimestamp::zero(node),
             knowledge: VClock::new(),
         });
-        let peers: Vec<NodeId> = {
-            let mut peers: Vec<NodeId> = config
-                .members
-                .iter()
-                .copied()
-                .filter(|m| *m != node)
-                .collect();
-            peers.sort();
-            peers
-        };
+        let peers = peers_of(&config);
         let liveness = LivenessView::new(
             peers.iter().copied(),
             Instant::ZERO,
@@ -358,6 +349,29 @@ impl AntiEntropy {
             }
             ReadMode::Session(token) => self.start_session_read(now, id, key, token),
             ReadMode::Quorum => self.start_quorum_read(now, id, key),
+        }
+        Ok(())
+    }
+
+    /// Changes the members in place (the node's member list changed), without touching the
+    /// stored keys: a new peer starts as just heard from and with no reported knowledge, so
+    /// no tombstone is collected until it reports; a removed one no longer counts. Phase-1
+    /// barriers name the old members, so every tombstone starts its collection over (O(its
+    /// tombstones), no store access). Writes and reads in flight keep waiting for acks and
+    /// answers, and time out as usual if they no longer can.
+    pub fn set_members(&mut self, now: Instant, members: Vec<NodeId>) -> Result<(), ConfigError> {
+        let config = EngineConfig {
+            members,
+            ..self.config.clone()
+        };
+        config.validate()?;
+        self.config = config;
+        self.peers = peers_of(&self.config);
+        self.liveness.set_peers(&self.peers, now);
+        let members = &self.config.members;
+        self.peer_knowledge.retain(|peer, _| members.contains(peer));
+        for fence in self.tombstones.values_mut() {
+            *fence = None;
         }
         Ok(())
     }
@@ -851,6 +865,18 @@ impl AntiEntropy {
         }
         Some(bytes)
     }
+}
+
+/// The members other than this node, in id order.
+fn peers_of(config: &EngineConfig) -> Vec<NodeId> {
+    let mut peers: Vec<NodeId> = config
+        .members
+        .iter()
+        .copied()
+        .filter(|m| *m != config.node)
+        .collect();
+    peers.sort();
+    peers
 }
 
 /// The live keys' count and an order-free digest of them: a wrapping sum of one term per

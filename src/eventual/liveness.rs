@@ -65,6 +65,15 @@ impl LivenessView {
         }
     }
 
+    /// Makes `peers` the peer set: a peer kept keeps its last contact, a new one counts as
+    /// just heard from at `now` (as at start-up).
+    pub fn set_peers(&mut self, peers: &[NodeId], now: Instant) {
+        self.last_contact.retain(|peer, _| peers.contains(peer));
+        for peer in peers {
+            self.last_contact.entry(*peer).or_insert(now);
+        }
+    }
+
     /// The peers, in id order.
     pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.last_contact.keys().copied()

@@ -212,9 +212,6 @@ pub struct NodeCore {
     booted_at: Instant,
     /// Members and their addresses (see [`catalog::members`]).
     members: BTreeMap<NodeId, String>,
-    /// The members changed: eventual engines restart with the new set once nothing of
-    /// theirs is waiting to be persisted.
-    members_changed: bool,
     /// Group 0 and every strong keyspace, by group id (= keyspace id).
     groups: BTreeMap<GroupId, StrongKeyspace>,
     eventual: BTreeMap<KeyspaceId, EventualKeyspace>,
@@ -257,7 +254,6 @@ impl NodeCore {
             wall: WallMillis(0),
             booted_at: now,
             members,
-            members_changed: false,
             groups: BTreeMap::new(),
             eventual: BTreeMap::new(),
             names: BTreeMap::new(),
@@ -440,10 +436,6 @@ impl NodeCore {
             }
         }
         if batch.is_empty() && in_flight.readies.is_empty() && in_flight.persists.is_empty() {
-            // The store holds exactly what the engines hold: they may restart from it.
-            if self.members_changed {
-                self.restart_engines()?;
-            }
             return Ok(None);
         }
         self.in_flight = Some(in_flight);
@@ -528,12 +520,7 @@ impl NodeCore {
         value_type: eventual::ValueType,
     ) -> Result<AntiEntropy, CoreError> {
         let restored = self.durable.eventual_restore(id)?;
-        // A node removed from the members still runs its engines until it is stopped.
-        let mut members: Vec<NodeId> = self.members.keys().copied().collect();
-        if !members.contains(&self.config.id) {
-            members.push(self.config.id);
-        }
-        let config = EngineConfig::new(self.config.id, members, value_type);
+        let config = EngineConfig::new(self.config.id, self.engine_members(), value_type);
         let seed = self.random.next_u64();
         AntiEntropy::new(config, restored, seed)
             .map_err(|error| CoreError::Boot(format!("eventual keyspace {}: {error}", id.0)))
@@ -637,8 +624,18 @@ impl NodeCore {
         Ok(())
     }
 
-    /// Takes the catalog's member list; the engines follow (`members_changed`), and group
-    /// leaders move their voters (`move_voters`).
+    /// The members an eventual engine gossips with. A node removed from the members still
+    /// runs its engines until it is stopped.
+    fn engine_members(&self) -> Vec<NodeId> {
+        let mut members: Vec<NodeId> = self.members.keys().copied().collect();
+        if !members.contains(&self.config.id) {
+            members.push(self.config.id);
+        }
+        members
+    }
+
+    /// Takes the catalog's member list: the engines change theirs in place (no restore from
+    /// the store), and group leaders move their voters (`move_voters`).
     fn sync_members(&mut self) {
         let machine = self.groups[&CATALOG_GROUP].replica.machine();
         let members = catalog::members(machine, &self.config.initial_cluster);
@@ -647,7 +644,17 @@ impl NodeCore {
         }
         tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "members changed");
         self.members = members;
-        self.members_changed = true;
+        let engine_members = self.engine_members();
+        for keyspace in self.eventual.values_mut() {
+            let changed = keyspace
+                .engine
+                .set_members(self.now, engine_members.clone());
+            if let Err(error) = changed {
+                // Only a catalog past the member bound (racing adds) gets here: the engine
+                // keeps gossiping with the members it had.
+                tracing::error!(keyspace = %keyspace.name, %error, "members not changed");
+            }
+        }
     }
 
     /// Every group this node leads takes one step toward the members as voters: add a
@@ -701,25 +708,6 @@ impl NodeCore {
                 tracing::info!(group = %group.name, ?change, "membership change proposed");
             }
         }
-    }
-
-    /// Restarts every eventual engine with the current members, from the store. Called only
-    /// when nothing is in flight or left to persist, so the store holds exactly the state the
-    /// engines hold. Requests waiting on the old engines time out.
-    fn restart_engines(&mut self) -> Result<(), CoreError> {
-        self.members_changed = false;
-        let ids: Vec<(KeyspaceId, eventual::ValueType)> = self
-            .eventual
-            .iter()
-            .map(|(id, keyspace)| (*id, keyspace.engine.config().value_type))
-            .collect();
-        for (id, value_type) in ids {
-            let engine = self.boot_engine(id, value_type)?;
-            if let Some(keyspace) = self.eventual.get_mut(&id) {
-                keyspace.engine = engine;
-            }
-        }
-        Ok(())
     }
 
     /// Queues what every engine sent and answers the requests they finished.
