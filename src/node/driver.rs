@@ -24,7 +24,9 @@ use super::core::{CoreConfig, Durable, NodeCore, PeerMessage, ReplyTo};
 use super::error::NodeError;
 use crate::net::faults::FaultRules;
 use crate::net::peer::{Inbound, Lane, Transport};
-use crate::protocol::admin::{AdminAnswer, AdminError, AdminRequest, FromNode, ToNode};
+use crate::protocol::admin::{
+    AdminAnswer, AdminError, AdminRequest, DriverStats, FromNode, ToNode,
+};
 use crate::rng;
 use crate::storage::{StorageError, Store};
 use crate::types::{GroupId, Instant, KeyspaceId, NodeId, WallMillis};
@@ -100,6 +102,44 @@ pub(super) struct Driver {
     links: mpsc::UnboundedSender<(NodeId, String)>,
     /// Set when a flush stopped with work left: the next round starts at once.
     more_work: bool,
+    timing: RoundTiming,
+}
+
+/// Measures the driver's rounds and its stretches of computing without yielding.
+#[derive(Debug, Default)]
+struct RoundTiming {
+    stats: DriverStats,
+    round_since: Option<std::time::Instant>,
+    busy_since: Option<std::time::Instant>,
+}
+
+impl RoundTiming {
+    fn round_starts(&mut self) {
+        let now = std::time::Instant::now();
+        self.round_since = Some(now);
+        self.busy_since = Some(now);
+    }
+
+    /// The task is about to wait (an fsync).
+    fn busy_ends(&mut self) {
+        if let Some(since) = self.busy_since.take() {
+            let busy = since.elapsed().as_micros() as u64;
+            self.stats.busy_max_us = self.stats.busy_max_us.max(busy);
+        }
+    }
+
+    fn busy_starts(&mut self) {
+        self.busy_since = Some(std::time::Instant::now());
+    }
+
+    fn round_ends(&mut self) {
+        self.busy_ends();
+        if let Some(since) = self.round_since.take() {
+            let round = since.elapsed().as_micros() as u64;
+            self.stats.round_max_us = self.stats.round_max_us.max(round);
+            self.stats.rounds += 1;
+        }
+    }
 }
 
 impl Driver {
@@ -124,6 +164,7 @@ impl Driver {
             linked,
             links,
             more_work: false,
+            timing: RoundTiming::default(),
         };
         driver.link_members();
         Ok(driver)
@@ -150,6 +191,7 @@ impl Driver {
                 Some(input) = clients.recv() => self.on_client(input),
                 _ = tokio::time::sleep_until(self.clock.deadline(due)) => {}
             }
+            self.timing.round_starts();
             // Whichever woke the loop, both queues are drained (bounded), so a stream of peer
             // messages never starves clients.
             for _ in 1..INPUTS_PER_ROUND_MAX {
@@ -163,6 +205,7 @@ impl Driver {
             self.core
                 .handle_timeout(self.clock.now(), self.clock.wall());
             self.flush().await?;
+            self.timing.round_ends();
         }
     }
 
@@ -222,9 +265,11 @@ impl Driver {
                 return Ok(());
             };
             let store = self.store.clone();
+            self.timing.busy_ends();
             tokio::task::spawn_blocking(move || store.commit(batch))
                 .await
                 .map_err(|error| NodeError::Boot(format!("commit task failed: {error}")))??;
+            self.timing.busy_starts();
             self.core.persisted(self.clock.now(), self.clock.wall())?;
         }
         self.carry_out();
@@ -246,6 +291,7 @@ impl Driver {
             if let FromNode::Admin(Ok(AdminAnswer::Status(status))) = &mut answer {
                 status.uptime_ms = self.clock.elapsed().as_millis() as u64;
                 status.faults = self.transport.faults();
+                status.driver = self.timing.stats;
             }
             // A client that went away is no longer waiting.
             if let Some(sender) = self.replies.remove(&reply) {

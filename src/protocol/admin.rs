@@ -126,6 +126,21 @@ pub struct NodeStatus {
     pub strong: Vec<GroupStatus>,
     pub eventual: Vec<EventualStatus>,
     pub faults: FaultRules,
+    /// How long the node's driver task held on since it started (filled by the shell).
+    pub driver: DriverStats,
+}
+
+/// The driver task's longest stretches since the node started: a long one delays every
+/// group's heartbeats and every answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverStats {
+    /// Rounds run (a round: take the inputs, run the core, write and fsync its batches).
+    pub rounds: u64,
+    /// The longest round, fsync waits included, in microseconds.
+    pub round_max_us: u64,
+    /// The longest stretch the task computed without yielding (fsync waits excluded), in
+    /// microseconds: what "nothing slow on the driver" bounds.
+    pub busy_max_us: u64,
 }
 
 /// A Raft group's state on one node.

@@ -550,6 +550,13 @@ pub fn status_lines(
     lines.extend(status.strong.iter().map(group_line));
     lines.extend(status.eventual.iter().map(eventual_line));
     lines.push(format!("  faults: {}", rules_text(&status.faults)));
+    let driver = &status.driver;
+    lines.push(format!(
+        "  driver: {} rounds, longest {:.1} ms, longest busy {:.1} ms",
+        driver.rounds,
+        driver.round_max_us as f64 / 1000.0,
+        driver.busy_max_us as f64 / 1000.0
+    ));
     lines
 }
 
@@ -597,6 +604,11 @@ fn status_json(id: NodeId, address: &str, answer: &Result<AdminAnswer, ConnError
     json!({
         "node": id.to_string(), "address": address, "reachable": true,
         "uptime_ms": status.uptime_ms, "strong": strong, "eventual": eventual, "faults": faults,
+        "driver": {
+            "rounds": status.driver.rounds,
+            "round_max_us": status.driver.round_max_us,
+            "busy_max_us": status.driver.busy_max_us,
+        },
     })
 }
 
@@ -651,7 +663,7 @@ async fn status(
 mod tests {
     use super::*;
     use crate::net::faults::FaultRuleError;
-    use crate::protocol::admin::RaftRole;
+    use crate::protocol::admin::{DriverStats, RaftRole};
     use crate::types::{GroupId, LogIndex, Term};
 
     const N1: NodeId = NodeId(1);
@@ -739,6 +751,11 @@ mod tests {
             faults: FaultRules {
                 rules: vec![FaultRule::Isolate { node: N3 }],
             },
+            driver: DriverStats {
+                rounds: 7,
+                round_max_us: 4_250,
+                busy_max_us: 900,
+            },
         };
         let answer = Ok(AdminAnswer::Status(Box::new(status)));
         let lines = status_lines(N1, "127.0.0.1:7001", &answer);
@@ -754,6 +771,12 @@ mod tests {
             lines[1]
         );
         assert_eq!(lines[2], "  faults: isolate n3");
+        assert_eq!(
+            lines[3],
+            "  driver: 7 rounds, longest 4.2 ms, longest busy 0.9 ms"
+        );
+        let json = status_json(N1, "127.0.0.1:7001", &answer);
+        assert_eq!(json["driver"]["round_max_us"], 4_250);
         let down = Err(ConnError::Connect {
             endpoint: "127.0.0.1:7003".into(),
             reason: "timed out".into(),

@@ -253,8 +253,9 @@ impl NodeCore {
             uptime_ms: now.saturating_duration_since(self.booted_at).as_millis() as u64,
             strong,
             eventual,
-            // The shell fills in its transport's rules.
+            // The shell fills in its transport's rules and its own timings.
             faults: Default::default(),
+            driver: Default::default(),
         }
     }
 }
