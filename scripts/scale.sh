@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Issue 10's figures in one command: a 3-node cluster of real processes on 127.0.0.1 loaded
+# with KEYS keys of 256 bytes in an eventual (lww) and a strong keyspace, then strong puts at
+# 64 in flight while status is polled; resident memory per node; a kill -9 and the time until
+# the restarted node serves a local read; a member joining the loaded cluster. Prints the
+# figures and writes them, with the machine, under bench-results/.
+#
+#   bash scripts/scale.sh                 # KEYS=1000000 (several minutes)
+#   KEYS=20000 bash scripts/scale.sh      # a quick look
+#   KEEP=1 ...                            # keep the nodes' directories and logs
+#
+# Every wait is bounded; the cluster is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+keys=${KEYS:-1000000}
+put_secs=${PUT_SECS:-30}
+cargo build --release --quiet
+bin=$PWD/target/release/capdial
+dir=$(mktemp -d /tmp/capdial-scale.XXXXXX)
+stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
+out="bench-results/scale-${stamp}.txt"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  if [ "${KEEP:-0}" = 1 ]; then echo "kept $dir"; else rm -rf "$dir"; fi
+}
+trap cleanup EXIT
+
+read -r -a ports < <(python3 -c '
+import socket
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')
+addr() { echo "127.0.0.1:${ports[$1 - 1]}"; }
+cluster3="n1=$(addr 1),n2=$(addr 2),n3=$(addr 3)"
+cluster4="$cluster3,n4=$(addr 4)"
+export CAPDIAL_CERTS=$dir/certs CAPDIAL_ENDPOINT=$(addr 1)
+"$bin" certs init --out "$dir/certs" --nodes n1,n2,n3,n4 >/dev/null
+
+start_node() { # id cluster [--join]
+  local i=$1 cluster=$2
+  shift 2
+  "$bin" node --id "n$i" --listen "$(addr "$i")" --initial-cluster "$cluster" \
+    --data-dir "$dir/n$i" --certs "$dir/certs" "$@" >>"$dir/n$i.log" 2>&1 &
+  pids[$i]=$!
+}
+
+# Milliseconds since the epoch.
+now_ms() { date +%s%3N; }
+
+# Polls `$@` until it succeeds, for at most $1 seconds; prints the milliseconds it took.
+wait_ok() {
+  local limit=$1 start
+  shift
+  start=$(now_ms)
+  while ! "$@" >/dev/null 2>&1; do
+    if (($(now_ms) - start > limit * 1000)); then
+      echo "timeout"
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo $(($(now_ms) - start))
+}
+
+# Every group's term on every node, as "node:keyspace:term ...".
+terms() {
+  "$bin" status --json --timeout 2s 2>/dev/null | python3 -c '
+import json, sys
+for node in json.loads(sys.stdin.readline())["nodes"]:
+    for group in node.get("strong", []):
+        print(node["node"] + ":" + group["keyspace"] + ":" + str(group["term"]), end=" ")'
+}
+
+# Succeeds once n4 runs every group n1 runs, as a voter.
+n4_votes() {
+  "$bin" status --json --timeout 2s 2>/dev/null | python3 -c '
+import json, sys
+nodes = {n["node"]: n for n in json.loads(sys.stdin.readline())["nodes"]}
+groups = nodes.get("n4", {}).get("strong", [])
+wanted = {g["keyspace"] for g in nodes["n1"].get("strong", [])}
+voting = {g["keyspace"] for g in groups if "n4" in g["voters"]}
+sys.exit(0 if voting == wanted else 1)'
+}
+
+rss_mb() { awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/$1/status"; }
+
+{
+  echo "# capdial at scale (scripts/scale.sh), KEYS=$keys, 256-byte values"
+  echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit:  $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
+  echo "cpu:     $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') x $(nproc)"
+  echo "memory:  $(free -h | awk '/^Mem:/ {print $2}')"
+  echo "kernel:  $(uname -sr)"
+  echo
+  for i in 1 2 3; do start_node "$i" "$cluster3"; done
+  echo "cluster up in $(wait_ok 30 "$bin" keyspace create ev --mode eventual --type lww) ms"
+  "$bin" keyspace create st --mode strong >/dev/null
+  load() { # keyspace mode [type]
+    local start
+    start=$(now_ms)
+    "$bin" bench --keyspace "$1" --mode "$2" ${3:+--type "$3"} --keys "$keys" \
+      --value-size 256 --concurrency 64 --ops 1 >/dev/null
+    echo "loaded $keys keys into $1 ($2) at 64 in flight in $(($(now_ms) - start)) ms"
+  }
+  load ev eventual lww
+  load st strong
+  before=$(terms)
+  echo "terms before: $before"
+  "$bin" bench --keyspace st --mode strong --no-preload --keys "$keys" --read-ratio 0 \
+    --value-size 256 --concurrency 64 --duration "${put_secs}s" --warmup 0s >"$dir/puts.txt" &
+  bench=$!
+  worst=0
+  while kill -0 "$bench" 2>/dev/null; do
+    start=$(now_ms)
+    "$bin" status --timeout 5s >/dev/null 2>&1 || true
+    took=$(($(now_ms) - start))
+    ((took > worst)) && worst=$took
+    sleep 0.5
+  done
+  wait "$bench" || echo "strong puts: bench failed"
+  echo "strong puts at 64 in flight for ${put_secs}s:"
+  grep -E '^(update|total)' "$dir/puts.txt" | sed 's/^/  /'
+  echo "slowest status during the puts: $worst ms (all nodes, one CLI call)"
+  after=$(terms)
+  echo "terms after:  $after"
+  [ "$before" = "$after" ] && echo "no group changed term" || echo "TERMS CHANGED"
+  for i in 1 2 3; do echo "n$i resident: $(rss_mb "${pids[$i]}") MB"; done
+  "$bin" status 2>/dev/null | grep driver | sed 's/^/  /'
+  start_node 4 "$cluster4" --join
+  "$bin" member add n4 "$(addr 4)" >/dev/null
+  echo "n4 votes in every group after $(wait_ok 120 n4_votes) ms"
+  joined=$(terms)
+  echo "terms after the join: $joined"
+  [ "${joined#"$after"}" != "$joined" ] && echo "no founder's group changed term" ||
+    echo "TERMS CHANGED"
+  "$bin" status --endpoint "$(addr 4)" --pin 2>/dev/null | grep -A1 -E '^n4' | sed 's/^/  /'
+  "$bin" status 2>/dev/null | grep -E '^n|eventual|driver' | sed 's/^/  /'
+  kill -9 "${pids[2]}"
+  wait "${pids[2]}" 2>/dev/null || true
+  start_node 2 "$cluster3"
+  echo "n2 after kill -9 serves a local read in" \
+    "$(wait_ok 60 "$bin" get ev k00000000 --endpoint "$(addr 2)" --pin --timeout 1s) ms"
+} 2>&1 | tee "$out"
+echo "wrote $out"
