@@ -22,6 +22,7 @@ stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
 out="bench-results/scale-${stamp}.txt"
 pids=()
 cleanup() {
+  exec 2>/dev/null # bash's "Killed" notices
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   if [ "${KEEP:-0}" = 1 ]; then echo "kept $dir"; else rm -rf "$dir"; fi
 }
@@ -86,6 +87,8 @@ sys.exit(0 if voting == wanted else 1)'
 
 rss_mb() { awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/$1/status"; }
 
+# Output goes through tee without a subshell, so `pids` stays this shell's for the cleanup.
+exec > >(tee "$out") 2>&1
 {
   echo "# capdial at scale (scripts/scale.sh), KEYS=$keys, 256-byte values"
   echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -142,5 +145,5 @@ rss_mb() { awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/$1/status"; }
   start_node 2 "$cluster3"
   echo "n2 after kill -9 serves a local read in" \
     "$(wait_ok 60 "$bin" get ev k00000000 --endpoint "$(addr 2)" --pin --timeout 1s) ms"
-} 2>&1 | tee "$out"
+}
 echo "wrote $out"

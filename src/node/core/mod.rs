@@ -269,9 +269,11 @@ impl NodeCore {
             answers: VecDeque::new(),
             random,
         };
-        let voters = match core.config.join {
-            true => Vec::new(),
-            false => core.members.keys().copied().collect(),
+        // A joiner waits for the leader's configuration (see `CoreConfig::join`).
+        let voters = if core.config.join {
+            Vec::new()
+        } else {
+            core.members.keys().copied().collect()
         };
         let replica = core.boot_replica(CATALOG_GROUP, voters)?;
         let name = CATALOG_NAME.to_string();
