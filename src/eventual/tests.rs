@@ -58,22 +58,27 @@ impl Cluster {
         for node in &members {
             let mut config = EngineConfig::new(*node, members.clone(), value_type);
             tweak(&mut config);
-            let engine =
-                AntiEntropy::new(config.clone(), RestoredState::default(), node.0).unwrap();
-            cluster.configs.insert(*node, config);
-            let node_state = Node {
-                engine,
-                image: RestoredState::default(),
-                events: Vec::new(),
-                persisting: true,
-            };
-            cluster.nodes.insert(*node, node_state);
+            cluster.install(config, RestoredState::default(), node.0);
         }
         for node in members {
             let (now, wall) = (cluster.now, WallMillis(cluster.wall));
             cluster.node(node).engine.handle_timeout(now, wall);
         }
         cluster
+    }
+
+    /// Runs a node of `config` from `image` (replacing one of the same id).
+    fn install(&mut self, config: EngineConfig, image: RestoredState, seed: u64) {
+        let id = config.node;
+        let engine = AntiEntropy::new(config.clone(), image.clone(), seed).unwrap();
+        self.configs.insert(id, config);
+        let node = Node {
+            engine,
+            image,
+            events: Vec::new(),
+            persisting: true,
+        };
+        self.nodes.insert(id, node);
     }
 
     fn node(&mut self, node: NodeId) -> &mut Node {
@@ -213,16 +218,7 @@ impl Cluster {
         let id = NodeId(node);
         let config = self.configs[&id].clone();
         let image = self.nodes[&id].image.clone();
-        let engine = AntiEntropy::new(config, image.clone(), 99 + node).unwrap();
-        self.nodes.insert(
-            id,
-            Node {
-                engine,
-                image,
-                events: Vec::new(),
-                persisting: true,
-            },
-        );
+        self.install(config, image, 99 + node);
         let (now, wall) = (self.now, WallMillis(self.wall));
         self.node(id).engine.handle_timeout(now, wall);
         self.drain(id);
@@ -1464,15 +1460,7 @@ impl Cluster {
     fn add_node(&mut self, id: u64, members: &[u64], value_type: ValueType) {
         let members = members.iter().copied().map(NodeId).collect();
         let config = EngineConfig::new(NodeId(id), members, value_type);
-        let engine = AntiEntropy::new(config.clone(), RestoredState::default(), id).unwrap();
-        self.configs.insert(NodeId(id), config);
-        let node = Node {
-            engine,
-            image: RestoredState::default(),
-            events: Vec::new(),
-            persisting: true,
-        };
-        self.nodes.insert(NodeId(id), node);
+        self.install(config, RestoredState::default(), id);
         let (now, wall) = (self.now, WallMillis(self.wall));
         self.node(NodeId(id)).engine.handle_timeout(now, wall);
     }

@@ -15,7 +15,7 @@ use super::error::NodeError;
 use crate::types::NodeId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Everything a node needs to start.
@@ -199,29 +199,19 @@ pub(super) async fn lookup_one(address: &str) -> Option<SocketAddr> {
     }
 }
 
-/// The first socket address `address` (host:port) resolves to (blocking: for start-up).
-pub(super) fn resolve_one(address: &str) -> Option<SocketAddr> {
-    address
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut all| all.next())
-}
-
 /// Every member's address, resolved once at start.
-pub(super) fn resolve(
+pub(super) async fn resolve(
     cluster: &BTreeMap<NodeId, String>,
 ) -> Result<BTreeMap<NodeId, SocketAddr>, NodeError> {
-    cluster
-        .iter()
-        .map(|(id, address)| {
-            let resolved = resolve_one(address);
-            let error = || NodeError::Resolve {
-                id: *id,
-                address: address.clone(),
-            };
-            resolved.map(|a| (*id, a)).ok_or_else(error)
-        })
-        .collect()
+    let mut resolved = BTreeMap::new();
+    for (id, address) in cluster {
+        let error = || NodeError::Resolve {
+            id: *id,
+            address: address.clone(),
+        };
+        resolved.insert(*id, lookup_one(address).await.ok_or_else(error)?);
+    }
+    Ok(resolved)
 }
 
 #[cfg(test)]

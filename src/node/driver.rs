@@ -14,7 +14,7 @@
 //! the next transaction and fsync: that is the group commit.
 //!
 //! What the core cannot do without IO stays here: the transport's fault rules, linking to
-//! members (their addresses are looked up on spawned tasks, never on this one), and the
+//! members (their addresses are looked up by one spawned task, never on this one), and the
 //! uptime and fault rules in a status.
 //! An error from the core (storage, or a replica that broke a local invariant) ends the loop,
 //! and the node exits non-zero (fail-stop).

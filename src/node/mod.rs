@@ -69,7 +69,7 @@ pub async fn run(
     })?;
     let transport_config = TransportConfig {
         id: config.id,
-        peers: config::resolve(&config.initial_cluster)?,
+        peers: config::resolve(&config.initial_cluster).await?,
         rng_seed: config.id.0,
     };
     let transport = Transport::start(transport_config, &identity, endpoint.clone())?;

@@ -60,18 +60,7 @@ async fn serve_stream(
     clients: mpsc::Sender<ClientInput>,
 ) {
     let answer = match read_request(&mut recv).await {
-        Ok(request) => match check_address(&request).await {
-            Some(refused) => refused,
-            None => {
-                let (reply, answer) = oneshot::channel();
-                let failed = || node_failed("the node is shutting down");
-                if clients.send(ClientInput { request, reply }).await.is_err() {
-                    failed()
-                } else {
-                    answer.await.unwrap_or_else(|_| failed())
-                }
-            }
-        },
+        Ok(request) => answer(request, &clients).await,
         Err(reason) => {
             let _ = recv.stop(0u32.into());
             malformed(reason)
@@ -84,6 +73,19 @@ async fn serve_stream(
     if send.write_all(&frame).await.is_ok() {
         let _ = send.finish();
     }
+}
+
+/// The node's answer to one well-formed request.
+async fn answer(request: ToNode, clients: &mpsc::Sender<ClientInput>) -> FromNode {
+    if let Some(refused) = check_address(&request).await {
+        return refused;
+    }
+    let (reply, answer) = oneshot::channel();
+    let failed = || node_failed("the node is shutting down");
+    if clients.send(ClientInput { request, reply }).await.is_err() {
+        return failed();
+    }
+    answer.await.unwrap_or_else(|_| failed())
 }
 
 /// A member added at an address that does not resolve is refused here, on the client's
