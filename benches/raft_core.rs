@@ -86,7 +86,7 @@ impl Cluster {
         }
         self.settle(|c| c.applied.iter().all(|a| *a >= last));
         for (node, applied) in self.nodes.iter_mut().zip(&self.applied) {
-            node.compact(*applied, Bytes::new())
+            node.compact(*applied)
                 .expect("applied index can be compacted");
         }
     }

@@ -4,10 +4,11 @@
 //! memory and on disk across a reopen.
 
 use bytes::Bytes;
-use capdial::raft::{
-    Entry, EntryKind, HardState, Membership, ProposalId, Ready, Snapshot, SnapshotMeta,
-};
+use capdial::raft::{Entry, EntryKind, HardState, Membership, ProposalId, Ready, SnapshotMeta};
+use capdial::storage::machine::GC_ROWS_PER_COMMIT;
 use capdial::storage::{Batch, StorageError, Store};
+use capdial::strong::store::{ImageChunk, StagedChunk};
+use capdial::strong::{MachineStore, MachineWrites, Versioned};
 use capdial::types::{GroupId, KeyspaceId, LogIndex, NodeId, Term};
 
 const GROUP: GroupId = GroupId(7);
@@ -33,19 +34,15 @@ fn ready(entries: Vec<Entry>, hard_state: Option<HardState>) -> Ready {
     }
 }
 
-fn snapshot(index: u64, term: u64) -> Snapshot {
+fn snapshot(index: u64, term: u64) -> SnapshotMeta {
     let membership = Membership {
         voters: [NodeId(1)].into(),
         learners: Default::default(),
     };
-    let meta = SnapshotMeta {
+    SnapshotMeta {
         index: LogIndex(index),
         term: Term(term),
         membership,
-    };
-    Snapshot {
-        meta,
-        data: Bytes::from_static(b"state"),
     }
 }
 
@@ -93,7 +90,7 @@ fn snapshots_replace_the_log_and_compaction_keeps_the_tail() {
     store.commit(batch).unwrap();
     let restored = store.raft_restore(GROUP).unwrap();
     assert_eq!(
-        restored.snapshot.as_ref().map(|s| s.meta.index),
+        restored.snapshot.as_ref().map(|meta| meta.index),
         Some(LogIndex(4))
     );
     assert_eq!(restored.applied, LogIndex(4));
@@ -243,17 +240,120 @@ fn stored_ids_name_every_id_with_a_row_of_any_kind() {
     assert_eq!(ids, vec![0, 3, 7, 900]);
 }
 
+fn version(value: &str, revision: u64) -> Versioned {
+    Versioned {
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        create_revision: LogIndex(revision),
+        mod_revision: LogIndex(revision),
+    }
+}
+
+fn rows(writes: Vec<(&str, Option<Versioned>)>, applied: u64) -> MachineWrites {
+    MachineWrites {
+        rows: writes
+            .into_iter()
+            .map(|(key, row)| (Bytes::copy_from_slice(key.as_bytes()), row))
+            .collect(),
+        applied: Some(LogIndex(applied)),
+        ..MachineWrites::default()
+    }
+}
+
+fn commit_machine(store: &Store, group: GroupId, writes: MachineWrites) {
+    let mut batch = Batch::new();
+    batch.machine_writes(group, writes);
+    store.commit(batch).unwrap();
+}
+
+/// A strong machine's rows: written and deleted, read back by key and prefix, and replaced by
+/// a snapshot staged over several commits, whose install is one small write; the replaced
+/// rows go a bounded number per later commit.
 #[test]
-fn a_snapshot_larger_than_a_network_frame_is_stored_and_restored() {
+fn machine_rows_are_replaced_by_a_staged_snapshot_and_collected_in_bounded_steps() {
     let store = Store::in_memory(NodeId(1)).unwrap();
-    let mut big = snapshot(10, 2);
-    big.data = Bytes::from(vec![7u8; capdial::wire::FRAME_BYTES_MAX + 1024]);
-    let installed = Ready {
-        snapshot: Some(big.clone()),
-        must_sync: true,
-        ..Ready::default()
+    commit_machine(
+        &store,
+        GROUP,
+        rows(
+            vec![("a", Some(version("1", 1))), ("b", Some(version("2", 2)))],
+            2,
+        ),
+    );
+    commit_machine(&store, GROUP, rows(vec![("a", None)], 3));
+    assert_eq!(store.get(GROUP, b"a").unwrap(), None);
+    assert_eq!(store.get(GROUP, b"b").unwrap(), Some(version("2", 2)));
+    assert_eq!(store.load(GROUP).unwrap().applied, LogIndex(3));
+    assert_eq!(store.load(GroupId(8)).unwrap().applied, LogIndex(0));
+    // A snapshot of more rows than one commit collects, staged in three chunks.
+    let total = GC_ROWS_PER_COMMIT + 10;
+    let keys: Vec<String> = (0..total).map(|i| format!("s{i:06}")).collect();
+    for (n, part) in keys.chunks(total / 3 + 1).enumerate() {
+        let chunk = ImageChunk {
+            applied: LogIndex(50),
+            sessions: Vec::new(),
+            rows: part
+                .iter()
+                .map(|key| (Bytes::copy_from_slice(key.as_bytes()), version("v", 40)))
+                .collect(),
+        };
+        let staged = StagedChunk {
+            restart: n == 0,
+            chunk,
+        };
+        let writes = MachineWrites {
+            staged: vec![staged],
+            ..MachineWrites::default()
+        };
+        commit_machine(&store, GROUP, writes);
+        assert_eq!(
+            store.get(GROUP, b"b").unwrap(),
+            Some(version("2", 2)),
+            "not yet"
+        );
+    }
+    let install = MachineWrites {
+        install: true,
+        ..MachineWrites::default()
     };
-    commit(&store, GROUP, &installed);
-    let restored = store.raft_restore(GROUP).unwrap();
-    assert_eq!(restored.snapshot, Some(big));
+    commit_machine(&store, GROUP, install);
+    assert_eq!(
+        store.get(GROUP, b"b").unwrap(),
+        None,
+        "the old rows are gone from view"
+    );
+    assert_eq!(store.load(GROUP).unwrap().applied, LogIndex(50));
+    let scanned = store.scan(GROUP, b"s", b"s", total + 5).unwrap();
+    assert_eq!(scanned.len(), total);
+    // The image streams every row back, in chunks.
+    let image = store.image(GROUP).unwrap();
+    assert_eq!(image.index(), LogIndex(50));
+    let (mut cursor, mut streamed) = (Bytes::new(), 0);
+    loop {
+        let (data, next) = image.chunk(&cursor, 64 * 1024).unwrap();
+        assert!(data.len() <= 64 * 1024 + 1024);
+        let chunk: ImageChunk = capdial::wire::unframed::decode(&data).unwrap();
+        streamed += chunk.rows.len();
+        match next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    assert_eq!(streamed, total);
+    // Dropping the keyspace: every row goes, over commits of at most GC_ROWS_PER_COMMIT.
+    let mut batch = Batch::new();
+    batch.drop_keyspace(KeyspaceId(GROUP.0));
+    store.commit(batch).unwrap();
+    assert_eq!(store.get(GROUP, b"s000000").unwrap(), None);
+    assert!(!store.stored_ids().unwrap().contains(&GROUP.0));
+    assert!(
+        store.machine_row_count().unwrap() > 0,
+        "more than one commit collects"
+    );
+    for _ in 0..3 {
+        let mut batch = Batch::new();
+        batch.raft_ready(GroupId(9), &ready(Vec::new(), Some(HardState::default())));
+        store.commit(batch).unwrap();
+    }
+    assert!(store.scan(GROUP, b"", b"", 10).unwrap().is_empty());
+    assert_eq!(store.machine_row_count().unwrap(), 0);
 }

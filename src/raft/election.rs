@@ -68,9 +68,9 @@ impl RaftNode {
                 meta,
                 offset,
                 data,
-                total_bytes,
+                last,
                 ..
-            } => self.handle_snapshot_chunk(from, meta, offset, data, total_bytes),
+            } => self.handle_snapshot_chunk(from, meta, offset, data, last),
             RaftMessage::SnapshotResponse {
                 snapshot_index,
                 next_offset,

@@ -111,13 +111,19 @@ pub struct SnapshotMeta {
     pub membership: Membership,
 }
 
-/// A snapshot of the applied state machine: opaque bytes made by the shell.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// Its position and configuration.
+/// One chunk of a snapshot a follower received, for its shell to stage (see
+/// [`Ready::snapshot_chunks`](super::Ready::snapshot_chunks)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// Which snapshot.
     pub meta: SnapshotMeta,
-    /// The state machine's bytes, opaque to the core.
+    /// Byte position of `data` in the snapshot's stream. A chunk at 0 starts the snapshot
+    /// over: whatever was staged before goes.
+    pub offset: u64,
+    /// The bytes, opaque to the core (the shell's state machine made them).
     pub data: Bytes,
+    /// The last chunk: the staged snapshot is complete and replaces the state machine.
+    pub last: bool,
 }
 
 /// How a follower answers an append.
@@ -214,7 +220,8 @@ pub enum RaftMessage {
         seq: u64,
     },
     /// One chunk of a snapshot. Chunks go one at a time; `offset` is the byte position of
-    /// `data` in the whole snapshot of `total_bytes` bytes.
+    /// `data` in the snapshot's stream, whose length nobody needs to know in advance (it is
+    /// read from storage as it is sent).
     InstallSnapshot {
         /// The leader's term.
         term: Term,
@@ -222,10 +229,10 @@ pub enum RaftMessage {
         meta: SnapshotMeta,
         /// Byte offset of `data`.
         offset: u64,
-        /// The chunk, at most `snapshot_chunk_bytes`.
+        /// The chunk, about `snapshot_chunk_bytes`.
         data: Bytes,
-        /// The total size of the snapshot's data.
-        total_bytes: u64,
+        /// Whether this is the snapshot's last chunk.
+        last: bool,
     },
     /// The answer to a snapshot chunk.
     SnapshotResponse {
@@ -308,18 +315,8 @@ impl RaftMessage {
                 }
                 RaftMessage::Heartbeat { commit, .. } => ok(commit.0),
                 RaftMessage::InstallSnapshot {
-                    meta,
-                    offset,
-                    data,
-                    total_bytes,
-                    ..
-                } => {
-                    ok(meta.index.0)
-                        && ok(meta.term.0)
-                        && ok(*offset)
-                        && ok(*total_bytes)
-                        && ok(data.len() as u64)
-                }
+                    meta, offset, data, ..
+                } => ok(meta.index.0) && ok(meta.term.0) && ok(*offset) && ok(data.len() as u64),
                 RaftMessage::SnapshotResponse {
                     snapshot_index,
                     next_offset,

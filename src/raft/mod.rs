@@ -13,7 +13,7 @@
 //!   handle_timeout(now)       ├──> RaftNode ──> ready() ──> Ready { persist, send, apply }
 //!   propose / read_index /    │                   ^                 │
 //!   lease_read / membership  ─┘                   └── advance(id) <─┘ (after doing it all)
-//!   report_applied(index), compact(index, data): the shell's apply/snapshot progress
+//!   report_applied(index), compact(index), set_snapshot_source(image): the shell's progress
 //! ```
 //!
 //! * Call `handle_timeout(now)` when `poll_timeout()` is reached (early is harmless).
@@ -25,14 +25,15 @@
 //! # The Ready contract
 //!
 //! For each `Ready`, in this order:
-//! 1. **Persist.** If `snapshot` is set: store it and delete the whole durable log (the
-//!    snapshot replaces it). If `entries` is non-empty: delete every durable entry at index
+//! 1. **Persist.** Stage `snapshot_chunks` in order (a chunk at offset 0 starts over). If
+//!    `snapshot` is set: store its meta, let the staged image replace the state machine and
+//!    delete the whole durable log (the snapshot replaces it). If `entries` is non-empty: delete every durable entry at index
 //!    `>= entries[0].index` (a conflicting suffix) and append `entries`. Store `hard_state`
 //!    if set. Fsync if `must_sync`.
 //! 2. **Send.** `messages` may be sent at any time, even before step 1.
 //!    `persisted_messages` (votes, vote requests, append and snapshot acks) only after the
 //!    persist of step 1 is durable: they promise what was persisted.
-//! 3. **Apply.** If `snapshot` is set, restore the state machine from it. Then apply
+//! 3. **Apply.** If `snapshot` is set, the state machine is now the installed image. Then apply
 //!    `committed` in order (they follow the snapshot). Serve each `read_states` entry once
 //!    the applied index reaches its `index`. Fail the clients in `dropped_proposals` /
 //!    `dropped_reads` (a dropped proposal's outcome is *unknown*: it may still commit).
@@ -50,10 +51,12 @@
 //! crash lost was never promised to anyone, because promises travel in
 //! `persisted_messages`. (The one promise that is not persisted, a follower's heartbeat ack
 //! that backs its leader's lease, is covered by the restart blackout described below.)
-//! Compaction is the shell's call: after snapshotting applied state up to `index`, call
-//! `compact(index, data)`; persist the returned snapshot, then drop durable entries up to
+//! Compaction is the shell's call: once its applied state up to `index` is durable on its
+//! own, call `compact(index)`; persist the returned meta, then drop durable entries up to
 //! `index` (a restored log may still hold them: they are skipped). The in-memory log only
-//! shrinks through compaction, so the shell bounds the core's memory by compacting.
+//! shrinks through compaction, so the shell bounds the core's memory by compacting. A
+//! follower the log no longer reaches gets a snapshot streamed from the image the shell
+//! offered with `set_snapshot_source` (see `snapshot.rs`): the core never holds its bytes.
 //!
 //! # Elections
 //!
@@ -141,8 +144,8 @@ pub use config::{
 pub use error::{CompactError, ConfigError, ProposeError, ReadError};
 pub use message::{
     AppendOutcome, Entry, EntryKind, Envelope, HardState, Membership, MembershipChange, ProposalId,
-    RaftMessage, ReadId, Snapshot, SnapshotMeta, TERM_OR_INDEX_MAX,
+    RaftMessage, ReadId, SnapshotChunk, SnapshotMeta, TERM_OR_INDEX_MAX,
 };
 pub use node::RaftNode;
 pub use ready::{ReadState, Ready, ReadyId, RestoredState, Role, StaleStatus, Status};
-pub use snapshot::SNAPSHOT_BYTES_MAX;
+pub use snapshot::{SnapshotBytes, SnapshotReadError, SnapshotSource};

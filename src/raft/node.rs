@@ -7,12 +7,12 @@ use super::log::RaftLog;
 use super::membership::MembershipLog;
 use super::message::{
     Entry, EntryKind, Envelope, HardState, Membership, MembershipChange, ProposalId, RaftMessage,
-    ReadId, Snapshot, SnapshotMeta,
+    ReadId, SnapshotChunk, SnapshotMeta,
 };
 use super::progress::Progress;
 use super::read::ReadTracker;
 use super::ready::{ReadState, Ready, ReadyId, RestoredState, Role, StaleStatus, Status};
-use super::snapshot::IncomingSnapshot;
+use super::snapshot::{IncomingSnapshot, SnapshotSource};
 use crate::types::{Instant, LogIndex, NodeId, Term};
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
@@ -28,7 +28,9 @@ pub(crate) struct Outbox {
     pub(crate) read_states: Vec<ReadState>,
     pub(crate) dropped_proposals: Vec<(ProposalId, ProposeError)>,
     pub(crate) dropped_reads: Vec<(ReadId, ReadError)>,
-    pub(crate) snapshot: Option<Snapshot>,
+    /// A snapshot whose last chunk arrived: the shell installs what it staged.
+    pub(crate) snapshot: Option<SnapshotMeta>,
+    pub(crate) snapshot_chunks: Vec<SnapshotChunk>,
 }
 
 /// State only a leader has. Dropped when it steps down.
@@ -86,8 +88,9 @@ pub struct RaftNode {
     pub(crate) leader_state: Option<LeaderState>,
     pub(crate) remote_reads: VecDeque<RemoteRead>,
     pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
-    /// The latest snapshot, local or installed, to send to lagging followers.
-    pub(crate) snapshot: Option<Snapshot>,
+    /// The shell's image of its applied state, to send to followers the log no longer
+    /// reaches (see [`RaftNode::set_snapshot_source`]).
+    pub(crate) snapshot_source: Option<std::sync::Arc<dyn SnapshotSource>>,
     /// The hard state as last handed out in a `Ready`.
     pub(crate) handed_hard_state: HardState,
     pub(crate) outbox: Outbox,
@@ -105,7 +108,7 @@ impl RaftNode {
         now: Instant,
     ) -> Result<RaftNode, ConfigError> {
         config.validate()?;
-        let (log, members, snapshot) = restore_log(&config, &restored)?;
+        let (log, members) = restore_log(&config, &restored)?;
         let applied = restored.applied.max(log.snapshot_index()).min(log.commit);
         let mut node = RaftNode {
             id: config.id,
@@ -131,7 +134,7 @@ impl RaftNode {
             leader_state: None,
             remote_reads: VecDeque::new(),
             incoming_snapshot: None,
-            snapshot,
+            snapshot_source: None,
             handed_hard_state: restored.hard_state,
             outbox: Outbox::default(),
             ready_seq: 0,
@@ -250,11 +253,11 @@ impl RaftNode {
         }
     }
 
-    /// The shell snapshotted its applied state up to `index` into `data`. The core keeps
-    /// it (to send to lagging followers) and drops its log up to `index`. Returns the
-    /// snapshot's metadata: the shell persists the snapshot and may then delete its durable
-    /// entries up to `index`.
-    pub fn compact(&mut self, index: LogIndex, data: Bytes) -> Result<SnapshotMeta, CompactError> {
+    /// The shell's applied state up to `index` is durable without the log: the core drops
+    /// its log up to `index`. Returns the snapshot's metadata, which the shell persists before
+    /// it may delete its durable entries up to `index`. To serve followers the log no longer
+    /// reaches, the shell also offers an image of its state ([`RaftNode::set_snapshot_source`]).
+    pub fn compact(&mut self, index: LogIndex) -> Result<SnapshotMeta, CompactError> {
         if index > self.applied {
             return Err(CompactError::NotApplied {
                 index,
@@ -278,11 +281,19 @@ impl RaftNode {
         };
         self.log.compact(index);
         self.members.compact(index);
-        self.snapshot = Some(Snapshot {
-            meta: meta.clone(),
-            data,
-        });
         Ok(meta)
+    }
+
+    /// The image of the applied state a leader reads snapshots from, replacing the previous
+    /// one (a follower being sent the old one starts over with this). It serves only while
+    /// its index is between the log's start and the commit index.
+    pub fn set_snapshot_source(&mut self, source: std::sync::Arc<dyn SnapshotSource>) {
+        self.snapshot_source = Some(source);
+    }
+
+    /// The index of the image a leader sends snapshots from, if it has one.
+    pub fn snapshot_source_index(&self) -> Option<LogIndex> {
+        self.snapshot_source.as_ref().map(|source| source.index())
     }
 
     /// The next batch of work, or `None` if there is none or the previous `Ready` was not
@@ -425,8 +436,11 @@ impl RaftNode {
         let hard_state = self.hard_state_to_persist();
         let hard_state_changed = hard_state != self.handed_hard_state;
         let snapshot = self.outbox.snapshot.take();
+        let snapshot_chunks = std::mem::take(&mut self.outbox.snapshot_chunks);
         let entries = self.log.take_unhanded();
         let committed = self.take_committed();
+        // Staged chunks need no fsync: a crash forgets the transfer, which starts over. The
+        // install does.
         let must_sync = !entries.is_empty()
             || snapshot.is_some()
             || hard_state.term != self.handed_hard_state.term
@@ -434,6 +448,7 @@ impl RaftNode {
         let outbox = std::mem::take(&mut self.outbox);
         let empty = !hard_state_changed
             && snapshot.is_none()
+            && snapshot_chunks.is_empty()
             && entries.is_empty()
             && committed.is_empty()
             && outbox.messages.is_empty()
@@ -446,13 +461,14 @@ impl RaftNode {
         }
         self.ready_seq += 1;
         let id = ReadyId(self.ready_seq);
-        let snapshot_index = snapshot.as_ref().map(|s| s.meta.index);
+        let snapshot_index = snapshot.as_ref().map(|meta| meta.index);
         self.inflight_ready = Some(InflightReady { id, snapshot_index });
         self.handed_hard_state = hard_state;
         Some(Ready {
             id,
             hard_state: hard_state_changed.then_some(hard_state),
             snapshot,
+            snapshot_chunks,
             entries,
             must_sync,
             messages: outbox.messages,
@@ -528,13 +544,13 @@ impl RaftNode {
     }
 }
 
-/// Rebuilds the log, the membership history and the snapshot from the durable image.
+/// Rebuilds the log and the membership history from the durable image.
 fn restore_log(
     config: &Config,
     restored: &RestoredState,
-) -> Result<(RaftLog, MembershipLog, Option<Snapshot>), ConfigError> {
+) -> Result<(RaftLog, MembershipLog), ConfigError> {
     let (base_index, base_term, base_members) = match &restored.snapshot {
-        Some(s) => (s.meta.index, s.meta.term, s.meta.membership.clone()),
+        Some(meta) => (meta.index, meta.term, meta.membership.clone()),
         None => {
             // No voters: a node joining a running group, which learns the configuration
             // from its leader's appends or snapshot and never campaigns before.
@@ -567,7 +583,8 @@ fn restore_log(
     }
     let mut log = RaftLog::restored(base_index, base_term, entries);
     let last = log.last_index();
-    let commit = restored.hard_state.commit;
+    // What the shell applied was committed, whether or not a later hard state said so.
+    let commit = restored.hard_state.commit.max(restored.applied.min(last));
     if commit > last {
         return Err(ConfigError::RestoredIndex {
             what: "commit",
@@ -576,5 +593,5 @@ fn restore_log(
         });
     }
     log.commit_to(commit);
-    Ok((log, members, restored.snapshot.clone()))
+    Ok((log, members))
 }

@@ -1,7 +1,9 @@
 //! The leader's view of each follower: how much of the log matches, what to send next, and
 //! how many appends are in flight (etcd's `tracker/`).
 
+use super::message::SnapshotMeta;
 use crate::types::LogIndex;
+use bytes::Bytes;
 use std::collections::VecDeque;
 
 /// How the leader is replicating to one follower.
@@ -14,11 +16,14 @@ pub(crate) enum ProgressState {
     /// index of each unacknowledged append, oldest first; its length is bounded by
     /// `max_inflight_appends`.
     Replicate { inflight: VecDeque<LogIndex> },
-    /// The follower needs the snapshot at `index`, sent one chunk at a time from `offset`.
+    /// The follower needs the snapshot `meta`, sent one chunk at a time: the next starts at
+    /// byte `offset` of the stream, read from the source at `cursor`. `sent` is the chunk in
+    /// flight: the offset after it and the cursor of the one after (`None` after the last).
     Snapshot {
-        index: LogIndex,
+        meta: SnapshotMeta,
         offset: u64,
-        chunk_outstanding: bool,
+        cursor: Bytes,
+        sent: Option<(u64, Option<Bytes>)>,
     },
 }
 

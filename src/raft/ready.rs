@@ -1,7 +1,9 @@
 //! The work the core hands to its shell, and what the shell may ask about it.
 
 use super::error::{ProposeError, ReadError};
-use super::message::{Entry, Envelope, HardState, Membership, ProposalId, ReadId, Snapshot};
+use super::message::{
+    Entry, Envelope, HardState, Membership, ProposalId, ReadId, SnapshotChunk, SnapshotMeta,
+};
 use crate::types::{LogIndex, NodeId, Term};
 
 /// Numbers each [`Ready`]; `advance` takes it back.
@@ -28,9 +30,12 @@ pub struct Ready {
     pub id: ReadyId,
     /// To persist, when it changed.
     pub hard_state: Option<HardState>,
-    /// A snapshot received from the leader: it replaces the whole durable log (delete every
-    /// entry) and the state machine.
-    pub snapshot: Option<Snapshot>,
+    /// Chunks of a snapshot the leader is sending, in order, for the shell to stage beside
+    /// its state machine (a chunk at offset 0 discards what was staged before).
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// The snapshot whose last chunk is in `snapshot_chunks` is complete: persist its meta,
+    /// let what was staged replace the state machine, and delete every durable entry.
+    pub snapshot: Option<SnapshotMeta>,
     /// Consecutive entries to persist. Before appending, delete every durable entry at an
     /// index >= `entries[0].index` (a conflicting suffix the leader overwrote).
     pub entries: Vec<Entry>,
@@ -58,7 +63,10 @@ impl Ready {
 
     /// Whether there is anything to persist.
     pub fn has_persist_work(&self) -> bool {
-        self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
+        self.hard_state.is_some()
+            || self.snapshot.is_some()
+            || !self.snapshot_chunks.is_empty()
+            || !self.entries.is_empty()
     }
 }
 
@@ -68,8 +76,8 @@ impl Ready {
 pub struct RestoredState {
     /// The last persisted hard state.
     pub hard_state: HardState,
-    /// The last persisted snapshot, if any.
-    pub snapshot: Option<Snapshot>,
+    /// The last persisted snapshot's meta (the log starts after it), if any.
+    pub snapshot: Option<SnapshotMeta>,
     /// Persisted entries in index order. Entries at or below the snapshot index are skipped;
     /// the rest must be consecutive from `snapshot.index + 1`.
     pub entries: Vec<Entry>,

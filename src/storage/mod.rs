@@ -6,13 +6,15 @@
 //! it needs one, one fsync for all of it. That is the group commit. On start the shell reads
 //! back exactly what was committed: [`Store::raft_restore`] and [`Store::eventual_restore`].
 //!
-//! The applied state of a strong keyspace is not stored apart from its group: it is the
-//! group's snapshot plus the committed entries after it, replayed on start.
+//! The applied state of a strong keyspace is stored beside its group's log, in the machine
+//! tables (`machine`): a restart replays only the committed entries after its applied index.
 
+pub mod machine;
 pub mod tables;
 
 use crate::eventual::{self, DurableMeta, KeyState, PersistBatch};
-use crate::raft::{Entry, HardState, Ready, RestoredState, Snapshot};
+use crate::raft::{Entry, HardState, Ready, RestoredState, SnapshotMeta};
+use crate::strong::MachineWrites;
 use crate::types::{GroupId, KeyspaceId, LogIndex, NodeId};
 use crate::wire;
 use bytes::Bytes;
@@ -63,7 +65,7 @@ fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, S
 #[derive(Debug, Default)]
 struct RaftWrite {
     hard_state: Option<HardState>,
-    snapshot: Option<Snapshot>,
+    snapshot: Option<SnapshotMeta>,
     entries: Vec<Entry>,
     /// A local compaction: keep `snapshot`, delete entries up to its index, keep the rest.
     compaction: bool,
@@ -73,6 +75,7 @@ struct RaftWrite {
 #[derive(Debug, Default)]
 pub struct Batch {
     raft: Vec<(GroupId, RaftWrite)>,
+    machine: Vec<(GroupId, MachineWrites)>,
     /// Key states to write (`Some`) or delete (`None`).
     eventual: Vec<(KeyspaceId, Vec<u8>, Option<Vec<u8>>)>,
     eventual_meta: Vec<(KeyspaceId, Vec<u8>)>,
@@ -88,6 +91,7 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.raft.is_empty()
+            && self.machine.is_empty()
             && self.eventual.is_empty()
             && self.eventual_meta.is_empty()
             && self.dropped.is_empty()
@@ -113,9 +117,18 @@ impl Batch {
         self.raft.push((group, write));
     }
 
-    /// Records a snapshot the shell took of its applied state (`RaftNode::compact`): the
-    /// snapshot replaces the entries it covers, and later entries stay.
-    pub fn raft_compaction(&mut self, group: GroupId, snapshot: Snapshot) {
+    /// Adds a state machine's writes (see [`MachineWrites`]), after the group's Raft write
+    /// of the same batch. They need no fsync of their own: what a crash loses of them, the
+    /// log applies again.
+    pub fn machine_writes(&mut self, group: GroupId, writes: MachineWrites) {
+        if !writes.is_empty() {
+            self.machine.push((group, writes));
+        }
+    }
+
+    /// Records a compaction (`RaftNode::compact`): the log starts after `snapshot`, whose
+    /// state the machine tables hold; the entries it covers go, later entries stay.
+    pub fn raft_compaction(&mut self, group: GroupId, snapshot: SnapshotMeta) {
         self.sync = true;
         let write = RaftWrite {
             snapshot: Some(snapshot),
@@ -176,6 +189,12 @@ pub struct Store {
     db: Database,
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
 impl Store {
     /// Opens (or creates) the file at `path` for node `node`, refusing another node's file.
     pub fn open(path: &Path, node: NodeId) -> Result<Store, StorageError> {
@@ -220,6 +239,7 @@ impl Store {
             txn.open_table(RAFT_SNAPSHOTS).map_err(redb_error)?;
             txn.open_table(EVENTUAL_STATES).map_err(redb_error)?;
             txn.open_table(EVENTUAL_META).map_err(redb_error)?;
+            machine::MachineTables::open(&txn)?;
         }
         txn.commit().map_err(redb_error)?;
         Ok(Store { db })
@@ -281,6 +301,16 @@ impl Store {
                 metas.remove(id).map_err(redb_error)?;
             }
         }
+        {
+            let mut machines = machine::MachineTables::open(&txn)?;
+            for (group, writes) in &batch.machine {
+                machines.apply(*group, writes)?;
+            }
+            for keyspace in &batch.dropped {
+                machines.drop_group(GroupId(keyspace.0))?;
+            }
+            machines.collect_garbage()?;
+        }
         txn.commit().map_err(redb_error)
     }
 
@@ -294,11 +324,11 @@ impl Store {
             None => HardState::default(),
         };
         let snapshots = txn.open_table(RAFT_SNAPSHOTS).map_err(redb_error)?;
-        let snapshot: Option<Snapshot> = match snapshots.get(group.0).map_err(redb_error)? {
+        let snapshot: Option<SnapshotMeta> = match snapshots.get(group.0).map_err(redb_error)? {
             Some(value) => Some(decode(RAFT_SNAPSHOTS_NAME, value.value())?),
             None => None,
         };
-        let after = snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.index);
+        let after = snapshot.as_ref().map_or(LogIndex(0), |meta| meta.index);
         let table = txn.open_table(RAFT_ENTRIES).map_err(redb_error)?;
         let mut entries = Vec::new();
         for row in table
@@ -349,7 +379,7 @@ impl Store {
     pub fn stored_ids(&self) -> Result<std::collections::BTreeSet<u64>, StorageError> {
         let txn = self.db.begin_read().map_err(redb_error)?;
         let mut ids = std::collections::BTreeSet::new();
-        for table in [RAFT_HARD_STATE, RAFT_SNAPSHOTS, EVENTUAL_META] {
+        for table in [RAFT_HARD_STATE, RAFT_SNAPSHOTS, EVENTUAL_META, MACHINE_META] {
             let table = txn.open_table(table).map_err(redb_error)?;
             for row in table.iter().map_err(redb_error)? {
                 ids.insert(row.map_err(redb_error)?.0.value());
@@ -424,7 +454,7 @@ impl RaftTables<'_, '_> {
                 .insert(group.0, bytes.as_slice())
                 .map_err(redb_error)?;
             let upto = if write.compaction {
-                snapshot.meta.index.0
+                snapshot.index.0
             } else {
                 u64::MAX
             };

@@ -17,10 +17,34 @@ pub const RAFT_ENTRIES: TableDefinition<(u64, u64), &[u8]> =
 pub const RAFT_HARD_STATE_NAME: &str = "raft_hard_state";
 pub const RAFT_HARD_STATE: TableDefinition<u64, &[u8]> = TableDefinition::new(RAFT_HARD_STATE_NAME);
 
-/// The latest snapshot of each group. Key: group id. Value: a `raft::Snapshot` frame
-/// (meta and the state machine's bytes).
+/// The latest snapshot of each group. Key: group id. Value: a `raft::SnapshotMeta` payload:
+/// where the log starts (the state machine itself is in the machine tables).
 pub const RAFT_SNAPSHOTS_NAME: &str = "raft_snapshots";
 pub const RAFT_SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new(RAFT_SNAPSHOTS_NAME);
+
+/// The keys of every strong keyspace's state machine (the catalog's too). Key: (group id,
+/// generation, key bytes). Value: a `strong::Versioned` payload. See `storage::machine`.
+pub const MACHINE_ROWS_NAME: &str = "machine_rows";
+pub const MACHINE_ROWS: TableDefinition<(u64, u64, &[u8]), &[u8]> =
+    TableDefinition::new(MACHINE_ROWS_NAME);
+
+/// The client sessions of every state machine. Key: (group id, generation, client id).
+/// Value: a `strong::Session` payload.
+pub const MACHINE_SESSIONS_NAME: &str = "machine_sessions";
+pub const MACHINE_SESSIONS: TableDefinition<(u64, u64, u64), &[u8]> =
+    TableDefinition::new(MACHINE_SESSIONS_NAME);
+
+/// Where each group's machine is: its live generation, its applied index, a snapshot being
+/// staged. Key: group id. Value: a `storage::machine::MachineMetaRow` payload, written in the
+/// same transaction as the rows it describes.
+pub const MACHINE_META_NAME: &str = "machine_meta";
+pub const MACHINE_META: TableDefinition<u64, &[u8]> = TableDefinition::new(MACHINE_META_NAME);
+
+/// Generations whose rows later commits delete, a bounded number at a time. Key: (group id,
+/// generation).
+pub const MACHINE_GARBAGE_NAME: &str = "machine_garbage";
+pub const MACHINE_GARBAGE: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new(MACHINE_GARBAGE_NAME);
 
 /// CRDT state of every key of every eventual keyspace. Key: (keyspace id, key bytes).
 /// Value: the eventual engine's per-key state frame.

@@ -1,11 +1,13 @@
 //! The strong keyspace's state machine: an ordered map with revisions and client sessions.
 
 use super::command::{ClientId, Command, CommandError, Outcome, Request, Versioned, validate};
-use crate::types::LogIndex;
+use super::store::{MachineStore, MachineWrites, MemoryMachineStore, StoreError};
+use crate::types::{GroupId, LogIndex};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// The most client sessions kept. Past it the session applied longest ago is forgotten; a
 /// retry from that client would then apply again, so it must be far above the number of
@@ -67,13 +69,30 @@ pub struct MalformedEntry {
     pub source: crate::wire::DecodeError,
 }
 
-/// The whole state as a serde value, for Raft snapshots.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MachineSnapshot {
-    pub applied: LogIndex,
-    pub entries: Vec<(Bytes, Versioned)>,
-    pub sessions: Vec<(ClientId, Session)>,
+/// Why applying an entry failed. Either is a fault of this replica, never a result.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    #[error(transparent)]
+    Malformed(#[from] MalformedEntry),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
+
+/// Why a read outside the log failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadFailure {
+    /// The request breaks a limit: the client's error.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The storage failed: this replica's fault.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Changes to keys not yet durable: `None` is a delete.
+type Overlay = BTreeMap<Bytes, Option<Versioned>>;
 
 /// The strong keyspace state machine.
 ///
@@ -82,27 +101,80 @@ pub struct MachineSnapshot {
 /// (no-ops, membership). The revision of a change is the index of its entry. Reads served
 /// outside the log (ReadIndex, lease, stale) call [`StrongMachine::get`] and
 /// [`StrongMachine::scan`] once [`StrongMachine::applied`] has reached the read's index.
-#[derive(Clone, Debug)]
+///
+/// The keys live in a [`MachineStore`]; the machine holds only what it changed since its
+/// last [`StrongMachine::take_writes`] and what those writes carry until
+/// [`StrongMachine::writes_persisted`], and reads see both over the store. Client sessions
+/// (at most [`SESSIONS_MAX`]) are kept in memory too, and written through the same way.
+#[derive(Debug)]
 pub struct StrongMachine {
     config: MachineConfig,
-    /// Invariant: every `Versioned` has `create_revision <= mod_revision <= applied`.
-    map: BTreeMap<Bytes, Versioned>,
+    group: GroupId,
+    store: Arc<dyn MachineStore>,
+    /// Applied since the last `take_writes`.
+    changes: Overlay,
+    /// Handed out by the last `take_writes`, not yet durable.
+    flushing: Overlay,
     sessions: BTreeMap<ClientId, Session>,
     /// The sessions ordered by `applied_at`, for eviction. Same members as `sessions`.
     sessions_by_age: BTreeSet<(LogIndex, ClientId)>,
-    /// The last index applied. Only grows.
+    /// Sessions changed since the last `take_writes`.
+    session_changes: BTreeMap<ClientId, Option<Session>>,
+    /// The last index applied. Only grows (but for an installed snapshot, which is ahead).
     applied: LogIndex,
+    /// The applied index the last `take_writes` carried.
+    handed_applied: LogIndex,
+    /// The applied index of the store's committed state.
+    durable_applied: LogIndex,
 }
 
 impl StrongMachine {
+    /// A machine on a store of its own in memory: for tests and models.
     pub fn new(config: MachineConfig) -> StrongMachine {
-        StrongMachine {
+        let store = Arc::new(MemoryMachineStore::new());
+        StrongMachine::open(config, GroupId(0), store).expect("a new memory store reads")
+    }
+
+    /// The machine of `group` in the state `store` holds.
+    pub fn open(
+        config: MachineConfig,
+        group: GroupId,
+        store: Arc<dyn MachineStore>,
+    ) -> Result<StrongMachine, StoreError> {
+        let mut machine = StrongMachine {
             config,
-            map: BTreeMap::new(),
+            group,
+            store,
+            changes: Overlay::new(),
+            flushing: Overlay::new(),
             sessions: BTreeMap::new(),
             sessions_by_age: BTreeSet::new(),
+            session_changes: BTreeMap::new(),
             applied: LogIndex(0),
+            handed_applied: LogIndex(0),
+            durable_applied: LogIndex(0),
+        };
+        machine.reload()?;
+        Ok(machine)
+    }
+
+    /// Forgets everything not in the store and takes the store's state: after an installed
+    /// snapshot replaced it.
+    pub fn reload(&mut self) -> Result<(), StoreError> {
+        let meta = self.store.load(self.group)?;
+        self.changes.clear();
+        self.flushing.clear();
+        self.session_changes.clear();
+        self.sessions.clear();
+        self.sessions_by_age.clear();
+        for (client, session) in meta.sessions {
+            self.sessions_by_age.insert((session.applied_at, client));
+            self.sessions.insert(client, session);
         }
+        self.applied = meta.applied;
+        self.handed_applied = meta.applied;
+        self.durable_applied = meta.applied;
+        Ok(())
     }
 
     /// The last index applied (or skipped).
@@ -110,18 +182,17 @@ impl StrongMachine {
         self.applied
     }
 
-    /// The number of keys.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+    /// The applied index of the store's committed state: what a restart resumes from.
+    pub fn durable_applied(&self) -> LogIndex {
+        self.durable_applied
     }
 
     /// A key's current version.
-    pub fn get(&self, key: &[u8]) -> Option<&Versioned> {
-        self.map.get(key)
+    pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
+        if let Some(row) = self.changes.get(key).or_else(|| self.flushing.get(key)) {
+            return Ok(row.clone());
+        }
+        self.store.get(self.group, key)
     }
 
     /// Up to `limit` keys starting with `prefix`, in order, and whether there are more.
@@ -129,23 +200,37 @@ impl StrongMachine {
         &self,
         prefix: &[u8],
         limit: u32,
-    ) -> Result<(Vec<(Bytes, Versioned)>, bool), CommandError> {
+    ) -> Result<(Vec<(Bytes, Versioned)>, bool), ReadFailure> {
         validate(&Command::Scan {
             prefix: Bytes::copy_from_slice(prefix),
             limit,
         })?;
-        let start = Bound::Included(Bytes::copy_from_slice(prefix));
-        let mut matching = self
-            .map
-            .range((start, Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(prefix));
-        let entries: Vec<(Bytes, Versioned)> = matching
-            .by_ref()
-            .take(limit as usize)
-            .map(|(key, version)| (key.clone(), version.clone()))
-            .collect();
-        let more = matching.next().is_some();
+        let want = limit as usize + 1;
+        let overlay = self.overlay_with(prefix);
+        // Every overlay delete may hide one stored key: read that many more, so the first
+        // `want` merged keys are all at or before the last stored key read.
+        let stored = self
+            .store
+            .scan(self.group, prefix, prefix, want + overlay.len())?;
+        let mut merged: BTreeMap<Bytes, Versioned> = stored.into_iter().collect();
+        for (key, row) in overlay {
+            match row {
+                Some(version) => merged.insert(key.clone(), version.clone()),
+                None => merged.remove(key),
+            };
+        }
+        let mut entries: Vec<(Bytes, Versioned)> = merged.into_iter().take(want).collect();
+        let more = entries.len() > limit as usize;
+        entries.truncate(limit as usize);
         Ok((entries, more))
+    }
+
+    /// The not yet durable changes to keys that start with `prefix`, newest winning.
+    fn overlay_with<'a>(&'a self, prefix: &'a [u8]) -> BTreeMap<&'a Bytes, &'a Option<Versioned>> {
+        let mut merged = BTreeMap::new();
+        merged.extend(prefixed(&self.flushing, prefix));
+        merged.extend(prefixed(&self.changes, prefix));
+        merged
     }
 
     /// Marks `index` applied without a command (a no-op or membership entry).
@@ -154,10 +239,10 @@ impl StrongMachine {
     }
 
     /// Applies a committed entry's command bytes at `index`.
-    pub fn apply(&mut self, index: LogIndex, entry: &[u8]) -> Result<Response, MalformedEntry> {
+    pub fn apply(&mut self, index: LogIndex, entry: &[u8]) -> Result<Response, ApplyError> {
         self.advance_to(index);
         let request = Request::decode(entry).map_err(|source| MalformedEntry { index, source })?;
-        Ok(self.apply_request(index, &request))
+        Ok(self.apply_request(index, &request)?)
     }
 
     fn advance_to(&mut self, index: LogIndex) {
@@ -170,7 +255,11 @@ impl StrongMachine {
         self.applied = index;
     }
 
-    fn apply_request(&mut self, index: LogIndex, request: &Request) -> Response {
+    fn apply_request(
+        &mut self,
+        index: LogIndex,
+        request: &Request,
+    ) -> Result<Response, StoreError> {
         let response = |result, duplicate| Response {
             client: request.client,
             seq: request.seq,
@@ -181,7 +270,7 @@ impl StrongMachine {
             && self.config.dedup()
         {
             if request.seq == session.last_seq {
-                return response(session.last_result.clone(), true);
+                return Ok(response(session.last_result.clone(), true));
             }
             if request.seq < session.last_seq {
                 let error = CommandError::SequenceTooOld {
@@ -189,71 +278,85 @@ impl StrongMachine {
                     seq: request.seq,
                     last_seq: session.last_seq,
                 };
-                return response(Err(error), false);
+                return Ok(response(Err(error), false));
             }
         }
-        let result = validate(&request.command).map(|()| self.execute(index, &request.command));
+        let result = match validate(&request.command) {
+            Ok(()) => Ok(self.execute(index, &request.command)?),
+            Err(error) => Err(error),
+        };
         self.remember(request.client, request.seq, index, result.clone());
-        response(result, false)
+        Ok(response(result, false))
     }
 
-    fn execute(&mut self, index: LogIndex, command: &Command) -> Outcome {
-        match command {
+    fn execute(&mut self, index: LogIndex, command: &Command) -> Result<Outcome, StoreError> {
+        Ok(match command {
             Command::Put { key, value } => {
-                self.write(index, key, Some(value));
+                self.write(index, key, Some(value))?;
                 Outcome::Put { revision: index }
             }
-            Command::Delete { key } => Outcome::Delete {
-                revision: index,
-                existed: self.map.remove(key).is_some(),
-            },
+            Command::Delete { key } => {
+                let existed = self.get(key)?.is_some();
+                self.changes.insert(key.clone(), None);
+                Outcome::Delete {
+                    revision: index,
+                    existed,
+                }
+            }
             Command::Cas {
                 key,
                 expected,
                 value,
             } => {
-                let current = self.map.get(key).map(|version| version.mod_revision);
-                if current != *expected {
-                    return Outcome::Cas {
+                let current = self.get(key)?;
+                if current.as_ref().map(|version| version.mod_revision) != *expected {
+                    return Ok(Outcome::Cas {
                         revision: index,
                         succeeded: false,
-                        current: self.map.get(key).cloned(),
-                    };
+                        current,
+                    });
                 }
-                self.write(index, key, value.as_ref());
+                let current = self.write(index, key, value.as_ref())?;
                 Outcome::Cas {
                     revision: index,
                     succeeded: true,
-                    current: self.map.get(key).cloned(),
+                    current,
                 }
             }
             Command::Get { key } => Outcome::Get {
-                current: self.map.get(key).cloned(),
+                current: self.get(key)?,
             },
-            Command::Scan { prefix, limit } => {
-                let (entries, more) = self
-                    .scan(prefix, *limit)
-                    .expect("the scan was validated before execution");
-                Outcome::Scan { entries, more }
-            }
-        }
+            Command::Scan { prefix, limit } => match self.scan(prefix, *limit) {
+                Ok((entries, more)) => Outcome::Scan { entries, more },
+                Err(ReadFailure::Store(error)) => return Err(error),
+                Err(ReadFailure::Command(error)) => {
+                    unreachable!("the scan was validated before execution: {error}")
+                }
+            },
+        })
     }
 
-    fn write(&mut self, index: LogIndex, key: &Bytes, value: Option<&Bytes>) {
+    /// Sets `key` (`None`: deletes it) at revision `index`; returns its new version.
+    fn write(
+        &mut self,
+        index: LogIndex,
+        key: &Bytes,
+        value: Option<&Bytes>,
+    ) -> Result<Option<Versioned>, StoreError> {
         let Some(value) = value else {
-            self.map.remove(key);
-            return;
+            self.changes.insert(key.clone(), None);
+            return Ok(None);
         };
         let create_revision = self
-            .map
-            .get(key)
+            .get(key)?
             .map_or(index, |version| version.create_revision);
         let version = Versioned {
             value: value.clone(),
             create_revision,
             mod_revision: index,
         };
-        self.map.insert(key.clone(), version);
+        self.changes.insert(key.clone(), Some(version.clone()));
+        Ok(Some(version))
     }
 
     fn remember(
@@ -271,6 +374,7 @@ impl StrongMachine {
             last_result: result,
             applied_at: index,
         };
+        self.session_changes.insert(client, Some(session.clone()));
         self.sessions.insert(client, session);
         self.sessions_by_age.insert((index, client));
         while self.sessions.len() > SESSIONS_MAX {
@@ -279,38 +383,54 @@ impl StrongMachine {
                 .pop_first()
                 .expect("sessions_by_age has the same members as sessions");
             self.sessions.remove(&oldest);
+            self.session_changes.insert(oldest, None);
         }
         assert_eq!(self.sessions.len(), self.sessions_by_age.len());
     }
 
-    /// The whole state, for a Raft snapshot at [`StrongMachine::applied`].
-    pub fn snapshot(&self) -> MachineSnapshot {
-        MachineSnapshot {
-            applied: self.applied,
-            entries: self
-                .map
-                .iter()
-                .map(|(key, version)| (key.clone(), version.clone()))
+    /// What changed since the last call, for the shell to make durable; reads keep seeing
+    /// it until [`StrongMachine::writes_persisted`].
+    pub fn take_writes(&mut self) -> MachineWrites {
+        let changes = std::mem::take(&mut self.changes);
+        let rows = changes
+            .iter()
+            .map(|(key, row)| (key.clone(), row.clone()))
+            .collect();
+        self.flushing.extend(changes);
+        let applied = (self.applied != self.handed_applied).then_some(self.applied);
+        self.handed_applied = self.applied;
+        MachineWrites {
+            rows,
+            sessions: std::mem::take(&mut self.session_changes)
+                .into_iter()
                 .collect(),
-            sessions: self
-                .sessions
-                .iter()
-                .map(|(client, session)| (*client, session.clone()))
-                .collect(),
+            applied,
+            ..MachineWrites::default()
         }
     }
 
-    /// A machine in the state a snapshot recorded.
-    pub fn restore(config: MachineConfig, snapshot: MachineSnapshot) -> StrongMachine {
-        let mut machine = StrongMachine::new(config);
-        machine.applied = snapshot.applied;
-        machine.map = snapshot.entries.into_iter().collect();
-        for (client, session) in snapshot.sessions {
-            machine.sessions_by_age.insert((session.applied_at, client));
-            machine.sessions.insert(client, session);
-        }
-        machine
+    /// The writes the last [`StrongMachine::take_writes`] handed out are durable.
+    pub fn writes_persisted(&mut self) {
+        self.flushing.clear();
+        self.durable_applied = self.handed_applied;
     }
+
+    /// A point-in-time image of the store's committed state (at
+    /// [`StrongMachine::durable_applied`]), for Raft snapshots.
+    pub fn image(&self) -> Result<Arc<dyn crate::raft::SnapshotSource>, StoreError> {
+        self.store.image(self.group)
+    }
+}
+
+/// The entries of `overlay` whose keys start with `prefix`.
+fn prefixed<'a>(
+    overlay: &'a Overlay,
+    prefix: &'a [u8],
+) -> impl Iterator<Item = (&'a Bytes, &'a Option<Versioned>)> {
+    let start = Bound::Included(Bytes::copy_from_slice(prefix));
+    overlay
+        .range((start, Bound::Unbounded))
+        .take_while(move |(key, _)| key.starts_with(prefix))
 }
 
 #[cfg(test)]
@@ -357,7 +477,7 @@ mod tests {
             })
         );
         apply(&mut machine, 1, 2, put("a", "y"));
-        let version = machine.get(b"a").unwrap();
+        let version = machine.get(b"a").unwrap().unwrap();
         assert_eq!(
             (version.create_revision, version.mod_revision),
             (LogIndex(2), LogIndex(3))
@@ -380,7 +500,10 @@ mod tests {
             })
         );
         apply(&mut machine, 1, 5, put("a", "z"));
-        assert_eq!(machine.get(b"a").unwrap().create_revision, LogIndex(6));
+        assert_eq!(
+            machine.get(b"a").unwrap().unwrap().create_revision,
+            LogIndex(6)
+        );
     }
 
     #[test]
@@ -428,7 +551,10 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(machine.get(b"k").unwrap().mod_revision, LogIndex(4));
+        assert_eq!(
+            machine.get(b"k").unwrap().unwrap().mod_revision,
+            LogIndex(4)
+        );
         let removed = apply(&mut machine, 1, 5, cas(Some(LogIndex(4)), None));
         assert!(matches!(
             removed.result,
@@ -438,7 +564,7 @@ mod tests {
                 ..
             })
         ));
-        assert!(machine.get(b"k").is_none());
+        assert!(machine.get(b"k").unwrap().is_none());
     }
 
     #[test]
@@ -450,7 +576,7 @@ mod tests {
         assert!(retry.duplicate && !first.duplicate);
         assert_eq!(retry.result, first.result);
         assert_eq!(
-            machine.get(b"a").unwrap().value,
+            machine.get(b"a").unwrap().unwrap().value,
             bytes("other"),
             "not reapplied"
         );
@@ -464,7 +590,7 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(machine.get(b"a").unwrap().value, bytes("y"));
+        assert_eq!(machine.get(b"a").unwrap().unwrap().value, bytes("y"));
     }
 
     #[cfg(feature = "sim-bugs")]
@@ -478,7 +604,7 @@ mod tests {
         apply(&mut machine, 8, 1, put("a", "other"));
         let retry = apply(&mut machine, 7, 1, put("a", "x"));
         assert!(!retry.duplicate);
-        assert_eq!(machine.get(b"a").unwrap().value, bytes("x"));
+        assert_eq!(machine.get(b"a").unwrap().unwrap().value, bytes("x"));
     }
 
     #[test]
@@ -507,7 +633,7 @@ mod tests {
                 ..
             })
         ));
-        assert!(machine.get(b"a").is_none());
+        assert!(machine.get(b"a").unwrap().is_none());
         let scan = Command::Scan {
             prefix: bytes(""),
             limit: SCAN_LIMIT_MAX + 1,
@@ -552,19 +678,89 @@ mod tests {
         ));
     }
 
+    /// A machine's writes, committed to its store, and the machine reopened on it.
+    fn persisted(machine: &mut StrongMachine, store: &MemoryMachineStore) -> StrongMachine {
+        store.commit(GroupId(3), &machine.take_writes());
+        machine.writes_persisted();
+        let store: Arc<dyn MachineStore> = Arc::new(store_copy(store));
+        StrongMachine::open(MachineConfig::default(), GroupId(3), store).unwrap()
+    }
+
+    fn store_copy(store: &MemoryMachineStore) -> MemoryMachineStore {
+        // Replays the image stream into a fresh store: what a follower's staging does.
+        let image = store.image(GroupId(3)).unwrap();
+        let copy = MemoryMachineStore::new();
+        let mut cursor = Bytes::new();
+        let mut restart = true;
+        loop {
+            let (data, next) = image.chunk(&cursor, 40).unwrap();
+            let chunk = crate::wire::unframed::decode(&data).unwrap();
+            let staged = crate::strong::store::StagedChunk { restart, chunk };
+            let writes = MachineWrites {
+                staged: vec![staged],
+                install: next.is_none(),
+                ..MachineWrites::default()
+            };
+            copy.commit(GroupId(3), &writes);
+            restart = false;
+            match next {
+                Some(next) => cursor = next,
+                None => return copy,
+            }
+        }
+    }
+
     #[test]
-    fn snapshot_restores_map_sessions_and_applied() {
-        let mut machine = StrongMachine::new(MachineConfig::default());
-        apply(&mut machine, 1, 1, put("a", "x"));
+    fn writes_and_sessions_survive_the_store_and_its_image_stream() {
+        let store = Arc::new(MemoryMachineStore::new());
+        let shared: Arc<dyn MachineStore> = store.clone();
+        let mut machine =
+            StrongMachine::open(MachineConfig::default(), GroupId(3), shared).unwrap();
+        for (seq, key) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            apply(&mut machine, 1, seq as u64 + 1, put(key, "some value"));
+        }
         apply(&mut machine, 2, 1, put("b", "y"));
-        let snapshot = crate::wire::roundtrip(&machine.snapshot());
-        let mut restored = StrongMachine::restore(MachineConfig::default(), snapshot);
-        assert_eq!(restored.applied(), LogIndex(2));
-        assert_eq!(restored.get(b"b"), machine.get(b"b"));
-        let retry = apply(&mut restored, 1, 1, put("a", "x"));
-        assert!(retry.duplicate, "sessions survive the snapshot");
-        let next = apply(&mut machine, 1, 1, put("a", "x"));
+        apply(&mut machine, 2, 2, Command::Delete { key: bytes("c") });
+        let mut restored = persisted(&mut machine, &store);
+        assert_eq!(restored.applied(), LogIndex(7));
+        assert_eq!(restored.get(b"b").unwrap(), machine.get(b"b").unwrap());
+        assert_eq!(restored.get(b"c").unwrap(), None);
+        let (keys, more) = restored.scan(b"", 10).unwrap();
+        assert_eq!(keys.len(), 4);
+        assert!(!more);
+        let retry = apply(&mut restored, 1, 5, put("e", "some value"));
+        assert!(retry.duplicate, "sessions survive the store and the stream");
+        let next = apply(&mut machine, 1, 5, put("e", "some value"));
         assert_eq!(retry, next);
+    }
+
+    #[test]
+    fn scan_merges_unpersisted_changes_over_the_store() {
+        let store = Arc::new(MemoryMachineStore::new());
+        let shared: Arc<dyn MachineStore> = store.clone();
+        let mut machine =
+            StrongMachine::open(MachineConfig::default(), GroupId(3), shared).unwrap();
+        for (seq, key) in ["p1", "p2", "p3", "p4", "q"].iter().enumerate() {
+            apply(&mut machine, 1, seq as u64 + 1, put(key, "v"));
+        }
+        store.commit(GroupId(3), &machine.take_writes());
+        machine.writes_persisted();
+        // In flight (handed out, not durable) and newer still: both shadow the store.
+        apply(&mut machine, 1, 6, Command::Delete { key: bytes("p1") });
+        let in_flight = machine.take_writes();
+        apply(&mut machine, 1, 7, Command::Delete { key: bytes("p2") });
+        apply(&mut machine, 1, 8, put("p0", "new"));
+        let (entries, more) = machine.scan(b"p", 2).unwrap();
+        let keys: Vec<&[u8]> = entries.iter().map(|(key, _)| key.as_ref()).collect();
+        assert_eq!(keys, vec![b"p0".as_ref(), b"p3".as_ref()]);
+        assert!(more);
+        let (entries, more) = machine.scan(b"p", 3).unwrap();
+        assert_eq!(entries.len(), 3);
+        assert!(!more);
+        assert_eq!(store.len(GroupId(3)), 5, "nothing reached the store yet");
+        store.commit(GroupId(3), &in_flight);
+        machine.writes_persisted();
+        assert_eq!(machine.scan(b"p", 3).unwrap().0.len(), 3);
     }
 
     #[test]

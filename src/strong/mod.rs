@@ -10,8 +10,8 @@
 //! [`Replica`] puts a Raft core and the machine together with the client requests waiting on
 //! them: the sans-IO piece both the simulator and the networked node drive.
 //!
-//! An ordered map from key to (value, create revision, mod revision); a revision is the log
-//! index of the change. Every command carries a client id and a sequence number, and the
+//! An ordered map from key to (value, create revision, mod revision), kept in a
+//! [`MachineStore`] (on disk in the node); a revision is the log index of the change. Every command carries a client id and a sequence number, and the
 //! machine keeps per client the last applied seq and its result, so a retried command applies
 //! once and returns its first result (Raft thesis §6.3); an older seq is a typed error.
 //! Apply is deterministic: the same entries give the same map and the same results on every
@@ -20,6 +20,7 @@
 pub mod command;
 pub mod machine;
 pub mod replica;
+pub mod store;
 
 pub use command::{
     ClientId, Command, CommandError, Field, KEY_BYTES_MAX, Outcome, Request, SCAN_LIMIT_MAX,
@@ -28,9 +29,11 @@ pub use command::{
 #[cfg(feature = "sim-bugs")]
 pub use machine::MachineBug;
 pub use machine::{
-    MachineConfig, MachineSnapshot, MalformedEntry, Response, SESSIONS_MAX, Session, StrongMachine,
+    ApplyError, MachineConfig, MalformedEntry, ReadFailure, Response, SESSIONS_MAX, Session,
+    StrongMachine,
 };
 pub use replica::{
     Answer, Applied, ApplyFault, BootError, CONFIRMED_READS_MAX, Completion, DurableState,
-    ReadMode, Replica, ReplicaConfig,
+    ReadMode, Replica, ReplicaConfig, ReplicaReady,
 };
+pub use store::{MachineStore, MachineWrites, MemoryMachineStore, StoreError};

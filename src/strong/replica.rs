@@ -11,16 +11,23 @@
 //!     handle_message(now, envelope) | handle_timeout(now) when poll_timeout() is due
 //!     | submit(now, proposal, tag, request) | read(now, tag, level, key)
 //!     while let Some(ready) = take_ready():
-//!         send ready.messages (may go at once)
-//!         persist ready.snapshot / entries / hard_state (fsync if must_sync)
-//!         send ready.persisted_messages (only after the persist is durable)
+//!         send ready.raft.messages (may go at once)
+//!         persist ready.raft (snapshot chunks and meta, entries, hard state) and
+//!             ready.machine (the machine's writes) together (fsync if ready.must_sync())
+//!         send ready.raft.persisted_messages (only after the persist is durable)
 //!         let done = on_persisted(ready)
 //!         persist done.compacted if any; hand done.replies to their clients
 //! ```
 //!
-//! `take_ready` hands out one `Ready` at a time: it returns `None` until that `Ready` came
-//! back through `on_persisted`. Persist-before-send: see
+//! `take_ready` hands out one [`ReplicaReady`] at a time: it returns `None` until that one
+//! came back through `on_persisted`. Persist-before-send: see
 //! [the Ready contract](crate::raft#the-ready-contract).
+//!
+//! The machine's keys live in the [`MachineStore`] the replica is booted on; the shell
+//! commits each `ReplicaReady`'s machine writes into it (and nothing else does). Compaction
+//! needs no copy of the state: once the machine's writes up to an index are durable the log
+//! up to it may go, and a follower the log no longer reaches is sent a snapshot streamed from
+//! an image of the store.
 //!
 //! Every client request carries a caller-chosen `tag` (a client and attempt in the
 //! simulator, a reply channel in the node) and ends in exactly one [`Completion`] with that
@@ -28,16 +35,19 @@
 //! the replica and with it every waiting tag: their outcome is unknown to the client.
 
 use crate::raft::{
-    Config, ConfigError, Entry, EntryKind, Envelope, HardState, ProposalId, ProposeError, RaftNode,
-    ReadError, ReadId, Ready, ReadyId, RestoredState, Role, Snapshot, Status,
+    Config, ConfigError, Entry, EntryKind, Envelope, HardState, ProposalId, ProposeError,
+    RaftMessage, RaftNode, ReadError, ReadId, Ready, RestoredState, Role, SnapshotChunk,
+    SnapshotMeta, Status,
 };
+use crate::strong::store::{ImageChunk, MachineStore, MachineWrites, StagedChunk, StoreError};
 use crate::strong::{
-    CommandError, MachineConfig, MachineSnapshot, MalformedEntry, Outcome, Request, StrongMachine,
-    Versioned,
+    ApplyError, CommandError, MachineConfig, MalformedEntry, Outcome, ReadFailure, Request,
+    StrongMachine, Versioned,
 };
-use crate::types::{Instant, LogIndex, NodeId};
+use crate::types::{GroupId, Instant, LogIndex, NodeId};
 use bytes::Bytes;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// At most this many reads wait for the machine to apply up to their index. Reads waiting
 /// for their read index are bounded by the core (`Config::max_pending_reads`), proposals by
@@ -56,13 +66,14 @@ pub struct ReplicaConfig {
     pub compact_every: u64,
 }
 
-/// What survived: exactly what earlier `Ready`s and [`Applied::compacted`] made durable.
+/// What survived of the log: exactly what earlier `Ready`s and [`Applied::compacted`] made
+/// durable. (The machine's state is in the [`MachineStore`].)
 #[derive(Clone, Debug, Default)]
 pub struct DurableState {
     /// The last persisted hard state.
     pub hard_state: HardState,
-    /// The last persisted snapshot (its data is an encoded [`MachineSnapshot`]).
-    pub snapshot: Option<Snapshot>,
+    /// The meta of the last persisted snapshot or compaction: the log starts after it.
+    pub snapshot: Option<SnapshotMeta>,
     /// Persisted entries after the snapshot, consecutive.
     pub entries: Vec<Entry>,
 }
@@ -71,9 +82,17 @@ pub struct DurableState {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BootError {
-    /// The durable snapshot's data is not a machine snapshot.
-    #[error("the durable snapshot does not decode: {0}")]
-    Snapshot(#[source] crate::wire::DecodeError),
+    /// The machine's store cannot be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store's machine is behind the log's start: entries it needs are gone.
+    #[error("the machine is applied to {applied}, behind the log's start after {snapshot}")]
+    Behind {
+        /// The store's applied index.
+        applied: u64,
+        /// The durable snapshot's index.
+        snapshot: u64,
+    },
     /// The core refused the configuration or the durable image.
     #[error(transparent)]
     Core(#[from] ConfigError),
@@ -93,11 +112,11 @@ pub enum ApplyFault {
         /// The index the machine needed next.
         expected: u64,
     },
-    /// An installed snapshot's data does not decode; it was not installed.
-    #[error("snapshot does not decode: {0}")]
+    /// A staged snapshot chunk does not decode (the replica checks chunks as they arrive, so
+    /// this is a bug).
+    #[error("snapshot chunk does not decode: {0}")]
     SnapshotDecode(#[source] crate::wire::DecodeError),
-    /// An installed snapshot does not match its index or is behind the machine; it was not
-    /// installed.
+    /// An installed snapshot does not match its index or is behind the machine.
     #[error("snapshot at {index} holds state applied to {state}, machine already at {machine}")]
     SnapshotMismatch {
         /// The snapshot's log index.
@@ -110,6 +129,37 @@ pub enum ApplyFault {
     /// A committed entry is not a request (it was applied as a no-op).
     #[error(transparent)]
     Malformed(#[from] MalformedEntry),
+    /// The machine's storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ApplyError> for ApplyFault {
+    fn from(error: ApplyError) -> ApplyFault {
+        match error {
+            ApplyError::Malformed(error) => ApplyFault::Malformed(error),
+            ApplyError::Store(error) => ApplyFault::Store(error),
+        }
+    }
+}
+
+/// One batch of work for the shell: the Raft core's `Ready` (if it had one) and what the
+/// machine asks to make durable with it. Persist both in one transaction.
+#[derive(Debug)]
+#[must_use = "a ReplicaReady must be persisted, sent, and handed back to on_persisted"]
+pub struct ReplicaReady {
+    id: u64,
+    /// The core's work.
+    pub raft: Option<Ready>,
+    /// The machine's writes (and the snapshot chunks to stage, decoded).
+    pub machine: MachineWrites,
+}
+
+impl ReplicaReady {
+    /// Whether the persist must be fsynced.
+    pub fn must_sync(&self) -> bool {
+        self.raft.as_ref().is_some_and(|ready| ready.must_sync)
+    }
 }
 
 /// How a replica serves a read of a strong keyspace. Not the user-facing
@@ -171,9 +221,9 @@ pub struct Applied<T> {
     pub entries: Vec<Entry>,
     /// Anything that broke the replica's invariants.
     pub faults: Vec<ApplyFault>,
-    /// A new snapshot to persist: it replaces the durable snapshot, and durable entries at or
-    /// below its index may go.
-    pub compacted: Option<Snapshot>,
+    /// A compaction to persist: its meta replaces the durable snapshot's, and durable
+    /// entries at or below its index may go (the machine's state up to it is durable).
+    pub compacted: Option<SnapshotMeta>,
 }
 
 /// A read waiting inside the replica.
@@ -188,7 +238,6 @@ struct Waiter<T> {
 pub struct Replica<T> {
     core: RaftNode,
     machine: StrongMachine,
-    machine_config: MachineConfig,
     compact_every: u64,
     /// The index of the newest snapshot made durable (installed or compacted).
     snapshot_index: LogIndex,
@@ -202,51 +251,58 @@ pub struct Replica<T> {
     reads: BTreeMap<ReadId, Waiter<T>>,
     /// Reads with a read index, waiting for the machine to apply up to it.
     confirmed: Vec<(LogIndex, Waiter<T>)>,
-    /// The `Ready` handed out and not yet back through `on_persisted`.
-    outstanding: Option<ReadyId>,
+    /// Faults met outside `on_persisted` (a read the store failed), reported by the next.
+    faults: Vec<ApplyFault>,
+    /// The `ReplicaReady` handed out and not yet back through `on_persisted`.
+    outstanding: Option<u64>,
+    next_ready: u64,
     next_read: u64,
 }
 
 impl<T> Replica<T> {
-    /// Builds a replica from its durable image (`DurableState::default()` for a fresh one).
-    /// `now` starts the core's timers; `rng_seed` drives its random choices.
+    /// Builds a replica from its durable log image (`DurableState::default()` for a fresh
+    /// one) and the state `store` holds for `group`. `now` starts the core's timers;
+    /// `rng_seed` drives its random choices.
     pub fn boot(
         config: ReplicaConfig,
         durable: DurableState,
+        store: Arc<dyn MachineStore>,
+        group: GroupId,
         rng_seed: u64,
         now: Instant,
     ) -> Result<Replica<T>, BootError> {
         assert!(config.compact_every >= 1, "compact_every is at least 1");
-        let machine = match &durable.snapshot {
-            Some(snapshot) => {
-                let state = crate::wire::unframed::decode::<MachineSnapshot>(&snapshot.data)
-                    .map_err(BootError::Snapshot)?;
-                StrongMachine::restore(config.machine.clone(), state)
-            }
-            None => StrongMachine::new(config.machine.clone()),
-        };
+        let machine = StrongMachine::open(config.machine, group, store)?;
         let snapshot_index = durable
             .snapshot
             .as_ref()
-            .map_or(LogIndex(0), |snapshot| snapshot.meta.index);
+            .map_or(LogIndex(0), |snapshot| snapshot.index);
+        if machine.applied() < snapshot_index {
+            return Err(BootError::Behind {
+                applied: machine.applied().0,
+                snapshot: snapshot_index.0,
+            });
+        }
         let restored = RestoredState {
             hard_state: durable.hard_state,
             snapshot: durable.snapshot,
             entries: durable.entries,
             applied: machine.applied(),
         };
-        let core = RaftNode::new(config.raft, restored, rng_seed, now)?;
+        let mut core = RaftNode::new(config.raft, restored, rng_seed, now)?;
+        core.set_snapshot_source(machine.image()?);
         Ok(Replica {
             core,
             machine,
-            machine_config: config.machine,
             compact_every: config.compact_every,
             snapshot_index,
             proposals: BTreeMap::new(),
             orphans: Vec::new(),
             reads: BTreeMap::new(),
             confirmed: Vec::new(),
+            faults: Vec::new(),
             outstanding: None,
+            next_ready: 0,
             next_read: 0,
         })
     }
@@ -272,8 +328,14 @@ impl<T> Replica<T> {
         &self.machine
     }
 
-    /// Feeds a message from a peer.
+    /// Feeds a message from a peer. A snapshot chunk that is not a chunk of this machine's
+    /// image at its meta's index is dropped here, before the core could stage it.
     pub fn handle_message(&mut self, now: Instant, envelope: Envelope) {
+        if let RaftMessage::InstallSnapshot { meta, data, .. } = &envelope.msg
+            && decode_chunk(data).is_none_or(|chunk| chunk.applied != meta.index)
+        {
+            return;
+        }
         self.core.handle_message(now, envelope);
     }
 
@@ -375,39 +437,68 @@ impl<T> Replica<T> {
 
     /// The next batch of work, if any (see the module docs). `None` while an earlier one
     /// has not come back through `on_persisted`.
-    #[must_use = "until it comes back through on_persisted, no other Ready is produced"]
-    pub fn take_ready(&mut self) -> Option<Ready> {
+    #[must_use = "until it comes back through on_persisted, no other ReplicaReady is produced"]
+    pub fn take_ready(&mut self) -> Option<ReplicaReady> {
         if self.outstanding.is_some() {
             return None;
         }
-        let ready = self.core.ready()?;
-        self.outstanding = Some(ready.id);
-        Some(ready)
+        let raft = self.core.ready();
+        let mut machine = self.machine.take_writes();
+        if let Some(ready) = &raft {
+            machine.install = ready.snapshot.is_some();
+            for chunk in &ready.snapshot_chunks {
+                match stage(chunk) {
+                    Ok(staged) => machine.staged.push(staged),
+                    // Checked on arrival (`handle_message`): not reached.
+                    Err(fault) => self.faults.push(fault),
+                }
+            }
+        }
+        if raft.is_none() && machine.is_empty() {
+            return None;
+        }
+        self.next_ready += 1;
+        self.outstanding = Some(self.next_ready);
+        Some(ReplicaReady {
+            id: self.next_ready,
+            raft,
+            machine,
+        })
     }
 
     /// The shell made `ready`'s persist durable and sent its messages: install its snapshot,
     /// apply its committed entries, serve the reads they unblock, report dropped requests,
     /// advance the core, and compact when due.
-    pub fn on_persisted(&mut self, ready: Ready) -> Applied<T> {
+    pub fn on_persisted(&mut self, ready: ReplicaReady) -> Applied<T> {
         assert_eq!(
             self.outstanding.take(),
             Some(ready.id),
-            "on_persisted takes back the Ready that take_ready handed out"
+            "on_persisted takes back the ReplicaReady that take_ready handed out"
         );
+        self.machine.writes_persisted();
         let mut done = Applied {
             replies: std::mem::take(&mut self.orphans),
-            entries: Vec::with_capacity(ready.committed.len()),
-            faults: Vec::new(),
+            entries: Vec::new(),
+            faults: std::mem::take(&mut self.faults),
             compacted: None,
         };
-        if let Some(snapshot) = &ready.snapshot {
-            self.snapshot_index = snapshot.meta.index;
-            if let Err(fault) = self.install(snapshot) {
+        if let Some(ready) = ready.raft {
+            self.raft_persisted(ready, &mut done);
+        }
+        self.serve_confirmed(&mut done.replies);
+        done.compacted = self.maybe_compact(&mut done.faults);
+        done
+    }
+
+    fn raft_persisted(&mut self, ready: Ready, done: &mut Applied<T>) {
+        done.entries.reserve(ready.committed.len());
+        if let Some(meta) = &ready.snapshot {
+            self.snapshot_index = meta.index;
+            if let Err(fault) = self.install(meta) {
                 done.faults.push(fault);
             }
             // Whatever was proposed up to the snapshot is inside it or was overwritten.
-            let index = snapshot.meta.index;
-            self.take_proposal(index, None, &mut done.replies);
+            self.take_proposal(meta.index, None, &mut done.replies);
         }
         for entry in ready.committed {
             if let Err(fault) = self.apply_entry(&entry, &mut done.replies) {
@@ -420,10 +511,7 @@ impl<T> Replica<T> {
         }
         self.settle_reads(&ready.read_states, &ready.dropped_reads, &mut done.replies);
         self.drop_proposals(&ready.dropped_proposals, &mut done.replies);
-        self.serve_confirmed(&mut done.replies);
         self.core.advance(ready.id);
-        done.compacted = self.maybe_compact();
-        done
     }
 
     /// Moves confirmed reads to wait for the machine; refuses dropped ones.
@@ -453,10 +541,29 @@ impl<T> Replica<T> {
         }
     }
 
-    fn read_now(&self, key: &Bytes) -> Answer {
-        Answer::Read {
-            current: self.machine.get(key).cloned(),
-            applied: self.machine.applied(),
+    fn read_now(&mut self, key: &Bytes) -> Answer {
+        match self.machine.get(key) {
+            Ok(current) => Answer::Read {
+                current,
+                applied: self.machine.applied(),
+            },
+            Err(error) => {
+                self.faults.push(ApplyFault::Store(error));
+                Answer::Refused { leader_hint: None }
+            }
+        }
+    }
+
+    /// A scan of what this replica has applied, outside the log (a stale read). A storage
+    /// failure is reported with the next `on_persisted` and refuses the scan.
+    pub fn scan_now(&mut self, prefix: &[u8], limit: u32) -> Answer {
+        match self.machine.scan(prefix, limit) {
+            Ok((entries, more)) => Answer::Written(Ok(Outcome::Scan { entries, more })),
+            Err(ReadFailure::Command(error)) => Answer::Written(Err(error)),
+            Err(ReadFailure::Store(error)) => {
+                self.faults.push(ApplyFault::Store(error));
+                Answer::Refused { leader_hint: None }
+            }
         }
     }
 
@@ -477,19 +584,19 @@ impl<T> Replica<T> {
         }
     }
 
-    /// Replaces the machine with a snapshot the leader sent.
-    fn install(&mut self, snapshot: &Snapshot) -> Result<(), ApplyFault> {
-        let state = crate::wire::unframed::decode::<MachineSnapshot>(&snapshot.data)
-            .map_err(ApplyFault::SnapshotDecode)?;
-        if state.applied != snapshot.meta.index || state.applied < self.machine.applied() {
+    /// The staged snapshot replaced the machine's state in the store: take it up.
+    fn install(&mut self, meta: &SnapshotMeta) -> Result<(), ApplyFault> {
+        let before = self.machine.applied();
+        self.machine.reload()?;
+        if self.machine.applied() != meta.index || meta.index < before {
             return Err(ApplyFault::SnapshotMismatch {
-                index: snapshot.meta.index.0,
-                state: state.applied.0,
-                machine: self.machine.applied().0,
+                index: meta.index.0,
+                state: self.machine.applied().0,
+                machine: before.0,
             });
         }
-        self.machine = StrongMachine::restore(self.machine_config.clone(), state);
         self.core.report_applied(self.machine.applied());
+        self.core.set_snapshot_source(self.machine.image()?);
         Ok(())
     }
 
@@ -516,7 +623,14 @@ impl<T> Replica<T> {
                         let answer = Answer::Written(response.result);
                         replies.push(Completion { tag, answer });
                     }
-                    (Err(error), _) => outcome = Err(ApplyFault::Malformed(error)),
+                    (Err(error), waiter) => {
+                        // The request's outcome here is unknown: the node stops on the fault.
+                        if let Some(tag) = waiter {
+                            let answer = Answer::Unknown;
+                            replies.push(Completion { tag, answer });
+                        }
+                        outcome = Err(error.into());
+                    }
                     (Ok(_), None) => {}
                 }
             }
@@ -581,24 +695,44 @@ impl<T> Replica<T> {
         }
     }
 
-    /// Takes a snapshot once `compact_every` entries are applied past the last one.
-    fn maybe_compact(&mut self) -> Option<Snapshot> {
-        let applied = self.machine.applied();
-        if applied.0 < self.snapshot_index.0 + self.compact_every {
+    /// Compacts the log once the machine's durable state is `compact_every` entries past the
+    /// last snapshot, and offers the core an image of that state for followers. Nothing is
+    /// copied: the image is a point-in-time view of the store.
+    fn maybe_compact(&mut self, faults: &mut Vec<ApplyFault>) -> Option<SnapshotMeta> {
+        let durable = self.machine.durable_applied();
+        if durable.0 < self.snapshot_index.0 + self.compact_every {
             return None;
         }
-        // Unframed: a snapshot may outgrow a network frame (the core sends it in chunks).
-        let data = crate::wire::unframed::encode(&self.machine.snapshot())
-            .expect("invariant: a machine snapshot (maps of bytes) always serializes");
-        let data = Bytes::from(data);
-        // The core may refuse (e.g. it is sending a snapshot from this point); the next
-        // `on_persisted` tries again.
-        let Ok(meta) = self.core.compact(applied, data.clone()) else {
-            return None;
+        // The image first: if the store cannot give one, the log stays and serves followers.
+        let image = match self.machine.image() {
+            Ok(image) => image,
+            Err(error) => {
+                faults.push(ApplyFault::Store(error));
+                return None;
+            }
         };
+        // The core may refuse (the durable state is ahead of what it reported applied, after
+        // a restart); the next `on_persisted` tries again.
+        let meta = self.core.compact(durable).ok()?;
+        self.core.set_snapshot_source(image);
         self.snapshot_index = meta.index;
-        Some(Snapshot { meta, data })
+        Some(meta)
     }
+}
+
+/// A snapshot chunk's data as this machine's image chunk, if it is one.
+fn decode_chunk(data: &[u8]) -> Option<ImageChunk> {
+    crate::wire::unframed::decode::<ImageChunk>(data).ok()
+}
+
+/// A chunk the core accepted, decoded for the store to stage.
+fn stage(chunk: &SnapshotChunk) -> Result<StagedChunk, ApplyFault> {
+    let decoded = crate::wire::unframed::decode::<ImageChunk>(&chunk.data)
+        .map_err(ApplyFault::SnapshotDecode)?;
+    Ok(StagedChunk {
+        restart: chunk.offset == 0,
+        chunk: decoded,
+    })
 }
 
 fn refused(error: ReadError) -> Answer {

@@ -2,8 +2,11 @@
 //! once (1 ms per hop), timers jump to the next deadline. Checks what the shells rely on.
 
 use super::*;
-use crate::strong::{ClientId, Command};
+use crate::strong::{ClientId, Command, MemoryMachineStore};
 use std::time::Duration;
+
+/// The group id of the tests' keyspace.
+const GROUP: GroupId = GroupId(7);
 
 type Tag = u32;
 
@@ -14,6 +17,8 @@ struct Cluster {
     ids: Vec<NodeId>,
     replicas: Vec<Replica<Tag>>,
     durable: Vec<DurableState>,
+    /// Each replica's machine rows, as its persists left them.
+    stores: Vec<Arc<MemoryMachineStore>>,
     now: Instant,
     in_flight: Vec<Envelope>,
     done: Vec<Completion<Tag>>,
@@ -30,13 +35,27 @@ fn config(id: NodeId, ids: &[NodeId], compact_every: u64) -> ReplicaConfig {
     }
 }
 
-fn boot(config: ReplicaConfig, durable: DurableState, now: Instant) -> Replica<Tag> {
+fn boot(
+    config: ReplicaConfig,
+    durable: DurableState,
+    store: &Arc<MemoryMachineStore>,
+    now: Instant,
+) -> Replica<Tag> {
     let seed = config.raft.id.0;
-    Replica::boot(config, durable, seed, now).expect("a valid configuration and image")
+    let store: Arc<dyn MachineStore> = store.clone();
+    Replica::boot(config, durable, store, GROUP, seed, now)
+        .expect("a valid configuration and image")
 }
 
-/// What a shell does with a `Ready`'s persist, in memory.
-fn persist(durable: &mut DurableState, ready: &Ready) {
+/// What a shell does with a `ReplicaReady`'s persist, in memory.
+fn persist(durable: &mut DurableState, store: &MemoryMachineStore, ready: &ReplicaReady) {
+    if let Some(raft) = &ready.raft {
+        persist_raft(durable, raft);
+    }
+    store.commit(GROUP, &ready.machine);
+}
+
+fn persist_raft(durable: &mut DurableState, ready: &Ready) {
     if let Some(snapshot) = &ready.snapshot {
         durable.snapshot = Some(snapshot.clone());
         durable.entries.clear();
@@ -53,15 +72,18 @@ fn persist(durable: &mut DurableState, ready: &Ready) {
 impl Cluster {
     fn new(compact_every: u64) -> Cluster {
         let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
+        let stores: Vec<Arc<MemoryMachineStore>> = ids.iter().map(|_| Arc::default()).collect();
         let replicas = ids
             .iter()
-            .map(|id| {
+            .zip(&stores)
+            .map(|(id, store)| {
                 let config = config(*id, &ids, compact_every);
-                boot(config, DurableState::default(), Instant::ZERO)
+                boot(config, DurableState::default(), store, Instant::ZERO)
             })
             .collect();
         Cluster {
             durable: vec![DurableState::default(); ids.len()],
+            stores,
             ids,
             replicas,
             now: Instant::ZERO,
@@ -81,15 +103,18 @@ impl Cluster {
 
     /// Carries out every `Ready`: persist, send, hand back.
     fn pump(&mut self) {
-        for (replica, durable) in self.replicas.iter_mut().zip(&mut self.durable) {
+        let replicas = self.replicas.iter_mut().zip(&mut self.durable);
+        for ((replica, durable), store) in replicas.zip(&self.stores) {
             while let Some(mut ready) = replica.take_ready() {
-                persist(durable, &ready);
-                self.in_flight.append(&mut ready.messages);
-                self.in_flight.append(&mut ready.persisted_messages);
+                persist(durable, store, &ready);
+                if let Some(raft) = &mut ready.raft {
+                    self.in_flight.append(&mut raft.messages);
+                    self.in_flight.append(&mut raft.persisted_messages);
+                }
                 let applied = replica.on_persisted(ready);
                 assert!(applied.faults.is_empty(), "faults: {:?}", applied.faults);
                 if let Some(snapshot) = applied.compacted {
-                    let index = snapshot.meta.index;
+                    let index = snapshot.index;
                     durable.snapshot = Some(snapshot);
                     durable.entries.retain(|entry| entry.index > index);
                 }
@@ -211,7 +236,11 @@ fn a_write_commits_on_every_replica_and_its_submitter_gets_the_result() {
             .all(|replica| replica.machine().applied() >= revision)
     });
     for replica in &cluster.replicas {
-        let stored = replica.machine().get(b"k").expect("the put applied");
+        let stored = replica
+            .machine()
+            .get(b"k")
+            .unwrap()
+            .expect("the put applied");
         assert_eq!(stored.value, Bytes::from_static(b"v"));
         assert_eq!(stored.mod_revision, revision);
     }
@@ -313,7 +342,7 @@ fn a_restarted_replica_rebuilds_from_its_snapshot_and_log() {
     let snapshot_index = cluster.durable[victim]
         .snapshot
         .as_ref()
-        .map(|snapshot| snapshot.meta.index)
+        .map(|snapshot| snapshot.index)
         .expect("just checked");
     assert!(
         cluster.durable[victim]
@@ -325,7 +354,8 @@ fn a_restarted_replica_rebuilds_from_its_snapshot_and_log() {
     let ids = cluster.ids.clone();
     let config = config(ids[victim], &ids, cluster.compact_every);
     let image = cluster.durable[victim].clone();
-    cluster.replicas[victim] = boot(config, image, cluster.now);
+    let store = cluster.stores[victim].clone();
+    cluster.replicas[victim] = boot(config, image, &store, cluster.now);
     assert!(cluster.replicas[victim].machine().applied() >= snapshot_index);
     cluster.run_until("the restarted replica holds every write", |cluster| {
         (1..=10).all(|seq| {
@@ -333,7 +363,7 @@ fn a_restarted_replica_rebuilds_from_its_snapshot_and_log() {
             cluster.replicas[victim]
                 .machine()
                 .get(key.as_bytes())
-                .is_some()
+                .is_ok_and(|found| found.is_some())
         })
     });
 }

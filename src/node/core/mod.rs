@@ -34,10 +34,13 @@ use crate::eventual::{
 };
 use crate::protocol::KeyspaceMode;
 use crate::protocol::admin::{FromNode, ToNode};
-use crate::raft::{Config as RaftConfig, Envelope, Ready, RestoredState, Snapshot};
+use crate::raft::{Config as RaftConfig, Envelope, RestoredState, SnapshotMeta};
 use crate::rng::SeededRng;
 use crate::storage::{Batch, StorageError};
-use crate::strong::{ApplyFault, ClientId, DurableState, MachineConfig, Replica, ReplicaConfig};
+use crate::strong::{
+    ApplyFault, ClientId, DurableState, MachineConfig, MachineStore, Replica, ReplicaConfig,
+    ReplicaReady,
+};
 use crate::types::{GroupId, Instant, KeyspaceId, NodeId, WallMillis};
 use catalog::{CATALOG_GROUP, CATALOG_NAME};
 use serde::{Deserialize, Serialize};
@@ -69,7 +72,8 @@ pub struct Transmit {
 
 /// What the core reads of the store: the durable image of a group or an engine when it
 /// starts, and which keyspaces have rows at all (so a drop a crash interrupted is finished).
-pub trait Durable {
+/// The strong state machines read their keys through it as they run ([`MachineStore`]).
+pub trait Durable: MachineStore {
     fn raft_restore(&self, group: GroupId) -> Result<RestoredState, StorageError>;
     fn eventual_restore(&self, keyspace: KeyspaceId) -> Result<EventualRestored, StorageError>;
     /// Every group and eventual keyspace id that has a row (group 0 included).
@@ -119,6 +123,8 @@ pub struct CoreConfig {
     pub compact_every: u64,
     /// A learner is promoted to voter once it holds the log to within this many entries.
     pub learner_lag_max: u64,
+    /// Snapshots stream to followers in chunks of about this many bytes.
+    pub snapshot_chunk_bytes: usize,
     #[cfg(feature = "sim-bugs")]
     pub bug: Option<NodeBug>,
 }
@@ -146,6 +152,7 @@ impl CoreConfig {
             request_wait_max: Self::REQUEST_WAIT_MAX,
             compact_every: 10_000,
             learner_lag_max: 64,
+            snapshot_chunk_bytes: RaftConfig::new(id, Vec::new()).snapshot_chunk_bytes,
             #[cfg(feature = "sim-bugs")]
             bug: None,
         }
@@ -198,7 +205,7 @@ struct EventualKeyspace {
 
 /// The batch in flight: what to hand back to the cores once it is durable.
 struct InFlight {
-    readies: Vec<(GroupId, Ready)>,
+    readies: Vec<(GroupId, ReplicaReady)>,
     persists: Vec<(KeyspaceId, eventual::PersistId)>,
 }
 
@@ -226,8 +233,8 @@ pub struct NodeCore {
     next_admin_seq: u64,
     /// When each peer was last heard from (any message), to tell a minority side.
     last_heard: BTreeMap<NodeId, Instant>,
-    /// Snapshots taken after apply, persisted with the next batch.
-    compactions: Vec<(GroupId, Snapshot)>,
+    /// Compactions decided after apply, persisted with the next batch.
+    compactions: Vec<(GroupId, SnapshotMeta)>,
     /// Keyspaces whose rows go with the next batch.
     drops: BTreeSet<KeyspaceId>,
     in_flight: Option<InFlight>,
@@ -424,11 +431,14 @@ impl NodeCore {
             persists: Vec::new(),
         };
         for (group, keyspace) in &mut self.groups {
-            let Some(ready) = keyspace.replica.take_ready() else {
+            let Some(mut ready) = keyspace.replica.take_ready() else {
                 continue;
             };
-            push_raft(&mut self.transmits, *group, &ready.messages);
-            batch.raft_ready(*group, &ready);
+            if let Some(raft) = &ready.raft {
+                push_raft(&mut self.transmits, *group, &raft.messages);
+                batch.raft_ready(*group, raft);
+            }
+            batch.machine_writes(*group, std::mem::take(&mut ready.machine));
             in_flight.readies.push((*group, ready));
         }
         for (id, keyspace) in &mut self.eventual {
@@ -463,12 +473,14 @@ impl NodeCore {
         Ok(())
     }
 
-    fn ready_persisted(&mut self, group: GroupId, ready: Ready) -> Result<(), CoreError> {
+    fn ready_persisted(&mut self, group: GroupId, ready: ReplicaReady) -> Result<(), CoreError> {
         let Some(keyspace) = self.groups.get_mut(&group) else {
             return Ok(()); // Dropped while its batch was in flight.
         };
-        push_raft(&mut self.transmits, group, &ready.persisted_messages);
-        let installed = ready.snapshot.is_some();
+        let installed = ready.raft.as_ref().is_some_and(|raft| {
+            push_raft(&mut self.transmits, group, &raft.persisted_messages);
+            raft.snapshot.is_some()
+        });
         let mut applied = keyspace.replica.on_persisted(ready);
         check_faults(group, std::mem::take(&mut applied.faults))?;
         if let Some(snapshot) = applied.compacted {
@@ -490,6 +502,7 @@ impl NodeCore {
         config.election_timeout = self.config.election_timeout;
         config.heartbeat_interval = self.config.heartbeat_interval;
         config.lease_drift_max = self.config.lease_drift_max;
+        config.snapshot_chunk_bytes = self.config.snapshot_chunk_bytes;
         config
     }
 
@@ -512,7 +525,8 @@ impl NodeCore {
             compact_every: self.config.compact_every,
         };
         let seed = self.random.next_u64();
-        Replica::boot(config, durable, seed, self.now)
+        let store: Arc<dyn MachineStore> = self.durable.clone();
+        Replica::boot(config, durable, store, group, seed, self.now)
             .map_err(|error| CoreError::Boot(format!("raft group {}: {error}", group.0)))
     }
 

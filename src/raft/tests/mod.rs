@@ -19,7 +19,10 @@ use std::time::Duration;
 #[derive(Clone, Debug, Default)]
 pub(super) struct Durable {
     pub(super) hard_state: HardState,
-    pub(super) snapshot: Option<Snapshot>,
+    /// The last snapshot: its meta and the state it holds.
+    pub(super) snapshot: Option<(SnapshotMeta, Bytes)>,
+    /// The chunks of a snapshot being received.
+    pub(super) staging: Vec<u8>,
     pub(super) entries: Vec<Entry>,
 }
 
@@ -94,14 +97,16 @@ impl Cluster {
         let id = config.id;
         let restored = RestoredState {
             hard_state: durable.hard_state,
-            snapshot: durable.snapshot.clone(),
+            snapshot: durable.snapshot.as_ref().map(|(meta, _)| meta.clone()),
             entries: durable.entries.clone(),
             applied: durable
                 .snapshot
                 .as_ref()
-                .map_or(LogIndex(0), |s| s.meta.index),
+                .map_or(LogIndex(0), |(meta, _)| meta.index),
         };
-        let raft = RaftNode::new(config, restored, id.0 * 7919, self.now).expect("valid config");
+        let mut raft =
+            RaftNode::new(config, restored, id.0 * 7919, self.now).expect("valid config");
+        offer_snapshot(&mut raft, &durable);
         let applied_index = raft.status().applied;
         let old = self.nodes.remove(&id);
         let applied = old.map(|o| o.applied).unwrap_or_default();
@@ -173,9 +178,10 @@ impl Cluster {
                 return;
             };
             persist(&mut node.durable, &ready);
-            if let Some(snapshot) = &ready.snapshot {
-                node.installed_snapshots.push(snapshot.meta.clone());
-                node.applied_index = snapshot.meta.index;
+            if let Some(meta) = &ready.snapshot {
+                node.installed_snapshots.push(meta.clone());
+                node.applied_index = meta.index;
+                offer_snapshot(&mut node.raft, &node.durable);
             }
             for entry in &ready.committed {
                 assert_eq!(
@@ -314,10 +320,45 @@ impl Cluster {
     }
 }
 
+/// Offers the core the durable snapshot as the image it sends followers.
+fn offer_snapshot(raft: &mut RaftNode, durable: &Durable) {
+    if let Some((meta, data)) = &durable.snapshot {
+        let source = SnapshotBytes {
+            index: meta.index,
+            data: data.clone(),
+        };
+        raft.set_snapshot_source(std::sync::Arc::new(source));
+    }
+}
+
+impl Cluster {
+    /// Compacts `id`'s log at `index` as a shell would: `data` stands for its state there.
+    pub(super) fn compact(&mut self, id: NodeId, index: LogIndex, data: Bytes) -> SnapshotMeta {
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        let meta = node.raft.compact(index).expect("an applied index compacts");
+        node.durable.entries.retain(|e| e.index > meta.index);
+        node.durable.snapshot = Some((meta.clone(), data));
+        offer_snapshot(&mut node.raft, &node.durable);
+        meta
+    }
+}
+
 /// Carries out the persist step of the Ready contract.
 pub(super) fn persist(durable: &mut Durable, ready: &Ready) {
-    if let Some(snapshot) = &ready.snapshot {
-        durable.snapshot = Some(snapshot.clone());
+    for chunk in &ready.snapshot_chunks {
+        if chunk.offset == 0 {
+            durable.staging.clear();
+        }
+        assert_eq!(
+            chunk.offset,
+            durable.staging.len() as u64,
+            "chunks stage in order"
+        );
+        durable.staging.extend_from_slice(&chunk.data);
+    }
+    if let Some(meta) = &ready.snapshot {
+        let data = Bytes::from(std::mem::take(&mut durable.staging));
+        durable.snapshot = Some((meta.clone(), data));
         durable.entries.clear();
     }
     if let Some(first) = ready.entries.first() {
@@ -393,7 +434,7 @@ fn every_message_kind_round_trips_through_the_wire() {
             meta,
             offset: 0,
             data: cmd("abc"),
-            total_bytes: 3,
+            last: true,
         },
         RaftMessage::ReadIndexResponse {
             term,

@@ -75,6 +75,7 @@ fn restored(term: u64, terms: &[u64]) -> Durable {
             commit: LogIndex(0),
         },
         snapshot: None,
+        staging: Vec::new(),
         entries: terms
             .iter()
             .enumerate()

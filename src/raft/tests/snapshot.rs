@@ -14,7 +14,7 @@ fn a_lagging_follower_receives_the_snapshot_in_bounded_chunks() {
     let applied = cluster.status(n(1)).applied;
     assert_eq!(applied, LogIndex(11));
     let data = Bytes::from_static(b"0123456789abcdefghij");
-    let meta = cluster.raft(n(1)).compact(applied, data.clone()).unwrap();
+    let meta = cluster.compact(n(1), applied, data.clone());
     assert_eq!(meta.index, applied);
     assert_eq!(cluster.status(n(1)).snapshot_index, applied);
     cluster.restart(n(3));
@@ -31,7 +31,7 @@ fn a_lagging_follower_receives_the_snapshot_in_bounded_chunks() {
     assert!(chunks.iter().all(|len| *len <= 4));
     let follower = cluster.node(n(3));
     assert_eq!(follower.installed_snapshots, vec![meta.clone()]);
-    assert_eq!(follower.durable.snapshot.as_ref().unwrap().data, data);
+    assert_eq!(follower.durable.snapshot.as_ref().unwrap().1, data);
     assert!(
         follower
             .durable
@@ -50,10 +50,7 @@ fn a_lagging_follower_receives_the_snapshot_in_bounded_chunks() {
 fn compact_refuses_unapplied_or_already_compacted_indexes() {
     let mut cluster = Cluster::new(1, |_| {});
     cluster.elect(n(1));
-    let err = cluster
-        .raft(n(1))
-        .compact(LogIndex(5), Bytes::new())
-        .unwrap_err();
+    let err = cluster.raft(n(1)).compact(LogIndex(5)).unwrap_err();
     assert_eq!(
         err,
         CompactError::NotApplied {
@@ -61,14 +58,8 @@ fn compact_refuses_unapplied_or_already_compacted_indexes() {
             applied: LogIndex(1)
         }
     );
-    cluster
-        .raft(n(1))
-        .compact(LogIndex(1), Bytes::new())
-        .unwrap();
-    let err = cluster
-        .raft(n(1))
-        .compact(LogIndex(1), Bytes::new())
-        .unwrap_err();
+    cluster.raft(n(1)).compact(LogIndex(1)).unwrap();
+    let err = cluster.raft(n(1)).compact(LogIndex(1)).unwrap_err();
     assert_eq!(
         err,
         CompactError::AlreadyCompacted {
@@ -86,15 +77,7 @@ fn a_node_restarts_from_snapshot_and_later_entries() {
         cluster.propose(n(1), i, &format!("c{i}")).unwrap();
     }
     cluster.stabilize();
-    let meta = cluster
-        .raft(n(2))
-        .compact(LogIndex(3), Bytes::from_static(b"state"))
-        .unwrap();
-    let durable = &mut cluster.nodes.get_mut(&n(2)).unwrap().durable;
-    durable.snapshot = Some(Snapshot {
-        meta,
-        data: Bytes::from_static(b"state"),
-    });
+    cluster.compact(n(2), LogIndex(3), Bytes::from_static(b"state"));
     cluster.crash(n(2));
     cluster.restart(n(2));
     let status = cluster.status(n(2));

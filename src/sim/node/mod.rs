@@ -101,7 +101,9 @@ const WATCHDOG_INTERVAL: Duration = Duration::from_millis(50);
 /// The event loop's bound, per configured step.
 const LOOP_STEPS_PER_STEP: u64 = 20_000;
 /// Compaction period of the strong groups: small, so snapshots are taken and installed.
-const COMPACT_EVERY: u64 = 64;
+const COMPACT_EVERY: u64 = 16;
+/// Snapshots go in chunks of a few keys, so a transfer spans many chunks (and crashes).
+const SNAPSHOT_CHUNK_BYTES: usize = 160;
 /// Address of the harness itself when it asks a core directly (final reads, catalog lists).
 const CHECKER: NodeId = NodeId(99);
 /// Data clients have node ids from here up; the admin client has `ADMIN`.
@@ -324,6 +326,7 @@ impl Run {
         config.lease_drift_max = LEASE_DRIFT_MAX;
         config.request_wait_max = REQUEST_WAIT_MAX;
         config.compact_every = COMPACT_EVERY;
+        config.snapshot_chunk_bytes = SNAPSHOT_CHUNK_BYTES;
         #[cfg(feature = "sim-bugs")]
         {
             config.bug = self.bug;

@@ -368,7 +368,8 @@ impl Run {
                     config.max_entries_bytes_per_append = 1;
                     config.max_inflight_appends = 1;
                 }
-                config.snapshot_chunk_bytes = 512;
+                // A few keys per chunk: a snapshot spans many chunks (and faults).
+                config.snapshot_chunk_bytes = 96;
                 #[cfg(feature = "sim-bugs")]
                 {
                     config.planted_bug = bugs.core;

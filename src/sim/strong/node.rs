@@ -12,17 +12,22 @@
 use super::checks::Checker;
 use super::{Reply, ReplyBody, RequestBody};
 use crate::raft::{
-    Config, Entry, Envelope, HardState, ProposalId, RaftMessage, RaftNode, Ready, Snapshot,
+    Config, Entry, Envelope, HardState, ProposalId, RaftMessage, RaftNode, Ready, SnapshotMeta,
 };
 use crate::rng::SeededRng;
 use crate::sim::clock::NodeClock;
 use crate::sim::history::ReadPath;
 use crate::sim::net::SimNet;
 use crate::strong::{
-    Answer, Applied, Completion, DurableState, MachineConfig, Replica, ReplicaConfig,
+    Answer, Applied, Completion, DurableState, MachineConfig, MemoryMachineStore, Replica,
+    ReplicaConfig, ReplicaReady,
 };
-use crate::types::{Instant, LogIndex, NodeId, Term};
+use crate::types::{GroupId, Instant, LogIndex, NodeId, Term};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The group id the simulated keyspace's machine rows are stored under.
+const GROUP: GroupId = GroupId(1);
 
 /// The simulated fsync takes this long at most (at least a tenth of it).
 const FSYNC_MAX: Duration = Duration::from_micros(800);
@@ -48,19 +53,21 @@ impl World {
 }
 
 /// What survives a crash.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct DurableImage {
     pub(crate) hard_state: HardState,
-    pub(crate) snapshot: Option<Snapshot>,
+    pub(crate) snapshot: Option<SnapshotMeta>,
     /// Consecutive entries after the snapshot.
     pub(crate) entries: Vec<Entry>,
+    /// The state machine's rows, as the persists left them.
+    pub(crate) machine: Arc<MemoryMachineStore>,
 }
 
 impl DurableImage {
     fn snapshot_index(&self) -> LogIndex {
         self.snapshot
             .as_ref()
-            .map_or(LogIndex(0), |snapshot| snapshot.meta.index)
+            .map_or(LogIndex(0), |snapshot| snapshot.index)
     }
 
     fn term_at(&self, index: LogIndex) -> Option<Term> {
@@ -68,7 +75,7 @@ impl DurableImage {
             return Some(
                 self.snapshot
                     .as_ref()
-                    .map_or(Term(0), |snapshot| snapshot.meta.term),
+                    .map_or(Term(0), |snapshot| snapshot.term),
             );
         }
         let first = self.snapshot_index().0 + 1;
@@ -93,8 +100,8 @@ struct Tag {
 /// What dies in a crash.
 struct Live {
     replica: Replica<Tag>,
-    /// The `Ready` whose persist is in flight, and when its fsync completes.
-    persisting: Option<(Instant, Ready)>,
+    /// The `ReplicaReady` whose persist is in flight, and when its fsync completes.
+    persisting: Option<(Instant, ReplicaReady)>,
 }
 
 /// One node of the simulated cluster.
@@ -144,7 +151,9 @@ impl SimNode {
             entries: self.durable.entries.clone(),
         };
         let local = self.clock.local(now);
-        let replica = Replica::boot(self.config.clone(), durable, self.rng.next_u64(), local)
+        let store = self.durable.machine.clone();
+        let seed = self.rng.next_u64();
+        let replica = Replica::boot(self.config.clone(), durable, store, GROUP, seed, local)
             .expect("the harness boots from a valid configuration and a durable image it wrote");
         self.live = Some(Live {
             replica,
@@ -284,10 +293,15 @@ impl SimNode {
             let Some(mut ready) = live.replica.take_ready() else {
                 return;
             };
-            for envelope in ready.messages.drain(..) {
+            let raft = ready.raft.as_mut();
+            for envelope in raft
+                .map(|raft| raft.messages.drain(..))
+                .into_iter()
+                .flatten()
+            {
                 world.send(now, envelope);
             }
-            if ready.has_persist_work() {
+            if ready.raft.as_ref().is_some_and(Ready::has_persist_work) {
                 let low = FSYNC_MAX / 10;
                 let at = now + self.rng.duration_between(low, FSYNC_MAX);
                 live.persisting = Some((at, ready));
@@ -302,10 +316,13 @@ impl SimNode {
     fn finish_persist(&mut self, now: Instant, world: &mut World) {
         let live = self.live.as_mut().expect("only a live node persists");
         let (_, mut ready) = live.persisting.take().expect("a persist is in flight");
-        self.persist(&ready, &mut world.checker);
-        for envelope in ready.persisted_messages.drain(..) {
-            world.send(now, envelope);
+        if let Some(raft) = &mut ready.raft {
+            self.persist(raft, &mut world.checker);
+            for envelope in raft.persisted_messages.drain(..) {
+                world.send(now, envelope);
+            }
         }
+        self.durable.machine.commit(GROUP, &ready.machine);
         let live = self.live.as_mut().expect("still live");
         // The highest term anyone knows as this node applies: what the checker compares
         // applied entries against.
@@ -327,7 +344,7 @@ impl SimNode {
             world.replies.push(reply);
         }
         if let Some(snapshot) = done.compacted {
-            let index = snapshot.meta.index;
+            let index = snapshot.index;
             self.durable.snapshot = Some(snapshot);
             self.durable.entries.retain(|entry| entry.index > index);
         }

@@ -35,7 +35,7 @@ impl Reference {
                         touched.and_then(|key| timelines.get_mut(&key).map(|t| (t, key)))
                     {
                         let (timeline, key) = timeline;
-                        timeline.insert(index.0, machine.get(&key).cloned());
+                        timeline.insert(index.0, machine.get(&key).ok().flatten());
                     }
                 }
                 None => machine.skip(*index),
