@@ -66,6 +66,7 @@ impl Cluster {
             data_dir: self._dir.path().join(format!("n{i}")),
             certs: self._dir.path().join("certs"),
             join,
+            cache_bytes: 8 << 20,
         };
         let mut stopped = self.stop.subscribe();
         tokio::spawn(async move {

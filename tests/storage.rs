@@ -110,7 +110,7 @@ fn eventual_states_are_per_keyspace_and_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.redb");
     {
-        let store = Store::open(&path, NodeId(2)).unwrap();
+        let store = Store::open(&path, NodeId(2), 1 << 20).unwrap();
         let mut batch = Batch::new();
         batch
             .eventual_state(KeyspaceId(1), b"cart:1", &vec![1u8, 2])
@@ -125,7 +125,7 @@ fn eventual_states_are_per_keyspace_and_survive_a_reopen() {
         assert!(batch.needs_sync());
         store.commit(batch).unwrap();
     }
-    let store = Store::open(&path, NodeId(2)).unwrap();
+    let store = Store::open(&path, NodeId(2), 1 << 20).unwrap();
     let states: Vec<(Vec<u8>, Vec<u8>)> = store.eventual_states(KeyspaceId(1)).unwrap();
     assert_eq!(
         states,
@@ -136,7 +136,7 @@ fn eventual_states_are_per_keyspace_and_survive_a_reopen() {
     );
     assert_eq!(indexes_and_terms(&store, GROUP), vec![(1, 1)]);
     drop(store);
-    let wrong = Store::open(&path, NodeId(3));
+    let wrong = Store::open(&path, NodeId(3), 1 << 20);
     assert!(matches!(
         wrong,
         Err(StorageError::WrongNode {

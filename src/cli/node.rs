@@ -29,8 +29,12 @@ pub struct NodeArgs {
     /// Directory holding ca.pem and this node's certificate and key (`capdial certs init`).
     #[arg(long)]
     certs: Option<PathBuf>,
-    /// A TOML file with the same settings (id, listen, initial_cluster, data_dir, certs, join);
-    /// flags given on the command line win.
+    /// The storage engine's page cache in MiB (default 64). Keys live on disk; this bounds
+    /// what of them a node keeps in memory.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    cache_mb: Option<u32>,
+    /// A TOML file with the same settings (id, listen, initial_cluster, data_dir, certs, join,
+    /// cache_mb); flags given on the command line win.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -47,6 +51,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         data_dir: args.data_dir,
         certs: args.certs,
         join: args.join.then_some(true),
+        cache_mb: args.cache_mb.map(|mb| mb as usize),
     };
     let config = file.overridden_by(flags).resolve()?;
     // Colours only on a terminal: the demo and the tests write node logs to files.

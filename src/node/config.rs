@@ -7,6 +7,7 @@
 //! data_dir = "/var/lib/capdial/n1"
 //! certs = "/etc/capdial/certs"
 //! join = false   # true on a node added to a running cluster (see `capdial member add`)
+//! cache_mb = 64   # the storage engine's page cache: with it, what a node holds in memory
 //! ```
 //!
 //! `initial_cluster` may also be a table: `[initial_cluster]` with `n1 = "127.0.0.1:7001"`.
@@ -32,6 +33,14 @@ pub struct NodeConfig {
     /// The node joins a running cluster (etcd's `initial-cluster-state=existing`): it learns
     /// the voters from the cluster instead of taking `initial_cluster` as the first ones.
     pub join: bool,
+    /// The storage engine's page cache, in bytes. The data set lives on disk; this (and a
+    /// round's changes) is what of it a node keeps in memory.
+    pub cache_bytes: usize,
+}
+
+impl NodeConfig {
+    /// The page cache of a node not told otherwise.
+    pub const CACHE_MB_DEFAULT: usize = 64;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +116,7 @@ pub struct PartialConfig {
     pub data_dir: Option<PathBuf>,
     pub certs: Option<PathBuf>,
     pub join: Option<bool>,
+    pub cache_mb: Option<usize>,
 }
 
 /// The initial cluster as a string or as a table.
@@ -139,6 +149,7 @@ impl PartialConfig {
             data_dir: flags.data_dir.or(self.data_dir),
             certs: flags.certs.or(self.certs),
             join: flags.join.or(self.join),
+            cache_mb: flags.cache_mb.or(self.cache_mb),
         }
     }
 
@@ -181,6 +192,7 @@ impl PartialConfig {
             data_dir: self.data_dir.ok_or(missing("data_dir", "data-dir"))?,
             certs: self.certs.ok_or(missing("certs", "certs"))?,
             join: self.join.unwrap_or(false),
+            cache_bytes: self.cache_mb.unwrap_or(NodeConfig::CACHE_MB_DEFAULT) << 20,
         })
     }
 }

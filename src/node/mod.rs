@@ -55,7 +55,7 @@ pub async fn run(
         source,
     })?;
     let path = config.data_dir.join(STORE_FILE);
-    let store = Arc::new(Store::open(&path, config.id)?);
+    let store = Arc::new(Store::open(&path, config.id, config.cache_bytes)?);
     let endpoint =
         quinn::Endpoint::server(identity.server_config()?, config.listen).map_err(|source| {
             NodeError::Io {

@@ -196,9 +196,13 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the file at `path` for node `node`, refusing another node's file.
-    pub fn open(path: &Path, node: NodeId) -> Result<Store, StorageError> {
-        let db = Database::create(path).map_err(redb_error)?;
+    /// Opens (or creates) the file at `path` for node `node`, refusing another node's file,
+    /// with a page cache of `cache_bytes`.
+    pub fn open(path: &Path, node: NodeId, cache_bytes: usize) -> Result<Store, StorageError> {
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(redb_error)?;
         Store::init(db, node)
     }
 

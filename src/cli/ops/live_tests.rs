@@ -47,6 +47,7 @@ fn start() -> Cluster {
             data_dir: dir.path().join(format!("n{i}")),
             certs: dir.path().join("certs"),
             join: false,
+            cache_bytes: 8 << 20,
         };
         let mut stopped = stop.subscribe();
         tokio::spawn(async move {
