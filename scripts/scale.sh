@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Issue 10's figures in one command: a 3-node cluster of real processes on 127.0.0.1 loaded
 # with KEYS keys of 256 bytes in an eventual (lww) and a strong keyspace, then strong puts at
-# 64 in flight while status is polled; resident memory per node; a kill -9 and the time until
-# the restarted node serves a local read; a member joining the loaded cluster. Prints the
-# figures and writes them, with the machine, under bench-results/.
+# 64 in flight while status is polled; resident memory per node; a member joining the loaded
+# cluster; a kill -9 and the time until the restarted node serves a local read; a follower
+# down while the strong keyspace compacts (CATCHUP_SECS of puts), and the time it takes to
+# catch up by snapshot. Prints the figures and writes them, with the machine, under
+# bench-results/.
 #
 #   bash scripts/scale.sh                 # KEYS=1000000 (several minutes)
 #   KEYS=20000 bash scripts/scale.sh      # a quick look
@@ -15,6 +17,7 @@ cd "$(dirname "$0")/.."
 
 keys=${KEYS:-1000000}
 put_secs=${PUT_SECS:-30}
+catchup_secs=${CATCHUP_SECS:-20}
 cargo build --release --quiet
 bin=$PWD/target/release/capdial
 dir=$(mktemp -d /tmp/capdial-scale.XXXXXX)
@@ -85,6 +88,47 @@ voting = {g["keyspace"] for g in groups if "n4" in g["voters"]}
 sys.exit(0 if voting == wanted else 1)'
 }
 
+# A member that leads no group (the one to take down).
+follower_everywhere() {
+  "$bin" status --json --timeout 2s 2>/dev/null | python3 -c '
+import json, sys
+nodes = json.loads(sys.stdin.readline())["nodes"]
+leaders = {g["leader"] for n in nodes for g in n.get("strong", [])}
+print(next(n["node"][1:] for n in nodes if n["node"] not in leaders and n.get("strong")))'
+}
+
+# A field of the strong keyspace st on its leader.
+st_field() {
+  "$bin" status --json --timeout 2s 2>/dev/null | python3 -c '
+import json, sys
+for n in json.loads(sys.stdin.readline())["nodes"]:
+    for g in n.get("strong", []):
+        if g["keyspace"] == "st" and g["role"] == "leader":
+            print(g[sys.argv[1]])' "$1"
+}
+
+# Succeeds once node n$1 has applied st up to $2.
+caught_up() {
+  "$bin" status --json --timeout 2s --endpoint "$(addr "$1")" --pin 2>/dev/null | python3 -c '
+import json, sys
+for n in json.loads(sys.stdin.readline())["nodes"]:
+    for g in n.get("strong", []):
+        if g["keyspace"] == "st" and n["node"] == "n" + sys.argv[1]:
+            sys.exit(0 if g["applied"] >= int(sys.argv[2]) else 1)
+sys.exit(1)' "$1" "$2"
+}
+
+# Whether node n$1's st log starts after a snapshot it installed: its log start is at or past
+# the leader's (it was down when the leader compacted there).
+installed() {
+  "$bin" status --json --timeout 2s 2>/dev/null | python3 -c '
+import json, sys
+groups = [(n["node"], g) for n in json.loads(sys.stdin.readline())["nodes"]
+          for g in n.get("strong", []) if g["keyspace"] == "st"]
+mine = next(g for node, g in groups if node == "n" + sys.argv[1])
+print("yes, log starts after", mine["snapshot_index"]) if mine["snapshot_index"] > 0 else print("no")' "$1"
+}
+
 rss_mb() { awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/$1/status"; }
 
 # Output goes through tee without a subshell, so `pids` stays this shell's for the cleanup.
@@ -145,5 +189,23 @@ exec > >(tee "$out") 2>&1
   start_node 2 "$cluster3"
   echo "n2 after kill -9 serves a local read in" \
     "$(wait_ok 60 "$bin" get ev k00000000 --endpoint "$(addr 2)" --pin --timeout 1s) ms"
+  # A follower down while the strong keyspace compacts past its log catches up by snapshot.
+  wait_ok 60 "$bin" get st k00000000 >/dev/null
+  victim=$(follower_everywhere)
+  before=$(terms)
+  kill -9 "${pids[$victim]}"
+  wait "${pids[$victim]}" 2>/dev/null || true
+  "$bin" bench --keyspace st --mode strong --no-preload --keys "$keys" --read-ratio 0 \
+    --value-size 256 --concurrency 64 --duration "${catchup_secs}s" --warmup 0s >"$dir/puts2.txt"
+  echo "n$victim down while st took $(grep -E '^total' "$dir/puts2.txt" | awk '{print $2}') puts;" \
+    "st's log now starts after $(st_field snapshot_index) (leader)"
+  target=$(st_field commit)
+  if [ "$victim" = 4 ]; then start_node 4 "$cluster4" --join; else start_node "$victim" "$cluster4"; fi
+  echo "n$victim restarted: st applied to the leader's commit $target after" \
+    "$(wait_ok 600 caught_up "$victim" "$target") ms, by snapshot: $(installed "$victim")"
+  after=$(terms)
+  echo "terms after the catch-up: $after"
+  [ "$before" = "$after" ] && echo "no group changed term" || echo "TERMS CHANGED"
+  for i in 1 2 3 4; do echo "n$i resident: $(rss_mb "${pids[$i]}") MB"; done
 }
 echo "wrote $out"

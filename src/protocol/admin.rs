@@ -154,6 +154,8 @@ pub struct GroupStatus {
     pub commit: LogIndex,
     pub applied: LogIndex,
     pub last_index: LogIndex,
+    /// The log starts after this index (its last compaction or installed snapshot).
+    pub snapshot_index: LogIndex,
     pub voters: Vec<NodeId>,
 }
 

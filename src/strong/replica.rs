@@ -722,12 +722,12 @@ impl<T> Replica<T> {
 
 /// A snapshot chunk's data as this machine's image chunk, if it is one.
 fn decode_chunk(data: &[u8]) -> Option<ImageChunk> {
-    crate::wire::unframed::decode::<ImageChunk>(data).ok()
+    crate::wire::unframed::decode_bounded::<ImageChunk>(data).ok()
 }
 
 /// A chunk the core accepted, decoded for the store to stage.
 fn stage(chunk: &SnapshotChunk) -> Result<StagedChunk, ApplyFault> {
-    let decoded = crate::wire::unframed::decode::<ImageChunk>(&chunk.data)
+    let decoded = crate::wire::unframed::decode_bounded::<ImageChunk>(&chunk.data)
         .map_err(ApplyFault::SnapshotDecode)?;
     Ok(StagedChunk {
         restart: chunk.offset == 0,

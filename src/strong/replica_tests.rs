@@ -28,8 +28,11 @@ struct Cluster {
 }
 
 fn config(id: NodeId, ids: &[NodeId], compact_every: u64) -> ReplicaConfig {
+    let mut raft = Config::new(id, ids.to_vec());
+    // A few keys per chunk: a snapshot spans several.
+    raft.snapshot_chunk_bytes = 200;
     ReplicaConfig {
-        raft: Config::new(id, ids.to_vec()),
+        raft,
         machine: MachineConfig::default(),
         compact_every,
     }
@@ -394,4 +397,65 @@ fn a_leader_that_loses_leadership_ends_its_waiting_requests() {
     assert_eq!(cluster.answer(1), Answer::Unknown);
     assert!(matches!(cluster.answer(2), Answer::Refused { .. }));
     assert!(cluster.replicas[old].proposals.is_empty() && cluster.replicas[old].reads.is_empty());
+}
+
+/// The log compacts past a follower that is cut off; once back it is sent the machine's state
+/// streamed from the leader's store in chunks, stages them, installs, and holds every key.
+#[test]
+fn a_follower_behind_the_compaction_catches_up_by_a_streamed_snapshot() {
+    let mut cluster = Cluster::new(4);
+    let leader = cluster.elect();
+    let behind = (leader + 1) % 3;
+    cluster.cut = Some(cluster.ids[behind]);
+    for seq in 1..=30 {
+        let key = format!("key-{seq:03}");
+        let answer = cluster.write(leader, seq as Tag, &put(seq, &key, "a value of some size"));
+        assert!(matches!(answer, Answer::Written(Ok(_))), "{answer:?}");
+    }
+    let compacted = cluster.replicas[leader].status().snapshot_index;
+    assert!(compacted.0 > 20, "the leader compacted past the follower: {compacted:?}");
+    cluster.cut = None;
+    cluster.run_until("the follower holds every key", |cluster| {
+        cluster.stores[behind].len(GROUP) == 30
+    });
+    let status = cluster.replicas[behind].status();
+    assert!(status.snapshot_index >= compacted, "it installed a snapshot: {status:?}");
+    let machine = cluster.replicas[behind].machine();
+    let found = machine.get(b"key-017").unwrap().expect("installed");
+    assert_eq!(found.value, Bytes::from_static(b"a value of some size"));
+}
+
+/// A chunk that is not an image of this machine never reaches the core, so nothing of it
+/// is staged or installed.
+#[test]
+fn a_snapshot_chunk_that_does_not_decode_is_dropped_on_arrival() {
+    let mut cluster = Cluster::new(1_000);
+    let leader = cluster.elect();
+    let follower = (leader + 1) % 3;
+    let status = cluster.replicas[leader].status();
+    let meta = SnapshotMeta {
+        index: LogIndex(status.commit.0 + 10),
+        term: status.term,
+        membership: status.membership.clone(),
+    };
+    let envelope = Envelope {
+        from: cluster.ids[leader],
+        to: cluster.ids[follower],
+        msg: RaftMessage::InstallSnapshot {
+            term: status.term,
+            meta,
+            offset: 0,
+            data: Bytes::from_static(b"not an image chunk"),
+            last: true,
+        },
+    };
+    cluster.replicas[follower].handle_message(cluster.now, envelope);
+    let ready = cluster.replicas[follower].take_ready();
+    let staged = ready.as_ref().map_or(0, |ready| ready.machine.staged.len());
+    let installing = ready.as_ref().is_some_and(|ready| ready.machine.install);
+    assert_eq!((staged, installing), (0, false));
+    if let Some(ready) = ready {
+        let applied = cluster.replicas[follower].on_persisted(ready);
+        assert!(applied.faults.is_empty());
+    }
 }

@@ -171,64 +171,100 @@ fn session_bytes(session: &Session) -> usize {
     }
 }
 
+/// A chunk being filled up to about `bytes_max`.
+struct Fill {
+    chunk: ImageChunk,
+    bytes: usize,
+    bytes_max: usize,
+}
+
+impl Fill {
+    /// Counts an item of `added` bytes in, unless the chunk already holds something and the
+    /// item would take it past the limit (one item always fits, however large).
+    fn admits(&mut self, added: usize) -> bool {
+        if self.bytes > 0 && self.bytes + added > self.bytes_max {
+            return false;
+        }
+        self.bytes += added;
+        true
+    }
+}
+
 impl<R: ImageRead> Image<R> {
     fn read_chunk(
         &self,
         cursor: &[u8],
         bytes_max: usize,
     ) -> Result<(ImageChunk, Option<Bytes>), StoreError> {
-        let mut chunk = ImageChunk {
+        let chunk = ImageChunk {
             applied: self.applied,
             ..ImageChunk::default()
         };
-        let mut bytes = 0;
-        let full = |bytes: usize, added: usize| bytes > 0 && bytes + added > bytes_max;
+        let mut fill = Fill {
+            chunk,
+            bytes: 0,
+            bytes_max,
+        };
         let position = parse_cursor(cursor).map_err(|error| StoreError(error.0))?;
-        let mut after_key = match position {
-            Position::Sessions(mut after) => loop {
-                let batch = self.read.sessions_after(after, IMAGE_BATCH)?;
-                let done = batch.len() < IMAGE_BATCH;
-                for (client, session) in batch {
-                    let added = session_bytes(&session);
-                    if full(bytes, added) {
-                        let last = chunk.sessions.last().map(|(id, _)| id.0);
-                        let next = last.map_or(Bytes::new(), |id| {
-                            tagged(CURSOR_SESSIONS, &id.to_be_bytes())
-                        });
-                        return Ok((chunk, Some(next)));
-                    }
-                    bytes += added;
-                    after = Some(client);
-                    chunk.sessions.push((client, session));
+        let after_key = match position {
+            Position::Sessions(after) => {
+                if let Some(next) = self.fill_sessions(&mut fill, after)? {
+                    return Ok((fill.chunk, Some(next)));
                 }
-                if done {
-                    break None;
-                }
-            },
+                None
+            }
             Position::Keys(after) => after,
         };
+        let next = self.fill_rows(&mut fill, after_key)?;
+        Ok((fill.chunk, next))
+    }
+
+    /// Adds sessions after `after`; returns the next chunk's cursor if the chunk filled.
+    fn fill_sessions(
+        &self,
+        fill: &mut Fill,
+        mut after: Option<ClientId>,
+    ) -> Result<Option<Bytes>, StoreError> {
         loop {
-            let batch = self.read.rows_after(after_key.as_deref(), IMAGE_BATCH)?;
+            let batch = self.read.sessions_after(after, IMAGE_BATCH)?;
+            let done = batch.len() < IMAGE_BATCH;
+            for (client, session) in batch {
+                if !fill.admits(session_bytes(&session)) {
+                    let last = after.expect("a full chunk holds a session");
+                    return Ok(Some(tagged(CURSOR_SESSIONS, &last.0.to_be_bytes())));
+                }
+                after = Some(client);
+                fill.chunk.sessions.push((client, session));
+            }
+            if done {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Adds keys after `after`; returns the next chunk's cursor if the chunk filled.
+    fn fill_rows(
+        &self,
+        fill: &mut Fill,
+        mut after: Option<Bytes>,
+    ) -> Result<Option<Bytes>, StoreError> {
+        loop {
+            let batch = self.read.rows_after(after.as_deref(), IMAGE_BATCH)?;
             let done = batch.len() < IMAGE_BATCH;
             for (key, version) in batch {
                 // Encoded: two length prefixes and two revisions of 8 bytes each.
-                let added = key.len() + version.value.len() + 32;
-                if full(bytes, added) {
-                    let next = match chunk.rows.last() {
-                        Some((last, _)) => tagged(CURSOR_KEYS, last),
-                        None => match &after_key {
-                            Some(after) => tagged(CURSOR_KEYS, after),
-                            None => tagged(CURSOR_KEYS_START, &[]),
-                        },
+                if !fill.admits(key.len() + version.value.len() + 32) {
+                    let next = match &after {
+                        Some(last) => tagged(CURSOR_KEYS, last),
+                        None => tagged(CURSOR_KEYS_START, &[]),
                     };
-                    return Ok((chunk, Some(next)));
+                    return Ok(Some(next));
                 }
-                bytes += added;
-                after_key = Some(key.clone());
-                chunk.rows.push((key, version));
+                after = Some(key.clone());
+                fill.chunk.rows.push((key, version));
             }
             if done {
-                return Ok((chunk, None));
+                return Ok(None);
             }
         }
     }

@@ -131,8 +131,10 @@ pub fn decode<T: DeserializeOwned>(buffer: &[u8]) -> Result<(T, usize), DecodeEr
 
 /// The payload encoding without a header or size limit, for local work on data already in
 /// memory: hashing, canonical forms, measuring what a frame would carry, re-reading a serde
-/// type as another of the same shape. Never send these bytes (only [`encode`] checks
-/// [`FRAME_BYTES_MAX`]); a frame's payload is exactly these bytes when it fits.
+/// type as another of the same shape, rows on disk. Never send these bytes on their own (only
+/// [`encode`] checks [`FRAME_BYTES_MAX`]); a frame's payload is exactly these bytes when it
+/// fits. Bytes inside a message a peer sent (a snapshot chunk) are read with
+/// [`unframed::decode_bounded`], which carries the frame limit like [`decode`].
 pub mod unframed {
     use serde::Serialize;
     use serde::de::DeserializeOwned;
@@ -153,6 +155,19 @@ pub mod unframed {
     pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, super::DecodeError> {
         let (value, used) = bincode::serde::decode_from_slice(bytes, config())
             .map_err(super::DecodeError::Malformed)?;
+        whole(value, used, bytes)
+    }
+
+    /// [`decode`] for bytes a peer sent inside a frame: a hostile length inside them cannot
+    /// make the decoder allocate past [`super::FRAME_BYTES_MAX`].
+    pub fn decode_bounded<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, super::DecodeError> {
+        let bounded = config().with_limit::<{ super::FRAME_BYTES_MAX }>();
+        let (value, used) = bincode::serde::decode_from_slice(bytes, bounded)
+            .map_err(super::DecodeError::Malformed)?;
+        whole(value, used, bytes)
+    }
+
+    fn whole<T>(value: T, used: usize, bytes: &[u8]) -> Result<T, super::DecodeError> {
         if used != bytes.len() {
             return Err(super::DecodeError::TrailingBytes {
                 trailing: bytes.len() - used,

@@ -578,6 +578,7 @@ fn status_json(id: NodeId, address: &str, answer: &Result<AdminAnswer, ConnError
                 "keyspace": g.keyspace, "group": g.group.0, "role": g.role.to_string(),
                 "term": g.term.0, "leader": g.leader.map(|l| l.to_string()),
                 "commit": g.commit.0, "applied": g.applied.0, "last_index": g.last_index.0,
+                "snapshot_index": g.snapshot_index.0,
                 "voters": g.voters.iter().map(ToString::to_string).collect::<Vec<_>>(),
             })
         })
@@ -745,6 +746,7 @@ mod tests {
                 commit: LogIndex(42),
                 applied: LogIndex(41),
                 last_index: LogIndex(42),
+                snapshot_index: LogIndex(30),
                 voters: vec![N1, N2, N3],
             }],
             eventual: vec![],

@@ -209,6 +209,7 @@ impl NodeCore {
                     commit: status.commit,
                     applied: status.applied,
                     last_index: status.last_index,
+                    snapshot_index: status.snapshot_index,
                     voters: status.membership.voters.iter().copied().collect(),
                 }
             })
