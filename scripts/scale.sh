@@ -107,6 +107,9 @@ for n in json.loads(sys.stdin.readline())["nodes"]:
             print(g[sys.argv[1]])' "$1"
 }
 
+# Succeeds once st's leader has committed past $1.
+commit_past() { (($(st_field commit) > $1)); }
+
 # Succeeds once node n$1 has applied st up to $2.
 caught_up() {
   "$bin" status --json --timeout 2s --endpoint "$(addr "$1")" --pin 2>/dev/null | python3 -c '
@@ -193,10 +196,16 @@ exec > >(tee "$out") 2>&1
   wait_ok 60 "$bin" get st k00000000 >/dev/null
   victim=$(follower_everywhere)
   before=$(terms)
+  # The bench waits for every member to serve st, so the victim goes down once it runs.
+  start=$(st_field commit)
+  "$bin" bench --keyspace st --mode strong --no-preload --keys "$keys" --read-ratio 0 \
+    --value-size 256 --concurrency 64 --duration "${catchup_secs}s" --warmup 0s \
+    >"$dir/puts2.txt" 2>/dev/null &
+  bench=$!
+  wait_ok 60 commit_past "$start" >/dev/null
   kill -9 "${pids[$victim]}"
   wait "${pids[$victim]}" 2>/dev/null || true
-  "$bin" bench --keyspace st --mode strong --no-preload --keys "$keys" --read-ratio 0 \
-    --value-size 256 --concurrency 64 --duration "${catchup_secs}s" --warmup 0s >"$dir/puts2.txt"
+  wait "$bench" || echo "strong puts: bench failed"
   echo "n$victim down while st took $(grep -E '^total' "$dir/puts2.txt" | awk '{print $2}') puts;" \
     "st's log now starts after $(st_field snapshot_index) (leader)"
   target=$(st_field commit)

@@ -304,6 +304,8 @@ impl RaftNode {
     /// dropped, since this node will no longer see them through.
     fn step_down_cleanup(&mut self) {
         let state = self.leader_state.take().expect("a leader has leader state");
+        self.snapshot_source = None;
+        self.snapshot_wanted = false;
         let commit = self.log.commit;
         let term = self.term;
         for entry in self.log.iter_from(LogIndex(commit.0 + 1)) {

@@ -91,6 +91,8 @@ pub struct RaftNode {
     /// The shell's image of its applied state, to send to followers the log no longer
     /// reaches (see [`RaftNode::set_snapshot_source`]).
     pub(crate) snapshot_source: Option<std::sync::Arc<dyn SnapshotSource>>,
+    /// A follower needs a snapshot and there is no image to send it from.
+    pub(crate) snapshot_wanted: bool,
     /// The hard state as last handed out in a `Ready`.
     pub(crate) handed_hard_state: HardState,
     pub(crate) outbox: Outbox,
@@ -135,6 +137,7 @@ impl RaftNode {
             remote_reads: VecDeque::new(),
             incoming_snapshot: None,
             snapshot_source: None,
+            snapshot_wanted: false,
             handed_hard_state: restored.hard_state,
             outbox: Outbox::default(),
             ready_seq: 0,
@@ -284,16 +287,22 @@ impl RaftNode {
         Ok(meta)
     }
 
-    /// The image of the applied state a leader reads snapshots from, replacing the previous
-    /// one (a follower being sent the old one starts over with this). It serves only while
-    /// its index is between the log's start and the commit index.
-    pub fn set_snapshot_source(&mut self, source: std::sync::Arc<dyn SnapshotSource>) {
-        self.snapshot_source = Some(source);
+    /// Whether a leader needs an image of the applied state to send a follower the log no
+    /// longer reaches: the shell answers with [`RaftNode::set_snapshot_source`].
+    pub fn snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted
     }
 
-    /// The index of the image a leader sends snapshots from, if it has one.
-    pub fn snapshot_source_index(&self) -> Option<LogIndex> {
-        self.snapshot_source.as_ref().map(|source| source.index())
+    /// The image of the applied state a leader reads snapshots from, replacing the previous
+    /// one (a follower being sent the old one starts over with this). It serves only while
+    /// its index is between the log's start and the commit index; the core lets it go once
+    /// no follower is being sent it.
+    pub fn set_snapshot_source(&mut self, source: std::sync::Arc<dyn SnapshotSource>) {
+        self.snapshot_source = Some(source);
+        self.snapshot_wanted = false;
+        if self.role == Role::Leader {
+            self.start_wanted_snapshots();
+        }
     }
 
     /// The next batch of work, or `None` if there is none or the previous `Ready` was not

@@ -1,9 +1,12 @@
 //! Sending a snapshot to a follower behind the log's first index, and receiving one.
 //!
-//! The core never holds a snapshot's bytes. The shell hands it a [`SnapshotSource`]: a
-//! point-in-time image of its applied state (a storage read transaction in the node) that
-//! the leader reads one chunk of about `snapshot_chunk_bytes` at a time, one chunk in flight
-//! per follower (resent on each heartbeat until acknowledged). The follower hands each chunk
+//! The core never holds a snapshot's bytes. When a follower needs one, the leader asks its
+//! shell for an image ([`RaftNode::snapshot_wanted`]); the shell hands it a
+//! [`SnapshotSource`]: a point-in-time image of its applied state (a storage read transaction
+//! in the node) that the leader reads one chunk of about `snapshot_chunk_bytes` at a time,
+//! one chunk in flight per follower (resent on each heartbeat until acknowledged). Once no
+//! follower is being sent one, the leader lets the image go (a read transaction held open
+//! would keep the store from reusing the pages later writes free). The follower hands each chunk
 //! to its shell in [`Ready::snapshot_chunks`](super::Ready::snapshot_chunks) to stage, and
 //! acknowledges it once that persist is durable; after the last one it installs the snapshot.
 //! So a snapshot of any size moves through a bounded amount of memory on both sides.
@@ -103,9 +106,11 @@ impl RaftNode {
         })
     }
 
-    /// Leader: the follower needs a snapshot; start sending it from the first byte.
+    /// Leader: the follower needs a snapshot; start sending it from the first byte, or ask
+    /// the shell for an image to send it from.
     pub(crate) fn start_snapshot(&mut self, peer: NodeId) {
         let Some(meta) = self.source_meta() else {
+            self.snapshot_wanted = true;
             return;
         };
         let Some(progress) = self.progress_mut(peer) else {
@@ -166,6 +171,7 @@ impl RaftNode {
 
     /// Leader: on each heartbeat, resend the outstanding chunk to every follower in
     /// snapshot mode (the previous one or its answer may have been lost).
+    /// Lets the image go once nobody is being sent it.
     pub(crate) fn resend_snapshot_chunks(&mut self) {
         let peers: Vec<NodeId> = self
             .leader_state
@@ -178,8 +184,31 @@ impl RaftNode {
                     .collect()
             })
             .unwrap_or_default();
+        if peers.is_empty() && !self.snapshot_wanted {
+            self.snapshot_source = None;
+        }
         for peer in peers {
             self.send_snapshot_chunk(peer);
+        }
+    }
+
+    /// Leader: starts a snapshot to every follower the log no longer reaches (an image just
+    /// arrived).
+    pub(crate) fn start_wanted_snapshots(&mut self) {
+        let behind: Vec<NodeId> = self
+            .leader_state
+            .as_ref()
+            .map(|l| {
+                l.progress
+                    .iter()
+                    .filter(|(_, p)| !matches!(p.state, ProgressState::Snapshot { .. }))
+                    .filter(|(_, p)| self.log.term(LogIndex(p.next_index.0 - 1)).is_none())
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for peer in behind {
+            self.start_snapshot(peer);
         }
     }
 

@@ -289,8 +289,7 @@ impl<T> Replica<T> {
             entries: durable.entries,
             applied: machine.applied(),
         };
-        let mut core = RaftNode::new(config.raft, restored, rng_seed, now)?;
-        core.set_snapshot_source(machine.image()?);
+        let core = RaftNode::new(config.raft, restored, rng_seed, now)?;
         Ok(Replica {
             core,
             machine,
@@ -442,6 +441,13 @@ impl<T> Replica<T> {
         if self.outstanding.is_some() {
             return None;
         }
+        // The store holds exactly the machine's durable state now (no writes in flight).
+        if self.core.snapshot_wanted() {
+            match self.machine.image() {
+                Ok(image) => self.core.set_snapshot_source(image),
+                Err(error) => self.faults.push(ApplyFault::Store(error)),
+            }
+        }
         let raft = self.core.ready();
         let mut machine = self.machine.take_writes();
         if let Some(ready) = &raft {
@@ -486,7 +492,7 @@ impl<T> Replica<T> {
             self.raft_persisted(ready, &mut done);
         }
         self.serve_confirmed(&mut done.replies);
-        done.compacted = self.maybe_compact(&mut done.faults);
+        done.compacted = self.maybe_compact();
         done
     }
 
@@ -596,7 +602,6 @@ impl<T> Replica<T> {
             });
         }
         self.core.report_applied(self.machine.applied());
-        self.core.set_snapshot_source(self.machine.image()?);
         Ok(())
     }
 
@@ -696,25 +701,16 @@ impl<T> Replica<T> {
     }
 
     /// Compacts the log once the machine's durable state is `compact_every` entries past the
-    /// last snapshot, and offers the core an image of that state for followers. Nothing is
-    /// copied: the image is a point-in-time view of the store.
-    fn maybe_compact(&mut self, faults: &mut Vec<ApplyFault>) -> Option<SnapshotMeta> {
+    /// last snapshot. Nothing is copied: a follower the log no longer reaches is sent an
+    /// image of the store, opened when the core asks for one.
+    fn maybe_compact(&mut self) -> Option<SnapshotMeta> {
         let durable = self.machine.durable_applied();
         if durable.0 < self.snapshot_index.0 + self.compact_every {
             return None;
         }
-        // The image first: if the store cannot give one, the log stays and serves followers.
-        let image = match self.machine.image() {
-            Ok(image) => image,
-            Err(error) => {
-                faults.push(ApplyFault::Store(error));
-                return None;
-            }
-        };
         // The core may refuse (the durable state is ahead of what it reported applied, after
         // a restart); the next `on_persisted` tries again.
         let meta = self.core.compact(durable).ok()?;
-        self.core.set_snapshot_source(image);
         self.snapshot_index = meta.index;
         Some(meta)
     }

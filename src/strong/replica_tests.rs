@@ -413,13 +413,19 @@ fn a_follower_behind_the_compaction_catches_up_by_a_streamed_snapshot() {
         assert!(matches!(answer, Answer::Written(Ok(_))), "{answer:?}");
     }
     let compacted = cluster.replicas[leader].status().snapshot_index;
-    assert!(compacted.0 > 20, "the leader compacted past the follower: {compacted:?}");
+    assert!(
+        compacted.0 > 20,
+        "the leader compacted past the follower: {compacted:?}"
+    );
     cluster.cut = None;
     cluster.run_until("the follower holds every key", |cluster| {
         cluster.stores[behind].len(GROUP) == 30
     });
     let status = cluster.replicas[behind].status();
-    assert!(status.snapshot_index >= compacted, "it installed a snapshot: {status:?}");
+    assert!(
+        status.snapshot_index >= compacted,
+        "it installed a snapshot: {status:?}"
+    );
     let machine = cluster.replicas[behind].machine();
     let found = machine.get(b"key-017").unwrap().expect("installed");
     assert_eq!(found.value, Bytes::from_static(b"a value of some size"));

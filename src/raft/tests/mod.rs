@@ -104,9 +104,7 @@ impl Cluster {
                 .as_ref()
                 .map_or(LogIndex(0), |(meta, _)| meta.index),
         };
-        let mut raft =
-            RaftNode::new(config, restored, id.0 * 7919, self.now).expect("valid config");
-        offer_snapshot(&mut raft, &durable);
+        let raft = RaftNode::new(config, restored, id.0 * 7919, self.now).expect("valid config");
         let applied_index = raft.status().applied;
         let old = self.nodes.remove(&id);
         let applied = old.map(|o| o.applied).unwrap_or_default();
@@ -174,6 +172,9 @@ impl Cluster {
         }
         for _ in 0..1000 {
             let node = self.nodes.get_mut(&id).expect("node exists");
+            if node.raft.snapshot_wanted() {
+                offer_snapshot(&mut node.raft, &node.durable);
+            }
             let Some(ready) = node.raft.ready() else {
                 return;
             };
@@ -181,7 +182,6 @@ impl Cluster {
             if let Some(meta) = &ready.snapshot {
                 node.installed_snapshots.push(meta.clone());
                 node.applied_index = meta.index;
-                offer_snapshot(&mut node.raft, &node.durable);
             }
             for entry in &ready.committed {
                 assert_eq!(
@@ -338,7 +338,6 @@ impl Cluster {
         let meta = node.raft.compact(index).expect("an applied index compacts");
         node.durable.entries.retain(|e| e.index > meta.index);
         node.durable.snapshot = Some((meta.clone(), data));
-        offer_snapshot(&mut node.raft, &node.durable);
         meta
     }
 }
