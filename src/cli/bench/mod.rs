@@ -344,7 +344,7 @@ impl RunArgs {
 }
 
 /// Runs a plan on a target: the keyspace, the delay, the preload, the load; then clears the
-/// delay again, whatever happened.
+/// delay again, whatever happened. A zero delay touches no fault rules.
 pub(crate) async fn measure(
     target: &Target,
     plan: &Plan,
@@ -357,6 +357,12 @@ pub(crate) async fn measure(
         load::preload(plan, &pools, &target.addresses(), !plan.progress).await?;
     }
     let sessions = load::sessions(&pools, &target.addresses(), plan.concurrency);
+    // Without a delay the fault rules are left alone: the run measures whatever the user set
+    // (and a member that is down does not fail it).
+    if delay.is_zero() {
+        let outcome = load::run(plan, sessions).await?;
+        return Ok(report(target, plan, delay, &outcome));
+    }
     target.set_delay(delay).await?;
     let outcome = load::run(plan, sessions).await;
     let healed = target.set_delay(Duration::ZERO).await;

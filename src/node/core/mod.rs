@@ -125,6 +125,9 @@ pub struct CoreConfig {
     pub learner_lag_max: u64,
     /// Snapshots stream to followers in chunks of about this many bytes.
     pub snapshot_chunk_bytes: usize,
+    /// Bytes one anti-entropy round of an eventual keyspace may move: how fast a new or
+    /// returning member is repaired (the engine's own default suits a LAN of small keyspaces).
+    pub gossip_round_bytes: usize,
     #[cfg(feature = "sim-bugs")]
     pub bug: Option<NodeBug>,
 }
@@ -153,6 +156,7 @@ impl CoreConfig {
             compact_every: 10_000,
             learner_lag_max: 64,
             snapshot_chunk_bytes: RaftConfig::new(id, Vec::new()).snapshot_chunk_bytes,
+            gossip_round_bytes: 1024 * 1024,
             #[cfg(feature = "sim-bugs")]
             bug: None,
         }
@@ -536,7 +540,8 @@ impl NodeCore {
         value_type: eventual::ValueType,
     ) -> Result<AntiEntropy, CoreError> {
         let restored = self.durable.eventual_restore(id)?;
-        let config = EngineConfig::new(self.config.id, self.engine_members(), value_type);
+        let mut config = EngineConfig::new(self.config.id, self.engine_members(), value_type);
+        config.round_bytes_max = self.config.gossip_round_bytes;
         let seed = self.random.next_u64();
         AntiEntropy::new(config, restored, seed)
             .map_err(|error| CoreError::Boot(format!("eventual keyspace {}: {error}", id.0)))
