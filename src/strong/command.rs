@@ -26,6 +26,15 @@ impl fmt::Display for ClientId {
     }
 }
 
+/// A client's session (Raft thesis §6.3): its last applied seq and what that returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub last_seq: u64,
+    pub last_result: Result<Outcome, CommandError>,
+    /// Where `last_seq` applied; orders sessions for eviction.
+    pub applied_at: LogIndex,
+}
+
 /// One operation on the keyspace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {

@@ -1,10 +1,11 @@
 //! The strong keyspace's state machine: an ordered map with revisions and client sessions.
 
-use super::command::{ClientId, Command, CommandError, Outcome, Request, Versioned, validate};
+use super::command::{
+    ClientId, Command, CommandError, Outcome, Request, Session, Versioned, validate,
+};
 use super::store::{MachineStore, MachineWrites, MemoryMachineStore, StoreError};
 use crate::types::{GroupId, LogIndex};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -39,15 +40,6 @@ impl MachineConfig {
         }
         true
     }
-}
-
-/// A client's session (Raft thesis §6.3): its last applied seq and what that returned.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Session {
-    pub last_seq: u64,
-    pub last_result: Result<Outcome, CommandError>,
-    /// Where `last_seq` applied; orders sessions for eviction.
-    pub applied_at: LogIndex,
 }
 
 /// What applying one entry gave back to the client that sent it.

@@ -24,13 +24,12 @@ pub mod store;
 
 pub use command::{
     ClientId, Command, CommandError, Field, KEY_BYTES_MAX, Outcome, Request, SCAN_LIMIT_MAX,
-    VALUE_BYTES_MAX, Versioned, validate,
+    Session, VALUE_BYTES_MAX, Versioned, validate,
 };
 #[cfg(feature = "sim-bugs")]
 pub use machine::MachineBug;
 pub use machine::{
-    ApplyError, MachineConfig, MalformedEntry, ReadFailure, Response, SESSIONS_MAX, Session,
-    StrongMachine,
+    ApplyError, MachineConfig, MalformedEntry, ReadFailure, Response, SESSIONS_MAX, StrongMachine,
 };
 pub use replica::{
     Answer, Applied, ApplyFault, BootError, CONFIRMED_READS_MAX, Completion, DurableState,

@@ -13,8 +13,7 @@
 //! [`CURSOR_SESSIONS`] and a client id or [`CURSOR_KEYS`] and a key (after that one), or
 //! [`CURSOR_KEYS_START`].
 
-use super::command::{ClientId, Versioned};
-use super::machine::Session;
+use super::command::{ClientId, Session, Versioned};
 use crate::raft::{SnapshotReadError, SnapshotSource};
 use crate::types::{GroupId, LogIndex};
 use bytes::Bytes;
