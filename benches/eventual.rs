@@ -12,14 +12,45 @@ use bytes::Bytes;
 use capdial::eventual::hash::{entry_hash, key_hash};
 use capdial::eventual::merkle::MerkleTree;
 use capdial::eventual::{
-    AntiEntropy, DurableMeta, EngineConfig, HlcTimestamp, KeyState, Op, RequestId, RestoredState,
-    ValueType, WriteLevel, WriteStamp,
+    AntiEntropy, DurableMeta, EngineConfig, HlcTimestamp, KeyState, KeyspaceStore, MemoryStates,
+    Op, PersistBatch, PersistId, RequestId, StoredKey, ValueType, WriteLevel, WriteStamp,
 };
-use capdial::types::{Instant, NodeId, WallMillis};
+use capdial::types::{Instant, KeyspaceId, NodeId, WallMillis};
 use crdts::{CmRDT, Dot, VClock};
 use criterion::{BatchSize, Criterion, black_box};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// An engine on a fresh in-memory store holding `keys` and `meta` (the meta's HLC covers
+/// every stamp, as an engine's own batches leave it).
+fn engine_on(
+    config: EngineConfig,
+    keys: BTreeMap<Bytes, KeyState>,
+    mut meta: DurableMeta,
+    seed: u64,
+) -> (AntiEntropy, Arc<MemoryStates>) {
+    for stamp in keys.values().filter_map(KeyState::lww_stamp) {
+        meta.hlc = meta.hlc.max(stamp);
+    }
+    let keys = keys
+        .into_iter()
+        .map(|(key, state)| {
+            let row = StoredKey::new(key_hash(&key), state);
+            (key, Some(row))
+        })
+        .collect();
+    let states = Arc::new(MemoryStates::new());
+    let batch = PersistBatch {
+        id: PersistId(0),
+        keys,
+        meta,
+    };
+    states.commit(KeyspaceId(0), &batch);
+    let store = KeyspaceStore::new(states.clone(), KeyspaceId(0));
+    let engine = AntiEntropy::new(config, store, seed).expect("valid config");
+    (engine, states)
+}
 
 const KEYS: u64 = 1_000_000;
 const DIFFERING: u64 = 1_000;
@@ -31,7 +62,12 @@ fn key(index: u64) -> Bytes {
 fn bench_local_write(criterion: &mut Criterion) {
     let members = vec![NodeId(1), NodeId(2), NodeId(3)];
     let config = EngineConfig::new(NodeId(1), members, ValueType::Lww);
-    let mut engine = AntiEntropy::new(config, RestoredState::default(), 1).expect("valid config");
+    let meta = DurableMeta {
+        seq: 0,
+        hlc: HlcTimestamp::zero(NodeId(1)),
+        knowledge: VClock::new(),
+    };
+    let (mut engine, states) = engine_on(config, BTreeMap::new(), meta, 1);
     let now = Instant::from_nanos(1);
     engine.handle_timeout(now, WallMillis(1));
     let value = Bytes::from(vec![7u8; 100]);
@@ -51,6 +87,7 @@ fn bench_local_write(criterion: &mut Criterion) {
                 )
                 .expect("write accepted");
             while let Some(batch) = engine.poll_persist() {
+                states.commit(KeyspaceId(0), &batch);
                 engine.persisted(now, batch.id);
             }
             let mut bytes = 0;
@@ -154,17 +191,9 @@ fn engines() -> (AntiEntropy, AntiEntropy, usize) {
         hlc: HlcTimestamp::zero(NodeId(node)),
         knowledge,
     };
-    let one = RestoredState {
-        keys: first,
-        meta: Some(meta(1, KEYS, knowledge_one)),
-    };
-    let two = RestoredState {
-        keys: second,
-        meta: Some(meta(2, DIFFERING, knowledge_two)),
-    };
     let config = |node| EngineConfig::new(NodeId(node), members.clone(), ValueType::Lww);
-    let one = AntiEntropy::new(config(1), one, 1).expect("valid");
-    let two = AntiEntropy::new(config(2), two, 2).expect("valid");
+    let (one, _) = engine_on(config(1), first, meta(1, KEYS, knowledge_one), 1);
+    let (two, _) = engine_on(config(2), second, meta(2, DIFFERING, knowledge_two), 2);
     (one, two, differing_bytes)
 }
 

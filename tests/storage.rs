@@ -4,6 +4,11 @@
 //! memory and on disk across a reopen.
 
 use bytes::Bytes;
+use capdial::eventual::hash::key_hash;
+use capdial::eventual::{
+    DurableMeta, HlcTimestamp, KeyState, MemoryStates, Op, PersistBatch, PersistId, StoredImage,
+    StoredKey, ValueType, WriteStamp,
+};
 use capdial::raft::{Entry, EntryKind, HardState, Membership, ProposalId, Ready, SnapshotMeta};
 use capdial::storage::machine::GC_ROWS_PER_COMMIT;
 use capdial::storage::{Batch, StorageError, Store};
@@ -105,62 +110,29 @@ fn snapshots_replace_the_log_and_compaction_keeps_the_tail() {
     assert!(store.raft_restore(GROUP).unwrap().entries.is_empty());
 }
 
-#[test]
-fn eventual_states_are_per_keyspace_and_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("node.redb");
-    {
-        let store = Store::open(&path, NodeId(2), 1 << 20).unwrap();
-        let mut batch = Batch::new();
-        batch
-            .eventual_state(KeyspaceId(1), b"cart:1", &vec![1u8, 2])
-            .unwrap();
-        batch
-            .eventual_state(KeyspaceId(1), b"cart:2", &vec![3u8])
-            .unwrap();
-        batch
-            .eventual_state(KeyspaceId(2), b"cart:1", &vec![9u8])
-            .unwrap();
-        batch.raft_ready(GROUP, &ready(vec![entry(1, 1, "a")], None));
-        assert!(batch.needs_sync());
-        store.commit(batch).unwrap();
-    }
-    let store = Store::open(&path, NodeId(2), 1 << 20).unwrap();
-    let states: Vec<(Vec<u8>, Vec<u8>)> = store.eventual_states(KeyspaceId(1)).unwrap();
-    assert_eq!(
-        states,
-        vec![
-            (b"cart:1".to_vec(), vec![1, 2]),
-            (b"cart:2".to_vec(), vec![3])
-        ]
-    );
-    assert_eq!(indexes_and_terms(&store, GROUP), vec![(1, 1)]);
-    drop(store);
-    let wrong = Store::open(&path, NodeId(3), 1 << 20);
-    assert!(matches!(
-        wrong,
-        Err(StorageError::WrongNode {
-            expected: NodeId(3),
-            found: NodeId(2)
-        })
-    ));
+/// An `lww` row for `key`: `Some(value)` a live one, `None` a tombstone.
+fn lww_row(key: &str, value: Option<&str>, seq: u64) -> (Bytes, Option<StoredKey>) {
+    let mut state = KeyState::new(ValueType::Lww);
+    let stamp = WriteStamp {
+        node: NodeId(1),
+        seq,
+        hlc: HlcTimestamp {
+            physical_ms: 1_000 + seq,
+            logical: 0,
+            node: NodeId(1),
+        },
+    };
+    let op = match value {
+        Some(value) => Op::LwwPut(Bytes::copy_from_slice(value.as_bytes())),
+        None => Op::LwwDelete,
+    };
+    state.apply_local(op, stamp).unwrap();
+    let key = Bytes::copy_from_slice(key.as_bytes());
+    let row = StoredKey::new(key_hash(&key), state);
+    (key, Some(row))
 }
 
-fn persist_batch(
-    id: u64,
-    seq: u64,
-    keys: Vec<(&str, Option<u8>)>,
-) -> capdial::eventual::PersistBatch {
-    use capdial::eventual::{
-        DurableMeta, HlcTimestamp, KeyState, PersistBatch, PersistId, ValueType,
-    };
-    let keys = keys
-        .into_iter()
-        .map(|(key, marker)| {
-            let state = marker.map(|_| KeyState::new(ValueType::Counter));
-            (Bytes::copy_from_slice(key.as_bytes()), state)
-        })
-        .collect();
+fn persist_batch(id: u64, seq: u64, keys: Vec<(Bytes, Option<StoredKey>)>) -> PersistBatch {
     let meta = DurableMeta {
         seq,
         hlc: HlcTimestamp::zero(NodeId(1)),
@@ -173,45 +145,123 @@ fn persist_batch(
     }
 }
 
-#[test]
-fn eventual_batches_restore_as_the_engine_expects_and_dropping_a_keyspace_clears_it() {
-    use capdial::eventual::RestoredState;
-    let store = Store::in_memory(NodeId(1)).unwrap();
-    let first = persist_batch(1, 3, vec![("a", Some(0)), ("b", Some(0))]);
-    let second = persist_batch(2, 5, vec![("a", None), ("c", Some(0))]);
-    let mut expected = RestoredState::default();
-    for batch in [&first, &second] {
-        let mut writes = Batch::new();
-        writes.eventual_persist(KeyspaceId(4), batch).unwrap();
-        assert!(
-            writes.needs_sync(),
-            "eventual writes are acknowledged after this commit"
-        );
-        store.commit(writes).unwrap();
-        expected.apply(batch);
-    }
-    let other = persist_batch(1, 1, vec![("z", Some(0))]);
+fn commit_eventual(store: &Store, keyspace: KeyspaceId, batch: &PersistBatch) {
     let mut writes = Batch::new();
-    writes.eventual_persist(KeyspaceId(5), &other).unwrap();
-    writes.raft_ready(GroupId(4), &ready(vec![entry(1, 1, "x")], None));
-    store.commit(writes).unwrap();
-    assert_eq!(store.eventual_restore(KeyspaceId(4)).unwrap(), expected);
-
-    let mut drop = Batch::new();
-    drop.drop_keyspace(KeyspaceId(4));
-    store.commit(drop).unwrap();
-    assert_eq!(
-        store.eventual_restore(KeyspaceId(4)).unwrap(),
-        RestoredState::default()
+    writes.eventual_persist(keyspace, batch.clone());
+    assert!(
+        writes.needs_sync(),
+        "eventual writes are acknowledged after this commit"
     );
-    assert!(store.raft_restore(GroupId(4)).unwrap().entries.is_empty());
-    let kept = store.eventual_restore(KeyspaceId(5)).unwrap();
-    assert_eq!(kept.keys.len(), 1, "another keyspace keeps its rows");
+    store.commit(writes).unwrap();
+}
+
+/// Everything a `StateStore` answers about `keyspace`.
+fn answers(
+    store: &dyn capdial::eventual::StateStore,
+    keyspace: KeyspaceId,
+) -> impl std::fmt::Debug + PartialEq {
+    let image = store.load(keyspace).unwrap();
+    let rows = store.range(keyspace, (0, &[]), None, usize::MAX).unwrap();
+    let gets: Vec<_> = rows
+        .iter()
+        .map(|(key, _)| store.get(keyspace, key).unwrap())
+        .collect();
+    let first_leaf = rows.first().map(|(key, _)| key_hash(key));
+    let one_leaf = first_leaf.map(|hash| store.range(keyspace, (hash, &[]), Some(hash + 1), 10));
+    let tombstones = store.tombstones_after(keyspace, None, usize::MAX).unwrap();
+    let after_first = tombstones
+        .first()
+        .map(|first| store.tombstones_after(keyspace, Some(first), 1).unwrap());
+    (
+        image,
+        rows,
+        gets,
+        one_leaf.map(Result::unwrap),
+        tombstones,
+        after_first,
+    )
+}
+
+/// The redb store answers exactly as the in-memory reference does, batch after batch (rows,
+/// the leaves and summary a commit folds them into, the tombstone index), across a reopen,
+/// and per keyspace; a dropped keyspace leaves nothing.
+#[test]
+fn eventual_rows_match_the_reference_store_across_a_reopen_and_a_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let reference = MemoryStates::new();
+    let (ours, other) = (KeyspaceId(4), KeyspaceId(5));
+    let batches = [
+        persist_batch(
+            1,
+            3,
+            vec![lww_row("a", Some("1"), 1), lww_row("b", Some("2"), 2)],
+        ),
+        persist_batch(
+            2,
+            5,
+            vec![lww_row("a", None, 4), lww_row("c", Some("3"), 5)],
+        ),
+        persist_batch(
+            3,
+            6,
+            vec![(Bytes::from_static(b"a"), None), lww_row("d", None, 6)],
+        ),
+    ];
+    {
+        let store = Store::open(&path, NodeId(1), 1 << 20).unwrap();
+        for batch in &batches {
+            commit_eventual(&store, ours, batch);
+            reference.commit(ours, batch);
+            assert_eq!(answers(&store, ours), answers(&reference, ours));
+        }
+        let kept = persist_batch(1, 1, vec![lww_row("z", Some("9"), 1)]);
+        commit_eventual(&store, other, &kept);
+        reference.commit(other, &kept);
+    }
+    let store = Store::open(&path, NodeId(1), 1 << 20).unwrap();
+    assert_eq!(answers(&store, ours), answers(&reference, ours));
+    let image = capdial::eventual::StateStore::load(&store, ours).unwrap();
+    assert_eq!(image.meta.unwrap().seq, 6);
+    assert_eq!(
+        (image.summary.keys, image.summary.live_keys),
+        (3, 2),
+        "b, c and d's tombstone"
+    );
+    assert_eq!(
+        capdial::eventual::StateStore::tombstones_after(&store, ours, None, 10).unwrap(),
+        vec![Bytes::from_static(b"d")]
+    );
+
+    let mut writes = Batch::new();
+    writes.drop_keyspace(ours);
+    writes.raft_ready(GroupId(5), &ready(vec![entry(1, 1, "x")], None));
+    store.commit(writes).unwrap();
+    reference.remove(ours);
+    assert_eq!(answers(&store, ours), answers(&reference, ours));
+    assert_eq!(
+        capdial::eventual::StateStore::load(&store, ours).unwrap(),
+        StoredImage::default()
+    );
+    assert_eq!(
+        answers(&store, other),
+        answers(&reference, other),
+        "another keyspace keeps its rows"
+    );
     assert_eq!(
         store.stored_ids().unwrap().into_iter().collect::<Vec<_>>(),
         vec![5],
         "the dropped keyspace has no row left, the other one has"
     );
+    drop(store);
+    let wrong = Store::open(&path, NodeId(3), 1 << 20);
+    assert!(matches!(
+        wrong,
+        Err(StorageError::WrongNode {
+            expected: NodeId(3),
+            found: NodeId(1)
+        })
+    ));
 }
 
 /// `stored_ids` finds a group with nothing but entries, a keyspace with nothing but key
@@ -226,9 +276,10 @@ fn stored_ids_name_every_id_with_a_row_of_any_kind() {
         GroupId(900),
         &ready(vec![entry(1, 1, "y"), entry(1, 2, "z")], None),
     );
-    batch
-        .eventual_state(KeyspaceId(7), b"k", &vec![1u8])
-        .unwrap();
+    batch.eventual_persist(
+        KeyspaceId(7),
+        persist_batch(1, 1, vec![lww_row("k", Some("v"), 1)]),
+    );
     let hard_state = HardState {
         term: Term(2),
         vote: None,

@@ -4,15 +4,14 @@
 use super::config::EngineConfig;
 use super::error::{ConfigError, ReadError, WriteError};
 use super::gc::Knowledge;
-use super::hash::{entry_hash, key_hash, mix64};
+use super::hash::key_hash;
 use super::hlc::{Hlc, HlcTimestamp};
 use super::levels::{Event, ReadMode, RequestId, SessionToken, WriteLevel};
 use super::liveness::{Liveness, LivenessView};
 use super::merkle::MerkleTree;
-use super::message::{
-    DurableMeta, GossipMessage, KeyEntry, PersistBatch, PersistId, RestoredState,
-};
+use super::message::{DurableMeta, GossipMessage, KeyEntry, PersistBatch, PersistId};
 use super::reads::PendingRead;
+use super::store::{KeyspaceStore, StoreError, StoredKey, Summary};
 use super::sync::SyncSession;
 use super::value::{KeyState, ReadValue, WriteStamp};
 use super::{
@@ -25,15 +24,8 @@ use crdts::VClock;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
-/// One key as stored: its state and its entry hash in the Merkle tree.
-#[derive(Clone, Debug)]
-pub(super) struct StoredKey {
-    pub(super) state: KeyState,
-    /// The entry hash this key contributes to the tree (0 only under `merkle-forget-key`).
-    pub(super) entry: u64,
-}
 
 /// Local writes applied but not yet persisted, per key. Invariant: `state` is the stored
 /// state (if any) merged with every pending write, and `pending >= 1`.
@@ -41,7 +33,25 @@ pub(super) struct StoredKey {
 pub(super) struct Overlay {
     pub(super) state: KeyState,
     pub(super) pending: u32,
+    /// The last batch that carried `state` to the store (`None` until one did).
+    pub(super) carried_by: Option<PersistId>,
 }
+
+/// An installed row the store may not hold yet: changed since the last batch, or pinned
+/// while a batch that writes another state for the key (a pending local write) is in flight.
+#[derive(Clone, Debug)]
+pub(super) struct Fresh {
+    /// The installed row (`None`: the key is not held).
+    pub(super) row: Option<StoredKey>,
+    /// The batch that leaves exactly this row in the store; the entry goes once it is
+    /// persisted. `None` while no polled batch carries it.
+    pub(super) carried_by: Option<PersistId>,
+}
+
+/// Phase-1 tombstone barriers kept at most (see [`super::gc`]). Past it a stable tombstone
+/// waits for room (a later pass records its barrier): memory stays bounded, collection only
+/// slows down.
+pub const FENCES_MAX: usize = 64 * 1024;
 
 /// What to do once a persist batch is durable.
 #[derive(Clone, Debug)]
@@ -136,22 +146,27 @@ pub struct AntiEntropy {
     pub(super) hlc: Hlc,
     /// The last write counter allocated (persisted with the batch holding that write).
     pub(super) seq: u64,
-    /// Installed key states, ordered by `(key_hash, key)` so a Merkle node is a range.
-    pub(super) store: BTreeMap<(u64, Bytes), StoredKey>,
-    /// Invariant: equals the tree built from `store`'s entry hashes.
+    /// The persisted rows, ordered by `(key_hash, key)` so a Merkle node is a range.
+    pub(super) store: KeyspaceStore,
+    /// Installed rows the store may not hold yet; they shadow the store's. The installed
+    /// view is `fresh` over `store`.
+    pub(super) fresh: BTreeMap<(u64, Bytes), Fresh>,
+    /// Invariant: equals the tree built from the installed view's entry hashes.
     pub(super) tree: MerkleTree,
-    /// Invariant: the live (not tombstone) keys of `store`, kept as writes install them
-    /// so status never walks the store.
-    pub(super) live: LiveSummary,
+    /// Invariant: the summary of the installed view, kept as states install so status
+    /// never walks the keys.
+    pub(super) summary: Summary,
+    /// The first storage failure met (see [`AntiEntropy::fault`]).
+    pub(super) fault: RefCell<Option<StoreError>>,
     pub(super) overlay: BTreeMap<Bytes, Overlay>,
     pub(super) knowledge: Knowledge,
     /// The meta of the last persisted batch: what this node reports to peers.
     pub(super) durable: DurableMeta,
     /// Each peer's last reported durable knowledge vector.
     pub(super) peer_knowledge: BTreeMap<NodeId, VClock<NodeId>>,
-    /// Keys holding tombstones, with their phase-1 barrier once recorded.
-    pub(super) tombstones: BTreeMap<Bytes, Option<VClock<NodeId>>>,
-    /// Where the next tombstone collection pass starts (round-robin over `tombstones`).
+    /// Tombstoned keys whose phase-1 barrier is recorded (at most `FENCES_MAX`).
+    pub(super) fences: BTreeMap<Bytes, VClock<NodeId>>,
+    /// Where the next tombstone collection pass starts in the store's tombstone index.
     pub(super) gc_cursor: Option<Bytes>,
     pub(super) liveness: LivenessView,
     /// Keys changed since the last batch.
@@ -180,18 +195,22 @@ pub struct AntiEntropy {
 }
 
 impl AntiEntropy {
-    /// Creates the engine from its configuration and everything persisted before a restart
-    /// (`RestoredState::default()` for a new node). `rng_seed` drives partner choice and the
-    /// starting point of request ids: give each incarnation (each restart) its own seed, so
-    /// answers still in flight to the previous incarnation cannot match new requests.
+    /// Creates the engine from its configuration and its keyspace's store, which holds
+    /// everything persisted before a restart (nothing for a new node). It reads the meta, the
+    /// summary and the Merkle leaves, never the keys. `rng_seed` drives partner choice and
+    /// the starting point of request ids: give each incarnation (each restart) its own seed,
+    /// so answers still in flight to the previous incarnation cannot match new requests.
     pub fn new(
         config: EngineConfig,
-        restored: RestoredState,
+        store: KeyspaceStore,
         rng_seed: u64,
     ) -> Result<AntiEntropy, ConfigError> {
         config.validate()?;
         let node = config.node;
-        let meta = restored.meta.unwrap_or(DurableMeta {
+        let image = store.load().map_err(ConfigError::Store)?;
+        // The meta's HLC covers every stamp persisted with or before it, so the clock
+        // restarts above every stored `lww` stamp without reading a key.
+        let meta = image.meta.unwrap_or(DurableMeta {
             seq: 0,
             hlc: HlcTimestamp::zero(node),
             knowledge: VClock::new(),
@@ -208,14 +227,16 @@ impl AntiEntropy {
             rng: ChaCha8Rng::seed_from_u64(rng_seed),
             hlc: Hlc::restored(node, meta.hlc),
             seq: meta.seq,
-            store: BTreeMap::new(),
-            tree: MerkleTree::new(),
-            live: LiveSummary::default(),
+            store,
+            fresh: BTreeMap::new(),
+            tree: MerkleTree::from_leaves(image.leaves),
+            summary: image.summary,
+            fault: RefCell::new(None),
             overlay: BTreeMap::new(),
             knowledge: Knowledge::new(meta.knowledge.clone()),
             durable: meta,
             peer_knowledge: BTreeMap::new(),
-            tombstones: BTreeMap::new(),
+            fences: BTreeMap::new(),
             gc_cursor: None,
             liveness,
             dirty: BTreeSet::new(),
@@ -240,18 +261,6 @@ impl AntiEntropy {
         // of this node (still in flight across a restart) do not match new requests.
         engine.next_session = rand::Rng::random_range(&mut engine.rng, 1..u64::MAX / 2);
         engine.next_read = rand::Rng::random_range(&mut engine.rng, 1..u64::MAX / 2);
-        for (key, state) in restored.keys {
-            if state.value_type() != engine.config.value_type {
-                return Err(ConfigError::RestoredWrongType {
-                    expected: engine.config.value_type,
-                    found: state.value_type(),
-                });
-            }
-            if let Some(stamp) = state.lww_stamp() {
-                engine.hlc.observe(stamp);
-            }
-            engine.set_state(key, state, false);
-        }
         Ok(engine)
     }
 
@@ -280,9 +289,9 @@ impl AntiEntropy {
         };
         let before = match self.overlay.get(&key) {
             Some(overlay) => Cow::Borrowed(&overlay.state),
-            None => self.stored(&key).map_or_else(
-                || Cow::Owned(KeyState::new(self.config.value_type)),
-                Cow::Borrowed,
+            None => Cow::Owned(
+                self.stored(&key)
+                    .unwrap_or_else(|| KeyState::new(self.config.value_type)),
             ),
         };
         let mut state = before.clone().into_owned();
@@ -296,6 +305,7 @@ impl AntiEntropy {
         let overlay = self.overlay.entry(key.clone()).or_insert(Overlay {
             state: state.clone(),
             pending: 0,
+            carried_by: None,
         });
         overlay.state = state.clone();
         overlay.pending += 1;
@@ -356,8 +366,8 @@ impl AntiEntropy {
     /// Changes the members in place (the node's member list changed), without touching the
     /// stored keys: a new peer starts as just heard from and with no reported knowledge, so
     /// no tombstone is collected until it reports; a removed one no longer counts. Phase-1
-    /// barriers name the old members, so every tombstone starts its collection over (O(its
-    /// tombstones), no store access). Writes and reads in flight keep waiting for acks and
+    /// barriers name the old members, so every tombstone starts its collection over (the
+    /// barriers go: at most `FENCES_MAX`, no store access). Writes and reads in flight keep waiting for acks and
     /// answers, and time out as usual if they no longer can.
     pub fn set_members(&mut self, now: Instant, members: Vec<NodeId>) -> Result<(), ConfigError> {
         let config = EngineConfig {
@@ -370,9 +380,7 @@ impl AntiEntropy {
         self.liveness.set_peers(&self.peers, now);
         let members = &self.config.members;
         self.peer_knowledge.retain(|peer, _| members.contains(peer));
-        for fence in self.tombstones.values_mut() {
-            *fence = None;
-        }
+        self.fences.clear();
         Ok(())
     }
 
@@ -459,14 +467,22 @@ impl AntiEntropy {
         if self.dirty.is_empty() && !knowledge_changed && self.unbatched.is_empty() {
             return None;
         }
+        let id = PersistId(self.next_persist_id);
+        self.next_persist_id += 1;
         let keys = std::mem::take(&mut self.dirty)
             .into_iter()
             .map(|key| {
-                let state = match self.overlay.get(&key) {
-                    Some(overlay) => Some(overlay.state.clone()),
-                    None => self.stored(&key).cloned(),
+                let hash = key_hash(&key);
+                let installed = self.pin(hash, &key, id);
+                let row = match self.overlay.get_mut(&key) {
+                    // A pending local write is made durable before it is installed.
+                    Some(overlay) => {
+                        overlay.carried_by = Some(id);
+                        Some(StoredKey::new(hash, overlay.state.clone()))
+                    }
+                    None => installed,
                 };
-                (key, state)
+                (key, row)
             })
             .collect();
         let meta = DurableMeta {
@@ -474,8 +490,6 @@ impl AntiEntropy {
             hlc: self.hlc.last(),
             knowledge: self.knowledge.vector().clone(),
         };
-        let id = PersistId(self.next_persist_id);
-        self.next_persist_id += 1;
         self.batched_knowledge = meta.knowledge.clone();
         let actions = std::mem::take(&mut self.unbatched);
         self.in_flight.push_back(InFlightBatch {
@@ -508,7 +522,26 @@ impl AntiEntropy {
                 }
             }
         }
+        // The store now holds these rows: reads may go there.
+        self.fresh.retain(|_, fresh| fresh.carried_by != Some(id));
         self.recheck_session_reads();
+    }
+
+    /// Keeps `key`'s installed row in `fresh` until `batch` is persisted (the batch may
+    /// write a pending local write's state, which is not installed yet) and returns it.
+    fn pin(&mut self, hash: u64, key: &Bytes, batch: PersistId) -> Option<StoredKey> {
+        let at = (hash, key.clone());
+        let row = match self.fresh.get(&at) {
+            Some(fresh) => fresh.row.clone(),
+            None => self.read_store(|store| store.get(key)).flatten(),
+        };
+        let carried_by = Some(batch);
+        let pinned = Fresh {
+            row: row.clone(),
+            carried_by,
+        };
+        self.fresh.insert(at, pinned);
+        row
     }
 
     /// Writes this node knows exist but has not seen: for each node, how far the durable
@@ -543,45 +576,63 @@ impl AntiEntropy {
     /// The installed (acknowledged-or-merged) value of `key` here. Pending local writes are
     /// not visible until persisted.
     pub fn value(&self, key: &[u8]) -> ReadValue {
-        self.stored(key)
-            .map_or_else(|| ReadValue::empty(self.config.value_type), KeyState::read)
+        self.stored(key).map_or_else(
+            || ReadValue::empty(self.config.value_type),
+            |state| state.read(),
+        )
     }
 
     /// The installed state of `key`, if any.
-    pub fn key_state(&self, key: &[u8]) -> Option<&KeyState> {
+    pub fn key_state(&self, key: &[u8]) -> Option<KeyState> {
         self.stored(key)
     }
 
     /// Every installed key and state, in `(key_hash, key)` order (tombstones included).
-    pub fn entries(&self) -> impl Iterator<Item = (&Bytes, &KeyState)> {
-        self.store
-            .iter()
-            .map(|((_, key), stored)| (key, &stored.state))
+    /// Reads every row: for tests and the simulator.
+    pub fn entries(&self) -> Vec<(Bytes, KeyState)> {
+        self.installed_rows()
+            .into_iter()
+            .map(|((_, key), row)| (key, row.state))
+            .collect()
     }
 
     /// Installed keys that are not tombstones: compare these across replicas for
-    /// convergence (tombstones disappear at different times on different nodes).
+    /// convergence (tombstones disappear at different times on different nodes). Reads
+    /// every row: for tests and the simulator.
     pub fn live_entries(&self) -> BTreeMap<Bytes, KeyState> {
         self.entries()
+            .into_iter()
             .filter(|(_, state)| !state.is_tombstone())
-            .map(|(key, state)| (key.clone(), state.clone()))
             .collect()
     }
 
     /// A hash of every live key and its state digest (equal live states, equal digests).
     /// O(1): kept up to date as states are installed.
     pub fn state_digest(&self) -> u64 {
-        self.live.digest
+        self.summary.live_digest
     }
 
     /// Installed keys, tombstones included. O(1).
     pub fn key_count(&self) -> u64 {
-        self.store.len() as u64
+        self.summary.keys
     }
 
     /// Installed keys that are not tombstones. O(1).
     pub fn live_key_count(&self) -> u64 {
-        self.live.keys
+        self.summary.live_keys
+    }
+
+    /// The first storage failure this engine met, if any. A read that failed was taken as
+    /// "no such key", so the shell must stop the engine (fail-stop) before it persists,
+    /// sends or answers anything more.
+    pub fn fault(&self) -> Option<StoreError> {
+        self.fault.borrow().clone()
+    }
+
+    /// Rows the engine holds in memory beyond the store (changed since the last persisted
+    /// batch or pinned by one in flight): bounded by what one batch carries.
+    pub fn fresh_rows(&self) -> usize {
+        self.fresh.len()
     }
 
     /// The Merkle root (covers tombstones too).
@@ -619,71 +670,69 @@ impl AntiEntropy {
         &self.config
     }
 
-    /// Number of keys with tombstones awaiting collection.
+    /// Number of keys with tombstones awaiting collection. O(1).
     pub fn tombstones_pending(&self) -> usize {
-        self.tombstones.len()
+        (self.summary.keys - self.summary.live_keys) as usize
     }
 
-    /// Checks the Merkle tree against the store: O(keys), for tests and the simulator.
+    /// Checks the Merkle tree, the summary and the HLC against every installed row: O(keys),
+    /// for tests and the simulator.
     pub fn check_invariants(&self) {
         let (last, durable) = (self.hlc.last(), self.durable.hlc);
         assert!(
             (last.physical_ms, last.logical) >= (durable.physical_ms, durable.logical),
             "invariant: the HLC never falls below its persisted high-water mark"
         );
-        for stored in self.store.values() {
-            if let Some(stamp) = stored.state.lww_stamp() {
+        let rows = self.installed_rows();
+        let mut recounted = Summary::default();
+        for ((hash, key), row) in &rows {
+            if let Some(stamp) = row.state.lww_stamp() {
                 assert!(
                     (last.physical_ms, last.logical) >= (stamp.physical_ms, stamp.logical),
                     "invariant: the HLC is at or above every stored lww stamp"
                 );
             }
-        }
-        let mut recounted = LiveSummary::default();
-        for ((hash, _), stored) in &self.store {
-            recounted.add(*hash, &stored.state);
-        }
-        assert!(
-            recounted == self.live,
-            "invariant: the live summary matches the stored states"
-        );
-        let rebuilt = MerkleTree::from_entries(
-            self.store
-                .iter()
-                .map(|((hash, _), stored)| (*hash, stored.entry)),
-        );
-        assert!(
-            rebuilt == self.tree,
-            "invariant: the Merkle tree matches the stored entries"
-        );
-        for ((hash, key), stored) in &self.store {
             assert_eq!(
                 *hash,
                 key_hash(key),
                 "invariant: keys are stored under their hash"
             );
             assert_eq!(
-                stored.state.value_type(),
+                row.state.value_type(),
                 self.config.value_type,
                 "invariant: one value type"
             );
-        }
-        // Under `merkle-forget-key` a created key's entry is knowingly left at 0.
-        if !self.bug_merkle_forgets_key() {
-            for ((hash, _), stored) in &self.store {
-                let expected = entry_hash(*hash, stored.state.digest());
+            let expected = StoredKey::new(*hash, row.state.clone());
+            assert_eq!(row.live, expected.live, "invariant: live terms are current");
+            // Under `merkle-forget-key` a created key's entry is knowingly left at 0.
+            if !self.bug_merkle_forgets_key() {
                 assert_eq!(
-                    stored.entry, expected,
+                    row.entry, expected.entry,
                     "invariant: entry hashes are current"
                 );
             }
+            recounted.replace(None, Some(row));
         }
+        assert!(
+            recounted == self.summary,
+            "invariant: the summary matches the installed rows"
+        );
+        let rebuilt =
+            MerkleTree::from_entries(rows.iter().map(|((hash, _), row)| (*hash, row.entry)));
+        assert!(
+            rebuilt == self.tree,
+            "invariant: the Merkle tree matches the installed rows"
+        );
         for overlay in self.overlay.values() {
             assert!(
                 overlay.pending >= 1,
                 "invariant: overlays exist only for pending writes"
             );
         }
+        assert!(
+            self.fences.len() <= FENCES_MAX,
+            "invariant: tombstone barriers stay bounded"
+        );
     }
 
     // ---- internals shared by the submodules ----
@@ -702,44 +751,108 @@ impl AntiEntropy {
         self.next_round_at = Some(now + std::time::Duration::from_nanos(offset));
     }
 
-    pub(super) fn stored(&self, key: &[u8]) -> Option<&KeyState> {
-        let hash = key_hash(key);
-        self.store
-            .get(&(hash, Bytes::copy_from_slice(key)))
-            .map(|stored| &stored.state)
+    /// The installed state of `key`: its fresh row if it has one, else the store's.
+    pub(super) fn stored(&self, key: &[u8]) -> Option<KeyState> {
+        self.stored_row(key).map(|row| row.state)
     }
 
-    /// Installs `state` for `key`, keeping the tree and the tombstone set in step.
+    /// The installed row of `key`. A storage failure reads as "no row" and is kept as the
+    /// engine's [`AntiEntropy::fault`].
+    pub(super) fn stored_row(&self, key: &[u8]) -> Option<StoredKey> {
+        let at = (key_hash(key), Bytes::copy_from_slice(key));
+        match self.fresh.get(&at) {
+            Some(fresh) => fresh.row.clone(),
+            None => self.read_store(|store| store.get(key)).flatten(),
+        }
+    }
+
+    /// Runs one store read, keeping its failure.
+    pub(super) fn read_store<T>(
+        &self,
+        read: impl FnOnce(&KeyspaceStore) -> Result<T, StoreError>,
+    ) -> Option<T> {
+        match read(&self.store) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                tracing::error!(%error, "an eventual keyspace cannot read its storage");
+                self.fault.borrow_mut().get_or_insert(error);
+                None
+            }
+        }
+    }
+
+    /// The installed rows whose key hash is in `[start, end)` (`end` `None`: to the last),
+    /// at most `limit` from the store, in `(key_hash, key)` order.
+    pub(super) fn installed_range(
+        &self,
+        start: u64,
+        end: Option<u64>,
+        limit: usize,
+    ) -> BTreeMap<(u64, Bytes), StoredKey> {
+        let stored = self
+            .read_store(|store| store.range((start, &[]), end, limit))
+            .unwrap_or_default();
+        let mut rows: BTreeMap<(u64, Bytes), StoredKey> = stored
+            .into_iter()
+            .map(|(key, row)| ((key_hash(&key), key), row))
+            .collect();
+        let lower = std::ops::Bound::Included((start, Bytes::new()));
+        let upper = end.map_or(std::ops::Bound::Unbounded, |end| {
+            std::ops::Bound::Excluded((end, Bytes::new()))
+        });
+        for (at, fresh) in self.fresh.range((lower, upper)) {
+            match &fresh.row {
+                Some(row) => rows.insert(at.clone(), row.clone()),
+                None => rows.remove(at),
+            };
+        }
+        rows
+    }
+
+    /// Every installed row.
+    fn installed_rows(&self) -> BTreeMap<(u64, Bytes), StoredKey> {
+        self.installed_range(0, None, usize::MAX)
+    }
+
+    /// Installs `state` for `key`, keeping the tree, the summary and the barriers in step.
     /// `local_write` marks the install of this node's own write (the planted Merkle bug's
     /// trigger: forgetting it means a lost delta is never repaired).
     pub(super) fn set_state(&mut self, key: Bytes, state: KeyState, local_write: bool) {
         let hash = key_hash(&key);
-        let entry = entry_hash(hash, state.digest());
-        if state.is_tombstone() {
-            let barrier_still_valid = self
-                .stored(&key)
-                .is_some_and(|old| old.context == state.context);
-            if !barrier_still_valid {
-                self.tombstones.insert(key.clone(), None);
-            }
-        } else {
-            self.tombstones.remove(&key);
+        let old = self.stored_row(&key);
+        let mut row = StoredKey::new(hash, state);
+        if old.is_none() && local_write && self.bug_merkle_forgets_key() {
+            row.entry = 0;
         }
-        self.live.add(hash, &state);
-        match self.store.get_mut(&(hash, key.clone())) {
-            Some(stored) => {
-                self.live.remove(hash, &stored.state);
-                self.tree.update(hash, stored.entry, entry);
-                stored.entry = entry;
-                stored.state = state;
-            }
-            None => {
-                let forget = local_write && self.bug_merkle_forgets_key();
-                let entry = if forget { 0 } else { entry };
-                self.tree.update(hash, 0, entry);
-                self.store.insert((hash, key), StoredKey { state, entry });
-            }
+        // A tombstone keeps its barrier only while its delete is the same one.
+        let same_delete = old
+            .as_ref()
+            .is_some_and(|old| old.state.context == row.state.context);
+        if !(row.state.is_tombstone() && same_delete) {
+            self.fences.remove(&key);
         }
+        self.install_row(hash, key, old, Some(row));
+    }
+
+    /// Replaces the installed row `old` of `key` by `row`.
+    fn install_row(
+        &mut self,
+        hash: u64,
+        key: Bytes,
+        old: Option<StoredKey>,
+        row: Option<StoredKey>,
+    ) {
+        self.tree.update(
+            hash,
+            old.as_ref().map_or(0, |old| old.entry),
+            row.as_ref().map_or(0, |row| row.entry),
+        );
+        self.summary.replace(old.as_ref(), row.as_ref());
+        let fresh = Fresh {
+            row,
+            carried_by: None,
+        };
+        self.fresh.insert((hash, key), fresh);
     }
 
     fn bug_merkle_forgets_key(&self) -> bool {
@@ -757,11 +870,10 @@ impl AntiEntropy {
     /// Removes a collected tombstone.
     pub(super) fn remove_key(&mut self, key: &Bytes) {
         let hash = key_hash(key);
-        if let Some(stored) = self.store.remove(&(hash, key.clone())) {
-            self.live.remove(hash, &stored.state);
-            self.tree.update(hash, stored.entry, 0);
+        if let Some(old) = self.stored_row(key) {
+            self.install_row(hash, key.clone(), Some(old), None);
         }
-        self.tombstones.remove(key);
+        self.fences.remove(key);
         self.dirty.insert(key.clone());
     }
 
@@ -784,7 +896,9 @@ impl AntiEntropy {
         if let Some(overlay) = self.overlay.get_mut(&key) {
             let _ = overlay.state.merge(state.clone());
         }
-        let merged = match self.stored(&key) {
+        let existing = self.stored(&key);
+        let held = existing.is_some();
+        let merged = match existing {
             None if self.knowledge_covers_collected(&state) => None,
             None => Some(state),
             Some(existing) => {
@@ -793,7 +907,7 @@ impl AntiEntropy {
                     return false;
                 }
                 self.plant_merge_bug(&mut merged);
-                (merged != *existing).then_some(merged)
+                (merged != existing).then_some(merged)
             }
         };
         let changed = merged.is_some();
@@ -801,7 +915,7 @@ impl AntiEntropy {
         if let Some(merged) = merged {
             self.set_state(key.clone(), merged, false);
             self.dirty.insert(key);
-        } else if force_persist && self.stored(&key).is_some() {
+        } else if force_persist && held {
             self.dirty.insert(key);
         }
         changed
@@ -877,32 +991,4 @@ fn peers_of(config: &EngineConfig) -> Vec<NodeId> {
         .collect();
     peers.sort();
     peers
-}
-
-/// The live keys' count and an order-free digest of them: a wrapping sum of one term per
-/// key, so installing or replacing one state updates it in O(1).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct LiveSummary {
-    keys: u64,
-    digest: u64,
-}
-
-impl LiveSummary {
-    fn term(key_hash: u64, state: &KeyState) -> u64 {
-        mix64(key_hash ^ state.digest().rotate_left(7))
-    }
-
-    fn add(&mut self, key_hash: u64, state: &KeyState) {
-        if !state.is_tombstone() {
-            self.keys += 1;
-            self.digest = self.digest.wrapping_add(Self::term(key_hash, state));
-        }
-    }
-
-    fn remove(&mut self, key_hash: u64, state: &KeyState) {
-        if !state.is_tombstone() {
-            self.keys -= 1;
-            self.digest = self.digest.wrapping_sub(Self::term(key_hash, state));
-        }
-    }
 }

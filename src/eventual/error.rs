@@ -46,14 +46,9 @@ pub enum ConfigError {
         /// Minimum.
         bytes_min: usize,
     },
-    /// A restored key state has another value type than the keyspace.
-    #[error("restored state of a {found:?} value in a {expected:?} keyspace")]
-    RestoredWrongType {
-        /// The keyspace's type.
-        expected: ValueType,
-        /// The restored state's type.
-        found: ValueType,
-    },
+    /// The keyspace's store could not be read at start.
+    #[error(transparent)]
+    Store(#[from] super::store::StoreError),
 }
 
 /// Why a write was refused (returned by `local_write`) or failed later (`Event::WriteFailed`).

@@ -24,7 +24,9 @@
 //! or the node has not reported a `K` covering the delete, and then nothing was collected.
 
 use super::levels::SessionToken;
+use super::value::KeyState;
 use crate::types::NodeId;
+use bytes::Bytes;
 use crdts::{CmRDT, CvRDT, Dot, VClock};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -174,7 +176,7 @@ impl super::engine::AntiEntropy {
     /// Collects tombstones that are causally stable (two phases, see the module docs).
     /// Examines at most `GC_KEYS_PER_ROUND_MAX` keys per call.
     pub(super) fn collect_tombstones(&mut self) {
-        if self.tombstones.is_empty() {
+        if self.tombstones_pending() == 0 {
             return;
         }
         let members = self.config.members.clone();
@@ -186,38 +188,23 @@ impl super::engine::AntiEntropy {
             &self.peer_knowledge,
         );
         let early = self.bug_early_tombstone_gc();
-        // Round-robin from where the last call stopped, so keys late in the order are not
-        // starved by early ones that stay uncollectable.
-        let start = self.gc_cursor.take().unwrap_or_default();
-        let candidates: Vec<(bytes::Bytes, Option<VClock<NodeId>>)> = self
-            .tombstones
-            .range(start..)
-            .chain(self.tombstones.iter())
-            .take(GC_KEYS_PER_ROUND_MAX.min(self.tombstones.len()))
-            .map(|(key, fence)| (key.clone(), fence.clone()))
-            .collect();
-        self.gc_cursor = candidates.last().and_then(|(last, _)| {
-            let next = self.tombstones.range::<bytes::Bytes, _>((
-                std::ops::Bound::Excluded(last.clone()),
-                std::ops::Bound::Unbounded,
-            ));
-            next.map(|(key, _)| key.clone()).next()
-        });
-        for (key, fence) in candidates {
+        for key in self.tombstone_candidates() {
             if self.overlay.contains_key(&key) {
                 continue; // A local write on it is still being persisted.
             }
-            let Some(state) = self.stored(&key) else {
-                self.tombstones.remove(&key);
+            // The store's index may lag the installed view by a batch.
+            let Some(state) = self.stored(&key).filter(KeyState::is_tombstone) else {
                 continue;
             };
             let collect = early
-                || match fence {
-                    Some(fence) => covers(&stable, &fence),
+                || match self.fences.get(&key) {
+                    Some(fence) => covers(&stable, fence),
                     None if covers(&stable, &state.context) => {
                         let fence = barrier(&members, node, self.seq, &self.peer_knowledge);
                         let ready = covers(&stable, &fence);
-                        self.tombstones.insert(key.clone(), Some(fence));
+                        if !ready && self.fences.len() < super::engine::FENCES_MAX {
+                            self.fences.insert(key.clone(), fence);
+                        }
                         ready
                     }
                     None => false,
@@ -227,6 +214,29 @@ impl super::engine::AntiEntropy {
                 self.stats.tombstones_collected += 1;
             }
         }
+    }
+
+    /// The next `GC_KEYS_PER_ROUND_MAX` tombstoned keys of the store's index, round-robin
+    /// from where the last pass stopped, so keys late in the order are not starved by early
+    /// ones that stay uncollectable.
+    fn tombstone_candidates(&mut self) -> Vec<Bytes> {
+        let after = self.gc_cursor.take();
+        let mut keys = self
+            .read_store(|store| store.tombstones_after(after.as_deref(), GC_KEYS_PER_ROUND_MAX))
+            .unwrap_or_default();
+        if let Some(after) = &after
+            && keys.len() < GC_KEYS_PER_ROUND_MAX
+        {
+            let room = GC_KEYS_PER_ROUND_MAX - keys.len();
+            let wrapped = self
+                .read_store(|store| store.tombstones_after(None, room))
+                .unwrap_or_default();
+            keys.extend(wrapped.into_iter().take_while(|key| key <= after));
+        }
+        if keys.len() == GC_KEYS_PER_ROUND_MAX {
+            self.gc_cursor = keys.last().cloned();
+        }
+        keys
     }
 
     fn bug_early_tombstone_gc(&self) -> bool {

@@ -118,13 +118,28 @@ impl MerkleTree {
         tree
     }
 
+    /// A tree from its leaves' hashes (`(leaf, hash)`, leaves not named are 0): what a store
+    /// keeps, so a restart reads O(leaves), not every key.
+    pub fn from_leaves(leaves: impl IntoIterator<Item = (u32, u64)>) -> MerkleTree {
+        let mut tree = MerkleTree::new();
+        for (leaf, hash) in leaves {
+            if (leaf as usize) < LEAVES {
+                tree.flip_leaf(leaf as usize, hash);
+            }
+        }
+        tree
+    }
+
     /// Replaces a key's entry hash `old` by `new` (0 = no entry): O(`DEPTH`).
     pub fn update(&mut self, key_hash: u64, old: u64, new: u64) {
-        let change = old ^ new;
+        self.flip_leaf(leaf_of(key_hash) as usize, old ^ new);
+    }
+
+    /// XORs `change` into a leaf and every node above it.
+    fn flip_leaf(&mut self, leaf: usize, change: u64) {
         if change == 0 {
             return;
         }
-        let leaf = leaf_of(key_hash) as usize;
         for level in 0..=DEPTH {
             let index = leaf >> (FANOUT_BITS * u32::from(DEPTH - level));
             self.levels[usize::from(level)][index] ^= change;

@@ -21,11 +21,11 @@
 use super::hlc::HlcTimestamp;
 use super::levels::SessionToken;
 use super::merkle::{FANOUT, NodeRef};
+use super::store::StoredKey;
 use super::value::KeyState;
 use bytes::Bytes;
 use crdts::VClock;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 use crate::types::NodeId;
 
@@ -155,36 +155,16 @@ pub struct DurableMeta {
     pub knowledge: VClock<NodeId>,
 }
 
-/// Work for the shell: persist these key states and this meta in one durable transaction,
-/// then call `persisted(id)`. Batches must be persisted and reported in `id` order.
+/// Work for the shell: persist these rows and this meta in one durable transaction (the
+/// store folds the rows into its leaves, summary and tombstone index: see
+/// [`crate::eventual::store`]), then call `persisted(id)`. Batches must be persisted and
+/// reported in `id` order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersistBatch {
     /// Report with `persisted`.
     pub id: PersistId,
-    /// Keys to write (`Some`) or delete (`None`: a collected tombstone).
-    pub keys: Vec<(Bytes, Option<KeyState>)>,
+    /// Rows to write (`Some`) or delete (`None`: a collected tombstone).
+    pub keys: Vec<(Bytes, Option<StoredKey>)>,
     /// Replaces the previously persisted meta.
     pub meta: DurableMeta,
-}
-
-/// What a restarting engine gets back: everything persisted before the crash.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestoredState {
-    /// Every persisted key with its state.
-    pub keys: BTreeMap<Bytes, KeyState>,
-    /// The last persisted meta (None for a brand-new node).
-    pub meta: Option<DurableMeta>,
-}
-
-impl RestoredState {
-    /// Applies one persisted batch to this image: what the shell's storage does.
-    pub fn apply(&mut self, batch: &PersistBatch) {
-        for (key, state) in &batch.keys {
-            match state {
-                Some(state) => self.keys.insert(key.clone(), state.clone()),
-                None => self.keys.remove(key),
-            };
-        }
-        self.meta = Some(batch.meta.clone());
-    }
 }

@@ -97,6 +97,7 @@ pub mod liveness;
 pub mod merkle;
 mod message;
 mod reads;
+pub mod store;
 pub mod sync;
 pub mod value;
 mod writes;
@@ -104,12 +105,15 @@ mod writes;
 #[cfg(feature = "sim-bugs")]
 pub use config::PlantedBug;
 pub use config::{EngineConfig, ROUND_BYTES_MIN};
-pub use engine::{AntiEntropy, EngineStats, SessionSummary};
+pub use engine::{AntiEntropy, EngineStats, FENCES_MAX, SessionSummary};
 pub use error::{ConfigError, ReadError, WriteError};
 pub use hlc::HlcTimestamp;
 pub use levels::{Event, ReadMode, RequestId, SessionToken, WriteLevel};
 pub use liveness::Liveness;
-pub use message::{DurableMeta, GossipMessage, KeyEntry, PersistBatch, PersistId, RestoredState};
+pub use message::{DurableMeta, GossipMessage, KeyEntry, PersistBatch, PersistId};
+pub use store::{
+    KeyspaceStore, MemoryStates, StateStore, StoreError, StoredImage, StoredKey, Summary,
+};
 pub use value::{Crdt, KeyState, Op, ReadContext, ReadValue, ValueType, WriteStamp};
 
 /// Longest key accepted.

@@ -104,7 +104,7 @@ impl AntiEntropy {
         if key.len() > super::KEY_BYTES_MAX {
             return;
         }
-        let state = self.stored(&key).cloned();
+        let state = self.stored(&key);
         // Too large to send: no answer (an empty one would claim this node holds nothing).
         if let Some(held) = &state
             && self.entry_bytes_to_ship(&key, held).is_none()
@@ -154,7 +154,6 @@ impl AntiEntropy {
         };
         let mut merged = self
             .stored(&key)
-            .cloned()
             .unwrap_or_else(|| KeyState::new(self.config.value_type));
         for state in replies.values().flatten() {
             let _ = merged.merge(state.clone());

@@ -388,6 +388,7 @@ impl AntiEntropy {
             };
             let digests: Vec<u64> = self
                 .leaf_entries(leaf)
+                .into_iter()
                 .map(|(_, _, entry)| entry)
                 .take(LEAF_DIGESTS_MAX)
                 .collect();
@@ -404,22 +405,18 @@ impl AntiEntropy {
         request
     }
 
-    /// This node's keys in `leaf`: key, state and entry hash.
-    pub(super) fn leaf_entries(
-        &self,
-        leaf: u32,
-    ) -> impl Iterator<Item = (&Bytes, &super::value::KeyState, u64)> {
+    /// This node's keys in `leaf` (at most `LEAF_DIGESTS_MAX` of them from the store, in
+    /// key hash order): key, state and entry hash.
+    pub(super) fn leaf_entries(&self, leaf: u32) -> Vec<(Bytes, super::value::KeyState, u64)> {
         let node = NodeRef {
             level: super::merkle::DEPTH,
             index: leaf,
         };
         let (start, end) = node.hash_range();
-        let lower = (start, Bytes::new());
-        let range: Box<dyn Iterator<Item = _>> = match end {
-            Some(end) => Box::new(self.store.range(lower..(end, Bytes::new()))),
-            None => Box::new(self.store.range(lower..)),
-        };
-        range.map(|((_, key), stored)| (key, &stored.state, stored.entry))
+        self.installed_range(start, end, LEAF_DIGESTS_MAX)
+            .into_iter()
+            .map(|((_, key), row)| (key, row.state, row.entry))
+            .collect()
     }
 
     fn answer_leaf_digests(
@@ -450,7 +447,7 @@ impl AntiEntropy {
                 if theirs.contains(&entry) || leaf_cut {
                     continue;
                 }
-                let size = entry_bytes(key, state);
+                let size = entry_bytes(&key, &state);
                 if size > ENTRY_BYTES_MAX {
                     too_large += 1;
                 } else if bytes >= STATES_BYTES_MAX {
@@ -458,10 +455,7 @@ impl AntiEntropy {
                     leaf_cut = true;
                 } else {
                     bytes += size;
-                    states.push(KeyEntry {
-                        key: key.clone(),
-                        state: state.clone(),
-                    });
+                    states.push(KeyEntry { key, state });
                 }
             }
             if leaf_cut {
@@ -510,16 +504,13 @@ impl AntiEntropy {
                 if !wanted.contains(&entry) || (!push.is_empty() && bytes >= bytes_max) {
                     continue;
                 }
-                let size = entry_bytes(key, state);
+                let size = entry_bytes(&key, &state);
                 if size > ENTRY_BYTES_MAX {
                     too_large += 1;
                     continue;
                 }
                 bytes += size;
-                push.push(KeyEntry {
-                    key: key.clone(),
-                    state: state.clone(),
-                });
+                push.push(KeyEntry { key, state });
             }
         }
         self.stats.states_too_large += too_large;

@@ -5,11 +5,49 @@ use super::*;
 use crate::types::{Instant, NodeId, WallMillis};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The keyspace id every test engine uses in its store.
+const KEYSPACE: crate::types::KeyspaceId = crate::types::KeyspaceId(0);
+
+/// An empty durable image.
+fn empty_image() -> Arc<MemoryStates> {
+    Arc::new(MemoryStates::new())
+}
+
+/// A durable image holding `keys` and `meta`, as an engine's batches would have left it
+/// (the meta's HLC covers every stored stamp).
+fn image_of(keys: BTreeMap<Bytes, KeyState>, mut meta: DurableMeta) -> Arc<MemoryStates> {
+    for stamp in keys.values().filter_map(KeyState::lww_stamp) {
+        meta.hlc = meta.hlc.max(stamp);
+    }
+    let keys = keys
+        .into_iter()
+        .map(|(key, state)| {
+            let row = StoredKey::new(hash::key_hash(&key), state);
+            (key, Some(row))
+        })
+        .collect();
+    let image = empty_image();
+    let batch = PersistBatch {
+        id: PersistId(0),
+        keys,
+        meta,
+    };
+    image.commit(KEYSPACE, &batch);
+    image
+}
+
+/// An engine on `image`.
+fn engine_on(config: EngineConfig, image: &Arc<MemoryStates>, seed: u64) -> AntiEntropy {
+    let store = KeyspaceStore::new(image.clone(), KEYSPACE);
+    AntiEntropy::new(config, store, seed).unwrap()
+}
 
 struct Node {
     engine: AntiEntropy,
-    image: RestoredState,
+    image: Arc<MemoryStates>,
     events: Vec<Event>,
     /// When false, batches are not persisted (the shell's disk is slow).
     persisting: bool,
@@ -58,7 +96,7 @@ impl Cluster {
         for node in &members {
             let mut config = EngineConfig::new(*node, members.clone(), value_type);
             tweak(&mut config);
-            cluster.install(config, RestoredState::default(), node.0);
+            cluster.install(config, empty_image(), node.0);
         }
         for node in members {
             let (now, wall) = (cluster.now, WallMillis(cluster.wall));
@@ -68,9 +106,9 @@ impl Cluster {
     }
 
     /// Runs a node of `config` from `image` (replacing one of the same id).
-    fn install(&mut self, config: EngineConfig, image: RestoredState, seed: u64) {
+    fn install(&mut self, config: EngineConfig, image: Arc<MemoryStates>, seed: u64) {
         let id = config.node;
-        let engine = AntiEntropy::new(config.clone(), image.clone(), seed).unwrap();
+        let engine = engine_on(config.clone(), &image, seed);
         self.configs.insert(id, config);
         let node = Node {
             engine,
@@ -97,7 +135,7 @@ impl Cluster {
             let mut progressed = false;
             if node.persisting {
                 while let Some(batch) = node.engine.poll_persist() {
-                    node.image.apply(&crate::wire::roundtrip(&batch));
+                    node.image.commit(KEYSPACE, &crate::wire::roundtrip(&batch));
                     node.engine.persisted(now, batch.id);
                     progressed = true;
                 }
@@ -456,10 +494,15 @@ fn lww_stamps_after_a_crash_and_a_wall_clock_step_back_exceed_every_earlier_stam
     cluster.run_for(Duration::from_secs(3), STEP);
     let image = &cluster.nodes[&NodeId(1)].image;
     assert!(
-        cluster.engine(1).tombstones_pending() == 0 && !image.keys.contains_key(&bytes("c")),
+        cluster.engine(1).tombstones_pending() == 0 && image.get(KEYSPACE, b"c").unwrap().is_none(),
         "the tombstone holding the highest stamp was collected from the durable image"
     );
-    let durable = image.meta.as_ref().expect("batches were persisted").hlc;
+    let durable = image
+        .load(KEYSPACE)
+        .unwrap()
+        .meta
+        .expect("batches were persisted")
+        .hlc;
     assert!(
         (durable.physical_ms, durable.logical) >= (highest.physical_ms, highest.logical),
         "the persisted high-water mark covers every stamp issued or observed"
@@ -495,8 +538,9 @@ fn quorum_write_is_acked_after_a_majority_persisted_it() {
     ));
     let key_in_image = cluster.nodes[&NodeId(2)]
         .image
-        .keys
-        .contains_key(&bytes("k"));
+        .get(KEYSPACE, b"k")
+        .unwrap()
+        .is_some();
     assert!(key_in_image, "the acking replica persisted the delta");
 }
 
@@ -709,11 +753,7 @@ fn tombstone_is_kept_while_a_member_has_not_seen_it_and_the_delete_never_resurre
 fn old_state_arriving_after_collection_is_dropped() {
     let mut cluster = Cluster::new(2, ValueType::Lww);
     cluster.write(1, "k", Op::LwwPut(bytes("old")), WriteLevel::All);
-    let old = cluster
-        .engine(2)
-        .key_state(b"k")
-        .cloned()
-        .expect("n2 has the value");
+    let old = cluster.engine(2).key_state(b"k").expect("n2 has the value");
     cluster.write(2, "k", Op::LwwDelete, WriteLevel::All);
     cluster.run_for(Duration::from_secs(3), STEP);
     assert!(
@@ -1157,13 +1197,9 @@ fn repair_costs_in_proportion_to_the_difference() {
         hlc: HlcTimestamp::zero(NodeId(node)),
         knowledge: knowledge.clone(),
     };
-    let restored = |keys, node| RestoredState {
-        keys,
-        meta: Some(meta(node)),
-    };
     let config = |node| EngineConfig::new(NodeId(node), members.clone(), ValueType::Lww);
-    let mut one = AntiEntropy::new(config(1), restored(first, 1), 1).unwrap();
-    let mut two = AntiEntropy::new(config(2), restored(second, 2), 2).unwrap();
+    let mut one = engine_on(config(1), &image_of(first, meta(1)), 1);
+    let mut two = engine_on(config(2), &image_of(second, meta(2)), 2);
     let (mut now, wall) = (Instant::from_nanos(1), WallMillis(5_000));
     two.handle_timeout(now, wall);
     let (mut state_bytes, mut total_bytes) = (0, 0);
@@ -1228,12 +1264,12 @@ fn repair_costs_in_proportion_to_the_difference() {
 #[test]
 fn knowledge_grown_without_a_key_change_is_persisted() {
     let members = vec![NodeId(1), NodeId(2)];
-    let mut engine = AntiEntropy::new(
+    let image = empty_image();
+    let mut engine = engine_on(
         EngineConfig::new(NodeId(1), members, ValueType::Lww),
-        RestoredState::default(),
+        &image,
         1,
-    )
-    .unwrap();
+    );
     let (now, wall) = (Instant::from_nanos(1), WallMillis(10));
     let stamp = |seq: u64| WriteStamp {
         node: NodeId(2),
@@ -1270,6 +1306,7 @@ fn knowledge_grown_without_a_key_change_is_persisted() {
         0,
         "dot 1 not seen yet: not contiguous"
     );
+    image.commit(KEYSPACE, &batch);
     engine.persisted(now, batch.id);
     engine.handle_message(now, wall, NodeId(2), delta(first, 1)); // old news for the key
     let batch = engine
@@ -1297,7 +1334,7 @@ mod large_states {
         let mut cluster = Cluster::new(1, ValueType::Set);
         let first = cluster.write(1, "s", Op::SetAdd(member(1, 1024)), WriteLevel::Local);
         let first_seq = cluster.token_of(1, first).seq;
-        let before = cluster.engine(1).key_state(b"s").cloned();
+        let before = cluster.engine(1).key_state(b"s");
         let hlc_before = cluster.engine(1).hlc.last();
         let (now, wall) = (cluster.now, WallMillis(cluster.wall + 5));
         let engine = &mut cluster.node(NodeId(1)).engine;
@@ -1317,7 +1354,7 @@ mod large_states {
             other => panic!("expected StateTooLarge, got {other:?}"),
         }
         assert!(engine.poll_persist().is_none(), "nothing to persist");
-        assert_eq!(engine.key_state(b"s").cloned(), before);
+        assert_eq!(engine.key_state(b"s"), before);
         assert_eq!(engine.hlc.last(), hlc_before, "the HLC did not move");
         cluster.drain(NodeId(1));
         // The counter was not consumed; a remove (shrinking) and then the add pass.
@@ -1371,16 +1408,17 @@ mod large_states {
             Err(crate::wire::EncodeError::TooLarge { .. })
         ));
         let members = vec![NodeId(1), NodeId(2)];
-        let restored = RestoredState {
-            keys: vec![(bytes("big"), forward)].into_iter().collect(),
-            ..RestoredState::default()
+        let keys = vec![(bytes("big"), forward)].into_iter().collect();
+        let meta = DurableMeta {
+            seq: 0,
+            hlc: HlcTimestamp::zero(NodeId(1)),
+            knowledge: crdts::VClock::new(),
         };
-        let mut engine = AntiEntropy::new(
+        let mut engine = engine_on(
             EngineConfig::new(NodeId(1), members, ValueType::Set),
-            restored,
+            &image_of(keys, meta),
             1,
-        )
-        .unwrap();
+        );
         engine.check_invariants();
         assert_ne!(engine.state_digest(), 0);
         // A quorum-read request for it gets no answer (an empty one would be a lie).
@@ -1414,7 +1452,7 @@ mod large_states {
         // The first to merge the other's state can no longer send the sum back.
         let size = |cluster: &Cluster, node| {
             let state = cluster.engine(node).key_state(b"big").unwrap();
-            entry_bytes(b"big", state)
+            entry_bytes(b"big", &state)
         };
         assert!(size(&cluster, 1).max(size(&cluster, 2)) > ENTRY_BYTES_MAX);
         let grown = if size(&cluster, 1) > ENTRY_BYTES_MAX {
@@ -1439,7 +1477,7 @@ mod large_states {
         }
         // n3 may hold the other node's part, never the sum.
         let on_n3 = cluster.engine(3).key_state(b"big");
-        assert!(on_n3.is_none_or(|state| entry_bytes(b"big", state) <= ENTRY_BYTES_MAX));
+        assert!(on_n3.is_none_or(|state| entry_bytes(b"big", &state) <= ENTRY_BYTES_MAX));
         assert!(cluster.engine(3).stats().sessions_completed > completed);
         let skipped = |cluster: &Cluster, node| cluster.engine(node).stats().states_too_large;
         assert!(skipped(&cluster, 1) + skipped(&cluster, 2) > 0);
@@ -1460,7 +1498,7 @@ impl Cluster {
     fn add_node(&mut self, id: u64, members: &[u64], value_type: ValueType) {
         let members = members.iter().copied().map(NodeId).collect();
         let config = EngineConfig::new(NodeId(id), members, value_type);
-        self.install(config, RestoredState::default(), id);
+        self.install(config, empty_image(), id);
         let (now, wall) = (self.now, WallMillis(self.wall));
         self.node(NodeId(id)).engine.handle_timeout(now, wall);
     }

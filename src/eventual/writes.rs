@@ -6,6 +6,7 @@ use super::error::WriteError;
 use super::levels::{Event, SessionToken, WriteLevel};
 use super::liveness::Liveness;
 use super::message::{GossipMessage, KeyEntry};
+use super::store::StoredKey;
 use super::value::KeyState;
 use super::{
     DELTA_BYTES_MAX, EVENTS_UNDRAINED_MAX, KEY_BYTES_MAX, KEY_STATE_BYTES_MAX, VALUE_BYTES_MAX,
@@ -73,8 +74,7 @@ impl AntiEntropy {
 
     pub(super) fn install_write(&mut self, now: Instant, key: Bytes, seq: u64, state: KeyState) {
         let merged = match self.stored(&key) {
-            Some(existing) => {
-                let mut merged = existing.clone();
+            Some(mut merged) => {
                 merged
                     .merge(state)
                     .expect("invariant: one value type per keyspace");
@@ -86,7 +86,8 @@ impl AntiEntropy {
         if let Some(overlay) = self.overlay.get_mut(&key) {
             overlay.pending -= 1;
             if overlay.pending == 0 {
-                self.overlay.remove(&key);
+                let overlay = self.overlay.remove(&key).expect("invariant: just seen");
+                self.settle(&key, overlay);
             }
         }
         let Some(write) = self.writes.get_mut(&seq) else {
@@ -101,6 +102,25 @@ impl AntiEntropy {
         };
         self.push_delta(now, key, merged, token, level != WriteLevel::Local);
         self.check_write_done(seq);
+    }
+
+    /// The last pending write on `key` is installed. The store holds the overlay's state as
+    /// of the batch that last carried it; if that is exactly the installed row, the fresh
+    /// row may go once that batch is persisted, else the next batch writes the key again.
+    fn settle(&mut self, key: &Bytes, overlay: super::engine::Overlay) {
+        if self.dirty.contains(key) {
+            return; // The next batch writes the installed row anyway.
+        }
+        let hash = super::hash::key_hash(key);
+        let carried = StoredKey::new(hash, overlay.state);
+        match (overlay.carried_by, self.fresh.get_mut(&(hash, key.clone()))) {
+            (Some(batch), Some(fresh)) if fresh.row.as_ref() == Some(&carried) => {
+                fresh.carried_by = Some(batch);
+            }
+            _ => {
+                self.dirty.insert(key.clone());
+            }
+        }
     }
 
     /// Pushes a just-persisted write's state: to every peer not believed down, or to every

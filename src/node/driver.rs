@@ -337,13 +337,6 @@ impl Durable for Store {
         Store::raft_restore(self, group)
     }
 
-    fn eventual_restore(
-        &self,
-        keyspace: KeyspaceId,
-    ) -> Result<crate::eventual::RestoredState, StorageError> {
-        Store::eventual_restore(self, keyspace)
-    }
-
     fn stored_keyspaces(&self) -> Result<BTreeSet<KeyspaceId>, StorageError> {
         Ok(self.stored_ids()?.into_iter().map(KeyspaceId).collect())
     }

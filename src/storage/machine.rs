@@ -48,7 +48,7 @@ impl From<StorageError> for StoreError {
 }
 
 /// The error and its sources, on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

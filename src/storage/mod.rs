@@ -10,14 +10,14 @@
 //! tables (`machine`): a restart replays only the committed entries after its applied index.
 
 pub mod machine;
+pub mod states;
 pub mod tables;
 
-use crate::eventual::{self, DurableMeta, KeyState, PersistBatch};
+use crate::eventual::PersistBatch;
 use crate::raft::{Entry, HardState, Ready, RestoredState, SnapshotMeta};
 use crate::strong::MachineWrites;
 use crate::types::{GroupId, KeyspaceId, LogIndex, NodeId};
 use crate::wire;
-use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -76,9 +76,8 @@ struct RaftWrite {
 pub struct Batch {
     raft: Vec<(GroupId, RaftWrite)>,
     machine: Vec<(GroupId, MachineWrites)>,
-    /// Key states to write (`Some`) or delete (`None`).
-    eventual: Vec<(KeyspaceId, Vec<u8>, Option<Vec<u8>>)>,
-    eventual_meta: Vec<(KeyspaceId, Vec<u8>)>,
+    /// Eventual engines' batches, encoded by the commit (off the driver).
+    eventual: Vec<(KeyspaceId, PersistBatch)>,
     /// Keyspaces whose every row goes (a dropped keyspace).
     dropped: Vec<KeyspaceId>,
     sync: bool,
@@ -93,7 +92,6 @@ impl Batch {
         self.raft.is_empty()
             && self.machine.is_empty()
             && self.eventual.is_empty()
-            && self.eventual_meta.is_empty()
             && self.dropped.is_empty()
     }
 
@@ -138,39 +136,12 @@ impl Batch {
         self.raft.push((group, write));
     }
 
-    /// Stores the CRDT state of one key of an eventual keyspace. Always synced: the engine
-    /// acknowledges the write once this commit returns.
-    pub fn eventual_state<T: Serialize>(
-        &mut self,
-        keyspace: KeyspaceId,
-        key: &[u8],
-        state: &T,
-    ) -> Result<(), StorageError> {
-        let bytes = encode(EVENTUAL_STATES_NAME, state)?;
+    /// Adds an eventual engine's persist batch: its rows (deleting collected tombstones) and
+    /// its meta, in one transaction so the meta and the leaves always describe the rows
+    /// stored with them. Always synced.
+    pub fn eventual_persist(&mut self, keyspace: KeyspaceId, batch: PersistBatch) {
+        self.eventual.push((keyspace, batch));
         self.sync = true;
-        self.eventual.push((keyspace, key.to_vec(), Some(bytes)));
-        Ok(())
-    }
-
-    /// Adds an eventual engine's persist batch: its key states (deleting collected
-    /// tombstones) and its meta, in one transaction so the meta always describes the states
-    /// stored with it. Always synced.
-    pub fn eventual_persist(
-        &mut self,
-        keyspace: KeyspaceId,
-        batch: &PersistBatch,
-    ) -> Result<(), StorageError> {
-        for (key, state) in &batch.keys {
-            let bytes = match state {
-                Some(state) => Some(encode(EVENTUAL_STATES_NAME, state)?),
-                None => None,
-            };
-            self.eventual.push((keyspace, key.to_vec(), bytes));
-        }
-        let meta = encode(EVENTUAL_META_NAME, &batch.meta)?;
-        self.eventual_meta.push((keyspace, meta));
-        self.sync = true;
-        Ok(())
     }
 
     /// Deletes every row of a dropped keyspace: its Raft group (log, hard state, snapshot)
@@ -180,9 +151,6 @@ impl Batch {
         self.dropped.push(keyspace);
     }
 }
-
-/// The key of one eventual key's state: (keyspace id, key).
-type StateKey<'a> = (u64, &'a [u8]);
 
 /// A node's redb file.
 pub struct Store {
@@ -241,8 +209,7 @@ impl Store {
             txn.open_table(RAFT_ENTRIES).map_err(redb_error)?;
             txn.open_table(RAFT_HARD_STATE).map_err(redb_error)?;
             txn.open_table(RAFT_SNAPSHOTS).map_err(redb_error)?;
-            txn.open_table(EVENTUAL_STATES).map_err(redb_error)?;
-            txn.open_table(EVENTUAL_META).map_err(redb_error)?;
+            states::EventualTables::open(&txn)?;
             machine::MachineTables::open(&txn)?;
         }
         txn.commit().map_err(redb_error)?;
@@ -275,20 +242,9 @@ impl Store {
                 };
                 tables.apply(*group, write)?;
             }
-            let mut states = txn.open_table(EVENTUAL_STATES).map_err(redb_error)?;
-            for (keyspace, key, state) in &batch.eventual {
-                let row = (keyspace.0, key.as_slice());
-                match state {
-                    Some(state) => states.insert(row, state.as_slice()).map(drop),
-                    None => states.remove(row).map(drop),
-                }
-                .map_err(redb_error)?;
-            }
-            let mut metas = txn.open_table(EVENTUAL_META).map_err(redb_error)?;
-            for (keyspace, meta) in &batch.eventual_meta {
-                metas
-                    .insert(keyspace.0, meta.as_slice())
-                    .map_err(redb_error)?;
+            let mut eventual = states::EventualTables::open(&txn)?;
+            for (keyspace, persist) in &batch.eventual {
+                eventual.apply(*keyspace, persist)?;
             }
             for keyspace in &batch.dropped {
                 let id = keyspace.0;
@@ -297,12 +253,7 @@ impl Store {
                     .map_err(redb_error)?;
                 hard_states.remove(id).map_err(redb_error)?;
                 snapshots.remove(id).map_err(redb_error)?;
-                let first: StateKey = (id, &[]);
-                let after: StateKey = (id.saturating_add(1), &[]);
-                states
-                    .retain_in(first..after, |_, _| false)
-                    .map_err(redb_error)?;
-                metas.remove(id).map_err(redb_error)?;
+                eventual.drop_keyspace(*keyspace)?;
             }
         }
         {
@@ -358,26 +309,6 @@ impl Store {
         })
     }
 
-    /// What an eventual engine restarts from: every stored key state of `keyspace` and its
-    /// last meta.
-    pub fn eventual_restore(
-        &self,
-        keyspace: KeyspaceId,
-    ) -> Result<eventual::RestoredState, StorageError> {
-        let keys = self
-            .eventual_states::<KeyState>(keyspace)?
-            .into_iter()
-            .map(|(key, state)| (Bytes::from(key), state))
-            .collect();
-        let txn = self.db.begin_read().map_err(redb_error)?;
-        let metas = txn.open_table(EVENTUAL_META).map_err(redb_error)?;
-        let meta: Option<DurableMeta> = match metas.get(keyspace.0).map_err(redb_error)? {
-            Some(value) => Some(decode(EVENTUAL_META_NAME, value.value())?),
-            None => None,
-        };
-        Ok(eventual::RestoredState { keys, meta })
-    }
-
     /// Every group and eventual keyspace id that has any row: a seek per id found, not a
     /// scan of the rows.
     pub fn stored_ids(&self) -> Result<std::collections::BTreeSet<u64>, StorageError> {
@@ -402,41 +333,9 @@ impl Store {
                 None => None,
             };
         }
-        let states = txn.open_table(EVENTUAL_STATES).map_err(redb_error)?;
-        let mut next = Some(0);
-        while let Some(from) = next {
-            let start: StateKey = (from, &[]);
-            let row = states.range(start..).map_err(redb_error)?.next();
-            next = match row {
-                Some(row) => {
-                    let (keyspace, _) = row.map_err(redb_error)?.0.value();
-                    ids.insert(keyspace);
-                    keyspace.checked_add(1)
-                }
-                None => None,
-            };
-        }
+        // Every commit that writes an eventual keyspace's rows writes its meta row too, and
+        // a drop deletes both: the meta rows name every eventual keyspace with rows.
         Ok(ids)
-    }
-
-    /// Every key's CRDT state in `keyspace`, in key order.
-    pub fn eventual_states<T: DeserializeOwned>(
-        &self,
-        keyspace: KeyspaceId,
-    ) -> Result<Vec<(Vec<u8>, T)>, StorageError> {
-        let txn = self.db.begin_read().map_err(redb_error)?;
-        let table = txn.open_table(EVENTUAL_STATES).map_err(redb_error)?;
-        let start: (u64, &[u8]) = (keyspace.0, &[]);
-        let mut states = Vec::new();
-        for row in table.range(start..).map_err(redb_error)? {
-            let (key, value) = row.map_err(redb_error)?;
-            let (owner, key) = key.value();
-            if owner != keyspace.0 {
-                break;
-            }
-            states.push((key.to_vec(), decode(EVENTUAL_STATES_NAME, value.value())?));
-        }
-        Ok(states)
     }
 }
 

@@ -46,15 +46,28 @@ pub const MACHINE_GARBAGE_NAME: &str = "machine_garbage";
 pub const MACHINE_GARBAGE: TableDefinition<(u64, u64), ()> =
     TableDefinition::new(MACHINE_GARBAGE_NAME);
 
-/// CRDT state of every key of every eventual keyspace. Key: (keyspace id, key bytes).
-/// Value: the eventual engine's per-key state frame.
-pub const EVENTUAL_STATES_NAME: &str = "eventual_states";
-pub const EVENTUAL_STATES: TableDefinition<(u64, &[u8]), &[u8]> =
-    TableDefinition::new(EVENTUAL_STATES_NAME);
+/// The rows of every eventual keyspace. Key: (keyspace id, key hash, key bytes), so a Merkle
+/// leaf is one range. Value: an `eventual::StoredKey` payload (state, entry hash, live term).
+/// See `storage::states`.
+pub const EVENTUAL_ROWS_NAME: &str = "eventual_rows";
+pub const EVENTUAL_ROWS: TableDefinition<(u64, u64, &[u8]), &[u8]> =
+    TableDefinition::new(EVENTUAL_ROWS_NAME);
 
-/// The durable meta of each eventual keyspace on this node (write counter, HLC, knowledge
-/// vector). Key: keyspace id. Value: an `eventual::DurableMeta` frame, written in the same
-/// transaction as the key states it describes.
+/// The Merkle leaves of every eventual keyspace, kept by each commit as the XOR of the entry
+/// hashes of the rows in the leaf. Key: (keyspace id, leaf). Value: the leaf hash (never 0).
+pub const EVENTUAL_LEAVES_NAME: &str = "eventual_leaves";
+pub const EVENTUAL_LEAVES: TableDefinition<(u64, u32), u64> =
+    TableDefinition::new(EVENTUAL_LEAVES_NAME);
+
+/// The keys whose row holds a tombstone, for tombstone collection. Key: (keyspace id, key).
+pub const EVENTUAL_TOMBSTONES_NAME: &str = "eventual_tombstones";
+pub const EVENTUAL_TOMBSTONES: TableDefinition<(u64, &[u8]), ()> =
+    TableDefinition::new(EVENTUAL_TOMBSTONES_NAME);
+
+/// The meta of each eventual keyspace on this node: the engine's durable meta (write counter,
+/// HLC, knowledge vector) and the summary of its rows. Key: keyspace id. Value: a
+/// `storage::states::EventualMetaRow` payload, written in the same transaction as the rows it
+/// describes.
 pub const EVENTUAL_META_NAME: &str = "eventual_meta";
 pub const EVENTUAL_META: TableDefinition<u64, &[u8]> = TableDefinition::new(EVENTUAL_META_NAME);
 

@@ -29,9 +29,7 @@ mod requests;
 mod translate;
 mod waiting;
 
-use crate::eventual::{
-    self, AntiEntropy, EngineConfig, GossipMessage, RestoredState as EventualRestored,
-};
+use crate::eventual::{self, AntiEntropy, EngineConfig, GossipMessage, KeyspaceStore, StateStore};
 use crate::protocol::KeyspaceMode;
 use crate::protocol::admin::{FromNode, ToNode};
 use crate::raft::{Config as RaftConfig, Envelope, RestoredState, SnapshotMeta};
@@ -70,12 +68,12 @@ pub struct Transmit {
     pub message: PeerMessage,
 }
 
-/// What the core reads of the store: the durable image of a group or an engine when it
-/// starts, and which keyspaces have rows at all (so a drop a crash interrupted is finished).
-/// The strong state machines read their keys through it as they run ([`MachineStore`]).
-pub trait Durable: MachineStore {
+/// What the core reads of the store: the durable image of a group when it starts, and which
+/// keyspaces have rows at all (so a drop a crash interrupted is finished). The strong state
+/// machines ([`MachineStore`]) and the eventual engines ([`StateStore`]) read their keys
+/// through it as they run.
+pub trait Durable: MachineStore + StateStore {
     fn raft_restore(&self, group: GroupId) -> Result<RestoredState, StorageError>;
-    fn eventual_restore(&self, keyspace: KeyspaceId) -> Result<EventualRestored, StorageError>;
     /// Every group and eventual keyspace id that has a row (group 0 included).
     fn stored_keyspaces(&self) -> Result<BTreeSet<KeyspaceId>, StorageError>;
 }
@@ -190,6 +188,14 @@ pub enum CoreError {
         group: GroupId,
         #[source]
         fault: ApplyFault,
+    },
+    /// An eventual keyspace could not read its rows: what it did since may rest on a wrong
+    /// read, so nothing more of it is persisted, sent or answered; the node stops.
+    #[error("eventual keyspace {} cannot read its storage", keyspace.0)]
+    EventualStorage {
+        keyspace: KeyspaceId,
+        #[source]
+        fault: eventual::StoreError,
     },
 }
 
@@ -446,9 +452,15 @@ impl NodeCore {
             in_flight.readies.push((*group, ready));
         }
         for (id, keyspace) in &mut self.eventual {
+            if let Some(fault) = keyspace.engine.fault() {
+                return Err(CoreError::EventualStorage {
+                    keyspace: *id,
+                    fault,
+                });
+            }
             while let Some(persist) = keyspace.engine.poll_persist() {
-                batch.eventual_persist(*id, &persist)?;
                 in_flight.persists.push((*id, persist.id));
+                batch.eventual_persist(*id, persist);
             }
         }
         if batch.is_empty() && in_flight.readies.is_empty() && in_flight.persists.is_empty() {
@@ -539,11 +551,11 @@ impl NodeCore {
         id: KeyspaceId,
         value_type: eventual::ValueType,
     ) -> Result<AntiEntropy, CoreError> {
-        let restored = self.durable.eventual_restore(id)?;
         let mut config = EngineConfig::new(self.config.id, self.engine_members(), value_type);
         config.round_bytes_max = self.config.gossip_round_bytes;
         let seed = self.random.next_u64();
-        AntiEntropy::new(config, restored, seed)
+        let store: Arc<dyn StateStore> = self.durable.clone();
+        AntiEntropy::new(config, KeyspaceStore::new(store, id), seed)
             .map_err(|error| CoreError::Boot(format!("eventual keyspace {}: {error}", id.0)))
     }
 
@@ -743,6 +755,9 @@ impl NodeCore {
         let Some(keyspace) = self.eventual.get_mut(&id) else {
             return;
         };
+        if keyspace.engine.fault().is_some() {
+            return; // Fail-stop: poll_persist reports it, and nothing of it leaves first.
+        }
         while let Some((to, message)) = keyspace.engine.poll_transmit() {
             let message = PeerMessage::Gossip {
                 keyspace: id,

@@ -230,7 +230,7 @@ impl Sim {
         let index = match planned {
             Planned::Lww(value) => {
                 let stamp = state
-                    .and_then(|s| s.lww_stamp())
+                    .and_then(|s| s.state.lww_stamp())
                     .expect("engine contract: an lww write's batch holds its stamped state");
                 push(
                     &mut self.log.lww,

@@ -5,15 +5,16 @@
 //! new engines from the durable image, exactly as a real node would from redb.
 
 use crate::eventual::{
-    AntiEntropy, Crdt, EngineConfig, GossipMessage, KeyState, PersistBatch, RestoredState,
-    ValueType,
+    AntiEntropy, Crdt, EngineConfig, GossipMessage, KeyState, KeyspaceStore, MemoryStates,
+    PersistBatch, ValueType,
 };
 use crate::sim::clock::NodeClock;
-use crate::types::{Instant, NodeId, WallMillis};
+use crate::types::{Instant, KeyspaceId, NodeId, WallMillis};
 use bytes::Bytes;
 use crdts::VClock;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// The keyspaces every run has: one of each value type, numbered by their index here.
 pub const VALUE_TYPES: [ValueType; 4] = [
@@ -52,7 +53,8 @@ pub struct SimNode {
     /// The node does nothing before this global time (a pause fault).
     pub paused_until: Option<Instant>,
     /// What survives a crash, per keyspace.
-    pub durable: Vec<RestoredState>,
+    /// Keyspace `k`'s rows are keyspace id `k` here.
+    pub durable: Arc<MemoryStates>,
     /// Batches polled but not yet durable, in poll order (so in `done_at` order too).
     pub disk: VecDeque<DiskWrite>,
     /// Restarts so far: part of each engine's seed, so a restarted engine draws anew.
@@ -66,10 +68,7 @@ impl SimNode {
             clock,
             engines: None,
             paused_until: None,
-            durable: VALUE_TYPES
-                .iter()
-                .map(|_| RestoredState::default())
-                .collect(),
+            durable: Arc::new(MemoryStates::new()),
             disk: VecDeque::new(),
             incarnation: 0,
         }
@@ -102,14 +101,14 @@ impl SimNode {
         assert!(!self.is_up(), "invariant: only a stopped node starts");
         let engines = configs
             .into_iter()
-            .zip(&self.durable)
             .enumerate()
-            .map(|(keyspace, (config, durable))| {
+            .map(|(keyspace, config)| {
                 let engine_seed = seed
                     ^ (self.id.0 << 32)
                     ^ ((keyspace as u64) << 16)
                     ^ self.incarnation.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                AntiEntropy::new(config, durable.clone(), engine_seed)
+                let store = KeyspaceStore::new(self.durable.clone(), KeyspaceId(keyspace as u64));
+                AntiEntropy::new(config, store, engine_seed)
                     .expect("invariant: the simulator builds valid configs and images")
             })
             .collect();
@@ -134,7 +133,7 @@ impl SimNode {
     /// overlay, which it does not expose).
     pub fn overlay_view(&self, keyspace: Keyspace, key: &[u8]) -> Option<KeyState> {
         let engines = self.engines.as_ref()?;
-        let installed = engines[keyspace].key_state(key).cloned();
+        let installed = engines[keyspace].key_state(key);
         let pending = self
             .disk
             .iter()
@@ -146,7 +145,7 @@ impl SimNode {
                     .keys
                     .iter()
                     .find(|(k, _)| k.as_ref() == key)
-                    .and_then(|(_, state)| state.clone())
+                    .and_then(|(_, row)| row.as_ref().map(|row| row.state.clone()))
             });
         match (installed, pending) {
             (Some(mut installed), Some(pending)) => {

@@ -6,7 +6,7 @@ use super::history::Outcome;
 use super::{Request, Sim};
 use crate::eventual::{Event, PersistBatch, WriteError};
 use crate::sim::faults::{FaultEvent, Shape};
-use crate::types::{Instant, NodeId};
+use crate::types::{Instant, KeyspaceId, NodeId};
 use std::time::Duration;
 
 /// Fsync latency range of the simulated disks.
@@ -176,7 +176,8 @@ impl Sim {
                 .disk
                 .pop_front()
                 .expect("invariant: just peeked");
-            self.nodes[node].durable[write.keyspace].apply(&write.batch);
+            let keyspace = KeyspaceId(write.keyspace as u64);
+            self.nodes[node].durable.commit(keyspace, &write.batch);
             let local = self.nodes[node].local(self.now);
             if let Some(engine) = self.nodes[node].engine(write.keyspace) {
                 engine.persisted(local, write.batch.id);

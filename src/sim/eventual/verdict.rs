@@ -72,10 +72,7 @@ impl Sim {
         let states: Vec<BTreeMap<Bytes, KeyState>> = (0..VALUE_TYPES.len())
             .map(|keyspace| {
                 let engine = &self.nodes[0].engines.as_ref().expect("checked up")[keyspace];
-                engine
-                    .entries()
-                    .map(|(k, s)| (k.clone(), s.clone()))
-                    .collect()
+                engine.entries().into_iter().collect()
             })
             .collect();
         self.check_lww_keys(&states[0]);
@@ -91,7 +88,8 @@ impl Sim {
             let engine = &node.engines.as_ref().expect("checked up")[keyspace];
             engine
                 .entries()
-                .map(|(key, state)| (key.clone(), state.canonical_bytes()))
+                .into_iter()
+                .map(|(key, state)| (key, state.canonical_bytes()))
                 .collect()
         };
         let first = entries(&self.nodes[0]);
@@ -106,8 +104,8 @@ impl Sim {
                         None => "nothing".to_string(),
                         Some(_) => format!(
                             "{:?} context {:?}",
-                            engine.key_state(key).map(KeyState::read),
-                            engine.key_state(key).map(|s| &s.context)
+                            engine.key_state(key).map(|s| s.read()),
+                            engine.key_state(key).map(|s| s.context)
                         ),
                     }
                 };

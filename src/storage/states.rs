@@ -1,0 +1,239 @@
+//! The eventual keyspaces' rows: [`StateStore`] on redb.
+//!
+//! A key's row lives in [`EVENTUAL_ROWS`] under (keyspace, key hash, key), so a Merkle leaf
+//! is one range. A commit folds every row it replaces into the keyspace's Merkle leaves
+//! ([`EVENTUAL_LEAVES`]), its [`Summary`] (in the meta row) and its tombstone index
+//! ([`EVENTUAL_TOMBSTONES`]), exactly as [`crate::eventual::MemoryStates::commit`] does, so
+//! an engine starts from O(leaves) values and never reads every key.
+
+use super::tables::*;
+use super::{StorageError, decode, encode, redb_error};
+use crate::eventual::hash::key_hash;
+use crate::eventual::merkle::leaf_of;
+use crate::eventual::store::leaf_change;
+use crate::eventual::{
+    DurableMeta, PersistBatch, StateStore, StoreError, StoredImage, StoredKey, Summary,
+};
+use crate::types::KeyspaceId;
+use bytes::Bytes;
+use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use std::ops::Bound;
+
+/// An eventual keyspace's meta row: the engine's durable meta and the summary of its rows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventualMetaRow {
+    pub meta: Option<DurableMeta>,
+    pub summary: Summary,
+}
+
+type RowKey<'a> = (u64, u64, &'a [u8]);
+
+impl From<StorageError> for StoreError {
+    fn from(error: StorageError) -> StoreError {
+        StoreError(super::machine::error_chain(&error))
+    }
+}
+
+/// The eventual tables of one write transaction.
+pub(super) struct EventualTables<'t> {
+    rows: Table<'t, RowKey<'static>, &'static [u8]>,
+    leaves: Table<'t, (u64, u32), u64>,
+    tombstones: Table<'t, (u64, &'static [u8]), ()>,
+    meta: Table<'t, u64, &'static [u8]>,
+}
+
+impl<'t> EventualTables<'t> {
+    pub(super) fn open(txn: &'t WriteTransaction) -> Result<EventualTables<'t>, StorageError> {
+        Ok(EventualTables {
+            rows: txn.open_table(EVENTUAL_ROWS).map_err(redb_error)?,
+            leaves: txn.open_table(EVENTUAL_LEAVES).map_err(redb_error)?,
+            tombstones: txn.open_table(EVENTUAL_TOMBSTONES).map_err(redb_error)?,
+            meta: txn.open_table(EVENTUAL_META).map_err(redb_error)?,
+        })
+    }
+
+    /// Writes one engine batch: its rows with what they change, then its meta.
+    pub(super) fn apply(
+        &mut self,
+        keyspace: KeyspaceId,
+        batch: &PersistBatch,
+    ) -> Result<(), StorageError> {
+        let mut meta = read_meta(&self.meta, keyspace)?;
+        for (key, row) in &batch.keys {
+            self.write_row(keyspace, &mut meta.summary, key, row.as_ref())?;
+        }
+        meta.meta = Some(batch.meta.clone());
+        let bytes = encode(EVENTUAL_META_NAME, &meta)?;
+        self.meta
+            .insert(keyspace.0, bytes.as_slice())
+            .map_err(redb_error)?;
+        Ok(())
+    }
+
+    fn write_row(
+        &mut self,
+        keyspace: KeyspaceId,
+        summary: &mut Summary,
+        key: &[u8],
+        row: Option<&StoredKey>,
+    ) -> Result<(), StorageError> {
+        let hash = key_hash(key);
+        let at: RowKey = (keyspace.0, hash, key);
+        let old: Option<StoredKey> = match self.rows.get(at).map_err(redb_error)? {
+            Some(value) => Some(decode(EVENTUAL_ROWS_NAME, value.value())?),
+            None => None,
+        };
+        summary.replace(old.as_ref(), row);
+        self.flip_leaf(keyspace, leaf_of(hash), leaf_change(old.as_ref(), row))?;
+        let index = (keyspace.0, key);
+        match row {
+            Some(row) => {
+                let bytes = encode(EVENTUAL_ROWS_NAME, row)?;
+                self.rows.insert(at, bytes.as_slice()).map_err(redb_error)?;
+                if row.live.is_none() {
+                    self.tombstones.insert(index, ()).map_err(redb_error)?;
+                } else {
+                    self.tombstones.remove(index).map_err(redb_error)?;
+                }
+            }
+            None => {
+                self.rows.remove(at).map_err(redb_error)?;
+                self.tombstones.remove(index).map_err(redb_error)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flip_leaf(
+        &mut self,
+        keyspace: KeyspaceId,
+        leaf: u32,
+        change: u64,
+    ) -> Result<(), StorageError> {
+        if change == 0 {
+            return Ok(());
+        }
+        let at = (keyspace.0, leaf);
+        let old = self.leaves.get(at).map_err(redb_error)?.map(|v| v.value());
+        let new = old.unwrap_or(0) ^ change;
+        if new == 0 {
+            self.leaves.remove(at).map_err(redb_error)?;
+        } else {
+            self.leaves.insert(at, new).map_err(redb_error)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every row of a dropped keyspace.
+    pub(super) fn drop_keyspace(&mut self, keyspace: KeyspaceId) -> Result<(), StorageError> {
+        let id = keyspace.0;
+        let next = id.saturating_add(1);
+        let first: RowKey = (id, 0, &[]);
+        let after: RowKey = (next, 0, &[]);
+        self.rows
+            .retain_in(first..after, |_, _| false)
+            .map_err(redb_error)?;
+        self.leaves
+            .retain_in((id, 0)..=(id, u32::MAX), |_, _| false)
+            .map_err(redb_error)?;
+        let first: (u64, &[u8]) = (id, &[]);
+        let after: (u64, &[u8]) = (next, &[]);
+        self.tombstones
+            .retain_in(first..after, |_, _| false)
+            .map_err(redb_error)?;
+        self.meta.remove(id).map_err(redb_error)?;
+        Ok(())
+    }
+}
+
+fn read_meta(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    keyspace: KeyspaceId,
+) -> Result<EventualMetaRow, StorageError> {
+    match table.get(keyspace.0).map_err(redb_error)? {
+        Some(value) => decode(EVENTUAL_META_NAME, value.value()),
+        None => Ok(EventualMetaRow::default()),
+    }
+}
+
+impl StateStore for super::Store {
+    fn load(&self, keyspace: KeyspaceId) -> Result<StoredImage, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_error)?;
+        let metas = txn.open_table(EVENTUAL_META).map_err(redb_error)?;
+        let meta = read_meta(&metas, keyspace)?;
+        let table = txn.open_table(EVENTUAL_LEAVES).map_err(redb_error)?;
+        let mut leaves = Vec::new();
+        let range = (keyspace.0, 0)..=(keyspace.0, u32::MAX);
+        for row in table.range(range).map_err(redb_error)? {
+            let (at, hash) = row.map_err(redb_error)?;
+            leaves.push((at.value().1, hash.value()));
+        }
+        Ok(StoredImage {
+            meta: meta.meta,
+            summary: meta.summary,
+            leaves,
+        })
+    }
+
+    fn get(&self, keyspace: KeyspaceId, key: &[u8]) -> Result<Option<StoredKey>, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_error)?;
+        let rows = txn.open_table(EVENTUAL_ROWS).map_err(redb_error)?;
+        let at: RowKey = (keyspace.0, key_hash(key), key);
+        match rows.get(at).map_err(redb_error)? {
+            Some(value) => Ok(Some(decode(EVENTUAL_ROWS_NAME, value.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn range(
+        &self,
+        keyspace: KeyspaceId,
+        from: (u64, &[u8]),
+        end: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, StoredKey)>, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_error)?;
+        let rows = txn.open_table(EVENTUAL_ROWS).map_err(redb_error)?;
+        let start: RowKey = (keyspace.0, from.0, from.1);
+        let mut found = Vec::new();
+        for row in rows.range(start..).map_err(redb_error)? {
+            let (at, value) = row.map_err(redb_error)?;
+            let (owner, hash, key) = at.value();
+            let past_end = end.is_some_and(|end| hash >= end);
+            if owner != keyspace.0 || past_end || found.len() == limit {
+                break;
+            }
+            let stored: StoredKey = decode(EVENTUAL_ROWS_NAME, value.value())?;
+            found.push((Bytes::copy_from_slice(key), stored));
+        }
+        Ok(found)
+    }
+
+    fn tombstones_after(
+        &self,
+        keyspace: KeyspaceId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_error)?;
+        let index = txn.open_table(EVENTUAL_TOMBSTONES).map_err(redb_error)?;
+        let start: Bound<(u64, &[u8])> = match after {
+            Some(key) => Bound::Excluded((keyspace.0, key)),
+            None => Bound::Included((keyspace.0, &[])),
+        };
+        let mut keys = Vec::new();
+        for row in index
+            .range::<(u64, &[u8])>((start, Bound::Unbounded))
+            .map_err(redb_error)?
+        {
+            let (at, _) = row.map_err(redb_error)?;
+            let (owner, key) = at.value();
+            if owner != keyspace.0 || keys.len() == limit {
+                break;
+            }
+            keys.push(Bytes::copy_from_slice(key));
+        }
+        Ok(keys)
+    }
+}
