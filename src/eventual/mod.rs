@@ -47,8 +47,15 @@
 //!   knowledge to peers, because peers collect tombstones based on it.
 //! - Messages from `poll_transmit` may be sent at once; everything that needed durability is
 //!   only queued after `persisted`.
-//! - On restart, pass everything persisted as [`RestoredState`]
-//!   ([`RestoredState::apply`] shows how a batch updates the image). Pending writes that
+//! - Key states live in the store ([`store`]): the engine reads them through a
+//!   [`KeyspaceStore`] and keeps only the rows installed since its last persisted batch
+//!   (and, while a batch is in flight, the installed rows of the keys it writes: a batch may
+//!   carry a local write that is durable but not yet installed). Make a batch durable in the
+//!   store the engine reads ([`MemoryStates::commit`] shows what a commit does) before
+//!   calling `persisted`. A store read that fails reads as "no row" and sets
+//!   [`AntiEntropy::fault`]: the shell must then stop the engine.
+//! - On restart, build the engine on the same store: it reads the meta, the summary and the
+//!   Merkle leaves, never the keys. Pending writes that
 //!   were not persisted are lost and were never acknowledged.
 //!
 //! # Time
@@ -83,8 +90,9 @@
 //! - `Orswot` and `MVReg` serde bytes are not canonical (hash maps, merge order): compare
 //!   states with `==` or [`KeyState::digest`], never by their encoding.
 //! - Give each incarnation its own `rng_seed` (request ids start at a seeded point).
-//! - [`AntiEntropy::check_invariants`] is O(keys + Merkle size); each engine holds a dense
-//!   Merkle tree of 69,905 hashes (~560 KB).
+//! - [`AntiEntropy::check_invariants`], [`AntiEntropy::entries`] and
+//!   [`AntiEntropy::live_entries`] read every row; each engine holds a dense Merkle tree of
+//!   69,905 hashes (~560 KB) and at most [`FENCES_MAX`] tombstone barriers.
 
 mod config;
 mod engine;

@@ -86,23 +86,25 @@ impl<'t> EventualTables<'t> {
         };
         summary.replace(old.as_ref(), row);
         self.flip_leaf(keyspace, leaf_of(hash), leaf_change(old.as_ref(), row))?;
-        let index = (keyspace.0, key);
         match row {
             Some(row) => {
                 let bytes = encode(EVENTUAL_ROWS_NAME, row)?;
                 self.rows.insert(at, bytes.as_slice()).map_err(redb_error)?;
-                if row.live.is_none() {
-                    self.tombstones.insert(index, ()).map_err(redb_error)?;
-                } else {
-                    self.tombstones.remove(index).map_err(redb_error)?;
-                }
             }
             None => {
                 self.rows.remove(at).map_err(redb_error)?;
-                self.tombstones.remove(index).map_err(redb_error)?;
             }
         }
-        Ok(())
+        // The index changes only when a key becomes or stops being a tombstone.
+        let was = old.as_ref().is_some_and(|old| old.live.is_none());
+        let is = row.is_some_and(|row| row.live.is_none());
+        let index = (keyspace.0, key);
+        match (was, is) {
+            (false, true) => self.tombstones.insert(index, ()).map(drop),
+            (true, false) => self.tombstones.remove(index).map(drop),
+            _ => Ok(()),
+        }
+        .map_err(redb_error)
     }
 
     fn flip_leaf(
