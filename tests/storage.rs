@@ -264,6 +264,43 @@ fn eventual_rows_match_the_reference_store_across_a_reopen_and_a_drop() {
     ));
 }
 
+/// A dropped eventual keyspace leaves every reader at once; its rows go over commits of at
+/// most `GC_ROWS_PER_COMMIT`, so no commit grows with the keyspace.
+#[test]
+fn a_dropped_eventual_keyspace_is_collected_in_bounded_steps() {
+    let store = Store::in_memory(NodeId(1)).unwrap();
+    let keyspace = KeyspaceId(9);
+    let total = GC_ROWS_PER_COMMIT as u64 + 10;
+    let rows = (0..total)
+        .map(|i| lww_row(&format!("k{i:06}"), Some("v"), i + 1))
+        .collect();
+    commit_eventual(&store, keyspace, &persist_batch(1, total, rows));
+    let held = store.eventual_row_count().unwrap();
+    assert!(held > total, "the rows and their leaves");
+    let mut writes = Batch::new();
+    writes.drop_keyspace(keyspace);
+    store.commit(writes).unwrap();
+    assert_eq!(
+        capdial::eventual::StateStore::load(&store, keyspace).unwrap(),
+        StoredImage::default()
+    );
+    assert!(!store.stored_ids().unwrap().contains(&keyspace.0));
+    let left = store.eventual_row_count().unwrap();
+    assert_eq!(
+        left,
+        held - GC_ROWS_PER_COMMIT as u64,
+        "one commit collects at most its share"
+    );
+    let mut commits = 0;
+    while store.eventual_row_count().unwrap() > 0 {
+        let mut batch = Batch::new();
+        batch.raft_ready(GroupId(3), &ready(Vec::new(), Some(HardState::default())));
+        store.commit(batch).unwrap();
+        commits += 1;
+        assert!(commits <= 10, "collection ends");
+    }
+}
+
 /// `stored_ids` finds a group with nothing but entries, a keyspace with nothing but key
 /// states, and ids far apart (it seeks from id to id).
 #[test]

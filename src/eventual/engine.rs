@@ -33,8 +33,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 pub(super) struct Overlay {
     pub(super) state: KeyState,
     pub(super) pending: u32,
-    /// The last batch that carried `state` to the store (`None` until one did).
-    pub(super) carried_by: Option<PersistId>,
+    /// The last batch that carried `state` to the store and the row it wrote (`None` until
+    /// one did).
+    pub(super) carried: Option<(PersistId, StoredKey)>,
 }
 
 /// An installed row the store may not hold yet: changed since the last batch, or pinned
@@ -287,12 +288,17 @@ impl AntiEntropy {
             seq,
             hlc: hlc.now(wall),
         };
+        // Without an overlay the installed row is read here; it goes into `fresh` once the
+        // write is taken, so the batch that carries the write need not read it again.
+        let mut installed = None;
         let before = match self.overlay.get(&key) {
             Some(overlay) => Cow::Borrowed(&overlay.state),
-            None => Cow::Owned(
-                self.stored(&key)
-                    .unwrap_or_else(|| KeyState::new(self.config.value_type)),
-            ),
+            None => {
+                let row = self.stored_row(&key);
+                let state = row.as_ref().map(|row| row.state.clone());
+                installed = Some(row);
+                Cow::Owned(state.unwrap_or_else(|| KeyState::new(self.config.value_type)))
+            }
         };
         let mut state = before.clone().into_owned();
         state
@@ -302,10 +308,15 @@ impl AntiEntropy {
         self.seq = seq;
         self.hlc = hlc;
         let lww_stamp = state.lww_stamp().map(|_| stamp.hlc);
+        if let Some(row) = installed {
+            let at = (key_hash(&key), key.clone());
+            let carried_by = None;
+            self.fresh.entry(at).or_insert(Fresh { row, carried_by });
+        }
         let overlay = self.overlay.entry(key.clone()).or_insert(Overlay {
             state: state.clone(),
             pending: 0,
-            carried_by: None,
+            carried: None,
         });
         overlay.state = state.clone();
         overlay.pending += 1;
@@ -477,8 +488,9 @@ impl AntiEntropy {
                 let row = match self.overlay.get_mut(&key) {
                     // A pending local write is made durable before it is installed.
                     Some(overlay) => {
-                        overlay.carried_by = Some(id);
-                        Some(StoredKey::new(hash, overlay.state.clone()))
+                        let row = StoredKey::new(hash, overlay.state.clone());
+                        overlay.carried = Some((id, row.clone()));
+                        Some(row)
                     }
                     None => installed,
                 };
@@ -818,9 +830,14 @@ impl AntiEntropy {
     /// `local_write` marks the install of this node's own write (the planted Merkle bug's
     /// trigger: forgetting it means a lost delta is never repaired).
     pub(super) fn set_state(&mut self, key: Bytes, state: KeyState, local_write: bool) {
+        let row = StoredKey::new(key_hash(&key), state);
+        self.set_row(key, row, local_write);
+    }
+
+    /// [`Self::set_state`] with the row already made (its hashes computed).
+    pub(super) fn set_row(&mut self, key: Bytes, mut row: StoredKey, local_write: bool) {
         let hash = key_hash(&key);
         let old = self.stored_row(&key);
-        let mut row = StoredKey::new(hash, state);
         if old.is_none() && local_write && self.bug_merkle_forgets_key() {
             row.entry = 0;
         }

@@ -6,7 +6,6 @@ use super::error::WriteError;
 use super::levels::{Event, SessionToken, WriteLevel};
 use super::liveness::Liveness;
 use super::message::{GossipMessage, KeyEntry};
-use super::store::StoredKey;
 use super::value::KeyState;
 use super::{
     DELTA_BYTES_MAX, EVENTS_UNDRAINED_MAX, KEY_BYTES_MAX, KEY_STATE_BYTES_MAX, VALUE_BYTES_MAX,
@@ -82,7 +81,17 @@ impl AntiEntropy {
             }
             None => state,
         };
-        self.set_state(key.clone(), merged.clone(), true);
+        // The row a batch already carried for this state saves hashing it again.
+        let carried = self
+            .overlay
+            .get(&key)
+            .and_then(|overlay| overlay.carried.as_ref())
+            .filter(|(_, row)| row.state == merged)
+            .map(|(_, row)| row.clone());
+        match carried {
+            Some(row) => self.set_row(key.clone(), row, true),
+            None => self.set_state(key.clone(), merged.clone(), true),
+        }
         if let Some(overlay) = self.overlay.get_mut(&key) {
             overlay.pending -= 1;
             if overlay.pending == 0 {
@@ -111,10 +120,9 @@ impl AntiEntropy {
         if self.dirty.contains(key) {
             return; // The next batch writes the installed row anyway.
         }
-        let hash = super::hash::key_hash(key);
-        let carried = StoredKey::new(hash, overlay.state);
-        match (overlay.carried_by, self.fresh.get_mut(&(hash, key.clone()))) {
-            (Some(batch), Some(fresh)) if fresh.row.as_ref() == Some(&carried) => {
+        let at = (super::hash::key_hash(key), key.clone());
+        match (overlay.carried, self.fresh.get_mut(&at)) {
+            (Some((batch, carried)), Some(fresh)) if fresh.row.as_ref() == Some(&carried) => {
                 fresh.carried_by = Some(batch);
             }
             _ => {

@@ -255,6 +255,7 @@ impl Store {
                 snapshots.remove(id).map_err(redb_error)?;
                 eventual.drop_keyspace(*keyspace)?;
             }
+            eventual.collect_garbage(machine::GC_ROWS_PER_COMMIT)?;
         }
         {
             let mut machines = machine::MachineTables::open(&txn)?;

@@ -16,7 +16,7 @@ use crate::eventual::{
 };
 use crate::types::KeyspaceId;
 use bytes::Bytes;
-use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use std::ops::Bound;
 
@@ -41,6 +41,7 @@ pub(super) struct EventualTables<'t> {
     leaves: Table<'t, (u64, u32), u64>,
     tombstones: Table<'t, (u64, &'static [u8]), ()>,
     meta: Table<'t, u64, &'static [u8]>,
+    garbage: Table<'t, u64, ()>,
 }
 
 impl<'t> EventualTables<'t> {
@@ -50,6 +51,7 @@ impl<'t> EventualTables<'t> {
             leaves: txn.open_table(EVENTUAL_LEAVES).map_err(redb_error)?,
             tombstones: txn.open_table(EVENTUAL_TOMBSTONES).map_err(redb_error)?,
             meta: txn.open_table(EVENTUAL_META).map_err(redb_error)?,
+            garbage: txn.open_table(EVENTUAL_GARBAGE).map_err(redb_error)?,
         })
     }
 
@@ -127,25 +129,78 @@ impl<'t> EventualTables<'t> {
         Ok(())
     }
 
-    /// Deletes every row of a dropped keyspace.
+    /// A dropped keyspace: its meta goes now (so no reader and no `stored_ids` sees it), its
+    /// rows, leaves and tombstone index over later commits ([`Self::collect_garbage`]).
     pub(super) fn drop_keyspace(&mut self, keyspace: KeyspaceId) -> Result<(), StorageError> {
-        let id = keyspace.0;
+        self.meta.remove(keyspace.0).map_err(redb_error)?;
+        self.garbage.insert(keyspace.0, ()).map_err(redb_error)?;
+        Ok(())
+    }
+
+    /// Deletes up to `budget` rows of dropped keyspaces; a keyspace with nothing left leaves
+    /// the garbage list.
+    pub(super) fn collect_garbage(&mut self, mut budget: usize) -> Result<(), StorageError> {
+        while budget > 0 {
+            let Some(next) = self.garbage.first().map_err(redb_error)? else {
+                return Ok(());
+            };
+            let id = next.0.value();
+            drop(next);
+            let deleted = self.delete_some(id, budget)?;
+            if deleted < budget {
+                self.garbage.remove(id).map_err(redb_error)?;
+            }
+            budget -= deleted;
+        }
+        Ok(())
+    }
+
+    /// Deletes up to `limit` rows of keyspace `id` (key rows, then leaves, then the
+    /// tombstone index); fewer than `limit` means nothing is left.
+    fn delete_some(&mut self, id: u64, limit: usize) -> Result<usize, StorageError> {
         let next = id.saturating_add(1);
         let first: RowKey = (id, 0, &[]);
         let after: RowKey = (next, 0, &[]);
-        self.rows
-            .retain_in(first..after, |_, _| false)
+        let mut deleted = 0;
+        let mut rows = self
+            .rows
+            .extract_from_if(first..after, |_, _| true)
             .map_err(redb_error)?;
-        self.leaves
-            .retain_in((id, 0)..=(id, u32::MAX), |_, _| false)
+        while deleted < limit && rows.next().transpose().map_err(redb_error)?.is_some() {
+            deleted += 1;
+        }
+        drop(rows);
+        let mut leaves = self
+            .leaves
+            .extract_from_if((id, 0)..=(id, u32::MAX), |_, _| true)
             .map_err(redb_error)?;
+        while deleted < limit && leaves.next().transpose().map_err(redb_error)?.is_some() {
+            deleted += 1;
+        }
+        drop(leaves);
         let first: (u64, &[u8]) = (id, &[]);
         let after: (u64, &[u8]) = (next, &[]);
-        self.tombstones
-            .retain_in(first..after, |_, _| false)
+        let mut index = self
+            .tombstones
+            .extract_from_if(first..after, |_, _| true)
             .map_err(redb_error)?;
-        self.meta.remove(id).map_err(redb_error)?;
-        Ok(())
+        while deleted < limit && index.next().transpose().map_err(redb_error)?.is_some() {
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+}
+
+impl super::Store {
+    /// Rows of the eventual tables (key rows, leaves, tombstone index) of every keyspace,
+    /// dropped ones not yet collected included: for tests.
+    pub fn eventual_row_count(&self) -> Result<u64, StorageError> {
+        let txn = self.db.begin_read().map_err(redb_error)?;
+        let rows = txn.open_table(EVENTUAL_ROWS).map_err(redb_error)?;
+        let leaves = txn.open_table(EVENTUAL_LEAVES).map_err(redb_error)?;
+        let index = txn.open_table(EVENTUAL_TOMBSTONES).map_err(redb_error)?;
+        let count = |n: Result<u64, redb::StorageError>| n.map_err(redb_error);
+        Ok(count(rows.len())? + count(leaves.len())? + count(index.len())?)
     }
 }
 
@@ -164,6 +219,10 @@ impl StateStore for super::Store {
         let txn = self.db.begin_read().map_err(redb_error)?;
         let metas = txn.open_table(EVENTUAL_META).map_err(redb_error)?;
         let meta = read_meta(&metas, keyspace)?;
+        if meta.meta.is_none() {
+            // Never written, or dropped (its rows may still wait for collection).
+            return Ok(StoredImage::default());
+        }
         let table = txn.open_table(EVENTUAL_LEAVES).map_err(redb_error)?;
         let mut leaves = Vec::new();
         let range = (keyspace.0, 0)..=(keyspace.0, u32::MAX);

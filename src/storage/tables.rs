@@ -71,6 +71,11 @@ pub const EVENTUAL_TOMBSTONES: TableDefinition<(u64, &[u8]), ()> =
 pub const EVENTUAL_META_NAME: &str = "eventual_meta";
 pub const EVENTUAL_META: TableDefinition<u64, &[u8]> = TableDefinition::new(EVENTUAL_META_NAME);
 
+/// Dropped eventual keyspaces whose rows later commits delete, a bounded number at a time.
+/// Key: keyspace id.
+pub const EVENTUAL_GARBAGE_NAME: &str = "eventual_garbage";
+pub const EVENTUAL_GARBAGE: TableDefinition<u64, ()> = TableDefinition::new(EVENTUAL_GARBAGE_NAME);
+
 /// Facts about the file itself. Key: a name. Value: a frame. `node_id` holds the `NodeId` the
 /// file belongs to, so a node never starts on another node's data.
 pub const META_NAME: &str = "meta";
