@@ -3,15 +3,17 @@
 
 use super::config::EngineConfig;
 use super::error::{ConfigError, ReadError, WriteError};
-use super::gc::Knowledge;
+use super::gc::{FENCES_MAX, Knowledge};
 use super::hash::key_hash;
 use super::hlc::{Hlc, HlcTimestamp};
 use super::levels::{Event, ReadMode, RequestId, SessionToken, WriteLevel};
 use super::liveness::{Liveness, LivenessView};
 use super::merkle::MerkleTree;
-use super::message::{DurableMeta, GossipMessage, KeyEntry, PersistBatch, PersistId};
+use super::message::{GossipMessage, KeyEntry};
 use super::reads::PendingRead;
-use super::store::{KeyspaceStore, StoreError, StoredKey, Summary};
+use super::store::{
+    DurableMeta, KeyspaceStore, PersistBatch, PersistId, StoreError, StoredKey, Summary,
+};
 use super::sync::SyncSession;
 use super::value::{KeyState, ReadValue, WriteStamp};
 use super::{
@@ -48,11 +50,6 @@ pub(super) struct Fresh {
     /// persisted. `None` while no polled batch carries it.
     pub(super) carried_by: Option<PersistId>,
 }
-
-/// Phase-1 tombstone barriers kept at most (see [`super::gc`]). Past it a stable tombstone
-/// waits for room (a later pass records its barrier): memory stays bounded, collection only
-/// slows down.
-pub const FENCES_MAX: usize = 64 * 1024;
 
 /// What to do once a persist batch is durable.
 #[derive(Clone, Debug)]
@@ -378,8 +375,8 @@ impl AntiEntropy {
     /// stored keys: a new peer starts as just heard from and with no reported knowledge, so
     /// no tombstone is collected until it reports; a removed one no longer counts. Phase-1
     /// barriers name the old members, so every tombstone starts its collection over (the
-    /// barriers go: at most `FENCES_MAX`, no store access). Writes and reads in flight keep waiting for acks and
-    /// answers, and time out as usual if they no longer can.
+    /// barriers go: at most `FENCES_MAX`, no store access). Writes and reads in flight keep
+    /// waiting for acks and answers, and time out as usual if they no longer can.
     pub fn set_members(&mut self, now: Instant, members: Vec<NodeId>) -> Result<(), ConfigError> {
         let config = EngineConfig {
             members,

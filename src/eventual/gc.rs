@@ -169,6 +169,10 @@ pub fn barrier(
         .collect()
 }
 
+/// Phase-1 tombstone barriers kept at most. Past it a stable tombstone waits for room (a
+/// later pass records its barrier): memory stays bounded, collection only slows down.
+pub const FENCES_MAX: usize = 64 * 1024;
+
 /// Tombstones examined per anti-entropy round.
 pub const GC_KEYS_PER_ROUND_MAX: usize = 1024;
 
@@ -202,7 +206,7 @@ impl super::engine::AntiEntropy {
                     None if covers(&stable, &state.context) => {
                         let fence = barrier(&members, node, self.seq, &self.peer_knowledge);
                         let ready = covers(&stable, &fence);
-                        if !ready && self.fences.len() < super::engine::FENCES_MAX {
+                        if !ready && self.fences.len() < FENCES_MAX {
                             self.fences.insert(key.clone(), fence);
                         }
                         ready

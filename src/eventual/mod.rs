@@ -113,14 +113,16 @@ mod writes;
 #[cfg(feature = "sim-bugs")]
 pub use config::PlantedBug;
 pub use config::{EngineConfig, ROUND_BYTES_MIN};
-pub use engine::{AntiEntropy, EngineStats, FENCES_MAX, SessionSummary};
+pub use engine::{AntiEntropy, EngineStats, SessionSummary};
 pub use error::{ConfigError, ReadError, WriteError};
+pub use gc::FENCES_MAX;
 pub use hlc::HlcTimestamp;
 pub use levels::{Event, ReadMode, RequestId, SessionToken, WriteLevel};
 pub use liveness::Liveness;
-pub use message::{DurableMeta, GossipMessage, KeyEntry, PersistBatch, PersistId};
+pub use message::{GossipMessage, KeyEntry};
 pub use store::{
-    KeyspaceStore, MemoryStates, StateStore, StoreError, StoredImage, StoredKey, Summary,
+    DurableMeta, KeyspaceStore, MemoryStates, PersistBatch, PersistId, StateStore, StoreError,
+    StoredImage, StoredKey, Summary,
 };
 pub use value::{Crdt, KeyState, Op, ReadContext, ReadValue, ValueType, WriteStamp};
 

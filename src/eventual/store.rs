@@ -18,16 +18,49 @@
 //! same in one write transaction.
 
 use super::hash::{entry_hash, key_hash, mix64};
+use super::hlc::HlcTimestamp;
 use super::merkle::leaf_of;
-use super::message::{DurableMeta, PersistBatch};
 use super::value::KeyState;
-use crate::types::KeyspaceId;
+use crate::types::{KeyspaceId, NodeId};
 use bytes::Bytes;
+use crdts::VClock;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
+
+/// Identifies one persist batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PersistId(pub u64);
+
+/// The engine-wide state that must survive a restart together with the key states.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurableMeta {
+    /// The highest write counter this node has used.
+    pub seq: u64,
+    /// The highest HLC timestamp this node has issued or observed, as of this batch: it
+    /// covers every stamp in this batch and before, so a restarted node stamps strictly above
+    /// every stamp it ever persisted (see [`crate::eventual::hlc`], "Across restarts").
+    pub hlc: HlcTimestamp,
+    /// The knowledge vector: for each node `n`, every write of `n` with a counter up to
+    /// `knowledge[n]` is reflected in the key states persisted with (or before) this meta.
+    pub knowledge: VClock<NodeId>,
+}
+
+/// Work for the shell: persist these rows and this meta in one durable transaction (the
+/// store folds the rows into its leaves, summary and tombstone index: see
+/// this module), then call `persisted(id)`. Batches must be persisted and
+/// reported in `id` order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistBatch {
+    /// Report with `persisted`.
+    pub id: PersistId,
+    /// Rows to write (`Some`) or delete (`None`: a collected tombstone).
+    pub keys: Vec<(Bytes, Option<StoredKey>)>,
+    /// Replaces the previously persisted meta.
+    pub meta: DurableMeta,
+}
 
 /// The storage under an engine failed (a disk or a corrupt row): the engine cannot go on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
