@@ -265,6 +265,14 @@ impl Cluster {
     fn assert_converged(&self) {
         let first = self.engine(1).live_entries();
         for (id, node) in &self.nodes {
+            if node.persisting && node.engine.pending_writes() == 0 {
+                // Memory holds no row once every batch is in the store.
+                assert_eq!(
+                    node.engine.fresh_rows(),
+                    0,
+                    "{id} holds rows beyond its store"
+                );
+            }
             let live = node.engine.live_entries();
             let differing: Vec<_> = first
                 .iter()
