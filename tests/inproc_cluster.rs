@@ -67,6 +67,7 @@ impl Cluster {
             certs: self._dir.path().join("certs"),
             join,
             cache_bytes: 8 << 20,
+            clock_skew_max: std::time::Duration::from_secs(300),
         };
         let mut stopped = self.stop.subscribe();
         tokio::spawn(async move {

@@ -33,8 +33,14 @@ pub struct NodeArgs {
     /// what of them a node keeps in memory.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
     cache_mb: Option<u32>,
+    /// How many seconds ahead of this node's wall clock an `lww` value from a peer may be
+    /// stamped (default 300). One stamped further ahead is refused, and counted in `status`,
+    /// until this clock catches up: a peer with a wrong clock cannot drag this node's clock
+    /// (and every later write here) into the future.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
+    clock_skew_max_secs: Option<u64>,
     /// A TOML file with the same settings (id, listen, initial_cluster, data_dir, certs, join,
-    /// cache_mb); flags given on the command line win.
+    /// cache_mb, clock_skew_max_secs); flags given on the command line win.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -52,6 +58,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         certs: args.certs,
         join: args.join.then_some(true),
         cache_mb: args.cache_mb.map(|mb| mb as usize),
+        clock_skew_max_secs: args.clock_skew_max_secs,
     };
     let config = file.overridden_by(flags).resolve()?;
     // Colours only on a terminal: the demo and the tests write node logs to files.

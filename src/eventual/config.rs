@@ -33,6 +33,11 @@ pub struct EngineConfig {
     /// How long a quorum/all write or a quorum read waits for replies, and how long an
     /// anti-entropy request waits for its answer.
     pub request_timeout: Duration,
+    /// How far ahead of this node's wall clock a peer's `lww` stamp may be. A state stamped
+    /// further ahead is refused (not merged, not acknowledged, counted in
+    /// `EngineStats::states_from_future`) until this node's clock catches up: observing it
+    /// would drag this node's HLC, and every later write here, that far into the future.
+    pub clock_skew_max: Duration,
     /// A deliberate bug, to prove the simulator's checkers catch it.
     #[cfg(feature = "sim-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -40,7 +45,8 @@ pub struct EngineConfig {
 
 impl EngineConfig {
     /// A configuration with the default timings (100 ms rounds, 64 KiB per round, suspect
-    /// after 1 s, down after 3 s, 1 s session wait and request timeout).
+    /// after 1 s, down after 3 s, 1 s session wait and request timeout, stamps at most 5
+    /// minutes ahead).
     pub fn new(node: NodeId, members: Vec<NodeId>, value_type: ValueType) -> EngineConfig {
         EngineConfig {
             node,
@@ -52,6 +58,7 @@ impl EngineConfig {
             down_after: Duration::from_secs(3),
             session_wait_max: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
+            clock_skew_max: Duration::from_secs(300),
             #[cfg(feature = "sim-bugs")]
             planted_bug: None,
         }
@@ -79,6 +86,7 @@ impl EngineConfig {
             ("down_after", self.down_after),
             ("session_wait_max", self.session_wait_max),
             ("request_timeout", self.request_timeout),
+            ("clock_skew_max", self.clock_skew_max),
         ];
         if let Some((field, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             return Err(ConfigError::ZeroDuration { field });

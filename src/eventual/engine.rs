@@ -108,6 +108,9 @@ pub struct EngineStats {
     pub tombstones_collected: u64,
     /// Outgoing messages dropped because the transmit queue was full.
     pub transmit_dropped: u64,
+    /// `lww` states from peers refused because their stamp was more than `clock_skew_max`
+    /// ahead of this node's wall clock (see `EngineConfig::clock_skew_max`).
+    pub states_from_future: u64,
     /// Key states not sent (delta, anti-entropy, quorum read reply, read repair) because
     /// their entry encodes to more than `ENTRY_BYTES_MAX`: such a key cannot converge until
     /// it shrinks (see "Large states" in [`crate::eventual`]).
@@ -189,6 +192,8 @@ pub struct AntiEntropy {
     pub(super) budget_left: usize,
     /// `None` until the first call that passes `now`.
     pub(super) next_round_at: Option<Instant>,
+    /// The wall clock as of the last input that passed one (`None` before any).
+    pub(super) wall: Option<WallMillis>,
     pub(super) stats: EngineStats,
 }
 
@@ -251,6 +256,7 @@ impl AntiEntropy {
             next_session: 1,
             budget_left: config.round_bytes_max,
             next_round_at: None,
+            wall: None,
             stats: EngineStats::default(),
             config,
         };
@@ -276,6 +282,7 @@ impl AntiEntropy {
         level: WriteLevel,
     ) -> Result<(), WriteError> {
         self.start(now);
+        self.wall = Some(wall);
         self.check_write(&key, &op)?;
         // Stamp and apply on copies: a refused write must leave the counter and HLC alone.
         let seq = self.seq + 1;
@@ -405,7 +412,8 @@ impl AntiEntropy {
         if !self.peers.contains(&from) {
             return;
         }
-        let _ = wall; // Remote timestamps move the HLC when their states merge.
+        // Remote timestamps move the HLC when their states merge, within the skew bound.
+        self.wall = Some(wall);
         self.liveness.heard_from(from, now);
         match message {
             GossipMessage::Delta {
@@ -414,6 +422,9 @@ impl AntiEntropy {
                 ack_requested,
             } => {
                 let KeyEntry { key, state } = entry;
+                if self.from_future(&state) {
+                    return; // Not merged, so not acknowledged: the writer times out.
+                }
                 self.merge_remote(key, state, ack_requested);
                 if ack_requested && token.node == from {
                     self.unbatched
@@ -439,7 +450,7 @@ impl AntiEntropy {
     /// read deadlines. Call it when `poll_timeout` says so (calling it early is harmless).
     pub fn handle_timeout(&mut self, now: Instant, wall: WallMillis) {
         self.start(now);
-        let _ = wall;
+        self.wall = Some(wall);
         self.expire_writes(now);
         self.expire_reads(now);
         self.expire_sync(now);
@@ -902,6 +913,9 @@ impl AntiEntropy {
         if state.value_type() != self.config.value_type || key.len() > KEY_BYTES_MAX {
             return false;
         }
+        if self.from_future(&state) {
+            return false;
+        }
         if let Some(stamp) = state.lww_stamp() {
             self.hlc.observe(stamp);
         }
@@ -933,6 +947,20 @@ impl AntiEntropy {
             self.dirty.insert(key);
         }
         changed
+    }
+
+    /// True (and counted) if `state` is an `lww` state stamped more than `clock_skew_max`
+    /// ahead of this node's wall clock.
+    pub(super) fn from_future(&mut self, state: &KeyState) -> bool {
+        let (Some(stamp), Some(wall)) = (state.lww_stamp(), self.wall) else {
+            return false;
+        };
+        let skew_ms = self.config.clock_skew_max.as_millis() as u64;
+        let ahead = stamp.physical_ms > wall.0.saturating_add(skew_ms);
+        if ahead {
+            self.stats.states_from_future += 1;
+        }
+        ahead
     }
 
     /// A state for a key not held here whose every dot this node already incorporated: the

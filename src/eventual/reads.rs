@@ -123,17 +123,18 @@ impl AntiEntropy {
         state: Option<KeyState>,
     ) {
         let value_type = self.config.value_type;
-        let Some(PendingRead::Quorum {
-            key: wanted,
-            replies,
-            ..
-        }) = self.reads.get_mut(&read)
-        else {
+        let Some(PendingRead::Quorum { key: wanted, .. }) = self.reads.get(&read) else {
             return;
         };
         if *wanted != key || state.as_ref().is_some_and(|s| s.value_type() != value_type) {
             return;
         }
+        // A state this node refuses to merge is not served either: the peer counts as
+        // holding nothing newer.
+        let state = state.filter(|state| !self.from_future(state));
+        let Some(PendingRead::Quorum { replies, .. }) = self.reads.get_mut(&read) else {
+            return;
+        };
         replies.insert(from, state);
         self.try_finish_quorum_read(read);
     }

@@ -1327,6 +1327,68 @@ fn knowledge_grown_without_a_key_change_is_persisted() {
     assert!(engine.poll_persist().is_none());
 }
 
+/// A peer whose clock runs an hour ahead must not drag this node's HLC (and so every later
+/// `lww` write here) an hour into the future: its state is refused, counted and not
+/// acknowledged, until this node's wall clock comes within `clock_skew_max` of it.
+#[test]
+fn a_state_stamped_past_the_clock_skew_is_refused_until_the_clock_catches_up() {
+    let members = vec![NodeId(1), NodeId(2)];
+    let image = empty_image();
+    let config = EngineConfig::new(NodeId(1), members, ValueType::Lww);
+    let skew_ms = config.clock_skew_max.as_millis() as u64;
+    let mut engine = engine_on(config, &image, 1);
+    let (now, wall) = (Instant::from_nanos(1), 1_000_000);
+    let hour_ahead = wall + 3_600_000;
+    let mut state = KeyState::new(ValueType::Lww);
+    let stamp = WriteStamp {
+        node: NodeId(2),
+        seq: 1,
+        hlc: HlcTimestamp {
+            physical_ms: hour_ahead,
+            logical: 0,
+            node: NodeId(2),
+        },
+    };
+    state
+        .apply_local(Op::LwwPut(bytes("from the future")), stamp)
+        .unwrap();
+    let delta = GossipMessage::Delta {
+        entry: KeyEntry {
+            key: bytes("k"),
+            state,
+        },
+        token: SessionToken {
+            node: NodeId(2),
+            seq: 1,
+        },
+        ack_requested: true,
+    };
+    engine.handle_message(now, WallMillis(wall), NodeId(2), delta.clone());
+    assert_eq!(engine.stats().states_from_future, 1);
+    assert!(engine.poll_persist().is_none(), "nothing merged");
+    assert!(
+        engine.poll_transmit().is_none(),
+        "no ack for a refused state"
+    );
+    assert!(engine.key_state(b"k").is_none());
+    assert!(
+        engine.hlc.last().physical_ms <= wall,
+        "the clock did not move"
+    );
+    // Within the bound, the same state is taken, persisted and acknowledged.
+    let later = WallMillis(hour_ahead - skew_ms + 1_000);
+    engine.handle_message(now, later, NodeId(2), delta);
+    let batch = engine.poll_persist().expect("the state is persisted");
+    image.commit(KEYSPACE, &batch);
+    engine.persisted(now, batch.id);
+    assert!(matches!(
+        engine.poll_transmit(),
+        Some((NodeId(2), GossipMessage::DeltaAck { .. }))
+    ));
+    assert_eq!(engine.stats().states_from_future, 1);
+    assert_eq!(engine.hlc.last().physical_ms, hour_ahead);
+}
+
 /// Key states larger than local writes may make them (see "Large states" in the module docs).
 mod large_states {
     use super::*;

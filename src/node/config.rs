@@ -8,6 +8,7 @@
 //! certs = "/etc/capdial/certs"
 //! join = false   # true on a node added to a running cluster (see `capdial member add`)
 //! cache_mb = 64   # the storage engine's page cache: with it, what a node holds in memory
+//! clock_skew_max_secs = 300   # lww states stamped further ahead of this node's clock are refused
 //! ```
 //!
 //! `initial_cluster` may also be a table: `[initial_cluster]` with `n1 = "127.0.0.1:7001"`.
@@ -36,11 +37,15 @@ pub struct NodeConfig {
     /// The storage engine's page cache, in bytes. The data set lives on disk; this (and a
     /// round's changes) is what of it a node keeps in memory.
     pub cache_bytes: usize,
+    /// How far ahead of this node's wall clock an `lww` state from a peer may be stamped;
+    /// one stamped further ahead is refused (see `eventual::EngineConfig::clock_skew_max`).
+    pub clock_skew_max: std::time::Duration,
 }
 
 impl NodeConfig {
     /// The page cache of a node not told otherwise.
     pub const CACHE_MB_DEFAULT: usize = 64;
+    pub const CLOCK_SKEW_MAX_SECS_DEFAULT: u64 = 300;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +122,7 @@ pub struct PartialConfig {
     pub certs: Option<PathBuf>,
     pub join: Option<bool>,
     pub cache_mb: Option<usize>,
+    pub clock_skew_max_secs: Option<u64>,
 }
 
 /// The initial cluster as a string or as a table.
@@ -150,6 +156,7 @@ impl PartialConfig {
             certs: flags.certs.or(self.certs),
             join: flags.join.or(self.join),
             cache_mb: flags.cache_mb.or(self.cache_mb),
+            clock_skew_max_secs: flags.clock_skew_max_secs.or(self.clock_skew_max_secs),
         }
     }
 
@@ -193,6 +200,10 @@ impl PartialConfig {
             certs: self.certs.ok_or(missing("certs", "certs"))?,
             join: self.join.unwrap_or(false),
             cache_bytes: self.cache_mb.unwrap_or(NodeConfig::CACHE_MB_DEFAULT) << 20,
+            clock_skew_max: std::time::Duration::from_secs(
+                self.clock_skew_max_secs
+                    .unwrap_or(NodeConfig::CLOCK_SKEW_MAX_SECS_DEFAULT),
+            ),
         })
     }
 }

@@ -81,6 +81,7 @@ pub async fn run(
         config.initial_cluster.clone(),
     );
     core_config.join = config.join;
+    core_config.clock_skew_max = config.clock_skew_max;
     let driver = driver::Driver::boot(core_config, store, transport.clone())?;
     tokio::spawn(server::accept_loop(
         endpoint.clone(),

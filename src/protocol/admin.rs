@@ -198,6 +198,9 @@ pub struct EventualStatus {
     pub pending_writes: u64,
     /// Tombstones not yet collected.
     pub tombstones: u64,
+    /// `lww` states from peers refused because they were stamped further ahead of this
+    /// node's wall clock than the allowed skew (a peer with a wrong clock).
+    pub states_from_future: u64,
     /// Each peer, and whether it is `alive`, `suspect` or `down`.
     pub peers: Vec<(NodeId, String)>,
 }

@@ -523,7 +523,7 @@ fn eventual_line(keyspace: &EventualStatus) -> String {
     let last = keyspace
         .last_round_ms_ago
         .map_or("never".to_string(), |ms| format!("{ms}ms ago"));
-    format!(
+    let mut line = format!(
         "  eventual {:<16} keys {} (live {}) merkle {:016x} last round {} rounds {} pending {}",
         keyspace.keyspace,
         keyspace.keys,
@@ -532,7 +532,14 @@ fn eventual_line(keyspace: &EventualStatus) -> String {
         last,
         keyspace.rounds,
         keyspace.pending_writes
-    )
+    );
+    if keyspace.states_from_future > 0 {
+        let refused = keyspace.states_from_future;
+        line.push_str(&format!(
+            " refused {refused} states stamped past the allowed clock skew"
+        ));
+    }
+    line
 }
 
 /// The text lines of one node's status.
@@ -593,6 +600,7 @@ fn status_json(id: NodeId, address: &str, answer: &Result<AdminAnswer, ConnError
                 "state_digest": format!("{:016x}", e.state_digest),
                 "last_round_ms_ago": e.last_round_ms_ago, "rounds": e.rounds,
                 "pending_writes": e.pending_writes, "tombstones": e.tombstones,
+                "states_from_future": e.states_from_future,
             })
         })
         .collect();

@@ -48,6 +48,7 @@ fn start() -> Cluster {
             certs: dir.path().join("certs"),
             join: false,
             cache_bytes: 8 << 20,
+            clock_skew_max: std::time::Duration::from_secs(300),
         };
         let mut stopped = stop.subscribe();
         tokio::spawn(async move {

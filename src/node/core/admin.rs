@@ -244,6 +244,7 @@ impl NodeCore {
                     rounds: engine.stats().rounds,
                     pending_writes: engine.pending_writes() as u64,
                     tombstones: engine.tombstones_pending() as u64,
+                    states_from_future: engine.stats().states_from_future,
                     peers,
                 }
             })

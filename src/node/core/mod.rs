@@ -126,6 +126,8 @@ pub struct CoreConfig {
     /// Bytes one anti-entropy round of an eventual keyspace may move: how fast a new or
     /// returning member is repaired (the engine's own default suits a LAN of small keyspaces).
     pub gossip_round_bytes: usize,
+    /// How far ahead of this node's wall clock a peer's `lww` stamp may be.
+    pub clock_skew_max: Duration,
     #[cfg(feature = "sim-bugs")]
     pub bug: Option<NodeBug>,
 }
@@ -155,6 +157,7 @@ impl CoreConfig {
             learner_lag_max: 64,
             snapshot_chunk_bytes: RaftConfig::new(id, Vec::new()).snapshot_chunk_bytes,
             gossip_round_bytes: 1024 * 1024,
+            clock_skew_max: Duration::from_secs(300),
             #[cfg(feature = "sim-bugs")]
             bug: None,
         }
@@ -553,6 +556,7 @@ impl NodeCore {
     ) -> Result<AntiEntropy, CoreError> {
         let mut config = EngineConfig::new(self.config.id, self.engine_members(), value_type);
         config.round_bytes_max = self.config.gossip_round_bytes;
+        config.clock_skew_max = self.config.clock_skew_max;
         let seed = self.random.next_u64();
         let store: Arc<dyn StateStore> = self.durable.clone();
         AntiEntropy::new(config, KeyspaceStore::new(store, id), seed)
