@@ -2,7 +2,8 @@
 //! follower (the client library follows the leader hint), receipts naming the level served,
 //! eventual lww/counter/set/mvreg written on one node and read on another, and the typed
 //! errors a user gets for a wrong command, an unknown keyspace, an oversized key or value and
-//! a level that does not apply.
+//! a level that does not apply; a counter write past the i64 range is refused, also through
+//! the CLI binary.
 
 mod common;
 
@@ -16,13 +17,16 @@ use capdial::protocol::{
 use capdial::strong::ClientId;
 use capdial::strong::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use capdial::types::NodeId;
-use common::{Cluster, READY_DEADLINE, b, op, poll_until};
+use common::{Cluster, READY_DEADLINE, Run, b, op, poll_until};
+use std::time::Duration;
 
 const ORDERS: &str = "orders";
 const PROFILES: &str = "profiles";
 const HITS: &str = "hits";
 const CARTS: &str = "carts";
 const DOCS: &str = "docs";
+/// One CLI command in a debug build on two busy cores, connection included.
+const CLI_DEADLINE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn both_modes_end_to_end() {
@@ -44,6 +48,7 @@ async fn both_modes_end_to_end() {
     eventual_counter_and_set_converge(&cluster).await;
     eventual_quorum_and_session_levels(&cluster).await;
     typed_errors(&cluster).await;
+    counter_overflow_is_refused(&cluster).await;
     retried_write_applies_once(&cluster).await;
 }
 
@@ -551,6 +556,58 @@ async fn typed_errors(cluster: &Cluster) {
         .execute(ORDERS, op::get("order/1"), None, None, None)
         .await
         .expect("the cluster still serves after refusing bad requests");
+}
+
+/// Issue 12: `incr hits views 9223372036854775807` twice, then `incr hits views 5`, were all
+/// acknowledged while the read stayed at i64::MAX: the last two writes were lost. Now each
+/// is refused with `CounterOverflow`, through the library and with a clear CLI message.
+async fn counter_overflow_is_refused(cluster: &Cluster) {
+    let client = cluster.client().await;
+    let at = cluster.addr(1);
+    let incr = async |by| {
+        let add = op::incr("views", by);
+        client.execute_at(&at, HITS, add, None, None, None).await
+    };
+    incr(i64::MAX).await.expect("the first increment fits");
+    for by in [i64::MAX, 5] {
+        let error = node_error(incr(by).await);
+        let value = i64::MAX;
+        assert_eq!(error, ClientError::CounterOverflow { value, by });
+    }
+    let run = cli(cluster, 1, &["incr", HITS, "views", "5"], None).await;
+    assert_eq!(
+        run.status.and_then(|s| s.code()),
+        Some(1),
+        "{}",
+        run.output()
+    );
+    let message = "counter at 9223372036854775807 cannot change by 5";
+    assert!(run.stderr.contains(message), "{}", run.output());
+    let run = cli(cluster, 1, &["decr", HITS, "views", "5"], None).await;
+    assert!(run.status.is_some_and(|s| s.success()), "{}", run.output());
+    let run = cli(cluster, 1, &["get", HITS, "views"], None).await;
+    let value = (i64::MAX - 5).to_string();
+    assert!(run.stdout.starts_with(&value), "{}", run.output());
+}
+
+/// Runs the `capdial` binary against node `nX`, feeding it `input` on stdin (none if
+/// `None`), on a blocking thread: it waits for the process.
+async fn cli(cluster: &Cluster, node: usize, args: &[&str], input: Option<Vec<u8>>) -> Run {
+    let certs = cluster.certs.to_str().expect("a UTF-8 temporary path");
+    let connection = ["--endpoint", &cluster.addr(node), "--certs", certs];
+    let args: Vec<String> = args
+        .iter()
+        .chain(&connection)
+        .chain(&["--client-name", common::CLIENT_NAME])
+        .map(|arg| arg.to_string())
+        .collect();
+    let dir = cluster.dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::run_capdial_with_input(&dir, &args, input, CLI_DEADLINE)
+    })
+    .await
+    .expect("the CLI's thread")
 }
 
 /// The same `(client, seq)` sent twice to the leader, as a retry would: applied once, and the

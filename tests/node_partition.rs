@@ -1,16 +1,19 @@
 //! A partition through the fault path (`AdminRequest::SetFaults` on every node): the isolated
 //! node cannot serve strong writes (`Unavailable`) while the majority can; eventual writes
 //! succeed on both sides; after the heal the set converges everywhere and the isolated node's
-//! strong replica catches up.
+//! strong replica catches up. A fault rule that does not pass the checks (a delay whose sum
+//! overflows) is refused without harm.
 
 mod common;
 
 use capdial::client::conn::{Client, ConnError};
 use capdial::eventual::{ReadValue, ValueType};
 use capdial::net::faults::{FaultRule, FaultRules};
+use capdial::protocol::admin::{AdminError, AdminRequest};
 use capdial::protocol::{Answer, ClientError, KeyspaceMode, ReadLevel};
 use capdial::types::NodeId;
 use common::{Cluster, READY_DEADLINE, b, op, poll_until};
+use std::time::Duration;
 
 const ORDERS: &str = "orders";
 const CARTS: &str = "carts";
@@ -28,6 +31,7 @@ async fn isolated_node_loses_strong_keeps_eventual_and_catches_up() {
         .await
         .expect("strong put before the partition");
     isolate_n3(&cluster).await;
+    an_overflowing_delay_is_refused(&cluster).await;
     strong_only_on_the_majority(&cluster, &client).await;
     eventual_on_both_sides(&cluster, &client).await;
     cluster.set_faults(FaultRules::none()).await;
@@ -53,6 +57,29 @@ async fn isolate_n3(cluster: &Cluster) {
         },
     )
     .await;
+}
+
+/// Issue 12: a node checked a delay rule by adding its delay and jitter with `+`, which
+/// panics on overflow, so one `SetFaults` with `Duration::MAX` from any client took the node
+/// down. Now it answers `InvalidFaultRule`, keeps the rules it had, and goes on serving.
+async fn an_overflowing_delay_is_refused(cluster: &Cluster) {
+    let before = cluster.status(3).await.expect("n3 answers status").faults;
+    let mut rules = before.clone();
+    rules.rules.push(FaultRule::Delay {
+        a: NodeId(1),
+        b: NodeId(2),
+        delay: Duration::MAX,
+        jitter: Duration::MAX,
+    });
+    let answer = cluster.admin_at(3, AdminRequest::SetFaults(rules)).await;
+    match answer {
+        Ok(Err(AdminError::InvalidFaultRule { reason })) => {
+            assert!(reason.contains("exceeds the limit"), "{reason}");
+        }
+        other => panic!("an overflowing delay must be refused, got {other:?}"),
+    }
+    let after = cluster.status(3).await.expect("n3 still answers status");
+    assert_eq!(after.faults, before, "a refused set leaves the rules alone");
 }
 
 async fn strong_only_on_the_majority(cluster: &Cluster, client: &Client) {

@@ -16,6 +16,7 @@ use super::store::{
 };
 use super::sync::SyncSession;
 use super::value::{KeyState, ReadValue, WriteStamp};
+use super::writes::refused_apply;
 use super::{
     ENTRY_BYTES_MAX, EVENTS_MAX, EVENTS_UNDRAINED_MAX, KEY_BYTES_MAX, READS_PENDING_MAX,
     TRANSMIT_QUEUE_MAX,
@@ -305,9 +306,7 @@ impl AntiEntropy {
             }
         };
         let mut state = before.clone().into_owned();
-        state
-            .apply_local(op, stamp)
-            .expect("invariant: the operation's type was checked against the keyspace");
+        state.apply_local(op, stamp).map_err(refused_apply)?;
         Self::check_state_size(&before, &state)?;
         self.seq = seq;
         self.hlc = hlc;

@@ -88,6 +88,22 @@ pub enum WriteError {
         /// Limit.
         bytes_max: usize,
     },
+    /// A counter write would take the value out of the `i64` range reads report (a read
+    /// would saturate and the write would look lost). Nothing was applied.
+    #[error("counter at {value} cannot change by {by}: the result would leave the i64 range")]
+    CounterOverflow {
+        /// The counter's value before the write, as a read reports it.
+        value: i64,
+        /// The amount refused.
+        by: i64,
+    },
+    /// This node's running total of the counter's increments (or decrements), a `u64` in
+    /// the PN-counter, cannot take the amount. Nothing was applied; another node can.
+    #[error("this node's running total of the counter's changes cannot take {by} more")]
+    CounterExhausted {
+        /// The amount refused.
+        by: i64,
+    },
     /// Too many writes are waiting for persistence or acknowledgements. Nothing was applied.
     #[error("{pending} writes pending, limit {pending_max}")]
     Backpressure {

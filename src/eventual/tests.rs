@@ -1563,6 +1563,99 @@ mod large_states {
     }
 }
 
+/// Counter writes that the PN-counter could not hold (issue 12).
+mod counter_bounds {
+    use super::*;
+
+    /// Tries a write on node `node` that must be refused, and checks it changed nothing:
+    /// no batch to persist, the same key state, the same HLC.
+    fn refused(cluster: &mut Cluster, node: u64, key: &str, by: i64) -> WriteError {
+        let before = cluster.engine(node).key_state(key.as_bytes());
+        let hlc_before = cluster.engine(node).hlc.last();
+        let (now, wall) = (cluster.now, WallMillis(cluster.wall + 5));
+        let engine = &mut cluster.node(NodeId(node)).engine;
+        let op = Op::CounterAdd(by);
+        let error = engine
+            .local_write(now, wall, RequestId(900), bytes(key), op, WriteLevel::Local)
+            .expect_err("the write must be refused");
+        assert!(engine.poll_persist().is_none(), "nothing to persist");
+        assert_eq!(engine.key_state(key.as_bytes()), before);
+        assert_eq!(engine.hlc.last(), hlc_before, "the HLC did not move");
+        error
+    }
+
+    /// `incr views a 9223372036854775807` twice, then `incr views a 5`: the second saturated
+    /// the read at i64::MAX, and the third overflowed this node's u64 total inside `crdts`
+    /// (a wrap in release, so the merge ignored it): acknowledged, then lost. Now a write
+    /// that would leave the i64 range is refused before anything is applied.
+    #[test]
+    fn an_increment_past_the_i64_range_is_refused_and_changes_nothing() {
+        let mut cluster = Cluster::new(1, ValueType::Counter);
+        let first = cluster.write(1, "views", Op::CounterAdd(i64::MAX), WriteLevel::Local);
+        let first_seq = cluster.token_of(1, first).seq;
+        for by in [i64::MAX, 5, 1] {
+            let error = refused(&mut cluster, 1, "views", by);
+            let value = i64::MAX;
+            assert_eq!(error, WriteError::CounterOverflow { value, by });
+        }
+        // The write counter was not consumed, and writes within the range still apply.
+        let down = cluster.write(1, "views", Op::CounterAdd(-5), WriteLevel::Local);
+        assert_eq!(cluster.token_of(1, down).seq, first_seq + 1);
+        cluster.write(1, "views", Op::CounterAdd(5), WriteLevel::Local);
+        let views = cluster.engine(1).value(b"views");
+        assert_eq!(views, ReadValue::Counter(i64::MAX));
+        // The same at the bottom of the range.
+        cluster.write(1, "likes", Op::CounterAdd(i64::MIN), WriteLevel::Local);
+        let error = refused(&mut cluster, 1, "likes", -1);
+        let value = i64::MIN;
+        assert_eq!(error, WriteError::CounterOverflow { value, by: -1 });
+        cluster.write(1, "likes", Op::CounterAdd(1), WriteLevel::Local);
+        let likes = cluster.engine(1).value(b"likes");
+        assert_eq!(likes, ReadValue::Counter(i64::MIN + 1));
+    }
+
+    /// The PN-counter keeps each node's total of increments (and of decrements) as a u64, so
+    /// `+MAX -MAX +MAX -MAX` leaves the value at 0 and that node's totals near u64::MAX.
+    /// A further increment that the total cannot take is refused; another node takes it.
+    #[test]
+    fn an_increment_past_a_nodes_u64_total_is_refused_and_another_node_takes_it() {
+        let mut cluster = Cluster::new(2, ValueType::Counter);
+        for by in [i64::MAX, -i64::MAX, i64::MAX, -i64::MAX, 1] {
+            cluster.write(1, "c", Op::CounterAdd(by), WriteLevel::Local);
+        }
+        assert_eq!(cluster.engine(1).value(b"c"), ReadValue::Counter(1));
+        let error = refused(&mut cluster, 1, "c", 1);
+        assert_eq!(error, WriteError::CounterExhausted { by: 1 });
+        cluster.write(1, "c", Op::CounterAdd(-1), WriteLevel::Local);
+        cluster.write(2, "c", Op::CounterAdd(1), WriteLevel::Local);
+        assert_eq!(cluster.engine(1).value(b"c"), ReadValue::Counter(1));
+        assert_eq!(cluster.engine(2).value(b"c"), ReadValue::Counter(1));
+    }
+
+    /// Concurrent increments on two nodes, each within range, can merge past it: reads then
+    /// saturate, a write further out is refused, and one back towards the range passes.
+    #[test]
+    fn a_counter_merged_past_the_range_takes_writes_back_towards_it() {
+        let mut cluster = Cluster::new(2, ValueType::Counter);
+        cluster.isolate(1);
+        cluster.write(1, "c", Op::CounterAdd(i64::MAX), WriteLevel::Local);
+        cluster.write(2, "c", Op::CounterAdd(i64::MAX), WriteLevel::Local);
+        cluster.heal();
+        cluster.run_for(Duration::from_secs(2), STEP);
+        cluster.assert_converged();
+        assert_eq!(cluster.engine(1).value(b"c"), ReadValue::Counter(i64::MAX));
+        let error = refused(&mut cluster, 1, "c", 1);
+        let value = i64::MAX;
+        assert_eq!(error, WriteError::CounterOverflow { value, by: 1 });
+        cluster.write(1, "c", Op::CounterAdd(-i64::MAX), WriteLevel::Local);
+        cluster.write(1, "c", Op::CounterAdd(-2), WriteLevel::Local);
+        assert_eq!(
+            cluster.engine(1).value(b"c"),
+            ReadValue::Counter(i64::MAX - 2)
+        );
+    }
+}
+
 impl Cluster {
     /// Starts node `id` with `members` (a node joining a running keyspace).
     fn add_node(&mut self, id: u64, members: &[u64], value_type: ValueType) {

@@ -13,6 +13,12 @@
 //! token, it is the `MVReg`/`Orswot` dot (so dots are never reused, not even after a tombstone
 //! is collected and the key starts again), and it is recorded in [`KeyState::context`].
 //!
+//! A counter write is refused (`ApplyError::CounterOverflow`, `CounterExhausted`) if its
+//! result would leave the `i64` range reads report, or if this node's `u64` total of
+//! increments (or decrements) inside the `PNCounter` could not take it: either would be
+//! acknowledged and then lost. Concurrent writes elsewhere can still merge past the range;
+//! reads then saturate.
+//!
 //! The whole key state is what replicates: a delta is the key's full state after a write, and
 //! anti-entropy ships full states. State merge is commutative, associative and idempotent, so
 //! lost, duplicated and reordered deltas are harmless. (Shipping `Orswot` *ops* would not be:
@@ -165,6 +171,30 @@ pub struct WrongType {
     pub got: ValueType,
 }
 
+/// Why a local write cannot apply to a key's state. Nothing was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The operation's type does not match the state's.
+    #[error(transparent)]
+    WrongType(#[from] WrongType),
+    /// The counter's value after the write would leave the `i64` range reads report (a read
+    /// would saturate, so the write would look lost).
+    #[error("counter at {value} cannot change by {by}: the result would leave the i64 range")]
+    CounterOverflow {
+        /// The counter's value before the write (as a read reports it).
+        value: i64,
+        /// The amount refused.
+        by: i64,
+    },
+    /// The PN-counter keeps each node's total of increments, and of decrements, as a `u64`;
+    /// this node's total in the write's direction cannot take `by` more.
+    #[error("this node's running total of the counter's changes cannot take {by} more")]
+    CounterExhausted {
+        /// The amount refused.
+        by: i64,
+    },
+}
+
 /// The identity and time of one local write, allocated by the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteStamp {
@@ -205,12 +235,13 @@ impl KeyState {
     }
 
     /// Applies a local write with its stamp. The result, merged into any replica, has the
-    /// same effect as on this one (this is the "delta": the whole new state).
-    pub fn apply_local(&mut self, op: Op, stamp: WriteStamp) -> Result<(), WrongType> {
+    /// same effect as on this one (this is the "delta": the whole new state). A write that
+    /// is refused changes nothing.
+    pub fn apply_local(&mut self, op: Op, stamp: WriteStamp) -> Result<(), ApplyError> {
         let got = op.value_type();
         let expected = self.value_type();
         if got != expected {
-            return Err(WrongType { expected, got });
+            return Err(WrongType { expected, got }.into());
         }
         let dot = Dot::new(stamp.node, stamp.seq);
         match (&mut self.crdt, op) {
@@ -220,7 +251,10 @@ impl KeyState {
                 mv_write(reg, Some(value), context, dot)
             }
             (Crdt::MvReg(reg), Op::MvDelete { context }) => mv_write(reg, None, context, dot),
-            (Crdt::Counter(counter), Op::CounterAdd(amount)) => counter_add(counter, amount, dot),
+            (Crdt::Counter(counter), Op::CounterAdd(amount)) => {
+                check_counter_add(counter, amount, stamp.node)?;
+                counter_add(counter, amount, dot);
+            }
             (Crdt::Set(set), Op::SetAdd(member)) => set.apply(orswot::Op::Add {
                 dot,
                 members: vec![member],
@@ -276,18 +310,7 @@ impl KeyState {
                     context: ReadContext(read.add_clock),
                 }
             }
-            Crdt::Counter(counter) => {
-                let sum = counter.read();
-                // Out of range only after ~2^63 of increments; the sign decides the clamp.
-                let clamped = i64::try_from(&sum).unwrap_or_else(|_| {
-                    if sum.to_string().starts_with('-') {
-                        i64::MIN
-                    } else {
-                        i64::MAX
-                    }
-                });
-                ReadValue::Counter(clamped)
-            }
+            Crdt::Counter(counter) => ReadValue::Counter(counter_value(counter)),
             Crdt::Set(set) => {
                 let mut members: Vec<Bytes> = set.read().val.into_iter().collect();
                 members.sort();
@@ -377,6 +400,53 @@ fn mv_write(
     };
     clock.apply(dot);
     reg.apply(mvreg::Op::Put { clock, val: value });
+}
+
+/// Refuses a counter write that would be acknowledged and then lost: one taking the value
+/// out of the `i64` range reads report, or one overflowing `node`'s `u64` total of increments
+/// (or decrements), which `crdts` adds with a plain `+` (a panic, or in release a wrapped
+/// total that merges as a no-op). Concurrent writes on other nodes can still merge the value
+/// out of range; reads then saturate, and a write back towards the range passes.
+fn check_counter_add(
+    counter: &PNCounter<NodeId>,
+    amount: i64,
+    node: NodeId,
+) -> Result<(), ApplyError> {
+    let steps = amount.unsigned_abs();
+    // `*_many(node, 0)` is the node's current total as a dot, and cannot overflow.
+    let total = if amount >= 0 {
+        counter.inc_many(node, 0).dot.counter
+    } else {
+        counter.dec_many(node, 0).dot.counter
+    };
+    if total.checked_add(steps).is_none() {
+        return Err(ApplyError::CounterExhausted { by: amount });
+    }
+    let overflow = || ApplyError::CounterOverflow {
+        value: counter_value(counter),
+        by: amount,
+    };
+    // Beyond i128 needs some 2^63 nodes' totals: not a state any replica can hold.
+    let Ok(before) = i128::try_from(&counter.read()) else {
+        return Err(overflow());
+    };
+    let after = before.saturating_add(i128::from(amount));
+    let outward = (amount > 0 && after > i128::from(i64::MAX))
+        || (amount < 0 && after < i128::from(i64::MIN));
+    if outward { Err(overflow()) } else { Ok(()) }
+}
+
+/// The counter's sum as reads report it: saturated at the `i64` range.
+fn counter_value(counter: &PNCounter<NodeId>) -> i64 {
+    let sum = counter.read();
+    // Out of range only when concurrent writes merged past it; the sign decides the clamp.
+    i64::try_from(&sum).unwrap_or_else(|_| {
+        if sum.to_string().starts_with('-') {
+            i64::MIN
+        } else {
+            i64::MAX
+        }
+    })
 }
 
 fn counter_add(counter: &mut PNCounter<NodeId>, amount: i64, dot: Dot<NodeId>) {

@@ -6,13 +6,25 @@ use super::error::WriteError;
 use super::levels::{Event, SessionToken, WriteLevel};
 use super::liveness::Liveness;
 use super::message::{GossipMessage, KeyEntry};
-use super::value::KeyState;
+use super::value::{ApplyError, KeyState};
 use super::{
     DELTA_BYTES_MAX, EVENTS_UNDRAINED_MAX, KEY_BYTES_MAX, KEY_STATE_BYTES_MAX, VALUE_BYTES_MAX,
     WRITES_PENDING_MAX,
 };
 use crate::types::{Instant, NodeId};
 use bytes::Bytes;
+
+/// The write error for a local write its key's state refused. `check_write` compared the
+/// operation's type with the keyspace's first, so a wrong type here is a bug.
+pub(super) fn refused_apply(error: ApplyError) -> WriteError {
+    match error {
+        ApplyError::WrongType(wrong) => {
+            panic!("invariant: the operation's type was checked against the keyspace: {wrong}")
+        }
+        ApplyError::CounterOverflow { value, by } => WriteError::CounterOverflow { value, by },
+        ApplyError::CounterExhausted { by } => WriteError::CounterExhausted { by },
+    }
+}
 
 impl AntiEntropy {
     pub(super) fn check_write(&self, key: &Bytes, op: &super::value::Op) -> Result<(), WriteError> {

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 /// The loss rate is a whole percentage; 100 cuts the link.
 pub const LOSS_PERCENT_MAX: u8 = 100;
-/// Delays above this are almost certainly a typo, and would hold messages in memory.
+/// Delays above this are almost certainly a typo, and would hold messages in memory. A rule's
+/// delay plus its jitter must stay within it.
 pub const DELAY_MAX: Duration = Duration::from_secs(10);
 
 /// One rule. Rules add up: a message is dropped if any rule drops it, and delayed by the sum
@@ -55,9 +56,11 @@ pub enum Verdict {
 pub enum FaultRuleError {
     #[error("loss of {percent}% is more than 100%")]
     LossTooHigh { percent: u8 },
-    #[error("delay of {delay:?} exceeds the limit of {delay_max:?}")]
+    /// Each part is reported as given: their sum may not even be a `Duration`.
+    #[error("delay of {delay:?} plus jitter of {jitter:?} exceeds the limit of {delay_max:?}")]
     DelayTooLong {
         delay: Duration,
+        jitter: Duration,
         delay_max: Duration,
     },
     #[error("a partition needs at least two non-empty sides")]
@@ -78,9 +81,15 @@ impl FaultRule {
                 Err(FaultRuleError::SameNode { node: *a })
             }
             FaultRule::Loss { a, b, .. } if a == b => Err(FaultRuleError::SameNode { node: *a }),
-            FaultRule::Delay { delay, jitter, .. } if *delay + *jitter > DELAY_MAX => {
+            // Checked: a rule comes from a client, and `Duration + Duration` panics on overflow.
+            FaultRule::Delay { delay, jitter, .. }
+                if delay
+                    .checked_add(*jitter)
+                    .is_none_or(|total| total > DELAY_MAX) =>
+            {
                 Err(FaultRuleError::DelayTooLong {
-                    delay: *delay + *jitter,
+                    delay: *delay,
+                    jitter: *jitter,
                     delay_max: DELAY_MAX,
                 })
             }
@@ -163,7 +172,10 @@ impl FaultRules {
                     delay: base,
                     jitter,
                 } if same_link(a, b, from, to) => {
-                    delay += base + rng.duration_between(Duration::ZERO, jitter);
+                    // Saturating: `rules` is a public field, so a set that never went through
+                    // `add` must not panic the transport either.
+                    let drawn = base.saturating_add(rng.duration_between(Duration::ZERO, jitter));
+                    delay = delay.saturating_add(drawn);
                 }
                 _ => {}
             }
@@ -309,5 +321,56 @@ mod tests {
             Err(FaultRuleError::DelayTooLong { .. })
         ));
         assert!(faults.rules.is_empty());
+    }
+
+    /// Issue 12: `validate` added delay and jitter with `+`, which panics on overflow. Any
+    /// client can send a rule (`AdminRequest::SetFaults`), so a delay of `Duration::MAX` took
+    /// down the node that checked it. Now the sum is checked and the rule refused.
+    #[test]
+    fn delays_whose_sum_overflows_are_refused_without_a_panic() {
+        let delay_rule = |delay, jitter| FaultRule::Delay {
+            a: N1,
+            b: N2,
+            delay,
+            jitter,
+        };
+        let huge = [
+            (Duration::MAX, Duration::MAX),
+            (Duration::MAX, Duration::ZERO),
+            (Duration::ZERO, Duration::MAX),
+            (DELAY_MAX, Duration::from_nanos(1)),
+        ];
+        for (delay, jitter) in huge {
+            let expected = FaultRuleError::DelayTooLong {
+                delay,
+                jitter,
+                delay_max: DELAY_MAX,
+            };
+            assert_eq!(delay_rule(delay, jitter).validate(), Err(expected));
+        }
+        let at_the_limit = delay_rule(DELAY_MAX - Duration::from_secs(1), Duration::from_secs(1));
+        assert_eq!(at_the_limit.validate(), Ok(()));
+    }
+
+    /// `rules` is public, so a set that skipped `add` can reach the transport: judging it
+    /// saturates instead of panicking.
+    #[test]
+    fn unchecked_huge_delays_saturate_when_judged() {
+        let huge = FaultRule::Delay {
+            a: N1,
+            b: N2,
+            delay: Duration::MAX,
+            jitter: Duration::MAX,
+        };
+        let faults = FaultRules {
+            rules: vec![huge.clone(), huge],
+        };
+        let mut rng = SeededRng::new(3);
+        assert_eq!(
+            faults.verdict(N1, N2, &mut rng),
+            Verdict::Deliver {
+                delay: Duration::MAX
+            }
+        );
     }
 }

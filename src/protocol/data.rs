@@ -339,6 +339,22 @@ pub enum ClientError {
     /// The node hit an error of its own (storage); it stops serving.
     #[error("the node failed: {reason}")]
     NodeFailed { reason: String },
+    /// An `incr`/`decr` whose result would leave the range a counter reads in (i64).
+    /// Nothing was written. (New variants go last: the wire encodes the variant's index.)
+    #[error(
+        "counter at {value} cannot change by {by}: the result would be outside the counter's \
+         range, {} to {}; nothing was written",
+        i64::MIN,
+        i64::MAX
+    )]
+    CounterOverflow { value: i64, by: i64 },
+    /// The node's own running total of a counter's increments (or decrements), kept as a
+    /// u64, cannot take the amount. Nothing was written; another node can take it.
+    #[error(
+        "this node's running total of the counter's changes cannot take {by} more (it is an \
+         unsigned 64-bit number); nothing was written, another node can take the change"
+    )]
+    CounterExhausted { by: i64 },
 }
 
 fn check_size(what: &str, bytes: usize, bytes_max: usize) -> Result<(), ClientError> {

@@ -708,16 +708,39 @@ impl Drop for ChildGuard {
 /// directory lands in the test's), its output in files in `dir`, until it exits or
 /// `deadline` passes.
 pub fn run_capdial(dir: &Path, args: &[&str], deadline: Duration) -> Run {
+    run_capdial_with_input(dir, args, None, deadline)
+}
+
+/// [`run_capdial`], with `input` written to the command's stdin through a pipe (then closed)
+/// when it is `Some`.
+pub fn run_capdial_with_input(
+    dir: &Path,
+    args: &[&str],
+    input: Option<Vec<u8>>,
+    deadline: Duration,
+) -> Run {
     let stdout_path = dir.join("capdial.stdout");
     let stderr_path = dir.join("capdial.stderr");
-    let child = Command::new(env!("CARGO_BIN_EXE_capdial"))
+    let stdin = match input {
+        Some(_) => Stdio::piped(),
+        None => Stdio::null(),
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_capdial"))
         .args(args)
         .env("TMPDIR", dir)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(File::create(&stdout_path).expect("stdout file"))
         .stderr(File::create(&stderr_path).expect("stderr file"))
         .spawn()
         .expect("spawn capdial");
+    // A pipe holds only some KiB: a thread writes while the child reads. A child that exits
+    // without reading it all breaks the pipe, which its own status then explains.
+    let writer = child.stdin.take().zip(input).map(|(mut pipe, bytes)| {
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = pipe.write_all(&bytes);
+        })
+    });
     let mut guard = ChildGuard(child);
     let started = std::time::Instant::now();
     let status = loop {
@@ -731,6 +754,10 @@ pub fn run_capdial(dir: &Path, args: &[&str], deadline: Duration) -> Run {
         std::thread::sleep(Duration::from_millis(100));
     };
     drop(guard);
+    if let Some(writer) = writer {
+        // The child is gone, so the pipe is closed and the write has ended.
+        let _ = writer.join();
+    }
     Run {
         status,
         stdout: fs::read_to_string(&stdout_path).unwrap_or_default(),

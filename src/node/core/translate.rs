@@ -110,6 +110,8 @@ pub(super) fn write_error(error: eventual::WriteError) -> ClientError {
         E::KeyTooLarge { bytes, bytes_max } => too_large("key", bytes, bytes_max),
         E::ValueTooLarge { bytes, bytes_max } => too_large("value", bytes, bytes_max),
         E::StateTooLarge { bytes, bytes_max } => too_large("key state", bytes, bytes_max),
+        E::CounterOverflow { value, by } => ClientError::CounterOverflow { value, by },
+        E::CounterExhausted { by } => ClientError::CounterExhausted { by },
         E::Backpressure { .. } => ClientError::Backpressure,
         other => ClientError::Malformed {
             reason: other.to_string(),
