@@ -97,6 +97,22 @@ pub enum WriteError {
         /// The amount refused.
         by: i64,
     },
+    /// An `mvreg` write's context names a write this node has not seen (a forged context, or
+    /// one read on another node before the write reached this one). Taking it would let the
+    /// context claim writes that do not exist here yet: with a counter above what a node
+    /// ever issued, every later write of that node would be dominated and dropped while
+    /// acknowledged. Nothing was applied; read the key here, or retry once it has spread.
+    #[error(
+        "the context names write {counter} of {node}, which this node has not seen (it has seen up to {seen})"
+    )]
+    ContextAhead {
+        /// The node the context's entry names.
+        node: NodeId,
+        /// The counter the context claims.
+        counter: u64,
+        /// The highest counter of `node` this node knows of.
+        seen: u64,
+    },
     /// This node's running total of the counter's increments (or decrements), a `u64` in
     /// the PN-counter, cannot take the amount. Nothing was applied; another node can.
     #[error("this node's running total of the counter's changes cannot take {by} more")]

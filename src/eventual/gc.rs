@@ -110,6 +110,12 @@ impl Knowledge {
                 .is_some_and(|seqs| seqs.contains(&token.seq))
     }
 
+    /// The highest write counter of `node` this node has seen (contiguous or not).
+    pub fn highest_seen(&self, node: NodeId) -> u64 {
+        let above = self.above.get(&node).and_then(|seqs| seqs.last().copied());
+        self.vector.get(&node).max(above.unwrap_or(0))
+    }
+
     /// True if every dot of `context` is within the contiguous vector.
     pub fn covers(&self, context: &VClock<NodeId>) -> bool {
         covers(&self.vector, context)

@@ -453,6 +453,82 @@ fn concurrent_mvreg_writes_become_siblings_and_a_context_write_replaces_them() {
     assert_eq!(siblings, vec![bytes("c")]);
 }
 
+/// A forged `mvreg` context claiming this node's write `u64::MAX` would dominate every later
+/// write of this node: blind puts would be acknowledged and dropped. A context may only name
+/// writes the node has seen; one read on another node before the write spread is refused
+/// too, and taken once the write has arrived.
+#[test]
+fn an_mvreg_context_naming_unseen_writes_is_refused() {
+    let mut cluster = Cluster::new(2, ValueType::MvReg);
+    let put = |value, context| Op::MvPut {
+        value: bytes(value),
+        context,
+    };
+    let forged = ReadContext(crdts::VClock::from(crdts::Dot::new(NodeId(1), u64::MAX)));
+    let (now, wall) = (cluster.now, WallMillis(cluster.wall));
+    let engine = &mut cluster.node(NodeId(1)).engine;
+    let refused = engine.local_write(
+        now,
+        wall,
+        RequestId(900),
+        bytes("k"),
+        put("forged", Some(forged)),
+        WriteLevel::Local,
+    );
+    assert!(matches!(
+        refused,
+        Err(WriteError::ContextAhead {
+            node: NodeId(1),
+            counter: u64::MAX,
+            seen: 0
+        })
+    ));
+    cluster.write(1, "k", put("blind", None), WriteLevel::Local);
+    let ReadValue::MvReg { siblings, .. } = cluster.engine(1).value(b"k") else {
+        panic!("mvreg")
+    };
+    assert_eq!(siblings, vec![bytes("blind")], "the blind put is kept");
+
+    // n2 writes while cut off; a client reads it there and writes back through n1.
+    cluster.isolate(2);
+    cluster.write(2, "k", put("from n2", None), WriteLevel::Local);
+    let ReadValue::MvReg { context, .. } = cluster.engine(2).value(b"k") else {
+        panic!("mvreg")
+    };
+    let (now, wall) = (cluster.now, WallMillis(cluster.wall));
+    let engine = &mut cluster.node(NodeId(1)).engine;
+    let early = engine.local_write(
+        now,
+        wall,
+        RequestId(901),
+        bytes("k"),
+        put("replaces both", Some(context.clone())),
+        WriteLevel::Local,
+    );
+    assert!(
+        matches!(
+            early,
+            Err(WriteError::ContextAhead {
+                node: NodeId(2),
+                ..
+            })
+        ),
+        "{early:?}"
+    );
+    cluster.heal();
+    cluster.run_for(Duration::from_secs(1), STEP);
+    cluster.write(
+        1,
+        "k",
+        put("replaces both", Some(context)),
+        WriteLevel::Local,
+    );
+    let ReadValue::MvReg { siblings, .. } = cluster.engine(1).value(b"k") else {
+        panic!("mvreg")
+    };
+    assert_eq!(siblings, vec![bytes("replaces both")]);
+}
+
 #[test]
 fn lww_later_write_wins_even_from_a_node_whose_wall_clock_is_behind() {
     let mut cluster = Cluster::new(2, ValueType::Lww);

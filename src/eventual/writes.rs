@@ -54,6 +54,16 @@ impl AntiEntropy {
                 bytes_max: VALUE_BYTES_MAX,
             });
         }
+        if let Op::MvPut {
+            context: Some(context),
+            ..
+        }
+        | Op::MvDelete {
+            context: Some(context),
+        } = op
+        {
+            self.check_context(context)?;
+        }
         if self.events.len() >= EVENTS_UNDRAINED_MAX {
             return Err(WriteError::Backpressure {
                 pending: self.events.len(),
@@ -65,6 +75,28 @@ impl AntiEntropy {
                 pending: self.writes.len(),
                 pending_max: WRITES_PENDING_MAX,
             });
+        }
+        Ok(())
+    }
+
+    /// Refuses a context that names a write this node has not seen: its own writes up to its
+    /// counter, another node's up to the highest dot it has merged or a peer has reported.
+    fn check_context(&self, context: &super::value::ReadContext) -> Result<(), WriteError> {
+        for dot in context.0.iter() {
+            let node = *dot.actor;
+            let seen = if node == self.config.node {
+                self.seq
+            } else {
+                let reported = self.peer_knowledge.values().map(|vector| vector.get(&node));
+                reported.fold(self.knowledge.highest_seen(node), u64::max)
+            };
+            if dot.counter > seen {
+                return Err(WriteError::ContextAhead {
+                    node,
+                    counter: dot.counter,
+                    seen,
+                });
+            }
         }
         Ok(())
     }

@@ -355,6 +355,18 @@ pub enum ClientError {
          unsigned 64-bit number); nothing was written, another node can take the change"
     )]
     CounterExhausted { by: i64 },
+    /// An `mvreg` write's context names a write of `node` this node has not seen yet (read
+    /// through another node, or forged). Nothing was written.
+    #[error(
+        "the context names write {counter} of {node}, which this node has not seen yet (it has \
+         seen up to {seen}); nothing was written: read the key through this node, or retry \
+         once the write has spread"
+    )]
+    ContextAhead {
+        node: NodeId,
+        counter: u64,
+        seen: u64,
+    },
 }
 
 fn check_size(what: &str, bytes: usize, bytes_max: usize) -> Result<(), ClientError> {

@@ -112,6 +112,15 @@ pub(super) fn write_error(error: eventual::WriteError) -> ClientError {
         E::StateTooLarge { bytes, bytes_max } => too_large("key state", bytes, bytes_max),
         E::CounterOverflow { value, by } => ClientError::CounterOverflow { value, by },
         E::CounterExhausted { by } => ClientError::CounterExhausted { by },
+        E::ContextAhead {
+            node,
+            counter,
+            seen,
+        } => ClientError::ContextAhead {
+            node,
+            counter,
+            seen,
+        },
         E::Backpressure { .. } => ClientError::Backpressure,
         other => ClientError::Malformed {
             reason: other.to_string(),
