@@ -421,7 +421,7 @@ impl AntiEntropy {
                 ack_requested,
             } => {
                 let KeyEntry { key, state } = entry;
-                if self.from_future(&state) {
+                if self.stamped_too_far_ahead(&state) {
                     return; // Not merged, so not acknowledged: the writer times out.
                 }
                 self.merge_remote(key, state, ack_requested);
@@ -912,7 +912,7 @@ impl AntiEntropy {
         if state.value_type() != self.config.value_type || key.len() > KEY_BYTES_MAX {
             return false;
         }
-        if self.from_future(&state) {
+        if self.stamped_too_far_ahead(&state) {
             return false;
         }
         if let Some(stamp) = state.lww_stamp() {
@@ -950,7 +950,7 @@ impl AntiEntropy {
 
     /// True (and counted) if `state` is an `lww` state stamped more than `clock_skew_max`
     /// ahead of this node's wall clock.
-    pub(super) fn from_future(&mut self, state: &KeyState) -> bool {
+    pub(super) fn stamped_too_far_ahead(&mut self, state: &KeyState) -> bool {
         let (Some(stamp), Some(wall)) = (state.lww_stamp(), self.wall) else {
             return false;
         };

@@ -131,7 +131,7 @@ impl AntiEntropy {
         }
         // A state this node refuses to merge is not served either: the peer counts as
         // holding nothing newer.
-        let state = state.filter(|state| !self.from_future(state));
+        let state = state.filter(|state| !self.stamped_too_far_ahead(state));
         let Some(PendingRead::Quorum { replies, .. }) = self.reads.get_mut(&read) else {
             return;
         };
