@@ -1,6 +1,7 @@
 //! Peer links over real QUIC on 127.0.0.1: messages flow between three nodes, fault rules
-//! drop what they should, a peer that claims another node's name is cut off, and a malformed
-//! frame ends only its own stream. Every wait has a deadline; nothing sleeps.
+//! drop what they should, a peer that claims another node's name is cut off, a client
+//! certificate on the peer protocol is turned away, and a malformed frame ends only its own
+//! stream. Every wait has a deadline; nothing sleeps.
 
 use capdial::net::faults::{FaultRule, FaultRules};
 use capdial::net::peer::{Inbound, Lane, StreamHello, Transport, TransportConfig};
@@ -189,6 +190,36 @@ async fn a_peer_claiming_another_name_is_cut_off_and_garbage_ends_one_stream() {
         .send(NodeId(1), Lane::Raft, &text(7, "still here"))
         .unwrap();
     assert_eq!(receive(&mut nodes[0]).await.message.0, 7);
+}
+
+/// A client certificate (signed by the same CA) on the peer protocol is turned away before
+/// any stream is read: each stream could otherwise make the node buffer a frame of up to the
+/// wire's limit before its hello was checked.
+#[tokio::test]
+async fn a_client_certificate_on_the_peer_protocol_is_closed_before_any_frame_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path(), 1).await;
+    let address = nodes[0].endpoint.local_addr().unwrap();
+    let admin = Identity::load(dir.path(), Role::Client, "admin").unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(admin.client_config(tls::ALPN_PEER).unwrap());
+    let connection = endpoint
+        .connect(address, tls::ANY_NODE_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    // A header announcing a frame at the limit, whose payload never comes.
+    let mut header = vec![capdial::wire::encode(&()).unwrap()[0]];
+    header.extend_from_slice(&(capdial::wire::FRAME_BYTES_MAX as u32).to_le_bytes());
+    let mut stream = connection.open_uni().await.unwrap();
+    let _ = stream.write_all(&header).await;
+    let closed = tokio::time::timeout(DEADLINE, connection.closed())
+        .await
+        .expect("the node closes the connection");
+    assert!(
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(_)),
+        "{closed:?}"
+    );
 }
 
 #[tokio::test]

@@ -213,6 +213,12 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         connection: quinn::Connection,
         inbound: mpsc::Sender<Inbound<M>>,
     ) {
+        // Only nodes speak this protocol: a client certificate is turned away before any
+        // stream is read (each could otherwise have a frame of up to the limit buffered).
+        if tls::peer_is_any_node(&connection).is_err() {
+            connection.close(CLOSE_WRONG_IDENTITY.into(), b"not a node certificate");
+            return;
+        }
         while let Ok(stream) = connection.accept_uni().await {
             let transport = self.clone();
             let connection = connection.clone();
@@ -233,11 +239,11 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         mut stream: quinn::RecvStream,
         inbound: mpsc::Sender<Inbound<M>>,
     ) -> Result<(), StreamEnd> {
-        let hello: StreamHello = read_frame(&mut stream).await?;
+        let hello: StreamHello = read_frame(&mut stream, HELLO_BYTES_MAX).await?;
         let from = hello.from;
         tls::peer_is_node(connection, &from.to_string()).map_err(|_| StreamEnd::WrongIdentity)?;
         loop {
-            let message: M = read_frame(&mut stream).await?;
+            let message: M = read_frame(&mut stream, wire::FRAME_BYTES_MAX).await?;
             if self.verdict(from, self.id) == Verdict::Drop {
                 continue;
             }
@@ -270,14 +276,24 @@ enum StreamEnd {
     Closed,
 }
 
-/// Reads one frame: the header first, so the length is checked before anything is allocated.
-async fn read_frame<T: DeserializeOwned>(stream: &mut quinn::RecvStream) -> Result<T, StreamEnd> {
+/// The most a stream's hello may take: its identity is checked before anything larger is read.
+const HELLO_BYTES_MAX: usize = 256;
+
+/// Reads one frame of at most `bytes_max` (below the wire's own limit): the header first, so
+/// the length is checked before anything is allocated.
+async fn read_frame<T: DeserializeOwned>(
+    stream: &mut quinn::RecvStream,
+    bytes_max: usize,
+) -> Result<T, StreamEnd> {
     let mut header = [0u8; wire::HEADER_BYTES];
     stream
         .read_exact(&mut header)
         .await
         .map_err(|_| StreamEnd::Broken)?;
     let length = wire::decode_header(&header).map_err(|_| StreamEnd::Broken)?;
+    if length > bytes_max {
+        return Err(StreamEnd::Broken);
+    }
     let mut frame = vec![0u8; wire::HEADER_BYTES + length];
     frame[..wire::HEADER_BYTES].copy_from_slice(&header);
     stream

@@ -316,6 +316,11 @@ pub fn peer_is_node(connection: &quinn::Connection, id: &str) -> Result<(), Peer
     peer_has_name(connection, &subject_name(Role::Node, id))
 }
 
+/// Checks that the peer on `connection` holds a node certificate, of any node.
+pub fn peer_is_any_node(connection: &quinn::Connection) -> Result<(), PeerIdentityError> {
+    peer_has_name(connection, ANY_NODE_SERVER_NAME)
+}
+
 /// Checks that the peer on `connection` holds a client certificate for `name`.
 pub fn peer_is_client(connection: &quinn::Connection, name: &str) -> Result<(), PeerIdentityError> {
     peer_has_name(connection, &subject_name(Role::Client, name))
