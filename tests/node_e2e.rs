@@ -3,7 +3,7 @@
 //! eventual lww/counter/set/mvreg written on one node and read on another, and the typed
 //! errors a user gets for a wrong command, an unknown keyspace, an oversized key or value and
 //! a level that does not apply; a counter write past the i64 range is refused, also through
-//! the CLI binary.
+//! the CLI binary; the CLI writes values too long for its command line from a file or stdin.
 
 mod common;
 
@@ -49,6 +49,7 @@ async fn both_modes_end_to_end() {
     eventual_quorum_and_session_levels(&cluster).await;
     typed_errors(&cluster).await;
     counter_overflow_is_refused(&cluster).await;
+    cli_values_from_a_file_and_stdin(&cluster).await;
     retried_write_applies_once(&cluster).await;
 }
 
@@ -588,6 +589,68 @@ async fn counter_overflow_is_refused(cluster: &Cluster) {
     let run = cli(cluster, 1, &["get", HITS, "views"], None).await;
     let value = (i64::MAX - 5).to_string();
     assert!(run.stdout.starts_with(&value), "{}", run.output());
+}
+
+/// A value over the OS's limit for one argument (128 KiB on Linux) could not be written from
+/// the CLI (issue 12). Now `--value-file PATH` and `-` (stdin) carry one, byte for byte.
+async fn cli_values_from_a_file_and_stdin(cluster: &Cluster) {
+    const BYTES: usize = 300 * 1024;
+    let binary: Vec<u8> = (0..=255u8).cycle().take(BYTES).collect();
+    let text: Vec<u8> = b"from stdin, "
+        .iter()
+        .copied()
+        .cycle()
+        .take(BYTES)
+        .collect();
+    let path = cluster.dir.path().join("big-value.bin");
+    std::fs::write(&path, &binary).expect("write the value file");
+    let path = path.to_str().expect("a UTF-8 temporary path");
+    let writes = [
+        (vec!["put", ORDERS, "big-file", "--value-file", path], None),
+        (vec!["put", PROFILES, "big-stdin", "-"], Some(text.clone())),
+        (
+            vec!["cas", ORDERS, "big-cas", "--expect", "absent", "-"],
+            Some(text.clone()),
+        ),
+    ];
+    for (args, input) in writes {
+        let run = cli(cluster, 1, &args, input).await;
+        assert!(run.status.is_some_and(|s| s.success()), "{}", run.output());
+        assert!(run.stdout.starts_with("OK\n"), "{args:?}: {}", run.output());
+    }
+    // Byte for byte, through the library; and the text back through the CLI.
+    let client = cluster.client().await;
+    for (keyspace, key, want) in [
+        (ORDERS, "big-file", &binary),
+        (ORDERS, "big-cas", &text),
+        (PROFILES, "big-stdin", &text),
+    ] {
+        // The eventual write went to n1 only; a strong read follows the leader.
+        let at = cluster.addr(1);
+        let read = op::get(key);
+        let (answer, _) = match keyspace {
+            ORDERS => client.execute(keyspace, read, None, None, None).await,
+            _ => {
+                client
+                    .execute_at(&at, keyspace, read, None, None, None)
+                    .await
+            }
+        }
+        .expect("get the big value");
+        let got = match answer {
+            Answer::Strong(Some(versioned)) => versioned.value,
+            Answer::Eventual(ReadValue::Lww { value: Some(v), .. }) => v,
+            other => panic!("{key}: no value: {other:?}"),
+        };
+        assert!(
+            got == want[..],
+            "{key}: {} bytes back, not the same",
+            got.len()
+        );
+    }
+    let run = cli(cluster, 1, &["get", PROFILES, "big-stdin"], None).await;
+    let first_line = run.stdout.lines().next().unwrap_or_default();
+    assert!(first_line.as_bytes() == text, "{}", &run.stderr);
 }
 
 /// Runs the `capdial` binary against node `nX`, feeding it `input` on stdin (none if

@@ -2,10 +2,12 @@
 //! `incr`, `decr`, `sadd`, `srem`, `smembers`), `keyspace`, `member`, `fault` and `status`.
 //!
 //! Every command takes the connection flags (`--endpoint`, `--certs`, `--client-name`,
-//! `--json`, `--timeout`, `--pin`). The demo's shell runs the same commands on an open
-//! client through [`run_line`].
+//! `--json`, `--timeout`, `--pin`). A value or set member too long for the command line comes
+//! from stdin (`-`) or a file (`--value-file`, `--member-file`): see [`input`]. The demo's
+//! shell runs the same commands on an open client through [`run_line`].
 
 mod cluster;
+pub(crate) mod input;
 #[cfg(test)]
 mod live_tests;
 pub(crate) mod parse;
@@ -17,6 +19,7 @@ use crate::protocol::{Answer, Operation, ReadLevel, Receipt, WriteLevel};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use input::{Loader, Source, Stdin};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,8 +89,12 @@ pub struct Target {
 pub struct PutArgs {
     #[command(flatten)]
     pub target: Target,
-    /// Value
-    pub value: String,
+    /// Value; `-` reads it from stdin, byte for byte (a trailing newline is kept)
+    #[arg(required_unless_present = "value_file")]
+    pub value: Option<String>,
+    /// Read the value from a file, byte for byte, instead of VALUE (at most 1 MiB)
+    #[arg(long, value_name = "PATH", conflicts_with = "value")]
+    pub value_file: Option<PathBuf>,
     /// mvreg: the context token of an earlier read; the write replaces the siblings it saw
     #[arg(long, value_parser = parse::context, value_name = "TOKEN")]
     pub context: Option<ReadContext>,
@@ -127,11 +134,14 @@ pub struct CasArgs {
     /// The key's mod revision it must have, or `absent`
     #[arg(long, value_parser = parse::expectation, value_name = "REV|absent")]
     pub expect: parse::Expect,
-    /// The new value
-    #[arg(required_unless_present = "delete")]
+    /// The new value; `-` reads it from stdin, byte for byte (a trailing newline is kept)
+    #[arg(required_unless_present_any = ["delete", "value_file"])]
     pub value: Option<String>,
+    /// Read the new value from a file, byte for byte, instead of VALUE (at most 1 MiB)
+    #[arg(long, value_name = "PATH", conflicts_with = "value")]
+    pub value_file: Option<PathBuf>,
     /// Delete the key instead of setting it
-    #[arg(long, conflicts_with = "value")]
+    #[arg(long, conflicts_with_all = ["value", "value_file"])]
     pub delete: bool,
     #[command(flatten)]
     pub levels: Levels,
@@ -171,9 +181,12 @@ pub struct CountArgs {
 pub struct MembersArgs {
     #[command(flatten)]
     pub target: Target,
-    /// Members
-    #[arg(required = true)]
+    /// Members; `-` reads one from stdin, byte for byte (a trailing newline is kept)
+    #[arg(required_unless_present = "member_file")]
     pub members: Vec<String>,
+    /// Read a member from a file, byte for byte (repeat for more)
+    #[arg(long, value_name = "PATH")]
+    pub member_file: Vec<PathBuf>,
     #[command(flatten)]
     pub levels: Levels,
     #[command(flatten)]
@@ -241,12 +254,20 @@ fn bytes(text: &str) -> Bytes {
     Bytes::copy_from_slice(text.as_bytes())
 }
 
-/// The operation and levels of a data command; `None` for the admin commands.
-pub fn data_request(command: &OpsCommand) -> Option<(&str, Operation, &Levels)> {
+/// A data command ready to send: its keyspace, operation and levels.
+pub type DataRequest<'a> = (&'a str, Operation, &'a Levels);
+
+/// The operation and levels of a data command (`None` for the admin commands), with each
+/// value and member taken from `load`: the argument, stdin or a file (see [`input`]).
+pub fn data_request<'a>(
+    command: &'a OpsCommand,
+    load: &mut dyn FnMut(&Source) -> anyhow::Result<Bytes>,
+) -> anyhow::Result<Option<DataRequest<'a>>> {
     let key = |target: &Target| bytes(&target.key);
     let (keyspace, operation, levels) = match command {
         OpsCommand::Put(a) => {
-            let value = bytes(&a.value);
+            let source = Source::of(a.value.as_deref(), a.value_file.as_deref());
+            let value = load(&source.ok_or_else(|| no_value("put"))?)?;
             let (key, context) = (key(&a.target), a.context.clone());
             let put = Operation::Put {
                 key,
@@ -273,7 +294,8 @@ pub fn data_request(command: &OpsCommand) -> Option<(&str, Operation, &Levels)> 
             let value = if a.delete {
                 None
             } else {
-                a.value.as_deref().map(bytes)
+                let source = Source::of(a.value.as_deref(), a.value_file.as_deref());
+                Some(load(&source.ok_or_else(|| no_value("cas"))?)?)
             };
             let (key, expected) = (key(&a.target), a.expect.0);
             let cas = Operation::Cas {
@@ -297,7 +319,10 @@ pub fn data_request(command: &OpsCommand) -> Option<(&str, Operation, &Levels)> 
             (&a.target.keyspace, add, &a.levels)
         }
         OpsCommand::Sadd(a) | OpsCommand::Srem(a) => {
-            let members = a.members.iter().map(|m| bytes(m)).collect();
+            let members = member_sources(a)
+                .iter()
+                .map(load)
+                .collect::<anyhow::Result<_>>()?;
             let key = key(&a.target);
             let op = match command {
                 OpsCommand::Sadd(_) => Operation::SetAdd { key, members },
@@ -305,9 +330,24 @@ pub fn data_request(command: &OpsCommand) -> Option<(&str, Operation, &Levels)> 
             };
             (&a.target.keyspace, op, &a.levels)
         }
-        _ => return None,
+        _ => return Ok(None),
     };
-    Some((keyspace.as_str(), operation, levels))
+    Ok(Some((keyspace.as_str(), operation, levels)))
+}
+
+/// The members as given, then those from files, in order.
+fn member_sources(args: &MembersArgs) -> Vec<Source> {
+    let given = args.members.iter().map(|m| Source::of(Some(m), None));
+    let files = args
+        .member_file
+        .iter()
+        .map(|path| Source::of(None, Some(path)));
+    given.chain(files).flatten().collect()
+}
+
+/// Clap requires a value source; this is what a caller that skipped it gets.
+fn no_value(command: &str) -> UsageError {
+    UsageError(format!("{command} needs a VALUE, `-` or --value-file PATH"))
 }
 
 /// Where the requests of one command go and how they are shown.
@@ -337,15 +377,32 @@ pub fn write_answer(
     writeln!(out, "{}", format_receipt(answer, receipt))
 }
 
-/// Runs one parsed command on an open client.
+/// A parsed command with its values read.
+pub enum Prepared<'a> {
+    /// A data command, ready to send.
+    Data(DataRequest<'a>),
+    /// `keyspace`, `member`, `fault` or `status`: they read no values.
+    Admin(&'a OpsCommand),
+}
+
+/// Reads what `command` takes from stdin (if `stdin` allows) or from files. Done before
+/// connecting: a missing file fails at once, and a slow stdin holds no connection open.
+pub fn prepare(command: &OpsCommand, stdin: Stdin) -> anyhow::Result<Prepared<'_>> {
+    let mut loader = Loader::new(stdin);
+    let request = data_request(command, &mut |source| loader.load(source))?;
+    Ok(request.map_or(Prepared::Admin(command), Prepared::Data))
+}
+
+/// Runs one prepared command on an open client.
 pub async fn execute(
     client: &Client,
-    command: &OpsCommand,
+    prepared: Prepared<'_>,
     run: &Run,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
-    let Some((keyspace, operation, levels)) = data_request(command) else {
-        return cluster::execute(client, command, run, out).await;
+    let (keyspace, operation, levels) = match prepared {
+        Prepared::Data(request) => request,
+        Prepared::Admin(command) => return cluster::execute(client, command, run, out).await,
     };
     let name = operation.name();
     let (read, write, session) = (levels.read, levels.write, levels.session);
@@ -411,15 +468,17 @@ pub fn run(command: OpsCommand) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let json = command.conn().json;
-    let result = runtime.block_on(async {
-        let conn = command.conn();
-        let client = connect(conn).await?;
-        let pinned = conn
-            .pin
-            .then(|| client.options().endpoints.first().cloned())
-            .flatten();
-        let run = Run { pinned, json };
-        execute(&client, &command, &run, &mut std::io::stdout()).await
+    let result = prepare(&command, Stdin::Process).and_then(|prepared| {
+        runtime.block_on(async {
+            let conn = command.conn();
+            let client = connect(conn).await?;
+            let pinned = conn
+                .pin
+                .then(|| client.options().endpoints.first().cloned())
+                .flatten();
+            let run = Run { pinned, json };
+            execute(&client, prepared, &run, &mut std::io::stdout()).await
+        })
     });
     Ok(match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -450,7 +509,8 @@ fn line_parser() -> clap::Command {
 /// `--endpoint HOST:PORT` on a line sends that command to that node only (as `--pin` does
 /// for the client's first endpoint); `--json` on a line or `json` turns on JSON output.
 /// `--help` output is written to `out`. Errors are returned for the shell to print, without
-/// an `error:` prefix. `status --watch` is refused: Ctrl-C belongs to the shell.
+/// an `error:` prefix. `status --watch` is refused: Ctrl-C belongs to the shell; so is a `-`
+/// value: the shell's stdin holds its lines.
 pub async fn run_line(
     client: &Client,
     words: &[String],
@@ -486,7 +546,8 @@ pub async fn run_line(
         pinned,
         json: json || conn.json,
     };
-    execute(client, &line.command, &run, out).await
+    let prepared = prepare(&line.command, Stdin::Refused)?;
+    execute(client, prepared, &run, out).await
 }
 
 /// The commands a shell line can run, with one line of help each.
@@ -514,6 +575,18 @@ mod tests {
         let words: Vec<&str> = line.split_whitespace().collect();
         let matches = line_parser().try_get_matches_from(words)?;
         Line::from_arg_matches(&matches).map(|line| line.command)
+    }
+
+    /// `data_request` with stand-ins for stdin and files that say where a value came from.
+    fn data_request(command: &OpsCommand) -> Option<DataRequest<'_>> {
+        let mut load = |source: &Source| {
+            Ok(match source {
+                Source::Arg(text) => bytes(text),
+                Source::Stdin => bytes("<stdin>"),
+                Source::File(path) => bytes(&format!("<{}>", path.display())),
+            })
+        };
+        super::data_request(command, &mut load).expect("the stand-ins never fail")
     }
 
     #[test]
@@ -602,6 +675,54 @@ mod tests {
         assert!(parse("cas orders k --expect 17").is_err());
         assert!(parse("cas orders k --expect 17 v --delete").is_err());
         assert!(parse("cas orders k --expect latest v").is_err());
+    }
+
+    fn value_of(line: &str) -> Option<Bytes> {
+        let command = parse(line).unwrap_or_else(|error| panic!("{line}: {error}"));
+        match data_request(&command).unwrap().1 {
+            Operation::Put { value, .. } => Some(value),
+            Operation::Cas { value, .. } => value,
+            other => panic!("{line}: not a put or cas: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn values_come_from_the_argument_stdin_or_a_file() {
+        assert_eq!(value_of("put orders k v"), Some(bytes("v")));
+        assert_eq!(value_of("put orders k -"), Some(bytes("<stdin>")));
+        let from_file = Some(bytes("<v.bin>"));
+        assert_eq!(value_of("put orders k --value-file v.bin"), from_file);
+        let cas = "cas orders k --expect absent --value-file v.bin";
+        assert_eq!(value_of(cas), from_file);
+        assert_eq!(
+            value_of("cas orders k --expect 3 -"),
+            Some(bytes("<stdin>"))
+        );
+        assert_eq!(value_of("cas orders k --expect 3 --delete"), None);
+        for refused in [
+            "put orders k",
+            "put orders k v --value-file v.bin",
+            "cas orders k --expect 3 --delete --value-file v.bin",
+            "cas orders k --expect 3 v --value-file v.bin",
+            "sadd carts c",
+        ] {
+            assert!(parse(refused).is_err(), "{refused}");
+        }
+        let command = parse("sadd carts c a - --member-file m.bin --member-file n.bin").unwrap();
+        let members = ["a", "<stdin>", "<m.bin>", "<n.bin>"].map(bytes).to_vec();
+        let expected = Operation::SetAdd {
+            key: bytes("c"),
+            members,
+        };
+        assert_eq!(data_request(&command).unwrap().1, expected);
+        assert!(parse("srem carts c --member-file m.bin").is_ok());
+    }
+
+    #[test]
+    fn the_shell_refuses_a_value_from_stdin() {
+        let command = parse("put orders k -").unwrap();
+        let error = prepare(&command, Stdin::Refused).err().expect("refused");
+        assert!(error.is::<UsageError>(), "{error:#}");
     }
 
     #[test]
