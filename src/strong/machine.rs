@@ -772,4 +772,43 @@ mod tests {
                 .contains_key(&ClientId(SESSIONS_MAX as u64 + 9))
         );
     }
+
+    /// A failed cas keeps the current value (up to VALUE_BYTES_MAX) in its session; the
+    /// snapshot stream counted each session as 128 bytes, so a chunk of such sessions could
+    /// grow past a frame.
+    #[test]
+    fn snapshot_chunks_count_the_values_sessions_carry() {
+        let store = Arc::new(MemoryMachineStore::new());
+        let shared: Arc<dyn MachineStore> = store.clone();
+        let mut machine =
+            StrongMachine::open(MachineConfig::default(), GroupId(3), shared).unwrap();
+        let value = Bytes::from(vec![b'v'; VALUE_BYTES_MAX]);
+        apply(
+            &mut machine,
+            1,
+            1,
+            Command::Put {
+                key: bytes("k"),
+                value,
+            },
+        );
+        for client in 2..10 {
+            let refused = Command::Cas {
+                key: bytes("k"),
+                expected: None,
+                value: Some(bytes("x")),
+            };
+            apply(&mut machine, client, 1, refused);
+        }
+        store.commit(GroupId(3), &machine.take_writes());
+        machine.writes_persisted();
+        let image = machine.image().unwrap();
+        let (data, next) = image.chunk(&[], VALUE_BYTES_MAX).unwrap();
+        assert!(next.is_some(), "the sessions take more than one chunk");
+        assert!(
+            data.len() <= 2 * VALUE_BYTES_MAX + 4096,
+            "{} bytes",
+            data.len()
+        );
+    }
 }

@@ -159,14 +159,25 @@ fn tagged(tag: u8, body: &[u8]) -> Bytes {
     Bytes::from(cursor)
 }
 
-/// About how many bytes an item adds to a chunk.
+/// About how many bytes a session adds to a chunk: a fixed allowance, and the values its last
+/// result carries (a failed cas keeps the current value, up to `VALUE_BYTES_MAX`).
 fn session_bytes(session: &Session) -> usize {
-    64 + match &session.last_result {
-        Ok(super::Outcome::Scan { entries, .. }) => entries
+    use super::Outcome::{Cas, Get, Scan};
+    128 + match &session.last_result {
+        Ok(
+            Cas {
+                current: Some(version),
+                ..
+            }
+            | Get {
+                current: Some(version),
+            },
+        ) => version.value.len(),
+        Ok(Scan { entries, .. }) => entries
             .iter()
             .map(|(key, version)| key.len() + version.value.len() + 32)
             .sum(),
-        _ => 64,
+        _ => 0,
     }
 }
 
