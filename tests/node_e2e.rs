@@ -3,7 +3,8 @@
 //! eventual lww/counter/set/mvreg written on one node and read on another, and the typed
 //! errors a user gets for a wrong command, an unknown keyspace, an oversized key or value and
 //! a level that does not apply; a counter write past the i64 range is refused, also through
-//! the CLI binary; the CLI writes values too long for its command line from a file or stdin.
+//! the CLI binary; the CLI writes values too long for its command line from a file or stdin,
+//! and reads a scan larger than a frame back page by page.
 
 mod common;
 
@@ -51,6 +52,7 @@ async fn both_modes_end_to_end() {
     counter_overflow_is_refused(&cluster).await;
     cli_values_from_a_file_and_stdin(&cluster).await;
     retried_write_applies_once(&cluster).await;
+    large_scan_through_the_cli(&cluster).await;
 }
 
 /// The error a request failed with, as the node typed it.
@@ -185,18 +187,34 @@ async fn scan_and_delete(client: &Client) {
         .execute(ORDERS, op::scan("order/", 10), None, None, None)
         .await
         .expect("scan");
-    let Answer::Scan(rows) = answer else {
+    let Answer::Scan { entries, next } = answer else {
         panic!("a scan answers Scan: {answer:?}");
     };
-    let keys: Vec<_> = rows.iter().map(|(key, _)| key.clone()).collect();
+    let keys: Vec<_> = entries.iter().map(|(key, _)| key.clone()).collect();
     assert_eq!(keys, vec![b("order/1"), b("order/2"), b("order/3")]);
+    assert_eq!(next, None, "nothing follows");
     let (answer, _) = client
         .execute(ORDERS, op::scan("order/", 2), None, None, None)
         .await
         .expect("scan with a limit");
     assert!(
-        matches!(&answer, Answer::Scan(rows) if rows.len() == 2),
-        "{answer:?}"
+        matches!(&answer, Answer::Scan { entries, next: Some(next) }
+            if entries.len() == 2 && *next == b("order/2")),
+        "the limit cuts the page and names where to continue: {answer:?}"
+    );
+    let after = Operation::Scan {
+        prefix: b("order/"),
+        limit: 2,
+        after: Some(b("order/2")),
+    };
+    let (answer, _) = client
+        .execute(ORDERS, after, None, None, None)
+        .await
+        .expect("the next page");
+    assert!(
+        matches!(&answer, Answer::Scan { entries, next: None }
+            if entries.len() == 1 && entries[0].0 == b("order/3")),
+        "the next page starts after the key: {answer:?}"
     );
     client
         .execute(ORDERS, op::delete("order/2"), None, None, None)
@@ -714,4 +732,82 @@ async fn retried_write_applies_once(cluster: &Cluster) {
         panic!("the key is there: {answer:?}");
     };
     assert_eq!(found.mod_revision, revisions[0], "applied once, not twice");
+}
+
+/// Keys written for the large scan, and the bytes of each value: 8.4 MiB in all, more than one
+/// frame (8 MiB) can carry, so the answer takes pages.
+const LARGE_KEYS: usize = 72;
+const LARGE_VALUE_BYTES: usize = 120 * 1024;
+
+/// The story: a scan whose answer passed the frame limit was reset by the node, the client
+/// resent it as a lost connection (each resend one more entry in the Raft log, as a
+/// linearizable scan goes through it), and the user saw "not the leader" seconds later. Now
+/// `capdial scan` reads page after page and prints every key; `--limit` stops it early and
+/// says where to continue, and `--after` continues there.
+async fn large_scan_through_the_cli(cluster: &Cluster) {
+    let client = cluster.client().await;
+    let value_of = |i: usize| format!("{i:03}{}", "v".repeat(LARGE_VALUE_BYTES - 3));
+    for i in 0..LARGE_KEYS {
+        let put = op::put(&format!("big/{i:03}"), &value_of(i));
+        client
+            .execute(ORDERS, put, None, None, None)
+            .await
+            .expect("put a large value");
+    }
+    let lines = scan_cli(cluster, &[]).await;
+    assert_eq!(lines.len(), LARGE_KEYS + 1, "every key and a receipt");
+    for (i, line) in lines[..LARGE_KEYS].iter().enumerate() {
+        let expected = format!("big/{i:03} = {}", value_of(i));
+        assert!(*line == expected, "line {i} is big/{i:03} with its value");
+    }
+    let receipt = &lines[LARGE_KEYS];
+    assert!(
+        receipt.starts_with("receipt: linearizable") && receipt.contains(" pages, the first at "),
+        "{receipt}"
+    );
+    let limited = scan_cli(cluster, &["--limit", "40"]).await;
+    assert_eq!(
+        limited.len(),
+        40 + 2,
+        "40 keys, where to continue, a receipt"
+    );
+    assert_eq!(
+        limited[40],
+        "(more keys follow: continue with --after big/039)"
+    );
+    let rest = scan_cli(cluster, &["--after", "big/039"]).await;
+    assert_eq!(
+        rest.len(),
+        LARGE_KEYS - 40 + 1,
+        "the other keys and a receipt"
+    );
+    assert!(
+        rest[0].starts_with("big/040 = 040v"),
+        "continues after the key"
+    );
+}
+
+/// `capdial scan orders big/ EXTRA...` against the cluster: its stdout lines, once it succeeded.
+async fn scan_cli(cluster: &Cluster, extra: &[&str]) -> Vec<String> {
+    let certs = cluster.certs.to_string_lossy().into_owned();
+    let endpoints = cluster.endpoints().join(",");
+    let dir = cluster.dir.path().to_path_buf();
+    let mut args: Vec<String> = ["scan", ORDERS, "big/", "--certs", &certs]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+    args.extend(["--endpoint", &endpoints, "--timeout", "20s"].map(String::from));
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    let run = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::run_capdial(&dir, &args, Duration::from_secs(60))
+    })
+    .await
+    .expect("the CLI ran");
+    assert!(
+        run.status.is_some_and(|status| status.success()),
+        "capdial scan failed:\n{}",
+        run.output()
+    );
+    run.stdout.lines().map(str::to_string).collect()
 }

@@ -12,7 +12,7 @@ use capdial::eventual::{
 use capdial::raft::{Entry, EntryKind, HardState, Membership, ProposalId, Ready, SnapshotMeta};
 use capdial::storage::machine::GC_ROWS_PER_COMMIT;
 use capdial::storage::{Batch, StorageError, Store};
-use capdial::strong::store::{ImageChunk, StagedChunk};
+use capdial::strong::store::{ImageChunk, StagedChunk, row_bytes};
 use capdial::strong::{MachineStore, MachineWrites, Versioned};
 use capdial::types::{GroupId, KeyspaceId, LogIndex, NodeId, Term};
 
@@ -410,8 +410,14 @@ fn machine_rows_are_replaced_by_a_staged_snapshot_and_collected_in_bounded_steps
         "the old rows are gone from view"
     );
     assert_eq!(store.load(GROUP).unwrap().applied, LogIndex(50));
-    let scanned = store.scan(GROUP, b"s", b"s", total + 5).unwrap();
+    let scanned = store
+        .scan(GROUP, b"s", b"s", total + 5, usize::MAX)
+        .unwrap();
     assert_eq!(scanned.len(), total);
+    // A byte budget stops a scan after the row that reaches it, and never before the first.
+    let two: usize = scanned[..2].iter().map(|(k, v)| row_bytes(k, v)).sum();
+    assert_eq!(store.scan(GROUP, b"s", b"s", total, 1).unwrap().len(), 1);
+    assert_eq!(store.scan(GROUP, b"s", b"s", total, two).unwrap().len(), 2);
     // The image streams every row back, in chunks.
     let image = store.image(GROUP).unwrap();
     assert_eq!(image.index(), LogIndex(50));
@@ -442,6 +448,11 @@ fn machine_rows_are_replaced_by_a_staged_snapshot_and_collected_in_bounded_steps
         batch.raft_ready(GroupId(9), &ready(Vec::new(), Some(HardState::default())));
         store.commit(batch).unwrap();
     }
-    assert!(store.scan(GROUP, b"", b"", 10).unwrap().is_empty());
+    assert!(
+        store
+            .scan(GROUP, b"", b"", 10, usize::MAX)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.machine_row_count().unwrap(), 0);
 }

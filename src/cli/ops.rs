@@ -11,6 +11,7 @@ pub(crate) mod input;
 #[cfg(test)]
 mod live_tests;
 pub(crate) mod parse;
+mod scan;
 pub(crate) mod show;
 
 use crate::client::conn::{Client, ClientOptions, ConnError, DEFAULT_CLIENT_NAME};
@@ -149,15 +150,27 @@ pub struct CasArgs {
     pub conn: ConnArgs,
 }
 
+/// `scan`'s arguments; the help text after them says how the pages go.
 #[derive(Clone, Debug, Args)]
+#[command(after_help = "\
+Every key with the prefix is printed, as `etcdctl get --prefix` does: the CLI reads them page
+by page (a page is at most 1000 keys and 4 MiB, so any answer fits a frame) and prints each
+page as it comes; --timeout applies to each page. Each page is a read of its own at the --read
+level, so a long scan is not one snapshot: a key present throughout is printed exactly once, a
+key written or deleted meanwhile may show either state or be missing. The receipt line says
+how many pages were read. When --limit stops the scan before the last key, a `(more keys ...)`
+line names the key to pass to --after.")]
 pub struct ScanArgs {
     /// Keyspace name (strong)
     pub keyspace: String,
     /// Key prefix ("" for every key)
     pub prefix: String,
-    /// Most keys to return
-    #[arg(long, default_value_t = 100)]
-    pub limit: u32,
+    /// Most keys to print, over all pages [default: every key with the prefix]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub limit: Option<u64>,
+    /// Start after this key (to continue a scan that --limit stopped)
+    #[arg(long, value_name = "KEY")]
+    pub after: Option<String>,
     #[command(flatten)]
     pub levels: Levels,
     #[command(flatten)]
@@ -204,7 +217,7 @@ pub enum OpsCommand {
     Delete(DeleteArgs),
     /// Compare-and-set on a strong keyspace: set (or --delete) if the key's revision matches
     Cas(CasArgs),
-    /// Keys starting with a prefix, in order (strong keyspaces)
+    /// Keys starting with a prefix, in order, all of them unless --limit (strong keyspaces)
     Scan(ScanArgs),
     /// Add to a counter (eventual counter keyspaces)
     Incr(CountArgs),
@@ -257,8 +270,9 @@ fn bytes(text: &str) -> Bytes {
 /// A data command ready to send: its keyspace, operation and levels.
 pub type DataRequest<'a> = (&'a str, Operation, &'a Levels);
 
-/// The operation and levels of a data command (`None` for the admin commands), with each
-/// value and member taken from `load`: the argument, stdin or a file (see [`input`]).
+/// The operation and levels of a data command that is one request (`None` for the admin
+/// commands and `scan`, a request per page run by `execute`), with each value and member
+/// taken from `load`: the argument, stdin or a file (see [`input`]).
 pub fn data_request<'a>(
     command: &'a OpsCommand,
     load: &mut dyn FnMut(&Source) -> anyhow::Result<Bytes>,
@@ -304,10 +318,6 @@ pub fn data_request<'a>(
                 value,
             };
             (&a.target.keyspace, cas, &a.levels)
-        }
-        OpsCommand::Scan(a) => {
-            let (prefix, limit) = (bytes(&a.prefix), a.limit);
-            (&a.keyspace, Operation::Scan { prefix, limit }, &a.levels)
         }
         OpsCommand::Incr(a) | OpsCommand::Decr(a) => {
             let negate = matches!(command, OpsCommand::Decr(_));
@@ -381,8 +391,9 @@ pub fn write_answer(
 pub enum Prepared<'a> {
     /// A data command, ready to send.
     Data(DataRequest<'a>),
-    /// `keyspace`, `member`, `fault` or `status`: they read no values.
-    Admin(&'a OpsCommand),
+    /// `scan` (a request per page), `keyspace`, `member`, `fault` or `status`: they read no
+    /// values.
+    Other(&'a OpsCommand),
 }
 
 /// Reads what `command` takes from stdin (if `stdin` allows) or from files. Done before
@@ -390,7 +401,7 @@ pub enum Prepared<'a> {
 pub fn prepare(command: &OpsCommand, stdin: Stdin) -> anyhow::Result<Prepared<'_>> {
     let mut loader = Loader::new(stdin);
     let request = data_request(command, &mut |source| loader.load(source))?;
-    Ok(request.map_or(Prepared::Admin(command), Prepared::Data))
+    Ok(request.map_or(Prepared::Other(command), Prepared::Data))
 }
 
 /// Runs one prepared command on an open client.
@@ -402,7 +413,10 @@ pub async fn execute(
 ) -> anyhow::Result<()> {
     let (keyspace, operation, levels) = match prepared {
         Prepared::Data(request) => request,
-        Prepared::Admin(command) => return cluster::execute(client, command, run, out).await,
+        Prepared::Other(OpsCommand::Scan(args)) => {
+            return scan::execute(client, args, run, out).await;
+        }
+        Prepared::Other(command) => return cluster::execute(client, command, run, out).await,
     };
     let name = operation.name();
     let (read, write, session) = (levels.read, levels.write, levels.session);
@@ -733,6 +747,27 @@ mod tests {
         let command = parse("scan orders a --limit 5 --timeout 250ms").unwrap();
         assert_eq!(command.conn().timeout, Duration::from_millis(250));
         assert_eq!(command.conn().client_name, "admin");
+    }
+
+    #[test]
+    fn scan_takes_a_limit_over_all_pages_and_a_key_to_start_after() {
+        let Ok(OpsCommand::Scan(args)) = parse("scan orders p/ --limit 5000 --after p/9") else {
+            panic!("scan parses");
+        };
+        assert_eq!(
+            (args.limit, args.after.as_deref()),
+            (Some(5000), Some("p/9"))
+        );
+        let Ok(OpsCommand::Scan(args)) = parse("scan orders p/") else {
+            panic!("scan parses");
+        };
+        assert_eq!(args.limit, None, "every key unless limited");
+        assert!(parse("scan orders p/ --limit 0").is_err());
+        let command = parse("scan orders p/").unwrap();
+        assert!(
+            data_request(&command).is_none(),
+            "a scan is a request per page"
+        );
     }
 
     #[test]

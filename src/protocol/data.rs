@@ -110,8 +110,15 @@ pub enum Operation {
         expected: Option<LogIndex>,
         value: Option<Bytes>,
     },
-    /// Strong only: keys starting with `prefix`, in order, at most `limit`.
-    Scan { prefix: Bytes, limit: u32 },
+    /// Strong only: one page of the keys starting with `prefix`, in order: at most `limit`
+    /// of them and at most [`SCAN_BYTES_MAX`](crate::strong::SCAN_BYTES_MAX) of entries, starting after `after`
+    /// (the `next` of the page before) when it is given. [`Answer::Scan`] says where the next
+    /// page starts.
+    Scan {
+        prefix: Bytes,
+        limit: u32,
+        after: Option<Bytes>,
+    },
     /// `counter`: add `by` (negative: decrement).
     Add { key: Bytes, by: i64 },
     /// `set`: add members.
@@ -240,8 +247,12 @@ pub enum Answer {
         revision: LogIndex,
         current: Option<Versioned>,
     },
-    /// Strong: the keys of a scan, in order.
-    Scan(Vec<(Bytes, Versioned)>),
+    /// Strong: one page of a scan's keys, in order. `next` is `Some` when more keys follow:
+    /// the last key of this page, to send as the next request's `after`.
+    Scan {
+        entries: Vec<(Bytes, Versioned)>,
+        next: Option<Bytes>,
+    },
     /// Eventual: a read's value.
     Eventual(ReadValue),
     /// Eventual: a write was acknowledged; `acks` replicas have stored it.
@@ -411,6 +422,9 @@ pub fn check_request(request: &ClientRequest, mode: KeyspaceMode) -> Result<(), 
                 limit_max: SCAN_LIMIT_MAX,
             })
         }
+        Operation::Scan {
+            after: Some(after), ..
+        } => check_size("key", after.len(), KEY_BYTES_MAX),
         _ => Ok(()),
     }
 }
@@ -590,6 +604,7 @@ mod tests {
         let scan = request(Operation::Scan {
             prefix: key("a"),
             limit: 0,
+            after: None,
         });
         assert!(matches!(
             check_request(&scan, STRONG),
@@ -619,5 +634,52 @@ mod tests {
         assert_eq!(crate::wire::roundtrip(&response), response);
         let message = response.result.unwrap_err().to_string();
         assert_eq!(message, "unavailable: this node is on the minority side");
+    }
+
+    /// The machine fills a scan page up to SCAN_BYTES_MAX as `scan_entry_bytes` counts; if
+    /// the codec spent more per entry than that counts, a full page could pass the frame.
+    #[test]
+    fn a_full_scan_page_fits_a_frame() {
+        use crate::strong::{SCAN_BYTES_MAX, scan_entry_bytes};
+        let entry = |key: Bytes, value_bytes: usize| {
+            let version = Versioned {
+                value: Bytes::from(vec![b'v'; value_bytes]),
+                create_revision: LogIndex(1),
+                mod_revision: LogIndex(2),
+            };
+            (key, version)
+        };
+        let encoded =
+            |entries: &Vec<(Bytes, Versioned)>| crate::wire::encode(entries).unwrap().len();
+        let largest = entry(Bytes::from(vec![b'k'; KEY_BYTES_MAX]), VALUE_BYTES_MAX);
+        let counted = scan_entry_bytes(&largest.0, &largest.1);
+        assert_eq!(
+            encoded(&vec![largest.clone()]) - encoded(&Vec::new()),
+            counted
+        );
+        let fitting = SCAN_BYTES_MAX / counted;
+        let mut entries = vec![largest.clone(); fitting];
+        let filler = entry(key("z"), SCAN_BYTES_MAX - fitting * counted - 33);
+        entries.push(filler);
+        let page: usize = entries.iter().map(|(k, v)| scan_entry_bytes(k, v)).sum();
+        assert_eq!(page, SCAN_BYTES_MAX, "a page exactly at the budget");
+        let receipt = Receipt {
+            level: Served::Read(ReadLevel::Linearizable),
+            node: NodeId(1),
+            position: Position::Raft {
+                term: Term(1),
+                applied: LogIndex(2),
+                known_commit: LogIndex(2),
+            },
+            behind: None,
+        };
+        let answer = Answer::Scan {
+            entries,
+            next: Some(largest.0),
+        };
+        let response = ClientResponse {
+            result: Ok((answer, receipt)),
+        };
+        assert!(crate::wire::encode(&response).is_ok());
     }
 }

@@ -12,7 +12,7 @@ use super::tables::*;
 use super::{StorageError, decode, encode, redb_error};
 use crate::raft::SnapshotSource;
 use crate::strong::store::{
-    Image, ImageRead, MachineMeta, MachineStore, MachineWrites, StoreError,
+    Image, ImageRead, MachineMeta, MachineStore, MachineWrites, StoreError, row_bytes,
 };
 use crate::strong::{ClientId, Session, Versioned};
 use crate::types::{GroupId, LogIndex};
@@ -295,7 +295,8 @@ impl ReadView {
         }
     }
 
-    /// Keys of the live generation from `start` while `keep` holds, at most `limit`;
+    /// Keys of the live generation from `start` that start with `prefix`, at most `limit`,
+    /// and none after the one whose `row_bytes` bring the total to `bytes_max`;
     /// `skip_start` leaves out a key equal to `start`.
     fn rows_from(
         &self,
@@ -303,24 +304,27 @@ impl ReadView {
         skip_start: bool,
         prefix: &[u8],
         limit: usize,
+        bytes_max: usize,
     ) -> Result<Vec<(Bytes, Versioned)>, StorageError> {
         let Live { group, generation } = self.live;
         let from: RowKey = (group, generation, start);
         let mut found = Vec::new();
+        let mut bytes = 0;
         for row in self.rows.range(from..).map_err(redb_error)? {
-            if found.len() == limit {
+            if found.len() == limit || bytes >= bytes_max {
                 break;
             }
             let (key, value) = row.map_err(redb_error)?;
-            let (g, n, bytes) = key.value();
-            if (g, n) != (group, generation) || !bytes.starts_with(prefix) {
+            let (g, n, key_bytes) = key.value();
+            if (g, n) != (group, generation) || !key_bytes.starts_with(prefix) {
                 break;
             }
-            if skip_start && bytes == start {
+            if skip_start && key_bytes == start {
                 continue;
             }
             let version = decode(MACHINE_ROWS_NAME, value.value())?;
-            found.push((Bytes::copy_from_slice(bytes), version));
+            bytes += row_bytes(key_bytes, &version);
+            found.push((Bytes::copy_from_slice(key_bytes), version));
         }
         Ok(found)
     }
@@ -367,8 +371,8 @@ impl ImageRead for ReadView {
         limit: usize,
     ) -> Result<Vec<(Bytes, Versioned)>, StoreError> {
         let rows = match after {
-            Some(key) => self.rows_from(key, true, &[], limit)?,
-            None => self.rows_from(&[], false, &[], limit)?,
+            Some(key) => self.rows_from(key, true, &[], limit, usize::MAX)?,
+            None => self.rows_from(&[], false, &[], limit, usize::MAX)?,
         };
         Ok(rows)
     }
@@ -415,10 +419,11 @@ impl MachineStore for super::Store {
         start: &[u8],
         prefix: &[u8],
         limit: usize,
+        bytes_max: usize,
     ) -> Result<Vec<(Bytes, Versioned)>, StoreError> {
         let txn = self.db.begin_read().map_err(redb_error)?;
         let view = ReadView::open(&txn, group)?;
-        Ok(view.rows_from(start, false, prefix, limit)?)
+        Ok(view.rows_from(start, false, prefix, limit, bytes_max)?)
     }
 
     fn image(&self, group: GroupId) -> Result<Arc<dyn SnapshotSource>, StoreError> {

@@ -11,10 +11,29 @@ pub const KEY_BYTES_MAX: usize = 4096;
 /// The largest value, in bytes. Well below `wire::FRAME_BYTES_MAX`, so an entry carrying one
 /// value (plus key and header) always fits one frame.
 pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
-/// The most entries one `Scan` returns; a client pages with a longer prefix or a later key.
+/// The most entries one `Scan` returns; a client asks for the next page after the last key.
 pub const SCAN_LIMIT_MAX: u32 = 1000;
+/// The most bytes of entries (as [`scan_entry_bytes`] counts them) one scan answer carries,
+/// whatever its limit; the first entry is always taken. Half a frame: the answer's other
+/// fields (a receipt, the continuation key) and the codec's headers take far less than the
+/// other half, and a page this size still moves in well under a second on a LAN.
+pub const SCAN_BYTES_MAX: usize = crate::wire::FRAME_BYTES_MAX / 2;
+/// What one entry adds to an encoded scan answer besides its key and value: the codec's two
+/// 8-byte length prefixes and the two 8-byte revisions.
+const SCAN_ENTRY_OVERHEAD_BYTES: usize = 32;
 
 const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX + 1024 < crate::wire::FRAME_BYTES_MAX);
+// The largest entry fits a page on its own, so the page rule "stop before passing the budget,
+// but take the first" never makes a page larger than the budget.
+const _: () =
+    assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX + SCAN_ENTRY_OVERHEAD_BYTES <= SCAN_BYTES_MAX);
+// A full page, the continuation key and a generous 64 KiB for the rest of the answer fit a frame.
+const _: () = assert!(SCAN_BYTES_MAX + KEY_BYTES_MAX + 64 * 1024 <= crate::wire::FRAME_BYTES_MAX);
+
+/// The bytes an entry adds to an encoded scan answer (fixed-width codec: see `wire`).
+pub fn scan_entry_bytes(key: &[u8], version: &Versioned) -> usize {
+    key.len() + version.value.len() + SCAN_ENTRY_OVERHEAD_BYTES
+}
 
 /// A client session, chosen by the client (unique per client process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -26,7 +45,8 @@ impl fmt::Display for ClientId {
     }
 }
 
-/// A client's session (Raft thesis §6.3): its last applied seq and what that returned.
+/// A client's session (Raft thesis §6.3): its last applied write's seq and what that
+/// returned. Reads (gets and scans through the log) leave it alone: they need no at-most-once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     pub last_seq: u64,
@@ -51,8 +71,14 @@ pub enum Command {
     },
     /// Read `key` through the log.
     Get { key: Bytes },
-    /// Read up to `limit` keys starting with `prefix`, in key order, through the log.
-    Scan { prefix: Bytes, limit: u32 },
+    /// Read up to `limit` keys starting with `prefix`, in key order, through the log: those
+    /// after `after` when it is given (the last key of the page before), and no more than
+    /// [`SCAN_BYTES_MAX`] of them.
+    Scan {
+        prefix: Bytes,
+        limit: u32,
+        after: Option<Bytes>,
+    },
 }
 
 impl Command {
@@ -124,7 +150,8 @@ pub enum Outcome {
     },
     /// The key as of the read.
     Get { current: Option<Versioned> },
-    /// Keys in order; `more` says the limit cut the list short.
+    /// Keys in order; `more` says the limit or [`SCAN_BYTES_MAX`] cut the list short, and then
+    /// `entries` is not empty and the next page starts after its last key.
     Scan {
         entries: Vec<(Bytes, Versioned)>,
         more: bool,
@@ -172,6 +199,12 @@ pub enum CommandError {
 /// apply, because an entry may come from a node built with other limits.
 pub fn validate(command: &Command) -> Result<(), CommandError> {
     check_size(Field::Key, command.key().len(), KEY_BYTES_MAX)?;
+    if let Command::Scan {
+        after: Some(after), ..
+    } = command
+    {
+        check_size(Field::Key, after.len(), KEY_BYTES_MAX)?;
+    }
     match command {
         Command::Put { value, .. }
         | Command::Cas {

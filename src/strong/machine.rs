@@ -1,9 +1,10 @@
 //! The strong keyspace's state machine: an ordered map with revisions and client sessions.
 
 use super::command::{
-    ClientId, Command, CommandError, Outcome, Request, Session, Versioned, validate,
+    ClientId, Command, CommandError, Outcome, Request, SCAN_BYTES_MAX, Session, Versioned,
+    scan_entry_bytes, validate,
 };
-use super::store::{MachineStore, MachineWrites, MemoryMachineStore, StoreError};
+use super::store::{MachineStore, MachineWrites, MemoryMachineStore, StoreError, row_bytes};
 use crate::types::{GroupId, LogIndex};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -187,34 +188,60 @@ impl StrongMachine {
         self.store.get(self.group, key)
     }
 
-    /// Up to `limit` keys starting with `prefix`, in order, and whether there are more.
+    /// One page of the keys starting with `prefix` (those after `after`, when given), in
+    /// order, and whether more follow it. A page holds at most `limit` entries and at most
+    /// [`SCAN_BYTES_MAX`] of them as [`scan_entry_bytes`] counts (but always the first), so
+    /// its answer fits a frame; the next page starts after its last key.
     pub fn scan(
         &self,
         prefix: &[u8],
+        after: Option<&[u8]>,
         limit: u32,
     ) -> Result<(Vec<(Bytes, Versioned)>, bool), ReadFailure> {
         validate(&Command::Scan {
             prefix: Bytes::copy_from_slice(prefix),
             limit,
+            after: after.map(Bytes::copy_from_slice),
         })?;
-        let want = limit as usize + 1;
         let overlay = self.overlay_with(prefix);
-        // Every overlay delete may hide one stored key: read that many more, so the first
-        // `want` merged keys are all at or before the last stored key read.
-        let stored = self
-            .store
-            .scan(self.group, prefix, prefix, want + overlay.len())?;
-        let mut merged: BTreeMap<Bytes, Versioned> = stored.into_iter().collect();
-        for (key, row) in overlay {
-            match row {
-                Some(version) => merged.insert(key.clone(), version.clone()),
-                None => merged.remove(key),
+        let mut page = Page::new(limit as usize);
+        let mut start = scan_start(prefix, after);
+        loop {
+            // Stored rows come in batches bounded by count and bytes, so a scan of large
+            // values never reads much more than the page it returns.
+            let rows = (page.room() + 1).min(SCAN_BATCH_ROWS);
+            let bytes_max = SCAN_BYTES_MAX.saturating_sub(page.bytes).max(1);
+            let stored = self
+                .store
+                .scan(self.group, &start, prefix, rows, bytes_max)?;
+            // The batch is every stored key from `start` up to its last one. A batch cut short
+            // by neither bound is all there is; otherwise the store has not been read past
+            // its last key, so the overlay is merged only up to there.
+            let stored_bytes: usize = stored.iter().map(|(k, v)| row_bytes(k, v)).sum();
+            let complete = stored.len() < rows && stored_bytes < bytes_max;
+            let last = match stored.last() {
+                Some((key, _)) if !complete => Some(key.clone()),
+                _ => None,
             };
+            let upper = last.as_ref().map_or(Bound::Unbounded, Bound::Included);
+            let mut merged: BTreeMap<Bytes, Versioned> = stored.into_iter().collect();
+            for (key, row) in overlay.range::<Bytes, _>((Bound::Included(&start), upper)) {
+                match row {
+                    Some(version) => merged.insert((*key).clone(), version.clone()),
+                    None => merged.remove(*key),
+                };
+            }
+            for (key, version) in merged {
+                if !page.admits(&key, &version) {
+                    return Ok((page.entries, true));
+                }
+                page.entries.push((key, version));
+            }
+            match last {
+                Some(last) => start = successor(&last),
+                None => return Ok((page.entries, false)),
+            }
         }
-        let mut entries: Vec<(Bytes, Versioned)> = merged.into_iter().take(want).collect();
-        let more = entries.len() > limit as usize;
-        entries.truncate(limit as usize);
-        Ok((entries, more))
     }
 
     /// The not yet durable changes to keys that start with `prefix`, newest winning.
@@ -258,7 +285,13 @@ impl StrongMachine {
             result,
             duplicate,
         };
+        // A read needs no at-most-once: applied again, it answers with the state at the later
+        // index, which is as linearizable as the first. So reads neither consult nor change
+        // the session: a scan's page (up to SCAN_BYTES_MAX) never lands in the session table
+        // and its snapshot chunks, and a read does not make an older write of its client stale.
+        let write = request.command.is_write();
         if let Some(session) = self.sessions.get(&request.client)
+            && write
             && self.config.dedup()
         {
             if request.seq == session.last_seq {
@@ -277,7 +310,9 @@ impl StrongMachine {
             Ok(()) => Ok(self.execute(index, &request.command)?),
             Err(error) => Err(error),
         };
-        self.remember(request.client, request.seq, index, result.clone());
+        if write {
+            self.remember(request.client, request.seq, index, result.clone());
+        }
         Ok(response(result, false))
     }
 
@@ -318,7 +353,11 @@ impl StrongMachine {
             Command::Get { key } => Outcome::Get {
                 current: self.get(key)?,
             },
-            Command::Scan { prefix, limit } => match self.scan(prefix, *limit) {
+            Command::Scan {
+                prefix,
+                limit,
+                after,
+            } => match self.scan(prefix, after.as_deref(), *limit) {
                 Ok((entries, more)) => Outcome::Scan { entries, more },
                 Err(ReadFailure::Store(error)) => return Err(error),
                 Err(ReadFailure::Command(error)) => {
@@ -412,6 +451,59 @@ impl StrongMachine {
     pub fn image(&self) -> Result<Arc<dyn crate::raft::SnapshotSource>, StoreError> {
         self.store.image(self.group)
     }
+}
+
+/// Stored rows a scan reads per batch: enough to fill a page of small values in a few reads.
+const SCAN_BATCH_ROWS: usize = 256;
+
+/// A scan page being filled.
+struct Page {
+    entries: Vec<(Bytes, Versioned)>,
+    /// The entries' bytes, as [`scan_entry_bytes`] counts them.
+    bytes: usize,
+    limit: usize,
+}
+
+impl Page {
+    fn new(limit: usize) -> Page {
+        Page {
+            entries: Vec::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// Entries the limit still allows.
+    fn room(&self) -> usize {
+        self.limit - self.entries.len()
+    }
+
+    /// Counts the entry in, unless the page is full by count or it would pass
+    /// [`SCAN_BYTES_MAX`] (the first entry always fits: the limits make sure of it).
+    fn admits(&mut self, key: &[u8], version: &Versioned) -> bool {
+        let added = scan_entry_bytes(key, version);
+        if self.room() == 0 || (!self.entries.is_empty() && self.bytes + added > SCAN_BYTES_MAX) {
+            return false;
+        }
+        self.bytes += added;
+        true
+    }
+}
+
+/// The first key a scan reads: the prefix itself, or the key right after `after`.
+fn scan_start(prefix: &[u8], after: Option<&[u8]>) -> Bytes {
+    match after.map(successor) {
+        Some(next) if next.as_ref() > prefix => next,
+        _ => Bytes::copy_from_slice(prefix),
+    }
+}
+
+/// The smallest key greater than `key`: `key` followed by a zero byte.
+fn successor(key: &[u8]) -> Bytes {
+    let mut next = Vec::with_capacity(key.len() + 1);
+    next.extend_from_slice(key);
+    next.push(0);
+    Bytes::from(next)
 }
 
 /// The entries of `overlay` whose keys start with `prefix`.
@@ -629,6 +721,7 @@ mod tests {
         let scan = Command::Scan {
             prefix: bytes(""),
             limit: SCAN_LIMIT_MAX + 1,
+            after: None,
         };
         assert!(matches!(
             validate(&scan),
@@ -648,11 +741,11 @@ mod tests {
         for (seq, key) in ["b2", "a", "b1", "b3", "c"].iter().enumerate() {
             apply(&mut machine, 1, seq as u64 + 1, put(key, "v"));
         }
-        let (entries, more) = machine.scan(b"b", 2).unwrap();
+        let (entries, more) = machine.scan(b"b", None, 2).unwrap();
         let keys: Vec<&[u8]> = entries.iter().map(|(key, _)| key.as_ref()).collect();
         assert_eq!(keys, vec![b"b1".as_ref(), b"b2".as_ref()]);
         assert!(more);
-        let (entries, more) = machine.scan(b"b", 3).unwrap();
+        let (entries, more) = machine.scan(b"b", None, 3).unwrap();
         assert_eq!(entries.len(), 3);
         assert!(!more);
         let through_log = apply(
@@ -662,6 +755,7 @@ mod tests {
             Command::Scan {
                 prefix: bytes("c"),
                 limit: 5,
+                after: None,
             },
         );
         assert!(matches!(
@@ -717,7 +811,7 @@ mod tests {
         assert_eq!(restored.applied(), LogIndex(7));
         assert_eq!(restored.get(b"b").unwrap(), machine.get(b"b").unwrap());
         assert_eq!(restored.get(b"c").unwrap(), None);
-        let (keys, more) = restored.scan(b"", 10).unwrap();
+        let (keys, more) = restored.scan(b"", None, 10).unwrap();
         assert_eq!(keys.len(), 4);
         assert!(!more);
         let retry = apply(&mut restored, 1, 5, put("e", "some value"));
@@ -742,24 +836,24 @@ mod tests {
         let in_flight = machine.take_writes();
         apply(&mut machine, 1, 7, Command::Delete { key: bytes("p2") });
         apply(&mut machine, 1, 8, put("p0", "new"));
-        let (entries, more) = machine.scan(b"p", 2).unwrap();
+        let (entries, more) = machine.scan(b"p", None, 2).unwrap();
         let keys: Vec<&[u8]> = entries.iter().map(|(key, _)| key.as_ref()).collect();
         assert_eq!(keys, vec![b"p0".as_ref(), b"p3".as_ref()]);
         assert!(more);
-        let (entries, more) = machine.scan(b"p", 3).unwrap();
+        let (entries, more) = machine.scan(b"p", None, 3).unwrap();
         assert_eq!(entries.len(), 3);
         assert!(!more);
         assert_eq!(store.len(GroupId(3)), 5, "nothing reached the store yet");
         store.commit(GroupId(3), &in_flight);
         machine.writes_persisted();
-        assert_eq!(machine.scan(b"p", 3).unwrap().0.len(), 3);
+        assert_eq!(machine.scan(b"p", None, 3).unwrap().0.len(), 3);
     }
 
     #[test]
     fn sessions_stay_bounded() {
         let mut machine = StrongMachine::new(MachineConfig::default());
         for client in 0..(SESSIONS_MAX as u64 + 10) {
-            apply(&mut machine, client, 1, Command::Get { key: bytes("a") });
+            apply(&mut machine, client, 1, put("a", "v"));
         }
         assert_eq!(machine.sessions.len(), SESSIONS_MAX);
         assert!(
@@ -770,6 +864,243 @@ mod tests {
             machine
                 .sessions
                 .contains_key(&ClientId(SESSIONS_MAX as u64 + 9))
+        );
+    }
+
+    fn scan_page(prefix: &str, after: Option<&Bytes>, limit: u32) -> Command {
+        Command::Scan {
+            prefix: bytes(prefix),
+            limit,
+            after: after.cloned(),
+        }
+    }
+
+    /// The story: a scan answered every key up to its limit in one message, however large,
+    /// and past the frame limit (8 MiB) the node could not send it. A page now stops before
+    /// SCAN_BYTES_MAX (taking at least one entry), says there is more, and the next page
+    /// starts after its last key: paging through returns every key exactly once, merging
+    /// keys in the store with changes not yet persisted.
+    #[test]
+    fn scan_pages_are_bounded_by_bytes_and_return_every_key_once() {
+        let store = Arc::new(MemoryMachineStore::new());
+        let shared: Arc<dyn MachineStore> = store.clone();
+        let mut machine =
+            StrongMachine::open(MachineConfig::default(), GroupId(3), shared).unwrap();
+        let big = |i: usize| Bytes::from(vec![b'a' + (i % 26) as u8; VALUE_BYTES_MAX]);
+        let put_big = |key: String, i| Command::Put {
+            key: Bytes::from(key),
+            value: big(i),
+        };
+        let mut seq = 0;
+        let mut next_seq = || {
+            seq += 1;
+            seq
+        };
+        for i in 0..8 {
+            apply(&mut machine, 1, next_seq(), put_big(format!("k{i:02}"), i));
+        }
+        store.commit(GroupId(3), &machine.take_writes());
+        machine.writes_persisted();
+        // Not persisted: two new keys, a delete and an overwrite shadow the store.
+        for i in [8, 9] {
+            apply(&mut machine, 1, next_seq(), put_big(format!("k{i:02}"), i));
+        }
+        let delete = Command::Delete { key: bytes("k03") };
+        apply(&mut machine, 1, next_seq(), delete);
+        apply(&mut machine, 1, next_seq(), put("k05", "small now"));
+        let expected: Vec<String> = [0, 1, 2, 4, 5, 6, 7, 8, 9]
+            .iter()
+            .map(|i| format!("k{i:02}"))
+            .collect();
+        let (mut seen, mut after, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let command = scan_page("k", after.as_ref(), SCAN_LIMIT_MAX);
+            let response = apply(&mut machine, 2, next_seq(), command);
+            let Ok(Outcome::Scan { entries, more }) = response.result else {
+                panic!("a scan answers a page: {response:?}");
+            };
+            pages += 1;
+            assert!(!entries.is_empty(), "a page holds at least one entry");
+            let page_bytes: usize = entries.iter().map(|(k, v)| scan_entry_bytes(k, v)).sum();
+            assert!(
+                page_bytes <= SCAN_BYTES_MAX,
+                "page {pages}: {page_bytes} bytes"
+            );
+            after = entries.last().map(|(key, _)| key.clone());
+            seen.extend(entries.into_iter().map(|(key, _)| key));
+            if !more {
+                break;
+            }
+        }
+        let seen: Vec<String> = seen
+            .iter()
+            .map(|key| String::from_utf8(key.to_vec()).unwrap())
+            .collect();
+        assert_eq!(seen, expected, "every key once, in order");
+        assert!(
+            pages >= 3,
+            "8 MiB of values take at least three pages: {pages}"
+        );
+    }
+
+    /// Pages longer than one store batch (SCAN_BATCH_ROWS) merge every batch with the
+    /// changes not yet persisted, across the batch boundaries, as a plain map would.
+    #[test]
+    fn pages_span_store_batches_and_see_unpersisted_changes() {
+        let store = Arc::new(MemoryMachineStore::new());
+        let shared: Arc<dyn MachineStore> = store.clone();
+        let mut machine =
+            StrongMachine::open(MachineConfig::default(), GroupId(3), shared).unwrap();
+        let mut model = BTreeMap::new();
+        let mut seq = 0;
+        let mut write = |machine: &mut StrongMachine, command: Command| {
+            seq += 1;
+            apply(machine, 1, seq, command);
+        };
+        for i in 0..600 {
+            let key = format!("k{i:04}");
+            write(&mut machine, put(&key, "stored"));
+            model.insert(key, ());
+        }
+        store.commit(GroupId(3), &machine.take_writes());
+        machine.writes_persisted();
+        for i in (0..600).step_by(7) {
+            let key = format!("k{i:04}");
+            write(&mut machine, Command::Delete { key: bytes(&key) });
+            model.remove(&key);
+            let between = format!("k{i:04}a");
+            write(&mut machine, put(&between, "new"));
+            model.insert(between, ());
+        }
+        let expected: Vec<String> = model.into_keys().collect();
+        for limit in [SCAN_LIMIT_MAX, 300, 1] {
+            let (mut seen, mut after) = (Vec::new(), None::<Bytes>);
+            loop {
+                let (entries, more) = machine.scan(b"k", after.as_deref(), limit).unwrap();
+                after = entries.last().map(|(key, _)| key.clone());
+                seen.extend(
+                    entries
+                        .iter()
+                        .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap()),
+                );
+                if !more {
+                    break;
+                }
+            }
+            assert_eq!(seen, expected, "limit {limit}");
+        }
+    }
+
+    #[test]
+    fn scan_continues_after_a_key_within_the_prefix() {
+        let mut machine = StrongMachine::new(MachineConfig::default());
+        for (seq, key) in ["a", "b1", "b2", "b3", "c"].iter().enumerate() {
+            apply(&mut machine, 1, seq as u64 + 1, put(key, "v"));
+        }
+        let keys = |after: &[u8], limit| {
+            let (entries, more) = machine.scan(b"b", Some(after), limit).unwrap();
+            let keys: Vec<Bytes> = entries.into_iter().map(|(key, _)| key).collect();
+            (keys, more)
+        };
+        assert_eq!(keys(b"b1", 1), (vec![bytes("b2")], true));
+        assert_eq!(keys(b"b1", 5), (vec![bytes("b2"), bytes("b3")], false));
+        assert_eq!(
+            keys(b"a", 1),
+            (vec![bytes("b1")], true),
+            "before the prefix"
+        );
+        assert_eq!(keys(b"b", 5).0.len(), 3, "the prefix itself is not a key");
+        assert_eq!(keys(b"b3", 5), (vec![], false), "after the last key");
+        assert_eq!(keys(b"c", 5), (vec![], false), "past the prefix");
+        let long = Bytes::from(vec![b'b'; KEY_BYTES_MAX + 1]);
+        let refused = machine.scan(b"b", Some(&long), 5);
+        assert!(matches!(
+            refused,
+            Err(ReadFailure::Command(CommandError::TooLarge { .. }))
+        ));
+    }
+
+    /// The story: a scan through the log was remembered as its client's last result, so the
+    /// session table (and every snapshot chunk carrying it) held up to a page of values per
+    /// client. A read needs no at-most-once: a scan now leaves the session as the client's
+    /// last write left it, and that write is still deduplicated.
+    #[test]
+    fn a_scan_through_the_log_leaves_the_session_alone() {
+        let mut machine = StrongMachine::new(MachineConfig::default());
+        let value = Bytes::from(vec![b'v'; 64 * 1024]);
+        let first = apply(
+            &mut machine,
+            7,
+            1,
+            Command::Put {
+                key: bytes("a"),
+                value,
+            },
+        );
+        machine.take_writes();
+        let scan = apply(&mut machine, 7, 2, scan_page("", None, 10));
+        assert!(matches!(scan.result, Ok(Outcome::Scan { .. })));
+        let session = &machine.sessions[&ClientId(7)];
+        assert_eq!(session.last_seq, 1, "the scan's seq is not recorded");
+        assert_eq!(
+            session.last_result, first.result,
+            "the put is the last result"
+        );
+        assert!(
+            machine.take_writes().sessions.is_empty(),
+            "nothing to persist for a read"
+        );
+        let again = apply(&mut machine, 7, 2, scan_page("", None, 10));
+        assert!(!again.duplicate, "a retried scan reads again");
+        assert_eq!(again.result, scan.result);
+        let retry = apply(&mut machine, 7, 1, put("a", "other"));
+        assert!(
+            retry.duplicate,
+            "the write before the scan is still deduplicated"
+        );
+        assert_eq!(retry.result, first.result);
+        let next = apply(&mut machine, 7, 3, put("b", "x"));
+        assert!(!next.duplicate && next.result.is_ok());
+        let old = apply(&mut machine, 7, 2, scan_page("", None, 10));
+        assert!(old.result.is_ok(), "a read is never too old: {old:?}");
+    }
+
+    /// A failed cas keeps the current value (up to VALUE_BYTES_MAX) in its session; the
+    /// snapshot stream counted each session as 128 bytes, so a chunk of such sessions could
+    /// grow past a frame.
+    #[test]
+    fn snapshot_chunks_count_the_values_sessions_carry() {
+        let store = Arc::new(MemoryMachineStore::new());
+        let shared: Arc<dyn MachineStore> = store.clone();
+        let mut machine =
+            StrongMachine::open(MachineConfig::default(), GroupId(3), shared).unwrap();
+        let value = Bytes::from(vec![b'v'; VALUE_BYTES_MAX]);
+        apply(
+            &mut machine,
+            1,
+            1,
+            Command::Put {
+                key: bytes("k"),
+                value,
+            },
+        );
+        for client in 2..10 {
+            let refused = Command::Cas {
+                key: bytes("k"),
+                expected: None,
+                value: Some(bytes("x")),
+            };
+            apply(&mut machine, client, 1, refused);
+        }
+        store.commit(GroupId(3), &machine.take_writes());
+        machine.writes_persisted();
+        let image = machine.image().unwrap();
+        let (data, next) = image.chunk(&[], VALUE_BYTES_MAX).unwrap();
+        assert!(next.is_some(), "the sessions take more than one chunk");
+        assert!(
+            data.len() <= 2 * VALUE_BYTES_MAX + 4096,
+            "{} bytes",
+            data.len()
         );
     }
 }

@@ -11,11 +11,15 @@
 //! them: the sans-IO piece both the simulator and the networked node drive.
 //!
 //! An ordered map from key to (value, create revision, mod revision), kept in a
-//! [`MachineStore`] (on disk in the node); a revision is the log index of the change. Every command carries a client id and a sequence number, and the
-//! machine keeps per client the last applied seq and its result, so a retried command applies
-//! once and returns its first result (Raft thesis §6.3); an older seq is a typed error.
-//! Apply is deterministic: the same entries give the same map and the same results on every
-//! replica, including the errors (size limits, old seqs), which is why they are results.
+//! [`MachineStore`] (on disk in the node); a revision is the log index of the change. Every
+//! command carries a client id and a sequence number, and the machine keeps per client the
+//! last applied write's seq and its result, so a retried write applies once and returns its
+//! first result (Raft thesis §6.3); an older seq is a typed error. Reads through the log
+//! (gets, scans) need no at-most-once and leave the session alone. A scan answers one page,
+//! bounded by its limit and by [`SCAN_BYTES_MAX`], and says whether more keys follow the
+//! page's last key. Apply is deterministic: the same entries give the same map and the same
+//! results on every replica, including the errors (size limits, old seqs), which is why they
+//! are results.
 
 pub mod command;
 pub mod machine;
@@ -23,8 +27,8 @@ pub mod replica;
 pub mod store;
 
 pub use command::{
-    ClientId, Command, CommandError, Field, KEY_BYTES_MAX, Outcome, Request, SCAN_LIMIT_MAX,
-    Session, VALUE_BYTES_MAX, Versioned, validate,
+    ClientId, Command, CommandError, Field, KEY_BYTES_MAX, Outcome, Request, SCAN_BYTES_MAX,
+    SCAN_LIMIT_MAX, Session, VALUE_BYTES_MAX, Versioned, scan_entry_bytes, validate,
 };
 #[cfg(feature = "sim-bugs")]
 pub use machine::MachineBug;

@@ -560,10 +560,10 @@ impl<T> Replica<T> {
         }
     }
 
-    /// A scan of what this replica has applied, outside the log (a stale read). A storage
-    /// failure is reported with the next `on_persisted` and refuses the scan.
-    pub fn scan_now(&mut self, prefix: &[u8], limit: u32) -> Answer {
-        match self.machine.scan(prefix, limit) {
+    /// A page of a scan of what this replica has applied, outside the log (a stale read). A
+    /// storage failure is reported with the next `on_persisted` and refuses the scan.
+    pub fn scan_now(&mut self, prefix: &[u8], after: Option<&[u8]>, limit: u32) -> Answer {
+        match self.machine.scan(prefix, after, limit) {
             Ok((entries, more)) => Answer::Written(Ok(Outcome::Scan { entries, more })),
             Err(ReadFailure::Command(error)) => Answer::Written(Err(error)),
             Err(ReadFailure::Store(error)) => {

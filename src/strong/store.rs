@@ -45,16 +45,41 @@ pub trait MachineStore: fmt::Debug + Send + Sync {
     /// One key.
     fn get(&self, group: GroupId, key: &[u8]) -> Result<Option<Versioned>, StoreError>;
     /// Up to `limit` keys that start with `prefix`, in order, from `start` (inclusive; at
-    /// least `prefix`).
+    /// least `prefix`), stopping after the key whose [`row_bytes`] bring the total to
+    /// `bytes_max` or more (so at least one key, if any is there).
     fn scan(
         &self,
         group: GroupId,
         start: &[u8],
         prefix: &[u8],
         limit: usize,
+        bytes_max: usize,
     ) -> Result<Vec<(Bytes, Versioned)>, StoreError>;
     /// A point-in-time image of `group`'s committed state, for Raft snapshots.
     fn image(&self, group: GroupId) -> Result<Arc<dyn SnapshotSource>, StoreError>;
+}
+
+/// What a row counts toward a scan's `bytes_max`: its key and value.
+pub fn row_bytes(key: &[u8], version: &Versioned) -> usize {
+    key.len() + version.value.len()
+}
+
+/// Takes rows in order until `limit` of them, or until their [`row_bytes`] reach
+/// `bytes_max`: the bounds of [`MachineStore::scan`].
+fn take_rows<I>(rows: I, limit: usize, bytes_max: usize) -> Vec<(Bytes, Versioned)>
+where
+    I: IntoIterator<Item = (Bytes, Versioned)>,
+{
+    let mut taken = Vec::new();
+    let mut bytes = 0;
+    for (key, version) in rows {
+        if taken.len() == limit || bytes >= bytes_max {
+            break;
+        }
+        bytes += row_bytes(&key, &version);
+        taken.push((key, version));
+    }
+    taken
 }
 
 /// One chunk of the snapshot stream (see the module docs).
@@ -159,14 +184,26 @@ fn tagged(tag: u8, body: &[u8]) -> Bytes {
     Bytes::from(cursor)
 }
 
-/// About how many bytes an item adds to a chunk.
+/// About how many bytes a session adds to a chunk: a fixed allowance, and the values its last
+/// result carries (a failed cas keeps the current value, up to `VALUE_BYTES_MAX`).
 fn session_bytes(session: &Session) -> usize {
-    64 + match &session.last_result {
-        Ok(super::Outcome::Scan { entries, .. }) => entries
+    use super::Outcome::{Cas, Get, Scan};
+    128 + match &session.last_result {
+        Ok(
+            Cas {
+                current: Some(version),
+                ..
+            }
+            | Get {
+                current: Some(version),
+            },
+        ) => version.value.len(),
+        // Only a store written before scans left the session table holds one.
+        Ok(Scan { entries, .. }) => entries
             .iter()
             .map(|(key, version)| key.len() + version.value.len() + 32)
             .sum(),
-        _ => 64,
+        _ => 0,
     }
 }
 
@@ -390,19 +427,19 @@ impl MachineStore for MemoryMachineStore {
         start: &[u8],
         prefix: &[u8],
         limit: usize,
+        bytes_max: usize,
     ) -> Result<Vec<(Bytes, Versioned)>, StoreError> {
         Ok(self.with(|groups| {
             let Some(state) = groups.get(&group) else {
                 return Vec::new();
             };
             let start = Bound::Included(Bytes::copy_from_slice(start));
-            state
+            let rows = state
                 .rows
                 .range((start, Bound::Unbounded))
                 .take_while(|(key, _)| key.starts_with(prefix))
-                .take(limit)
-                .map(|(key, version)| (key.clone(), version.clone()))
-                .collect()
+                .map(|(key, version)| (key.clone(), version.clone()));
+            take_rows(rows, limit, bytes_max)
         }))
     }
 

@@ -661,6 +661,7 @@ pub mod op {
         Operation::Scan {
             prefix: b(prefix),
             limit,
+            after: None,
         }
     }
 

@@ -229,9 +229,11 @@ impl Issuer {
             }
             OpKind::Scan => {
                 let prefix = Bytes::from(scan_prefix(step.key));
+                // One page, as YCSB's scan reads one range: lengths stay far below a page.
                 self.execute(Operation::Scan {
                     prefix,
                     limit: step.scan_length,
+                    after: None,
                 })
                 .await
             }

@@ -279,6 +279,7 @@ fn check_plan(plan: &Plan) -> anyhow::Result<()> {
             OpKind::Scan => Operation::Scan {
                 prefix: key,
                 limit: 1,
+                after: None,
             },
             _ if plan.mode == KeyspaceMode::Eventual(ValueType::Counter) => {
                 Operation::Add { key, by: 1 }

@@ -114,7 +114,33 @@ fn versioned_text(versioned: Option<&Versioned>) -> String {
     versioned.map_or_else(|| "(absent)".to_string(), |v| text(&v.value))
 }
 
-/// The value lines of an answer: one line, except a scan's one line per key.
+/// What a scan that found nothing prints.
+pub const NO_KEYS: &str = "(no keys)";
+
+/// A scan's line for one key: `KEY = VALUE`.
+pub fn entry_line(key: &[u8], version: &Versioned) -> String {
+    format!("{} = {}", text(key), text(&version.value))
+}
+
+/// The line after a scan that its limit stopped before the last key.
+pub fn more_line(next: &[u8]) -> String {
+    format!("(more keys follow: continue with --after {})", text(next))
+}
+
+/// A scan's receipt line: the last page's receipt, and how many pages were read if more than
+/// one (each page is a read of its own, so the line gives the first one's applied index too).
+pub fn scan_receipt(answer: &Answer, last: &Receipt, first: &Receipt, pages: usize) -> String {
+    let line = format_receipt(answer, last);
+    match (&first.position, pages) {
+        (Position::Raft { applied, .. }, 2..) => {
+            format!("{line} · {pages} pages, the first at applied {}", applied.0)
+        }
+        _ => line,
+    }
+}
+
+/// The value lines of an answer: one line, except a scan's one line per key (and one saying
+/// where to continue, when more keys follow).
 pub fn value_lines(answer: &Answer) -> Vec<String> {
     match answer {
         Answer::Strong(versioned) => vec![versioned_text(versioned.as_ref())],
@@ -130,11 +156,15 @@ pub fn value_lines(answer: &Answer) -> Vec<String> {
                 .map(|v| format!(" (revision {})", v.mod_revision.0))
                 .unwrap_or_default()
         )],
-        Answer::Scan(keys) if keys.is_empty() => vec!["(no keys)".to_string()],
-        Answer::Scan(keys) => keys
-            .iter()
-            .map(|(key, v)| format!("{} = {}", text(key), text(&v.value)))
-            .collect(),
+        Answer::Scan { entries, next } => {
+            let mut lines: Vec<String> = entries.iter().map(|(k, v)| entry_line(k, v)).collect();
+            match next {
+                Some(next) => lines.push(more_line(next)),
+                None if lines.is_empty() => lines.push(NO_KEYS.to_string()),
+                None => {}
+            }
+            lines
+        }
         Answer::Eventual(value) => vec![eventual_text(value)],
     }
 }
@@ -183,12 +213,16 @@ fn answer_json(answer: &Answer) -> Value {
             "revision": revision.0,
             "current": versioned_json(current.as_ref()),
         }),
-        Answer::Scan(keys) => {
-            let keys: Vec<Value> = keys
+        Answer::Scan { entries, next } => {
+            let keys: Vec<Value> = entries
                 .iter()
                 .map(|(key, v)| json!({ "key": text(key), "value": versioned_json(Some(v)) }))
                 .collect();
-            json!({ "keys": keys })
+            json!({
+                "keys": keys,
+                "more": next.is_some(),
+                "next": next.as_ref().map(|next| text(next)),
+            })
         }
         Answer::Eventual(value) => eventual_json(value),
         Answer::Acknowledged { acks } => json!({ "acks": acks }),
@@ -374,5 +408,38 @@ mod tests {
         assert_eq!(value_lines(&set), vec!["{x, y}"]);
         let count = Answer::Eventual(ReadValue::Counter(-3));
         assert_eq!(value_lines(&count), vec!["-3"]);
+    }
+
+    #[test]
+    fn scans_print_a_line_per_key_and_where_to_continue() {
+        let version = Versioned {
+            value: Bytes::from_static(b"1"),
+            create_revision: LogIndex(4),
+            mod_revision: LogIndex(4),
+        };
+        let entries = vec![(Bytes::from_static(b"a"), version)];
+        let cut = Answer::Scan {
+            entries: entries.clone(),
+            next: Some(Bytes::from_static(b"a")),
+        };
+        assert_eq!(
+            value_lines(&cut),
+            vec!["a = 1", "(more keys follow: continue with --after a)"]
+        );
+        let none = Answer::Scan {
+            entries: Vec::new(),
+            next: None,
+        };
+        assert_eq!(value_lines(&none), vec![NO_KEYS]);
+        let json = data_json("scan", "orders", &cut, &raft(Served::Committed, None));
+        assert_eq!((&json["more"], &json["next"]), (&json!(true), &json!("a")));
+        let level = Served::Read(ReadLevel::Linearizable);
+        let (first, last) = (raft(level, None), raft(level, None));
+        let line = scan_receipt(&none, &last, &first, 3);
+        assert!(
+            line.ends_with(" · 3 pages, the first at applied 42"),
+            "{line}"
+        );
+        assert!(!scan_receipt(&none, &last, &first, 1).contains("pages"));
     }
 }

@@ -57,7 +57,7 @@ pub fn members(
     initial: &BTreeMap<NodeId, String>,
 ) -> BTreeMap<NodeId, String> {
     let mut members = initial.clone();
-    let Ok((entries, _)) = machine.scan(MEMBER_PREFIX, MEMBERS_LISTED_MAX) else {
+    let Ok((entries, _)) = machine.scan(MEMBER_PREFIX, None, MEMBERS_LISTED_MAX) else {
         return members;
     };
     for (key, version) in entries {
@@ -125,7 +125,7 @@ pub fn keyspaces(machine: &StrongMachine) -> BTreeMap<String, Entry> {
 /// [`keyspaces`], and whether that is all of them: creates that raced past
 /// [`KEYSPACES_MAX`] leave the scan cut short, and then nothing may be taken as dropped.
 pub fn keyspaces_scanned(machine: &StrongMachine) -> (BTreeMap<String, Entry>, bool) {
-    let Ok((entries, more)) = machine.scan(KEYSPACE_PREFIX, KEYSPACES_MAX) else {
+    let Ok((entries, more)) = machine.scan(KEYSPACE_PREFIX, None, KEYSPACES_MAX) else {
         return (BTreeMap::new(), false);
     };
     let mut keyspaces = BTreeMap::new();

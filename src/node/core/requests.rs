@@ -142,8 +142,12 @@ impl NodeCore {
                 };
                 replica.read(now, tag, level, key)
             }
-            Operation::Scan { prefix, limit } if level == ReadLevel::Stale => {
-                let answer = replica.scan_now(&prefix, limit);
+            Operation::Scan {
+                prefix,
+                limit,
+                after,
+            } if level == ReadLevel::Stale => {
+                let answer = replica.scan_now(&prefix, after.as_deref(), limit);
                 Some(Completion { tag, answer })
             }
             operation => {

@@ -21,7 +21,15 @@ pub(super) fn strong_command(operation: Operation) -> Command {
             expected,
             value,
         },
-        Operation::Scan { prefix, limit } => Command::Scan { prefix, limit },
+        Operation::Scan {
+            prefix,
+            limit,
+            after,
+        } => Command::Scan {
+            prefix,
+            limit,
+            after,
+        },
         Operation::Get { key } => Command::Get { key },
         // `check_request` refused these for strong keyspaces.
         Operation::Add { key, .. }
@@ -48,7 +56,11 @@ pub(super) fn outcome_answer(outcome: Outcome) -> (Answer, Option<LogIndex>) {
             Some(revision),
         ),
         Outcome::Get { current } => (Answer::Strong(current), None),
-        Outcome::Scan { entries, .. } => (Answer::Scan(entries), None),
+        Outcome::Scan { entries, more } => {
+            // The machine never cuts a page short before its first entry.
+            let next = entries.last().map(|(key, _)| key.clone()).filter(|_| more);
+            (Answer::Scan { entries, next }, None)
+        }
     }
 }
 
