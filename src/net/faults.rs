@@ -17,6 +17,12 @@ pub const LOSS_PERCENT_MAX: u8 = 100;
 /// delay plus its jitter must stay within it.
 pub const DELAY_MAX: Duration = Duration::from_secs(10);
 
+/// Most rules a node holds: every message is judged against each of them.
+pub const RULES_MAX: usize = 64;
+
+/// Most nodes a partition's sides name together (a cluster has at most 64 members).
+pub const PARTITION_NODES_MAX: usize = 64;
+
 /// One rule. Rules add up: a message is dropped if any rule drops it, and delayed by the sum
 /// of every delay that applies to its link.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +75,10 @@ pub enum FaultRuleError {
     NodeInTwoSides { node: NodeId },
     #[error("a rule between {node} and itself means nothing")]
     SameNode { node: NodeId },
+    #[error("more than {rules_max} fault rules")]
+    TooManyRules { rules_max: usize },
+    #[error("a partition of more than {nodes_max} nodes")]
+    PartitionTooLarge { nodes_max: usize },
 }
 
 impl FaultRule {
@@ -120,6 +130,11 @@ fn validate_sides(sides: &[Vec<NodeId>]) -> Result<(), FaultRuleError> {
     if sides.len() < 2 || sides.iter().any(Vec::is_empty) {
         return Err(FaultRuleError::PartitionSides);
     }
+    if sides.iter().map(Vec::len).sum::<usize>() > PARTITION_NODES_MAX {
+        return Err(FaultRuleError::PartitionTooLarge {
+            nodes_max: PARTITION_NODES_MAX,
+        });
+    }
     let mut seen = std::collections::BTreeSet::new();
     for node in sides.iter().flatten() {
         if !seen.insert(*node) {
@@ -141,6 +156,11 @@ impl FaultRules {
 
     /// Adds a rule after checking it.
     pub fn add(&mut self, rule: FaultRule) -> Result<(), FaultRuleError> {
+        if self.rules.len() >= RULES_MAX {
+            return Err(FaultRuleError::TooManyRules {
+                rules_max: RULES_MAX,
+            });
+        }
         rule.validate()?;
         self.rules.push(rule);
         Ok(())
@@ -221,6 +241,33 @@ mod tests {
             rules.add(rule).unwrap();
         }
         rules
+    }
+
+    /// Every message is judged against every rule and every node a partition names, so a
+    /// client's SetFaults is bounded in both.
+    #[test]
+    fn rules_and_partitions_are_bounded() {
+        let mut many = FaultRules::none();
+        for i in 0..RULES_MAX as u64 {
+            many.add(FaultRule::Isolate { node: NodeId(i) }).unwrap();
+        }
+        let one_more = many.add(FaultRule::Isolate { node: N1 });
+        assert_eq!(
+            one_more,
+            Err(FaultRuleError::TooManyRules {
+                rules_max: RULES_MAX
+            })
+        );
+        let nodes = (0..=PARTITION_NODES_MAX as u64).map(NodeId).collect();
+        let huge = FaultRule::Partition {
+            sides: vec![nodes, vec![NodeId(1_000)]],
+        };
+        assert_eq!(
+            huge.validate(),
+            Err(FaultRuleError::PartitionTooLarge {
+                nodes_max: PARTITION_NODES_MAX
+            })
+        );
     }
 
     #[test]
