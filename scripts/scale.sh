@@ -167,6 +167,7 @@ exec > >(tee "$out") 2>&1
   for i in 1 2 3; do start_node "$i" "$cluster3"; done
   echo "cluster up in $(wait_ok 30 "$bin" keyspace create ev --mode eventual --type lww) ms"
   "$bin" keyspace create st --mode strong >/dev/null
+  echo "terms at start: $(terms)"
   load() { # keyspace mode [type]
     local start
     start=$(now_ms)

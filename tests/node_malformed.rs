@@ -1,10 +1,12 @@
 //! Malformed and oversized frames on the client protocol, sent by a raw QUIC client with a
-//! valid certificate: each stream ends with an error (a `Malformed` answer or a reset), and the
-//! node keeps serving, on the same connection and on a new one.
+//! valid certificate: each stream ends with an error (a `Malformed` answer or a reset), also
+//! one that stops sending midway, and the node keeps serving, on the same connection and on a
+//! new one.
 
 mod common;
 
 use capdial::net::peer::{Lane, StreamHello};
+use capdial::node::server::STREAM_DEADLINE;
 use capdial::protocol::admin::{AdminAnswer, AdminError, AdminRequest, FromNode, ToNode};
 use capdial::protocol::{ClientError, ClientResponse};
 use capdial::types::NodeId;
@@ -102,4 +104,27 @@ async fn malformed_frames_end_their_stream_and_the_node_keeps_serving() {
         .await
         .expect("a new connection after the bad streams");
     assert_serves(&fresh, "every bad stream, on a new connection").await;
+}
+
+/// A stream that sends part of a request and then nothing holds its buffer and its task only
+/// until `STREAM_DEADLINE`: then it ends with an error, and the node serves on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_stops_midway_is_cut_at_its_deadline() {
+    let cluster = Cluster::start(1).await;
+    let endpoint = client_endpoint(&cluster.certs, CLIENT_NAME);
+    let address = cluster.node(1).address;
+    let connection = connect_raw(&endpoint, address).await.expect("connect");
+    let (mut send, mut recv) = connection.open_bi().await.expect("open a stream");
+    let frame = status_frame();
+    send.write_all(&frame[..frame.len() - 1])
+        .await
+        .expect("send all but the last byte");
+    let answer = recv.read_to_end(HEADER_BYTES + FRAME_BYTES_MAX);
+    let outcome = tokio::time::timeout(STREAM_DEADLINE * 3, answer)
+        .await
+        .expect("the node ends the stream")
+        .map_err(|error| format!("read answer: {error}"));
+    assert!(ended_with_error(&outcome), "{outcome:?}");
+    drop(send);
+    assert_serves(&connection, "a stream that stopped midway").await;
 }

@@ -20,7 +20,7 @@ pub mod config;
 pub mod core;
 mod driver;
 mod error;
-mod server;
+pub mod server;
 
 pub use config::{NodeConfig, PartialConfig};
 pub use core::{PeerMessage, catalog};

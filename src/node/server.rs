@@ -4,6 +4,12 @@
 //! bidirectional stream: one [`ToNode`] frame in, one [`FromNode`] frame out. A stream whose
 //! bytes are not one well-formed frame is answered with `ClientError::Malformed` and closed;
 //! the connection and the node carry on.
+//!
+//! What clients can make a node hold is bounded: [`CLIENT_CONNECTIONS_MAX`] connections, QUIC's
+//! 100 concurrent streams per connection, [`REQUEST_BYTES_BUDGET`] bytes of requests being
+//! read across all of them (taken from the budget once a frame's header names its length,
+//! before anything is allocated), and [`STREAM_DEADLINE`] for a request to arrive and for its
+//! answer to be taken: a stream that trickles or never reads is cut.
 
 use super::core::PeerMessage;
 use super::driver::ClientInput;
@@ -13,10 +19,31 @@ use crate::protocol::ClientError;
 use crate::protocol::admin::{AdminError, AdminRequest, FromNode, ToNode};
 use crate::wire;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// QUIC application error code for a connection with an unknown ALPN.
 const CLOSE_UNKNOWN_PROTOCOL: u32 = 0x20;
+/// QUIC application error code for a client connection past [`CLIENT_CONNECTIONS_MAX`].
+const CLOSE_TOO_MANY_CONNECTIONS: u32 = 0x21;
+
+/// Client connections a node serves at once; one more is closed at once.
+pub const CLIENT_CONNECTIONS_MAX: usize = 1024;
+/// Bytes of requests all client streams together may hold while they are read. A frame's
+/// length is taken from it before the frame is read, so a full budget makes new streams wait
+/// (under their deadline) instead of growing memory.
+pub const REQUEST_BYTES_BUDGET: usize = 64 * 1024 * 1024;
+/// How long a request may take to arrive, and its answer to be taken.
+pub const STREAM_DEADLINE: Duration = Duration::from_secs(10);
+
+const _: () = assert!(wire::FRAME_BYTES_MAX <= REQUEST_BYTES_BUDGET);
+
+/// What the client streams of one node share.
+#[derive(Clone)]
+struct Limits {
+    connections: Arc<Semaphore>,
+    request_bytes: Arc<Semaphore>,
+}
 
 /// Accepts connections until the endpoint closes.
 pub async fn accept_loop(
@@ -25,10 +52,15 @@ pub async fn accept_loop(
     clients: mpsc::Sender<ClientInput>,
     peers: mpsc::Sender<Inbound<PeerMessage>>,
 ) {
+    let limits = Limits {
+        connections: Arc::new(Semaphore::new(CLIENT_CONNECTIONS_MAX)),
+        request_bytes: Arc::new(Semaphore::new(REQUEST_BYTES_BUDGET)),
+    };
     while let Some(incoming) = endpoint.accept().await {
         let transport = transport.clone();
         let clients = clients.clone();
         let peers = peers.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
             // The handshake verified the certificate chain against the cluster CA.
             let connection = match incoming.await {
@@ -40,17 +72,31 @@ pub async fn accept_loop(
             };
             match crate::net::alpn_of(&connection).as_deref() {
                 Some(tls::ALPN_PEER) => transport.serve_connection(connection, peers).await,
-                Some(tls::ALPN_CLIENT) => serve_client(connection, clients).await,
+                Some(tls::ALPN_CLIENT) => {
+                    let Ok(permit) = limits.connections.clone().try_acquire_owned() else {
+                        let reason = b"too many client connections";
+                        connection.close(CLOSE_TOO_MANY_CONNECTIONS.into(), reason);
+                        return;
+                    };
+                    serve_client(connection, clients, limits.request_bytes, permit).await
+                }
                 _ => connection.close(CLOSE_UNKNOWN_PROTOCOL.into(), b"unknown protocol"),
             }
         });
     }
 }
 
-async fn serve_client(connection: quinn::Connection, clients: mpsc::Sender<ClientInput>) {
+/// Serves one client connection while it holds one of the node's connection permits.
+async fn serve_client(
+    connection: quinn::Connection,
+    clients: mpsc::Sender<ClientInput>,
+    request_bytes: Arc<Semaphore>,
+    _permit: OwnedSemaphorePermit,
+) {
     // QUIC's stream limit (100 concurrent by default) bounds the tasks per connection.
     while let Ok((send, recv)) = connection.accept_bi().await {
-        tokio::spawn(serve_stream(send, recv, clients.clone()));
+        let budget = request_bytes.clone();
+        tokio::spawn(serve_stream(send, recv, clients.clone(), budget));
     }
 }
 
@@ -58,8 +104,16 @@ async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     clients: mpsc::Sender<ClientInput>,
+    budget: Arc<Semaphore>,
 ) {
-    let answer = match read_request(&mut recv).await {
+    let read = tokio::time::timeout(STREAM_DEADLINE, read_request(&mut recv, &budget));
+    let request = read.await.unwrap_or_else(|_| {
+        Err(format!(
+            "the request did not arrive within {}s",
+            STREAM_DEADLINE.as_secs()
+        ))
+    });
+    let answer = match request {
         Ok(request) => answer(request, &clients).await,
         Err(reason) => {
             let _ = recv.stop(0u32.into());
@@ -70,8 +124,14 @@ async fn serve_stream(
         let _ = send.reset(0u32.into());
         return;
     };
-    if send.write_all(&frame).await.is_ok() {
-        let _ = send.finish();
+    match tokio::time::timeout(STREAM_DEADLINE, send.write_all(&frame)).await {
+        Ok(Ok(())) => {
+            let _ = send.finish();
+        }
+        // A client that does not take its answer in time loses it.
+        Ok(Err(_)) | Err(_) => {
+            let _ = send.reset(0u32.into());
+        }
     }
 }
 
@@ -101,20 +161,32 @@ async fn check_address(request: &ToNode) -> Option<FromNode> {
     Some(FromNode::Admin(Err(AdminError::InvalidAddress { address })))
 }
 
-/// Reads one request frame: the whole stream, at most one frame long.
-async fn read_request(recv: &mut quinn::RecvStream) -> Result<ToNode, String> {
-    let bytes = recv
-        .read_to_end(wire::HEADER_BYTES + wire::FRAME_BYTES_MAX)
+/// Reads one request frame, the whole stream: the header first, then as many bytes as it
+/// names, taken from the node's request budget before they are allocated.
+async fn read_request(recv: &mut quinn::RecvStream, budget: &Semaphore) -> Result<ToNode, String> {
+    let reading = |error: quinn::ReadExactError| format!("reading the request: {error}");
+    let mut header = [0u8; wire::HEADER_BYTES];
+    recv.read_exact(&mut header).await.map_err(reading)?;
+    let length =
+        wire::decode_header(&header).map_err(|error| format!("decoding the request: {error}"))?;
+    let permits = u32::try_from(length).expect("invariant: a frame length fits the header's u32");
+    let _held = budget
+        .acquire_many(permits)
         .await
-        .map_err(|error| format!("reading the request: {error}"))?;
-    let (request, used) =
-        wire::decode::<ToNode>(&bytes).map_err(|error| format!("decoding the request: {error}"))?;
-    if used != bytes.len() {
-        return Err(format!(
-            "{} bytes after the request frame",
-            bytes.len() - used
-        ));
+        .map_err(|_| "the node is shutting down".to_string())?;
+    let mut frame = vec![0u8; wire::HEADER_BYTES + length];
+    frame[..wire::HEADER_BYTES].copy_from_slice(&header);
+    recv.read_exact(&mut frame[wire::HEADER_BYTES..])
+        .await
+        .map_err(reading)?;
+    let mut more = [0u8; 1];
+    match recv.read(&mut more).await {
+        Ok(None) => {}
+        Ok(Some(_)) => return Err("bytes after the request frame".to_string()),
+        Err(error) => return Err(format!("reading the request: {error}")),
     }
+    let (request, _) =
+        wire::decode::<ToNode>(&frame).map_err(|error| format!("decoding the request: {error}"))?;
     Ok(request)
 }
 
