@@ -49,9 +49,8 @@ pub struct DurableMeta {
 }
 
 /// Work for the shell: persist these rows and this meta in one durable transaction (the
-/// store folds the rows into its leaves, summary and tombstone index: see
-/// this module), then call `persisted(id)`. Batches must be persisted and
-/// reported in `id` order.
+/// store folds the rows into its leaves, summary and tombstone index, see the module docs),
+/// then call `persisted(id)`. Batches must be persisted and reported in `id` order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersistBatch {
     /// Report with `persisted`.
