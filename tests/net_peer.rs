@@ -192,6 +192,44 @@ async fn a_peer_claiming_another_name_is_cut_off_and_garbage_ends_one_stream() {
     assert_eq!(receive(&mut nodes[0]).await.message.0, 7);
 }
 
+/// A delay rule holds messages in the link's queue until their time (no task per message):
+/// each arrives, none before its delay, and a later undelayed message on another link is not
+/// held up by them.
+#[tokio::test]
+async fn delayed_messages_wait_in_the_queue_and_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path(), 3).await;
+    let delay = Duration::from_millis(100);
+    let mut slow = FaultRules::none();
+    let rule = FaultRule::Delay {
+        a: NodeId(1),
+        b: NodeId(2),
+        delay,
+        jitter: Duration::ZERO,
+    };
+    slow.add(rule).unwrap();
+    nodes[0].transport.set_faults(slow);
+    let sent = tokio::time::Instant::now();
+    for i in 0..200 {
+        nodes[0]
+            .transport
+            .send(NodeId(2), Lane::Gossip, &text(i, "delayed"))
+            .unwrap();
+    }
+    nodes[0]
+        .transport
+        .send(NodeId(3), Lane::Raft, &text(500, "not delayed"))
+        .unwrap();
+    assert_eq!(receive(&mut nodes[2]).await.message.0, 500);
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        seen.push(receive(&mut nodes[1]).await.message.0);
+    }
+    assert!(sent.elapsed() >= delay, "none arrived before its delay");
+    seen.sort();
+    assert_eq!(seen, (0..200).collect::<Vec<_>>());
+}
+
 /// A client certificate (signed by the same CA) on the peer protocol is turned away before
 /// any stream is read: each stream could otherwise make the node buffer a frame of up to the
 /// wire's limit before its hello was checked.

@@ -5,6 +5,7 @@
 
 pub mod faults;
 pub mod peer;
+pub mod queue;
 pub mod tls;
 
 /// The application protocol a connection negotiated, if any.

@@ -9,12 +9,15 @@
 //! Every stream starts with a [`StreamHello`] naming the sender, which the receiver checks
 //! against the sender's certificate; then it carries frames from [`crate::wire`].
 //!
-//! Messages are queued per peer and lane in bounded channels. A full queue is a typed
-//! [`SendError::Backpressure`], not unbounded memory: Raft and anti-entropy both recover
-//! from a lost message. When a connection fails, whatever was in its streams is lost the
-//! same way, and the link reconnects with exponential backoff.
+//! Messages are queued per peer and lane ([`super::queue`]), bounded by count and bytes, each
+//! with the time it may leave (a delay rule sets it later; no task waits per message). A full
+//! queue is a typed [`SendError::Backpressure`], not unbounded memory: Raft and anti-entropy
+//! both recover from a lost message. When a connection fails, whatever was in its streams is
+//! lost the same way, and the link reconnects with exponential backoff.
 
 use super::faults::{FaultRules, Verdict};
+pub use super::queue::QUEUE_FRAMES_MAX;
+use super::queue::{LaneQueue, QUEUE_BYTES_MAX, Refused};
 use super::tls::{self, Identity};
 use crate::rng::SeededRng;
 use crate::types::NodeId;
@@ -28,8 +31,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Frames queued per peer and lane before `send` reports backpressure.
-pub const QUEUE_FRAMES_MAX: usize = 1024;
 /// Reconnect backoff doubles from the first value up to the second.
 pub const RECONNECT_BACKOFF: (Duration, Duration) =
     (Duration::from_millis(20), Duration::from_secs(2));
@@ -60,8 +61,12 @@ pub struct StreamHello {
 pub enum SendError {
     #[error("{to} is not a peer of this node")]
     UnknownPeer { to: NodeId },
-    #[error("the queue to {to} is full ({queue_max} frames)")]
-    Backpressure { to: NodeId, queue_max: usize },
+    #[error("the queue to {to} is full ({queue_max} frames or {bytes_max} bytes)")]
+    Backpressure {
+        to: NodeId,
+        queue_max: usize,
+        bytes_max: usize,
+    },
     #[error("the message does not fit in a frame")]
     TooLarge,
     #[error("the transport has shut down")]
@@ -76,9 +81,17 @@ pub struct Inbound<M> {
 }
 
 struct PeerQueues {
-    raft: mpsc::Sender<Vec<u8>>,
-    gossip: mpsc::Sender<Vec<u8>>,
+    raft: Arc<LaneQueue>,
+    gossip: Arc<LaneQueue>,
     address: SocketAddr,
+}
+
+/// The link's task ends with its queues: when the peer moves or the transport goes.
+impl Drop for PeerQueues {
+    fn drop(&mut self) {
+        self.raft.close();
+        self.gossip.close();
+    }
 }
 
 /// The node's side of every peer link. Cheap to share behind an `Arc`.
@@ -135,8 +148,8 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         if peer == self.id || linked {
             return;
         }
-        let (raft, raft_rx) = mpsc::channel(QUEUE_FRAMES_MAX);
-        let (gossip, gossip_rx) = mpsc::channel(QUEUE_FRAMES_MAX);
+        let (raft, gossip) = (Arc::new(LaneQueue::new()), Arc::new(LaneQueue::new()));
+        let (raft_rx, gossip_rx) = (raft.clone(), gossip.clone());
         let dialler = Dialler {
             from: self.id,
             to: peer,
@@ -170,15 +183,8 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         let frame = wire::encode(message).map_err(|_| SendError::TooLarge)?;
         match self.verdict(self.id, to) {
             Verdict::Drop => Ok(()),
-            Verdict::Deliver { delay } if delay.is_zero() => enqueue(&queue, to, frame),
-            Verdict::Deliver { delay } => {
-                // Delayed messages may overtake each other, as jitter on a real link would.
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = enqueue(&queue, to, frame);
-                });
-                Ok(())
-            }
+            // A delayed message waits in the queue, not in a task of its own.
+            Verdict::Deliver { delay } => enqueue(&queue, to, frame, delay),
         }
     }
 
@@ -255,13 +261,20 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
     }
 }
 
-fn enqueue(queue: &mpsc::Sender<Vec<u8>>, to: NodeId, frame: Vec<u8>) -> Result<(), SendError> {
-    queue.try_send(frame).map_err(|error| match error {
-        mpsc::error::TrySendError::Full(_) => SendError::Backpressure {
+fn enqueue(
+    queue: &LaneQueue,
+    to: NodeId,
+    frame: Vec<u8>,
+    delay: Duration,
+) -> Result<(), SendError> {
+    let at = tokio::time::Instant::now() + delay;
+    queue.push(frame, at).map_err(|refused| match refused {
+        Refused::Full => SendError::Backpressure {
             to,
             queue_max: QUEUE_FRAMES_MAX,
+            bytes_max: QUEUE_BYTES_MAX,
         },
-        mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+        Refused::Closed => SendError::Closed,
     })
 }
 
@@ -314,7 +327,7 @@ struct Dialler {
 }
 
 impl Dialler {
-    async fn run(self, mut raft: mpsc::Receiver<Vec<u8>>, mut gossip: mpsc::Receiver<Vec<u8>>) {
+    async fn run(self, raft: Arc<LaneQueue>, gossip: Arc<LaneQueue>) {
         let mut backoff = RECONNECT_BACKOFF.0;
         loop {
             if raft.is_closed() && gossip.is_closed() {
@@ -323,7 +336,7 @@ impl Dialler {
             match self.connect().await {
                 Ok((raft_stream, gossip_stream)) => {
                     backoff = RECONNECT_BACKOFF.0;
-                    let drained = drain(&mut raft, &mut gossip, raft_stream, gossip_stream).await;
+                    let drained = drain(&raft, &gossip, raft_stream, gossip_stream).await;
                     if drained == Drained::QueuesClosed {
                         return;
                     }
@@ -379,19 +392,19 @@ enum Drained {
 /// Writes queued frames until the connection fails. Raft frames go first when both queues
 /// have work (`biased`), on top of the stream priorities QUIC already applies.
 async fn drain(
-    raft: &mut mpsc::Receiver<Vec<u8>>,
-    gossip: &mut mpsc::Receiver<Vec<u8>>,
+    raft: &LaneQueue,
+    gossip: &LaneQueue,
     mut raft_stream: quinn::SendStream,
     mut gossip_stream: quinn::SendStream,
 ) -> Drained {
     loop {
         let written = tokio::select! {
             biased;
-            frame = raft.recv() => match frame {
+            frame = raft.pop() => match frame {
                 Some(frame) => raft_stream.write_all(&frame).await,
                 None => return Drained::QueuesClosed,
             },
-            frame = gossip.recv() => match frame {
+            frame = gossip.pop() => match frame {
                 Some(frame) => gossip_stream.write_all(&frame).await,
                 None => return Drained::QueuesClosed,
             },
