@@ -161,3 +161,44 @@ fn init_refuses_bad_names_and_never_overwrites() {
         0o600
     );
 }
+
+/// Leaf certificates carry a real validity period (one year unless `--days` says otherwise),
+/// and `issue_into` signs from a CA directory into another one that gets only `ca.pem`, the
+/// certificate and its key: the CA key stays apart from what a node is given.
+#[test]
+fn certificates_expire_and_the_ca_key_stays_apart() {
+    use std::time::{Duration, SystemTime};
+    let day = Duration::from_secs(86_400);
+    let ca = tempfile::tempdir().unwrap();
+    tls::init(ca.path(), &names(&["n1"]), &[]).unwrap();
+    let n1 = Identity::load(ca.path(), Role::Node, "n1").unwrap();
+    let now = SystemTime::now();
+    assert!(n1.is_valid_at(now));
+    assert!(n1.is_valid_at(now + 360 * day));
+    assert!(!n1.is_valid_at(now + 370 * day), "valid for a year");
+
+    let node_dir = tempfile::tempdir().unwrap();
+    let out = node_dir.path().join("n4");
+    tls::issue_into(ca.path(), &out, Role::Node, "n4", 30).unwrap();
+    let mut given: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    given.sort();
+    assert_eq!(given, ["ca.pem", "node-n4-key.pem", "node-n4.pem"]);
+    let n4 = Identity::load(&out, Role::Node, "n4").unwrap();
+    assert!(n4.is_valid_at(now));
+    assert!(
+        !n4.is_valid_at(now + 31 * day),
+        "valid for the 30 days asked"
+    );
+    // A second certificate into the same directory shares its ca.pem; one from another CA is
+    // refused rather than mixed in.
+    tls::issue_into(ca.path(), &out, Role::Client, "app", 30).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    tls::init(other.path(), &names(&["x"]), &[]).unwrap();
+    let mixed = tls::issue_into(other.path(), &out, Role::Client, "intruder", 30);
+    assert!(matches!(mixed, Err(tls::CertError::OtherCa { .. })));
+    let too_long = tls::issue_into(ca.path(), &out, Role::Client, "forever", 100_000);
+    assert!(matches!(too_long, Err(tls::CertError::Days { .. })));
+}

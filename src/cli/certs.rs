@@ -25,12 +25,24 @@ enum CertsCommand {
         /// Client names, comma-separated
         #[arg(long, value_delimiter = ',', default_value = "admin")]
         clients: Vec<String>,
+        /// How many days the node and client certificates are valid (the CA: 3650)
+        #[arg(long, default_value_t = tls::LEAF_DAYS_DEFAULT,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(tls::LEAF_DAYS_MAX)))]
+        days: u32,
     },
     /// Sign one more certificate with the CA kept in DIR
     Issue {
-        /// The directory `certs init` wrote
+        /// The directory holding the CA (ca.pem and ca-key.pem), as `certs init` wrote it
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+        /// Where to write the certificate, its key and a copy of ca.pem (default: DIR), so the
+        /// CA key can stay apart from the directories the nodes and clients get
+        #[arg(long, value_name = "OUT")]
+        out: Option<PathBuf>,
+        /// How many days the certificate is valid
+        #[arg(long, default_value_t = tls::LEAF_DAYS_DEFAULT,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(tls::LEAF_DAYS_MAX)))]
+        days: u32,
         /// A new node's id, like n4
         #[arg(long, conflicts_with = "client", required_unless_present = "client")]
         node: Option<String>,
@@ -47,8 +59,9 @@ pub fn run(args: &CertsArgs) -> anyhow::Result<ExitCode> {
             out,
             nodes,
             clients,
+            days,
         } => {
-            tls::init(out, nodes, clients)
+            tls::init_for_days(out, nodes, clients, *days)
                 .with_context(|| format!("creating certificates in {}", out.display()))?;
             println!(
                 "wrote the CA, {} node and {} client certificates to {}",
@@ -57,18 +70,25 @@ pub fn run(args: &CertsArgs) -> anyhow::Result<ExitCode> {
                 out.display()
             );
         }
-        CertsCommand::Issue { dir, node, client } => {
+        CertsCommand::Issue {
+            dir,
+            out,
+            days,
+            node,
+            client,
+        } => {
             let (role, name) = match (node, client) {
                 (Some(node), _) => (Role::Node, node),
                 (None, Some(client)) => (Role::Client, client),
                 (None, None) => anyhow::bail!("name a --node or a --client"),
             };
-            tls::issue(dir, role, name)
-                .with_context(|| format!("issuing a certificate in {}", dir.display()))?;
+            let out = out.as_ref().unwrap_or(dir);
+            tls::issue_into(dir, out, role, name, *days)
+                .with_context(|| format!("issuing a certificate into {}", out.display()))?;
             println!(
-                "wrote {} in {}",
+                "wrote {}, valid for {days} days, in {}",
                 tls::subject_name(role, name),
-                dir.display()
+                out.display()
             );
         }
     }

@@ -8,8 +8,11 @@
 //! - accepting, the TLS layer verifies the chain against the CA, and [`peer_is_node`] /
 //!   [`peer_is_client`] then check the name the peer claims once it says who it is.
 //!
-//! The CA key stays in the certificate directory so that `capdial certs` can sign more
-//! certificates later (a new node); a production deployment would keep it elsewhere.
+//! `capdial certs init` writes the CA and every certificate into one directory; a deployment
+//! gives each node only `ca.pem` and its own certificate and key, and keeps `ca-key.pem` apart:
+//! `capdial certs issue --dir CA_DIR --out DIR` signs a new one from there into another
+//! directory. Leaf certificates are valid for [`LEAF_DAYS_DEFAULT`] days unless told otherwise,
+//! the CA for [`CA_DAYS`].
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -32,6 +35,16 @@ pub const ANY_NODE_SERVER_NAME: &str = "node.capdial";
 pub const ALPN_PEER: &[u8] = b"capdial-peer/1";
 /// ALPN protocol between a client and a node.
 pub const ALPN_CLIENT: &[u8] = b"capdial-client/1";
+
+/// How long a node or client certificate is valid unless `--days` says otherwise.
+pub const LEAF_DAYS_DEFAULT: u32 = 365;
+/// The longest validity `--days` may ask for: as long as the CA's.
+pub const LEAF_DAYS_MAX: u32 = CA_DAYS;
+/// How long the cluster CA is valid.
+pub const CA_DAYS: u32 = 3650;
+/// How far back `not_before` is set: a peer whose clock is a little behind still accepts a
+/// certificate issued just now.
+const BACKDATE: time::Duration = time::Duration::hours(1);
 
 const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca-key.pem";
@@ -65,6 +78,10 @@ pub enum CertError {
     InvalidName { name: String },
     #[error("{path} already exists; refusing to overwrite a certificate or key")]
     Exists { path: PathBuf },
+    #[error("{path} holds another CA's certificate than the one signing")]
+    OtherCa { path: PathBuf },
+    #[error("a validity of {days} days: give 1 to {days_max}")]
+    Days { days: u32, days_max: u32 },
     #[error("reading or writing {path}")]
     Io {
         path: PathBuf,
@@ -114,10 +131,24 @@ fn ca_params() -> Result<CertificateParams, CertError> {
         .push(DnType::CommonName, CA_COMMON_NAME);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    valid_for(&mut params, CA_DAYS);
     Ok(params)
 }
 
-fn leaf_params(role: Role, name: &str) -> Result<CertificateParams, CertError> {
+/// Makes `params` valid from a little before now for `days` days.
+fn valid_for(params: &mut CertificateParams, days: u32) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - BACKDATE;
+    params.not_after = now + time::Duration::days(i64::from(days));
+}
+
+fn leaf_params(role: Role, name: &str, days: u32) -> Result<CertificateParams, CertError> {
+    if !(1..=LEAF_DAYS_MAX).contains(&days) {
+        return Err(CertError::Days {
+            days,
+            days_max: LEAF_DAYS_MAX,
+        });
+    }
     check_name(name)?;
     let subject = subject_name(role, name);
     let mut names = vec![subject.clone()];
@@ -135,6 +166,7 @@ fn leaf_params(role: Role, name: &str) -> Result<CertificateParams, CertError> {
         ],
         Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
+    valid_for(&mut params, days);
     Ok(params)
 }
 
@@ -161,8 +193,19 @@ fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), CertError>
     file.sync_all().map_err(io)
 }
 
-/// Creates a cluster CA in `dir` and a certificate for every node and client named.
+/// Creates a cluster CA in `dir` and a certificate for every node and client named, valid for
+/// [`LEAF_DAYS_DEFAULT`] days.
 pub fn init(dir: &Path, nodes: &[String], clients: &[String]) -> Result<(), CertError> {
+    init_for_days(dir, nodes, clients, LEAF_DAYS_DEFAULT)
+}
+
+/// [`init`] with leaf certificates valid for `days` days.
+pub fn init_for_days(
+    dir: &Path,
+    nodes: &[String],
+    clients: &[String],
+    days: u32,
+) -> Result<(), CertError> {
     for name in nodes.iter().chain(clients) {
         check_name(name)?;
     }
@@ -175,25 +218,48 @@ pub fn init(dir: &Path, nodes: &[String], clients: &[String]) -> Result<(), Cert
     write_new(&dir.join(CA_CERT), &ca_cert.pem(), false)?;
     write_new(&dir.join(CA_KEY), &ca_key.serialize_pem(), true)?;
     for name in nodes {
-        issue(dir, Role::Node, name)?;
+        issue_into(dir, dir, Role::Node, name, days)?;
     }
     for name in clients {
-        issue(dir, Role::Client, name)?;
+        issue_into(dir, dir, Role::Client, name, days)?;
     }
     Ok(())
 }
 
-/// Signs a new certificate for `name` with the CA kept in `dir`.
+/// Signs a new certificate for `name` with the CA kept in `dir`, into `dir`.
 pub fn issue(dir: &Path, role: Role, name: &str) -> Result<(), CertError> {
-    let ca_key_path = dir.join(CA_KEY);
-    let ca_key_pem = read_text(&ca_key_path)?;
-    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+    issue_into(dir, dir, role, name, LEAF_DAYS_DEFAULT)
+}
+
+/// Signs a new certificate for `name`, valid for `days` days, with the CA kept in `ca_dir`,
+/// and writes it, its key and `ca.pem` (unless there already) into `out`: the CA key need not
+/// be where the certificates go.
+pub fn issue_into(
+    ca_dir: &Path,
+    out: &Path,
+    role: Role,
+    name: &str,
+    days: u32,
+) -> Result<(), CertError> {
+    let ca_key = KeyPair::from_pem(&read_text(&ca_dir.join(CA_KEY))?)?;
+    let ca_pem = read_text(&ca_dir.join(CA_CERT))?;
+    let params = leaf_params(role, name, days)?;
+    fs::create_dir_all(out).map_err(|source| CertError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let out_ca = out.join(CA_CERT);
+    match fs::read_to_string(&out_ca) {
+        Ok(existing) if existing == ca_pem => {}
+        Ok(_) => return Err(CertError::OtherCa { path: out_ca }),
+        Err(_) => write_new(&out_ca, &ca_pem, false)?,
+    }
     let issuer = Issuer::new(ca_params()?, ca_key);
     let key = KeyPair::generate()?;
-    let cert = leaf_params(role, name)?.signed_by(&key, &issuer)?;
-    write_new(&dir.join(file_name(role, name, false)), &cert.pem(), false)?;
+    let cert = params.signed_by(&key, &issuer)?;
+    write_new(&out.join(file_name(role, name, false)), &cert.pem(), false)?;
     write_new(
-        &dir.join(file_name(role, name, true)),
+        &out.join(file_name(role, name, true)),
         &key.serialize_pem(),
         true,
     )
@@ -235,6 +301,29 @@ impl Identity {
             key,
             ca,
         })
+    }
+
+    /// Whether this certificate chains to the CA and is valid at `at`.
+    pub fn is_valid_at(&self, at: std::time::SystemTime) -> bool {
+        let Ok(since_epoch) = at.duration_since(std::time::UNIX_EPOCH) else {
+            return false;
+        };
+        let Ok(anchor) = webpki::anchor_from_trusted_cert(&self.ca) else {
+            return false;
+        };
+        let Ok(leaf) = webpki::EndEntityCert::try_from(&self.certificate) else {
+            return false;
+        };
+        let algorithms = rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .all;
+        let usage = match self.role {
+            Role::Node => webpki::KeyUsage::server_auth(),
+            Role::Client => webpki::KeyUsage::client_auth(),
+        };
+        let time = rustls::pki_types::UnixTime::since_unix_epoch(since_epoch);
+        leaf.verify_for_usage(algorithms, &[anchor], &[], time, usage, None, None)
+            .is_ok()
     }
 
     fn roots(&self) -> Result<rustls::RootCertStore, CertError> {

@@ -50,6 +50,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let identity = Identity::load(&config.certs, Role::Node, &config.id.to_string())?;
+    if !identity.is_valid_at(std::time::SystemTime::now()) {
+        // Peers and clients will refuse it: say so before they do.
+        tracing::warn!("this node's certificate is not valid now (expired, or not yet valid)");
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::Io {
         what: format!("creating {}", config.data_dir.display()),
         source,
