@@ -10,7 +10,6 @@ use capdial::protocol::admin::{AdminAnswer, AdminError, AdminRequest, FromNode, 
 use capdial::protocol::{
     Answer, ClientError, ClientRequest, KeyspaceMode, Operation, ReadLevel, Served,
 };
-use capdial::strong::ClientId;
 use capdial::types::NodeId;
 use common::{b, poll_until};
 use std::collections::BTreeMap;
@@ -131,15 +130,7 @@ impl RawClient {
 }
 
 fn request(keyspace: &str, seq: u64, operation: Operation) -> ClientRequest {
-    ClientRequest {
-        client: ClientId(7),
-        seq,
-        keyspace: keyspace.to_string(),
-        operation,
-        read: None,
-        write: None,
-        session: None,
-    }
+    common::request(7, keyspace, seq, operation)
 }
 
 /// The leader of group 0, found through status.

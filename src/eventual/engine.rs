@@ -52,6 +52,18 @@ pub(super) struct Fresh {
     pub(super) carried_by: Option<PersistId>,
 }
 
+/// What merging a peer's state did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Merged {
+    /// Not taken (another value type, a key too long, a stamp too far ahead): nothing is
+    /// persisted, so nothing may be acknowledged.
+    Refused,
+    /// Taken; the installed state already held it.
+    Unchanged,
+    /// Taken; the installed state changed.
+    Changed,
+}
+
 /// What to do once a persist batch is durable.
 #[derive(Clone, Debug)]
 pub(super) enum AfterPersist {
@@ -421,11 +433,9 @@ impl AntiEntropy {
                 ack_requested,
             } => {
                 let KeyEntry { key, state } = entry;
-                if self.stamped_too_far_ahead(&state) {
-                    return; // Not merged, so not acknowledged: the writer times out.
-                }
-                self.merge_remote(key, state, ack_requested);
-                if ack_requested && token.node == from {
+                let merged = self.merge_remote(key, state, ack_requested);
+                // A refused delta is not persisted, so not acknowledged: the writer times out.
+                if ack_requested && token.node == from && merged != Merged::Refused {
                     self.unbatched
                         .push(AfterPersist::SendDeltaAck { to: from, token });
                 }
@@ -436,7 +446,7 @@ impl AntiEntropy {
                 self.handle_read_reply(now, from, read, key, state)
             }
             GossipMessage::Repair { entry } => {
-                if self.merge_remote(entry.key, entry.state, false) {
+                if self.merge_remote(entry.key, entry.state, false) == Merged::Changed {
                     self.stats.keys_repaired += 1;
                 }
             }
@@ -793,7 +803,6 @@ impl AntiEntropy {
         match read(&self.store) {
             Ok(value) => Some(value),
             Err(error) => {
-                tracing::error!(%error, "an eventual keyspace cannot read its storage");
                 self.fault.borrow_mut().get_or_insert(error);
                 None
             }
@@ -833,18 +842,18 @@ impl AntiEntropy {
         self.installed_range(0, None, usize::MAX)
     }
 
-    /// Installs `state` for `key`, keeping the tree, the summary and the barriers in step.
+    /// Installs `row` for `key` in place of its installed row `old` (read by the caller, who
+    /// merged into it), keeping the tree, the summary and the barriers in step.
     /// `local_write` marks the install of this node's own write (the planted Merkle bug's
     /// trigger: forgetting it means a lost delta is never repaired).
-    pub(super) fn set_state(&mut self, key: Bytes, state: KeyState, local_write: bool) {
-        let row = StoredKey::new(key_hash(&key), state);
-        self.set_row(key, row, local_write);
-    }
-
-    /// [`Self::set_state`] with the row already made (its hashes computed).
-    pub(super) fn set_row(&mut self, key: Bytes, mut row: StoredKey, local_write: bool) {
+    pub(super) fn set_row(
+        &mut self,
+        key: Bytes,
+        old: Option<StoredKey>,
+        mut row: StoredKey,
+        local_write: bool,
+    ) {
         let hash = key_hash(&key);
-        let old = self.stored_row(&key);
         if old.is_none() && local_write && self.bug_merkle_forgets_key() {
             row.entry = 0;
         }
@@ -901,19 +910,19 @@ impl AntiEntropy {
         self.dirty.insert(key.clone());
     }
 
-    /// Merges a state from a peer. Returns true if the stored state changed. `force_persist`
-    /// puts the key in the next batch even if nothing changed (a delta ack needs it durable).
+    /// Merges a state from a peer. `force_persist` puts the key in the next batch even if
+    /// nothing changed (a delta ack needs it durable).
     pub(super) fn merge_remote(
         &mut self,
         key: Bytes,
         state: KeyState,
         force_persist: bool,
-    ) -> bool {
+    ) -> Merged {
         if state.value_type() != self.config.value_type || key.len() > KEY_BYTES_MAX {
-            return false;
+            return Merged::Refused;
         }
         if self.stamped_too_far_ahead(&state) {
-            return false;
+            return Merged::Refused;
         }
         if let Some(stamp) = state.lww_stamp() {
             self.hlc.observe(stamp);
@@ -923,29 +932,34 @@ impl AntiEntropy {
         if let Some(overlay) = self.overlay.get_mut(&key) {
             let _ = overlay.state.merge(state.clone());
         }
-        let existing = self.stored(&key);
-        let held = existing.is_some();
-        let merged = match existing {
+        let existing = self.stored_row(&key);
+        let merged = match &existing {
             None if self.knowledge_covers_collected(&state) => None,
             None => Some(state),
             Some(existing) => {
-                let mut merged = existing.clone();
+                let mut merged = existing.state.clone();
                 if merged.merge(state).is_err() {
-                    return false;
+                    return Merged::Refused;
                 }
                 self.plant_merge_bug(&mut merged);
-                (merged != existing).then_some(merged)
+                (merged != existing.state).then_some(merged)
             }
         };
-        let changed = merged.is_some();
         self.knowledge.record_context(&context);
-        if let Some(merged) = merged {
-            self.set_state(key.clone(), merged, false);
-            self.dirty.insert(key);
-        } else if force_persist && held {
-            self.dirty.insert(key);
+        match merged {
+            Some(merged) => {
+                let row = StoredKey::new(key_hash(&key), merged);
+                self.set_row(key.clone(), existing, row, false);
+                self.dirty.insert(key);
+                Merged::Changed
+            }
+            None => {
+                if force_persist && existing.is_some() {
+                    self.dirty.insert(key);
+                }
+                Merged::Unchanged
+            }
         }
-        changed
     }
 
     /// True (and counted) if `state` is an `lww` state stamped more than `clock_skew_max`

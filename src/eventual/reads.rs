@@ -6,7 +6,7 @@
 //! answers, and then repairs: the merged state is merged here and sent to every replier
 //! whose state differed.
 
-use super::engine::AntiEntropy;
+use super::engine::{AntiEntropy, Merged};
 use super::error::ReadError;
 use super::levels::{Event, RequestId, SessionToken};
 use super::message::{GossipMessage, KeyEntry};
@@ -167,7 +167,7 @@ impl AntiEntropy {
         if merged.context.is_empty() {
             return; // Nobody holds anything: nothing to repair.
         }
-        if self.merge_remote(key.clone(), merged.clone(), false) {
+        if self.merge_remote(key.clone(), merged.clone(), false) == Merged::Changed {
             self.stats.keys_repaired += 1;
         }
         let stale: Vec<NodeId> = replies

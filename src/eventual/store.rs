@@ -126,6 +126,17 @@ pub fn leaf_change(old: Option<&StoredKey>, new: Option<&StoredKey>) -> u64 {
     old.map_or(0, |row| row.entry) ^ new.map_or(0, |row| row.entry)
 }
 
+/// How the tombstone index changes when a row goes from `old` to `new`: `Some(true)` the key
+/// enters it, `Some(false)` it leaves, `None` nothing changes.
+pub fn tombstone_change(old: Option<&StoredKey>, new: Option<&StoredKey>) -> Option<bool> {
+    let tombstone = |row: Option<&StoredKey>| row.is_some_and(|row| row.live.is_none());
+    match (tombstone(old), tombstone(new)) {
+        (false, true) => Some(true),
+        (true, false) => Some(false),
+        _ => None,
+    }
+}
+
 /// What an engine starts from: everything about a keyspace's stored rows except the rows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredImage {
@@ -172,15 +183,6 @@ pub struct KeyspaceStore {
 impl KeyspaceStore {
     pub fn new(store: Arc<dyn StateStore>, keyspace: KeyspaceId) -> KeyspaceStore {
         KeyspaceStore { store, keyspace }
-    }
-
-    /// A keyspace of a fresh [`MemoryStates`]: for tests and benchmarks.
-    pub fn in_memory() -> KeyspaceStore {
-        KeyspaceStore::new(Arc::new(MemoryStates::new()), KeyspaceId(0))
-    }
-
-    pub fn keyspace(&self) -> KeyspaceId {
-        self.keyspace
     }
 
     pub fn load(&self) -> Result<StoredImage, StoreError> {
@@ -230,20 +232,15 @@ impl MemoryKeyspace {
         if *leaf == 0 {
             self.leaves.remove(&leaf_of(hash));
         }
+        match tombstone_change(old, row) {
+            Some(true) => self.tombstones.insert(key.clone()),
+            Some(false) => self.tombstones.remove(key),
+            None => false,
+        };
         match row {
-            Some(row) => {
-                if row.live.is_none() {
-                    self.tombstones.insert(key.clone());
-                } else {
-                    self.tombstones.remove(key);
-                }
-                self.rows.insert(at, row.clone());
-            }
-            None => {
-                self.tombstones.remove(key);
-                self.rows.remove(&at);
-            }
-        }
+            Some(row) => self.rows.insert(at, row.clone()),
+            None => self.rows.remove(&at),
+        };
     }
 }
 
@@ -281,16 +278,6 @@ impl MemoryStates {
     /// Forgets a keyspace (a dropped one).
     pub fn remove(&self, keyspace: KeyspaceId) {
         self.with(|keyspaces| keyspaces.remove(&keyspace));
-    }
-
-    /// How many rows `keyspace` holds.
-    pub fn len(&self, keyspace: KeyspaceId) -> usize {
-        self.with(|keyspaces| keyspaces.get(&keyspace).map_or(0, |ks| ks.rows.len()))
-    }
-
-    /// True if `keyspace` holds no row.
-    pub fn is_empty(&self, keyspace: KeyspaceId) -> bool {
-        self.len(keyspace) == 0
     }
 }
 

@@ -16,7 +16,7 @@
 //! When a session completes, this node holds everything the responder held when it answered
 //! the root, so it takes the responder's reported knowledge vector into its own.
 
-use super::engine::{AntiEntropy, SessionSummary};
+use super::engine::{AntiEntropy, Merged, SessionSummary};
 use super::hash::key_hash;
 use super::liveness::Liveness;
 use super::merkle::{LEAVES, NodeRef};
@@ -213,7 +213,7 @@ impl AntiEntropy {
             }
             GossipMessage::SyncPush { session: _, states } => {
                 for KeyEntry { key, state } in states {
-                    if self.merge_remote(key, state, false) {
+                    if self.merge_remote(key, state, false) == Merged::Changed {
                         self.stats.keys_repaired += 1;
                     }
                 }
@@ -489,7 +489,7 @@ impl AntiEntropy {
         let mut repaired = 0;
         for KeyEntry { key, state } in states {
             if asked_set.contains(&super::merkle::leaf_of(key_hash(&key)))
-                && self.merge_remote(key, state, false)
+                && self.merge_remote(key, state, false) == Merged::Changed
             {
                 repaired += 1;
             }

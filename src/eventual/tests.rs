@@ -194,16 +194,26 @@ impl Cluster {
     }
 
     fn write(&mut self, node: u64, key: &str, op: Op, level: WriteLevel) -> RequestId {
+        self.try_write(node, key, op, level).unwrap()
+    }
+
+    /// A write the engine may refuse; one it takes is persisted and spread like `write`'s.
+    fn try_write(
+        &mut self,
+        node: u64,
+        key: &str,
+        op: Op,
+        level: WriteLevel,
+    ) -> Result<RequestId, WriteError> {
         let id = RequestId(self.next_request);
         self.next_request += 1;
         let (now, wall) = (self.now, WallMillis(self.wall));
         self.node(NodeId(node))
             .engine
-            .local_write(now, wall, id, bytes(key), op, level)
-            .unwrap();
+            .local_write(now, wall, id, bytes(key), op, level)?;
         self.drain(NodeId(node));
         self.deliver_all();
-        id
+        Ok(id)
     }
 
     fn read(&mut self, node: u64, key: &str, level: ReadMode) -> RequestId {
@@ -465,16 +475,7 @@ fn an_mvreg_context_naming_unseen_writes_is_refused() {
         context,
     };
     let forged = ReadContext(crdts::VClock::from(crdts::Dot::new(NodeId(1), u64::MAX)));
-    let (now, wall) = (cluster.now, WallMillis(cluster.wall));
-    let engine = &mut cluster.node(NodeId(1)).engine;
-    let refused = engine.local_write(
-        now,
-        wall,
-        RequestId(900),
-        bytes("k"),
-        put("forged", Some(forged)),
-        WriteLevel::Local,
-    );
+    let refused = cluster.try_write(1, "k", put("forged", Some(forged)), WriteLevel::Local);
     assert!(matches!(
         refused,
         Err(WriteError::ContextAhead {
@@ -495,16 +496,8 @@ fn an_mvreg_context_naming_unseen_writes_is_refused() {
     let ReadValue::MvReg { context, .. } = cluster.engine(2).value(b"k") else {
         panic!("mvreg")
     };
-    let (now, wall) = (cluster.now, WallMillis(cluster.wall));
-    let engine = &mut cluster.node(NodeId(1)).engine;
-    let early = engine.local_write(
-        now,
-        wall,
-        RequestId(901),
-        bytes("k"),
-        put("replaces both", Some(context.clone())),
-        WriteLevel::Local,
-    );
+    let replace = put("replaces both", Some(context.clone()));
+    let early = cluster.try_write(1, "k", replace, WriteLevel::Local);
     assert!(
         matches!(
             early,

@@ -3,9 +3,11 @@
 
 use super::engine::AntiEntropy;
 use super::error::WriteError;
+use super::hash::key_hash;
 use super::levels::{Event, SessionToken, WriteLevel};
 use super::liveness::Liveness;
 use super::message::{GossipMessage, KeyEntry};
+use super::store::StoredKey;
 use super::value::{ApplyError, KeyState};
 use super::{
     DELTA_BYTES_MAX, EVENTS_UNDRAINED_MAX, KEY_BYTES_MAX, KEY_STATE_BYTES_MAX, VALUE_BYTES_MAX,
@@ -116,8 +118,10 @@ impl AntiEntropy {
     }
 
     pub(super) fn install_write(&mut self, now: Instant, key: Bytes, seq: u64, state: KeyState) {
-        let merged = match self.stored(&key) {
-            Some(mut merged) => {
+        let old = self.stored_row(&key);
+        let merged = match &old {
+            Some(old) => {
+                let mut merged = old.state.clone();
                 merged
                     .merge(state)
                     .expect("invariant: one value type per keyspace");
@@ -132,10 +136,8 @@ impl AntiEntropy {
             .and_then(|overlay| overlay.carried.as_ref())
             .filter(|(_, row)| row.state == merged)
             .map(|(_, row)| row.clone());
-        match carried {
-            Some(row) => self.set_row(key.clone(), row, true),
-            None => self.set_state(key.clone(), merged.clone(), true),
-        }
+        let row = carried.unwrap_or_else(|| StoredKey::new(key_hash(&key), merged.clone()));
+        self.set_row(key.clone(), old, row, true);
         if let Some(overlay) = self.overlay.get_mut(&key) {
             overlay.pending -= 1;
             if overlay.pending == 0 {

@@ -111,7 +111,8 @@ impl LaneQueue {
     }
 
     /// Frames and bytes queued.
-    pub fn len(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn len(&self) -> (usize, usize) {
         let frames = self.lock();
         (frames.by_time.len(), frames.bytes)
     }

@@ -10,7 +10,7 @@ use super::tables::*;
 use super::{StorageError, decode, encode, redb_error};
 use crate::eventual::hash::key_hash;
 use crate::eventual::merkle::leaf_of;
-use crate::eventual::store::leaf_change;
+use crate::eventual::store::{leaf_change, tombstone_change};
 use crate::eventual::{
     DurableMeta, PersistBatch, StateStore, StoreError, StoredImage, StoredKey, Summary,
 };
@@ -28,6 +28,7 @@ pub struct EventualMetaRow {
 }
 
 type RowKey<'a> = (u64, u64, &'a [u8]);
+type IndexKey<'a> = (u64, &'a [u8]);
 
 impl From<StorageError> for StoreError {
     fn from(error: StorageError) -> StoreError {
@@ -39,7 +40,7 @@ impl From<StorageError> for StoreError {
 pub(super) struct EventualTables<'t> {
     rows: Table<'t, RowKey<'static>, &'static [u8]>,
     leaves: Table<'t, (u64, u32), u64>,
-    tombstones: Table<'t, (u64, &'static [u8]), ()>,
+    tombstones: Table<'t, IndexKey<'static>, ()>,
     meta: Table<'t, u64, &'static [u8]>,
     garbage: Table<'t, u64, ()>,
 }
@@ -97,14 +98,11 @@ impl<'t> EventualTables<'t> {
                 self.rows.remove(at).map_err(redb_error)?;
             }
         }
-        // The index changes only when a key becomes or stops being a tombstone.
-        let was = old.as_ref().is_some_and(|old| old.live.is_none());
-        let is = row.is_some_and(|row| row.live.is_none());
         let index = (keyspace.0, key);
-        match (was, is) {
-            (false, true) => self.tombstones.insert(index, ()).map(drop),
-            (true, false) => self.tombstones.remove(index).map(drop),
-            _ => Ok(()),
+        match tombstone_change(old.as_ref(), row) {
+            Some(true) => self.tombstones.insert(index, ()).map(drop),
+            Some(false) => self.tombstones.remove(index).map(drop),
+            None => Ok(()),
         }
         .map_err(redb_error)
     }
@@ -159,36 +157,30 @@ impl<'t> EventualTables<'t> {
     /// tombstone index); fewer than `limit` means nothing is left.
     fn delete_some(&mut self, id: u64, limit: usize) -> Result<usize, StorageError> {
         let next = id.saturating_add(1);
-        let first: RowKey = (id, 0, &[]);
-        let after: RowKey = (next, 0, &[]);
-        let mut deleted = 0;
-        let mut rows = self
-            .rows
-            .extract_from_if(first..after, |_, _| true)
-            .map_err(redb_error)?;
-        while deleted < limit && rows.next().transpose().map_err(redb_error)?.is_some() {
-            deleted += 1;
-        }
-        drop(rows);
-        let mut leaves = self
+        let (first, after): (RowKey, RowKey) = ((id, 0, &[]), (next, 0, &[]));
+        let rows = self.rows.extract_from_if(first..after, |_, _| true);
+        let mut deleted = take_up_to(rows.map_err(redb_error)?, limit)?;
+        let leaves = self
             .leaves
-            .extract_from_if((id, 0)..=(id, u32::MAX), |_, _| true)
-            .map_err(redb_error)?;
-        while deleted < limit && leaves.next().transpose().map_err(redb_error)?.is_some() {
-            deleted += 1;
-        }
-        drop(leaves);
-        let first: (u64, &[u8]) = (id, &[]);
-        let after: (u64, &[u8]) = (next, &[]);
-        let mut index = self
-            .tombstones
-            .extract_from_if(first..after, |_, _| true)
-            .map_err(redb_error)?;
-        while deleted < limit && index.next().transpose().map_err(redb_error)?.is_some() {
-            deleted += 1;
-        }
+            .extract_from_if((id, 0)..=(id, u32::MAX), |_, _| true);
+        deleted += take_up_to(leaves.map_err(redb_error)?, limit - deleted)?;
+        let (first, after): (IndexKey, IndexKey) = ((id, &[]), (next, &[]));
+        let index = self.tombstones.extract_from_if(first..after, |_, _| true);
+        deleted += take_up_to(index.map_err(redb_error)?, limit - deleted)?;
         Ok(deleted)
     }
+}
+
+/// Reads (and so deletes) up to `limit` rows of a redb `extract_from_if`; returns how many.
+fn take_up_to<T>(
+    mut extracted: impl Iterator<Item = Result<T, redb::StorageError>>,
+    limit: usize,
+) -> Result<usize, StorageError> {
+    let mut taken = 0;
+    while taken < limit && extracted.next().transpose().map_err(redb_error)?.is_some() {
+        taken += 1;
+    }
+    Ok(taken)
 }
 
 impl super::Store {
@@ -279,13 +271,13 @@ impl StateStore for super::Store {
     ) -> Result<Vec<Bytes>, StoreError> {
         let txn = self.db.begin_read().map_err(redb_error)?;
         let index = txn.open_table(EVENTUAL_TOMBSTONES).map_err(redb_error)?;
-        let start: Bound<(u64, &[u8])> = match after {
+        let start: Bound<IndexKey> = match after {
             Some(key) => Bound::Excluded((keyspace.0, key)),
             None => Bound::Included((keyspace.0, &[])),
         };
         let mut keys = Vec::new();
         for row in index
-            .range::<(u64, &[u8])>((start, Bound::Unbounded))
+            .range::<IndexKey>((start, Bound::Unbounded))
             .map_err(redb_error)?
         {
             let (at, _) = row.map_err(redb_error)?;

@@ -619,6 +619,24 @@ pub async fn stale_read_until(
     .await
 }
 
+/// A data request of client `client` with the keyspace's default levels.
+pub fn request(
+    client: u64,
+    keyspace: &str,
+    seq: u64,
+    operation: capdial::protocol::Operation,
+) -> capdial::protocol::ClientRequest {
+    capdial::protocol::ClientRequest {
+        client: capdial::strong::ClientId(client),
+        seq,
+        keyspace: keyspace.to_string(),
+        operation,
+        read: None,
+        write: None,
+        session: None,
+    }
+}
+
 /// Bytes of a string, for keys, values and members.
 pub fn b(text: &str) -> bytes::Bytes {
     bytes::Bytes::copy_from_slice(text.as_bytes())
