@@ -8,7 +8,8 @@
 mod common;
 
 use capdial::eventual::ValueType;
-use capdial::node::core::{CoreConfig, NodeCore, PeerMessage, ReplyTo};
+use capdial::net::tls::{Caller, Role};
+use capdial::node::core::{CoreConfig, NodeCore, PeerMessage, ReplyTo, admit};
 use capdial::protocol::admin::{AdminRequest, FromNode, ToNode};
 use capdial::protocol::{ClientRequest, KeyspaceMode, ReadLevel, WriteLevel};
 use capdial::storage::Store;
@@ -95,8 +96,12 @@ impl Node {
     /// Sends `request` and runs until its answer comes (or `wait` passes).
     fn request(&mut self, tag: u64, request: ToNode, wait: Duration) -> Option<FromNode> {
         let wall = self.wall();
-        self.core
-            .handle_client(self.now, wall, ReplyTo(tag), request);
+        match admit(&admin(), request) {
+            Ok(request) => self
+                .core
+                .handle_client(self.now, wall, ReplyTo(tag), request),
+            Err(refused) => return Some(*refused),
+        }
         self.drain();
         let end = self.now + wait;
         loop {
@@ -232,11 +237,21 @@ fn mutate(mut frame: Vec<u8>, mutations: &[Mutation], fix_length: bool) -> Vec<u
     frame
 }
 
+fn admin() -> Caller {
+    Caller {
+        name: "fuzzer".to_string(),
+        role: Role::Admin,
+    }
+}
+
 fn feed_client(node: &mut Node, frame: &[u8], tag: u64) {
     if let Ok((request, _)) = wire::decode::<ToNode>(frame) {
         let wall = node.wall();
-        node.core
-            .handle_client(node.now, wall, ReplyTo(tag), request);
+        // An admin may send anything: the most that can reach the core.
+        if let Ok(request) = admit(&admin(), request) {
+            node.core
+                .handle_client(node.now, wall, ReplyTo(tag), request);
+        }
         node.drain();
         node.run_for(Duration::from_millis(200));
     }

@@ -4,7 +4,7 @@
 mod common;
 
 use capdial::eventual::{ReadValue, ValueType, WriteLevel};
-use capdial::net::tls::{self, Identity, Role};
+use capdial::net::tls::{self, Identity, Party};
 use capdial::node::{self, NodeConfig};
 use capdial::protocol::admin::{AdminAnswer, AdminError, AdminRequest, FromNode, ToNode};
 use capdial::protocol::{
@@ -84,7 +84,7 @@ struct RawClient {
 
 impl RawClient {
     fn new(certs: &Path) -> RawClient {
-        let identity = Identity::load(certs, Role::Client, "admin").unwrap();
+        let identity = Identity::load(certs, Party::Client, "admin").unwrap();
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.set_default_client_config(identity.client_config(tls::ALPN_CLIENT).unwrap());
         RawClient { endpoint }

@@ -5,7 +5,7 @@
 
 use capdial::net::faults::{FaultRule, FaultRules};
 use capdial::net::peer::{Inbound, Lane, StreamHello, Transport, TransportConfig};
-use capdial::net::tls::{self, Identity, Role};
+use capdial::net::tls::{self, Identity, Party};
 use capdial::types::NodeId;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,7 +24,7 @@ struct TestNode {
 }
 
 fn bind(dir: &Path, id: NodeId) -> quinn::Endpoint {
-    let identity = Identity::load(dir, Role::Node, &id.to_string()).unwrap();
+    let identity = Identity::load(dir, Party::Node, &id.to_string()).unwrap();
     quinn::Endpoint::server(
         identity.server_config().unwrap(),
         "127.0.0.1:0".parse().unwrap(),
@@ -44,7 +44,7 @@ async fn cluster(dir: &Path, count: u64) -> Vec<TestNode> {
     let mut nodes = Vec::new();
     for (i, endpoint) in endpoints.into_iter().enumerate() {
         let id = NodeId(i as u64 + 1);
-        let identity = Identity::load(dir, Role::Node, &id.to_string()).unwrap();
+        let identity = Identity::load(dir, Party::Node, &id.to_string()).unwrap();
         let config = TransportConfig {
             id,
             peers: addresses.clone(),
@@ -160,7 +160,7 @@ async fn a_peer_claiming_another_name_is_cut_off_and_garbage_ends_one_stream() {
     let mut nodes = cluster(dir.path(), 3).await;
     let address = nodes[0].endpoint.local_addr().unwrap();
     // n2's certificate, but a hello that claims to be n3.
-    let n2 = Identity::load(dir.path(), Role::Node, "n2").unwrap();
+    let n2 = Identity::load(dir.path(), Party::Node, "n2").unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(n2.client_config(tls::ALPN_PEER).unwrap());
     let connection = endpoint
@@ -238,7 +238,7 @@ async fn a_client_certificate_on_the_peer_protocol_is_closed_before_any_frame_is
     let dir = tempfile::tempdir().unwrap();
     let nodes = cluster(dir.path(), 1).await;
     let address = nodes[0].endpoint.local_addr().unwrap();
-    let admin = Identity::load(dir.path(), Role::Client, "admin").unwrap();
+    let admin = Identity::load(dir.path(), Party::Client, "admin").unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(admin.client_config(tls::ALPN_PEER).unwrap());
     let connection = endpoint
@@ -266,7 +266,7 @@ async fn a_peer_moved_to_a_new_address_is_reached_there() {
     let nodes = cluster(dir.path(), 3).await;
     // n3 comes back on another port, with a transport of its own.
     let moved = bind(dir.path(), NodeId(3));
-    let identity = Identity::load(dir.path(), Role::Node, "n3").unwrap();
+    let identity = Identity::load(dir.path(), Party::Node, "n3").unwrap();
     let config = TransportConfig {
         id: NodeId(3),
         peers: BTreeMap::new(),

@@ -2,7 +2,7 @@
 //! the cluster CA, refuses a certificate from another CA, and tells a peer that claims the
 //! wrong node id from the right one. Deadlines bound every wait; nothing sleeps.
 
-use capdial::net::tls::{self, ALPN_CLIENT, ALPN_PEER, Identity, Role};
+use capdial::net::tls::{self, ALPN_CLIENT, ALPN_PEER, Identity, Party, Role};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -14,20 +14,20 @@ fn names(list: &[&str]) -> Vec<String> {
 }
 
 fn server(dir: &Path, id: &str) -> quinn::Endpoint {
-    let identity = Identity::load(dir, Role::Node, id).expect("node identity");
+    let identity = Identity::load(dir, Party::Node, id).expect("node identity");
     let config = identity.server_config().expect("server config");
     quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).expect("bind")
 }
 
 async fn dial(
     dir: &Path,
-    role: Role,
+    party: Party,
     name: &str,
     alpn: &[u8],
     to: SocketAddr,
     server_id: &str,
 ) -> Result<quinn::Connection, String> {
-    let identity = Identity::load(dir, role, name).expect("dialler identity");
+    let identity = Identity::load(dir, party, name).expect("dialler identity");
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("bind");
     endpoint.set_default_client_config(identity.client_config(alpn).expect("client config"));
     let connecting = endpoint
@@ -59,7 +59,7 @@ async fn peers_and_clients_of_the_cluster_ca_are_accepted_and_named() {
     let address = node.local_addr().unwrap();
 
     let (dialled, accepted) = tokio::join!(
-        dial(dir.path(), Role::Node, "n2", ALPN_PEER, address, "n1"),
+        dial(dir.path(), Party::Node, "n2", ALPN_PEER, address, "n1"),
         accept(&node)
     );
     let (dialled, accepted) = (dialled.unwrap(), accepted.unwrap());
@@ -80,7 +80,7 @@ async fn peers_and_clients_of_the_cluster_ca_are_accepted_and_named() {
     let (client, accepted) = tokio::join!(
         dial(
             dir.path(),
-            Role::Client,
+            Party::Client,
             "admin",
             ALPN_CLIENT,
             address,
@@ -100,7 +100,7 @@ async fn a_node_answering_for_another_is_refused() {
     let address = node.local_addr().unwrap();
     // We meant to reach n3, but n1 answers: its certificate does not name n3.
     let (dialled, _accepted) = tokio::join!(
-        dial(dir.path(), Role::Node, "n2", ALPN_PEER, address, "n3"),
+        dial(dir.path(), Party::Node, "n2", ALPN_PEER, address, "n3"),
         accept(&node)
     );
     let error = dialled.expect_err("must not connect to the wrong node");
@@ -130,7 +130,7 @@ async fn a_certificate_from_another_ca_is_refused() {
     let (_dialled, accepted) = tokio::join!(
         dial(
             theirs.path(),
-            Role::Client,
+            Party::Client,
             "admin",
             ALPN_CLIENT,
             address,
@@ -154,7 +154,7 @@ fn init_refuses_bad_names_and_never_overwrites() {
     let again = tls::init(dir.path(), &names(&["n1"]), &[]);
     assert!(matches!(again, Err(tls::CertError::Exists { .. })));
     tls::issue(dir.path(), Role::Node, "n4").unwrap();
-    assert!(Identity::load(dir.path(), Role::Node, "n4").is_ok());
+    assert!(Identity::load(dir.path(), Party::Node, "n4").is_ok());
     let mode = std::fs::metadata(dir.path().join("ca-key.pem")).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
@@ -171,7 +171,7 @@ fn certificates_expire_and_the_ca_key_stays_apart() {
     let day = Duration::from_secs(86_400);
     let ca = tempfile::tempdir().unwrap();
     tls::init(ca.path(), &names(&["n1"]), &[]).unwrap();
-    let n1 = Identity::load(ca.path(), Role::Node, "n1").unwrap();
+    let n1 = Identity::load(ca.path(), Party::Node, "n1").unwrap();
     let now = SystemTime::now();
     assert!(n1.is_valid_at(now));
     assert!(n1.is_valid_at(now + 360 * day));
@@ -186,7 +186,7 @@ fn certificates_expire_and_the_ca_key_stays_apart() {
         .collect();
     given.sort();
     assert_eq!(given, ["ca.pem", "node-n4-key.pem", "node-n4.pem"]);
-    let n4 = Identity::load(&out, Role::Node, "n4").unwrap();
+    let n4 = Identity::load(&out, Party::Node, "n4").unwrap();
     assert!(n4.is_valid_at(now));
     assert!(
         !n4.is_valid_at(now + 31 * day),
@@ -194,11 +194,52 @@ fn certificates_expire_and_the_ca_key_stays_apart() {
     );
     // A second certificate into the same directory shares its ca.pem; one from another CA is
     // refused rather than mixed in.
-    tls::issue_into(ca.path(), &out, Role::Client, "app", 30).unwrap();
+    tls::issue_into(ca.path(), &out, Role::App, "app", 30).unwrap();
     let other = tempfile::tempdir().unwrap();
     tls::init(other.path(), &names(&["x"]), &[]).unwrap();
-    let mixed = tls::issue_into(other.path(), &out, Role::Client, "intruder", 30);
+    let mixed = tls::issue_into(other.path(), &out, Role::App, "intruder", 30);
     assert!(matches!(mixed, Err(tls::CertError::OtherCa { .. })));
-    let too_long = tls::issue_into(ca.path(), &out, Role::Client, "forever", 100_000);
+    let too_long = tls::issue_into(ca.path(), &out, Role::App, "forever", 100_000);
     assert!(matches!(too_long, Err(tls::CertError::Days { .. })));
+}
+
+/// A client certificate carries the role it was issued with, signed by the CA, and the node
+/// reads it (with the certificate's name) from the connection; a node's certificate reads as
+/// the `node` role. `certs init` makes admins.
+#[tokio::test]
+async fn a_connection_names_its_caller_and_role() {
+    let dir = tempfile::tempdir().unwrap();
+    tls::init(dir.path(), &names(&["n1", "n2"]), &names(&["ops"])).unwrap();
+    tls::issue(dir.path(), Role::App, "web").unwrap();
+    tls::issue(dir.path(), Role::Readonly, "dash").unwrap();
+    let node = server(dir.path(), "n1");
+    let address = node.local_addr().unwrap();
+    let expected = [
+        (Party::Client, "ops", Role::Admin),
+        (Party::Client, "web", Role::App),
+        (Party::Client, "dash", Role::Readonly),
+        (Party::Node, "n2", Role::Node),
+    ];
+    for (party, name, role) in expected {
+        let (dialled, accepted) = tokio::join!(
+            dial(dir.path(), party, name, ALPN_CLIENT, address, "n1"),
+            accept(&node)
+        );
+        assert!(dialled.is_ok(), "{name}: {dialled:?}");
+        let caller = tls::peer_caller(&accepted.unwrap()).expect("a named caller");
+        let want = tls::Caller {
+            name: name.to_string(),
+            role,
+        };
+        assert_eq!(caller, want);
+    }
+    // A client cannot be issued the node role, and `--role` spells only client roles.
+    let clients = [("rogue".to_string(), Role::Node)];
+    let refused = tls::init_for_days(&dir.path().join("other"), &[], &clients, 30);
+    assert!(matches!(
+        refused,
+        Err(tls::CertError::NodeRoleForClient { .. })
+    ));
+    assert_eq!("readonly".parse::<Role>(), Ok(Role::Readonly));
+    assert!("node".parse::<Role>().is_err());
 }

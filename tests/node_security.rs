@@ -5,16 +5,20 @@
 
 mod common;
 
+use capdial::client::conn::ConnError;
 use capdial::client::conn::{Client, ClientOptions};
+use capdial::net::faults::FaultRules;
 use capdial::net::peer::{Lane, StreamHello};
-use capdial::net::tls::{self, Identity, Role};
+use capdial::net::tls::{self, Identity, Party, Role};
 use capdial::protocol::admin::RaftRole;
 use capdial::protocol::admin::{AdminAnswer, AdminRequest, ToNode};
+use capdial::protocol::admin::{AdminError, FromNode};
 use capdial::protocol::{Answer, KeyspaceMode};
+use capdial::protocol::{ClientError, ClientResponse};
 use capdial::types::NodeId;
 use common::{
-    CLIENT_NAME, Cluster, NodeProcess, READY_DEADLINE, REQUEST_DEADLINE, client_endpoint,
-    connect_raw, free_ports, make_certs, node_names, op, poll_until, request_raw,
+    CLIENT_NAME, Cluster, NodeProcess, READY_DEADLINE, REQUEST_DEADLINE, b, client_endpoint,
+    connect_raw, free_ports, make_certs, node_names, op, poll_until, request, request_raw,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -130,7 +134,7 @@ async fn foreign_peer_is_refused(cluster: &Cluster, foreign: &Path) {
         foreign,
         &["node-n3.pem", "node-n3-key.pem"],
     );
-    let impostor = Identity::load(&mixed, Role::Node, "n3").expect("load the foreign n3");
+    let impostor = Identity::load(&mixed, Party::Node, "n3").expect("load the foreign n3");
     for node in 1..=2 {
         assert!(
             peer_dial_is_refused(cluster, node, &impostor, NodeId(3)).await,
@@ -141,13 +145,13 @@ async fn foreign_peer_is_refused(cluster: &Cluster, foreign: &Path) {
 
 async fn misnamed_peer_is_cut_off(cluster: &Cluster) {
     // A real, CA-signed certificate of n2, claiming to be n3.
-    let n2 = Identity::load(&cluster.certs, Role::Node, "n2").expect("load n2");
+    let n2 = Identity::load(&cluster.certs, Party::Node, "n2").expect("load n2");
     assert!(
         peer_dial_is_refused(cluster, 1, &n2, NodeId(3)).await,
         "n1 kept a connection from n2 claiming to be n3"
     );
     // A client certificate on the peer protocol, claiming to be n2.
-    let admin = Identity::load(&cluster.certs, Role::Client, CLIENT_NAME).expect("load admin");
+    let admin = Identity::load(&cluster.certs, Party::Client, CLIENT_NAME).expect("load admin");
     assert!(
         peer_dial_is_refused(cluster, 1, &admin, NodeId(2)).await,
         "n1 kept a peer connection from a client certificate"
@@ -200,4 +204,202 @@ async fn intruder_process_cannot_join(cluster: &Cluster, foreign: &Path) {
             "the intruder's address is no member: {addresses:?}"
         );
     }
+}
+
+/// A client library handle that holds the certificate of client `name`.
+async fn client_named(cluster: &Cluster, name: &str) -> Client {
+    let mut options = ClientOptions::new(cluster.endpoints(), cluster.certs.clone());
+    options.name = name.to_string();
+    Client::connect(options).await.expect("client connects")
+}
+
+fn is_denied(error: &ClientError, role: Role, operation: &str) -> bool {
+    matches!(error, ClientError::PermissionDenied { role: r, operation: o, .. }
+        if *r == role && o == operation)
+}
+
+fn admin_denied(answer: &Result<AdminAnswer, ConnError>, role: Role, operation: &str) -> bool {
+    match answer {
+        Err(ConnError::Admin(AdminError::Request(error))) | Err(ConnError::Client(error)) => {
+            is_denied(error, role, operation)
+        }
+        _ => false,
+    }
+}
+
+/// `readonly` reads, `app` reads and writes data, only `admin` changes keyspaces, members
+/// and fault rules; a node's certificate may not use the client protocol at all. Every
+/// refusal is a typed `PermissionDenied` naming the role and the operation.
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_limit_what_each_certificate_may_do() {
+    let cluster = Cluster::start(3).await;
+    tls::issue(&cluster.certs, Role::App, "web").expect("issue web");
+    tls::issue(&cluster.certs, Role::Readonly, "dash").expect("issue dash");
+    cluster.create_keyspace(ORDERS, KeyspaceMode::Strong).await;
+    let web = client_named(&cluster, "web").await;
+    let dash = client_named(&cluster, "dash").await;
+
+    let written = web
+        .execute(ORDERS, op::put("k", "v"), None, None, None)
+        .await;
+    assert!(
+        matches!(written, Ok((Answer::Written { .. }, _))),
+        "{written:?}"
+    );
+    let read = dash.execute(ORDERS, op::get("k"), None, None, None).await;
+    assert!(matches!(read, Ok((Answer::Strong(Some(_)), _))), "{read:?}");
+    let refused = dash
+        .execute(ORDERS, op::put("k", "w"), None, None, None)
+        .await;
+    assert!(
+        matches!(&refused, Err(ConnError::Client(e)) if is_denied(e, Role::Readonly, "put")),
+        "{refused:?}"
+    );
+    let text = refused.unwrap_err().to_string();
+    assert!(text.contains("readonly") && text.contains("put"), "{text}");
+    assert!(dash.admin(AdminRequest::Status).await.is_ok());
+
+    let changes = [
+        (
+            AdminRequest::DropKeyspace {
+                name: ORDERS.into(),
+            },
+            "drop keyspace",
+        ),
+        (
+            AdminRequest::RemoveMember { id: NodeId(3) },
+            "remove member",
+        ),
+        (AdminRequest::SetFaults(FaultRules::none()), "set faults"),
+    ];
+    for (change, name) in changes {
+        let answer = web.admin(change.clone()).await;
+        assert!(admin_denied(&answer, Role::App, name), "{answer:?}");
+        let answer = dash.admin(change).await;
+        assert!(admin_denied(&answer, Role::Readonly, name), "{answer:?}");
+    }
+    let members = cluster.admin_at(1, AdminRequest::Members).await;
+    assert!(
+        matches!(&members, Ok(Ok(AdminAnswer::Members(m))) if m.len() == 3),
+        "{members:?}"
+    );
+    let still = web.execute(ORDERS, op::get("k"), None, None, None).await;
+    assert!(
+        matches!(still, Ok((Answer::Strong(Some(_)), _))),
+        "the keyspace stays"
+    );
+
+    cli_issues_roles_and_reports_a_refusal(&cluster).await;
+
+    // A node's certificate on the client protocol: refused, whatever it asks.
+    let n2 = Identity::load(&cluster.certs, Party::Node, "n2").expect("load n2");
+    let mut endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("endpoint");
+    endpoint.set_default_client_config(n2.client_config(tls::ALPN_CLIENT).expect("config"));
+    let connection = connect_raw(&endpoint, cluster.node(1).address)
+        .await
+        .expect("the handshake itself succeeds");
+    let status = request_raw(&connection, &ToNode::Admin(AdminRequest::Status)).await;
+    assert!(
+        matches!(&status, Ok(FromNode::Admin(Err(AdminError::Request(e))))
+            if is_denied(e, Role::Node, "status")),
+        "{status:?}"
+    );
+    let get = ToNode::Data(request(1, ORDERS, 1, op::get("k")));
+    let get = request_raw(&connection, &get).await;
+    assert!(
+        matches!(&get, Ok(FromNode::Data(ClientResponse { result: Err(e) }))
+            if is_denied(e, Role::Node, "get")),
+        "{get:?}"
+    );
+}
+
+/// Two clients that pick the same client id and sequence number are two sessions, because
+/// a session is bound to the certificate: the second write applies, it is not answered with
+/// the first one's result as a retry of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_cannot_answer_for_another_clients_session() {
+    let cluster = Cluster::start(3).await;
+    tls::issue(&cluster.certs, Role::App, "web").expect("issue web");
+    cluster.create_keyspace(ORDERS, KeyspaceMode::Strong).await;
+    let leader = poll_until(READY_DEADLINE, "a leader of orders", async || {
+        cluster.leader_of(1, ORDERS).await
+    })
+    .await;
+    let address = cluster.node(leader).address;
+    let put = |value: &str| ToNode::Data(request(42, ORDERS, 1, op::put("shared", value)));
+    let revision = |answer: Result<FromNode, String>| match answer {
+        Ok(FromNode::Data(ClientResponse {
+            result: Ok((Answer::Written { revision }, _)),
+        })) => revision,
+        other => panic!("a write's answer: {other:?}"),
+    };
+    let admin = connect_raw(&client_endpoint(&cluster.certs, CLIENT_NAME), address)
+        .await
+        .expect("admin connects");
+    let web = connect_raw(&client_endpoint(&cluster.certs, "web"), address)
+        .await
+        .expect("web connects");
+    let first = revision(request_raw(&admin, &put("from-admin")).await);
+    let second = revision(request_raw(&web, &put("from-web")).await);
+    assert!(
+        second > first,
+        "web's write applied: {first:?} then {second:?}"
+    );
+    let again = revision(request_raw(&web, &put("from-web")).await);
+    assert_eq!(again, second, "web's own retry is still recognised");
+
+    let client = cluster.client().await;
+    let read = client
+        .execute(ORDERS, op::get("shared"), None, None, None)
+        .await;
+    assert!(
+        matches!(&read, Ok((Answer::Strong(Some(v)), _)) if v.value == b("from-web")),
+        "{read:?}"
+    );
+}
+
+/// `capdial certs issue --role readonly`, then `capdial put` with that certificate: exit 1,
+/// and the message names the role and the operation.
+async fn cli_issues_roles_and_reports_a_refusal(cluster: &Cluster) {
+    let certs = cluster.certs.to_string_lossy().into_owned();
+    let endpoints = cluster.endpoints().join(",");
+    let dir = cluster.dir.path().to_path_buf();
+    let run = tokio::task::spawn_blocking(move || {
+        let issue = [
+            "certs", "issue", "--dir", &certs, "--client", "viewer", "--role", "readonly",
+        ];
+        let issued = common::run_capdial(&dir, &issue, REQUEST_DEADLINE);
+        assert!(
+            issued.status.is_some_and(|status| status.success()),
+            "{}",
+            issued.output()
+        );
+        let put = [
+            "put",
+            ORDERS,
+            "k",
+            "x",
+            "--certs",
+            &certs,
+            "--endpoint",
+            &endpoints,
+            "--client-name",
+            "viewer",
+        ];
+        common::run_capdial(&dir, &put, READY_DEADLINE)
+    })
+    .await
+    .expect("the CLI ran");
+    assert_eq!(
+        run.status.and_then(|s| s.code()),
+        Some(1),
+        "{}",
+        run.output()
+    );
+    assert!(
+        run.stderr.contains("readonly role, which may not put"),
+        "{}",
+        run.output()
+    );
 }

@@ -22,9 +22,10 @@ enum CertsCommand {
         /// Node ids, comma-separated: n1,n2,n3
         #[arg(long, value_delimiter = ',', required = true)]
         nodes: Vec<String>,
-        /// Client names, comma-separated
-        #[arg(long, value_delimiter = ',', default_value = "admin")]
-        clients: Vec<String>,
+        /// Clients, comma-separated, each NAME or NAME:ROLE. ROLE is admin (the default here:
+        /// these run the cluster), app (reads and writes data) or readonly (reads)
+        #[arg(long, value_delimiter = ',', default_value = "admin", value_parser = parse_client)]
+        clients: Vec<(String, Role)>,
         /// How many days the node and client certificates are valid (the CA: 3650)
         #[arg(long, default_value_t = tls::LEAF_DAYS_DEFAULT,
               value_parser = clap::value_parser!(u32).range(1..=i64::from(tls::LEAF_DAYS_MAX)))]
@@ -49,6 +50,10 @@ enum CertsCommand {
         /// A new client's name
         #[arg(long)]
         client: Option<String>,
+        /// The new client's role: app reads and writes data, readonly only reads, admin also
+        /// creates and drops keyspaces, adds and removes members and sets fault rules
+        #[arg(long, default_value = "app", requires = "client", value_parser = parse_role)]
+        role: Role,
     },
 }
 
@@ -76,21 +81,37 @@ pub fn run(args: &CertsArgs) -> anyhow::Result<ExitCode> {
             days,
             node,
             client,
+            role,
         } => {
             let (role, name) = match (node, client) {
                 (Some(node), _) => (Role::Node, node),
-                (None, Some(client)) => (Role::Client, client),
+                (None, Some(client)) => (*role, client),
                 (None, None) => anyhow::bail!("name a --node or a --client"),
             };
             let out = out.as_ref().unwrap_or(dir);
             tls::issue_into(dir, out, role, name, *days)
                 .with_context(|| format!("issuing a certificate into {}", out.display()))?;
+            let what = match role {
+                Role::Node => format!("node {name}"),
+                role => format!("client {name} ({role})"),
+            };
             println!(
-                "wrote {}, valid for {days} days, in {}",
-                tls::subject_name(role, name),
+                "wrote the certificate of {what}, valid for {days} days, in {}",
                 out.display()
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    text.parse()
+}
+
+/// `NAME` (an admin) or `NAME:ROLE`.
+fn parse_client(text: &str) -> Result<(String, Role), String> {
+    match text.split_once(':') {
+        None => Ok((text.to_string(), Role::Admin)),
+        Some((name, role)) => Ok((name.to_string(), role.parse()?)),
+    }
 }

@@ -13,7 +13,7 @@
 //! whichever comes first. The retry policy is the pure function [`retry_after`].
 
 use crate::eventual::SessionToken;
-use crate::net::tls::{self, CertError, Identity, Role};
+use crate::net::tls::{self, CertError, Identity, Party};
 use crate::protocol::admin::{AdminAnswer, AdminError, AdminRequest, FromNode, MemberInfo, ToNode};
 use crate::protocol::{
     Answer, ClientError, ClientRequest, Operation, ReadLevel, Receipt, UnavailableReason,
@@ -319,7 +319,7 @@ pub async fn resolve(endpoint: &str) -> Result<SocketAddr, ConnError> {
 
 fn client_config(options: &ClientOptions) -> Result<quinn::ClientConfig, ConnError> {
     let identity =
-        Identity::load(&options.certs, Role::Client, &options.name).map_err(ConnError::Cert)?;
+        Identity::load(&options.certs, Party::Client, &options.name).map_err(ConnError::Cert)?;
     // The TLS module's config carries the keep-alive and idle timeout nodes use too, so a
     // cached connection to a node that died is noticed within seconds.
     identity
@@ -982,7 +982,7 @@ mod tests {
         name: &str,
         answer: impl Fn(&ToNode) -> Option<FromNode> + Send + Sync + 'static,
     ) -> (String, Seen, quinn::Endpoint) {
-        let identity = Identity::load(dir, Role::Node, name).unwrap();
+        let identity = Identity::load(dir, Party::Node, name).unwrap();
         let config = identity.server_config().unwrap();
         let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
         let address = endpoint.local_addr().unwrap().to_string();

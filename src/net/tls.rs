@@ -6,7 +6,9 @@
 //! - dialling a node, we verify its certificate against the CA *and* the name of the node we
 //!   meant to reach, so a node cannot answer for another;
 //! - accepting, the TLS layer verifies the chain against the CA, and [`peer_is_node`] /
-//!   [`peer_is_client`] then check the name the peer claims once it says who it is.
+//!   [`peer_is_client`] then check the name the peer claims once it says who it is; on the
+//!   client protocol [`peer_caller`] reads who the client is and its [`Role`], which a client
+//!   certificate carries as one more name, `<role>.role.capdial`.
 //!
 //! `capdial certs init` writes the CA and every certificate into one directory; a deployment
 //! gives each node only `ca.pem` and its own certificate and key, and keeps `ca-key.pem` apart:
@@ -20,6 +22,7 @@ use rcgen::{
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -50,25 +53,111 @@ const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca-key.pem";
 const CA_COMMON_NAME: &str = "capdial cluster CA";
 
-/// Which kind of party a certificate belongs to.
+/// Which kind of party a certificate belongs to: it names the certificate's files and the
+/// DNS name that identifies it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub enum Party {
     Node,
     Client,
 }
 
-impl Role {
+impl Party {
     fn suffix(self) -> &'static str {
         match self {
-            Role::Node => "node",
-            Role::Client => "client",
+            Party::Node => "node",
+            Party::Client => "client",
         }
     }
 }
 
-/// The DNS name a certificate carries for `name` in `role`.
-pub fn subject_name(role: Role, name: &str) -> String {
-    format!("{name}.{}.capdial", role.suffix())
+/// The DNS name a certificate carries for `name` as a `party`.
+pub fn subject_name(party: Party, name: &str) -> String {
+    format!("{name}.{}.capdial", party.suffix())
+}
+
+/// What a certificate may do on the client protocol (see `protocol::access`): `readonly`
+/// reads, `app` reads and writes data, `admin` also changes keyspaces, members and fault
+/// rules. A node's certificate has the role `node`, which serves no client request.
+///
+/// A client certificate carries its role as one more DNS name, `<role>.role.capdial`, signed
+/// by the CA with the rest, so a client cannot claim another. A client certificate issued
+/// before roles carries none and counts as [`Role::LEGACY_CLIENT`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Readonly,
+    App,
+    Admin,
+    Node,
+}
+
+impl Role {
+    /// The roles a client certificate may have, least privileged first: a certificate that
+    /// somehow matched two would get the lesser.
+    pub const CLIENT_ROLES: [Role; 3] = [Role::Readonly, Role::App, Role::Admin];
+    /// The role of a client certificate that names none: data, as every client had before
+    /// roles, but no longer the cluster's keyspaces, members or fault rules.
+    pub const LEGACY_CLIENT: Role = Role::App;
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Readonly => "readonly",
+            Role::App => "app",
+            Role::Admin => "admin",
+            Role::Node => "node",
+        }
+    }
+
+    /// Whether this role may do all that `needed` may. `node` includes no client role.
+    pub fn includes(self, needed: Role) -> bool {
+        let rank = |role| match role {
+            Role::Readonly => Some(0),
+            Role::App => Some(1),
+            Role::Admin => Some(2),
+            Role::Node => None,
+        };
+        match (rank(self), rank(needed)) {
+            (Some(has), Some(needs)) => has >= needs,
+            _ => false,
+        }
+    }
+
+    fn party(self) -> Party {
+        match self {
+            Role::Node => Party::Node,
+            Role::Readonly | Role::App | Role::Admin => Party::Client,
+        }
+    }
+
+    /// The DNS name that gives a client certificate this role.
+    fn dns_name(self) -> String {
+        format!("{}.role.capdial", self.name())
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Parses a client role, as `--role` and `--clients NAME:ROLE` spell it.
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Role, String> {
+        Role::CLIENT_ROLES
+            .into_iter()
+            .find(|role| role.name() == text)
+            .ok_or_else(|| format!("{text:?} is not a client role: give admin, app or readonly"))
+    }
+}
+
+/// Who is at the other end of a client connection, as its certificate says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The certificate's name: `admin` for `admin.client.capdial`, `n1` for a node's.
+    pub name: String,
+    pub role: Role,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +169,8 @@ pub enum CertError {
     Exists { path: PathBuf },
     #[error("{path} holds another CA's certificate than the one signing")]
     OtherCa { path: PathBuf },
+    #[error("client {name:?} cannot have the node role: issue a node certificate instead")]
+    NodeRoleForClient { name: String },
     #[error("a validity of {days} days: give 1 to {days_max}")]
     Days { days: u32, days_max: u32 },
     #[error("reading or writing {path}")]
@@ -119,9 +210,9 @@ fn check_name(name: &str) -> Result<(), CertError> {
     }
 }
 
-fn file_name(role: Role, name: &str, key: bool) -> String {
+fn file_name(party: Party, name: &str, key: bool) -> String {
     let kind = if key { "-key" } else { "" };
-    format!("{}-{name}{kind}.pem", role.suffix())
+    format!("{}-{name}{kind}.pem", party.suffix())
 }
 
 fn ca_params() -> Result<CertificateParams, CertError> {
@@ -143,6 +234,7 @@ fn valid_for(params: &mut CertificateParams, days: u32) {
 }
 
 fn leaf_params(role: Role, name: &str, days: u32) -> Result<CertificateParams, CertError> {
+    let party = role.party();
     if !(1..=LEAF_DAYS_MAX).contains(&days) {
         return Err(CertError::Days {
             days,
@@ -150,21 +242,24 @@ fn leaf_params(role: Role, name: &str, days: u32) -> Result<CertificateParams, C
         });
     }
     check_name(name)?;
-    let subject = subject_name(role, name);
-    let mut names = vec![subject.clone()];
-    if role == Role::Node {
-        names.push(ANY_NODE_SERVER_NAME.to_string());
-    }
+    let subject = subject_name(party, name);
+    let names = vec![
+        subject.clone(),
+        match party {
+            Party::Node => ANY_NODE_SERVER_NAME.to_string(),
+            Party::Client => role.dns_name(),
+        },
+    ];
     let mut params = CertificateParams::new(names)?;
     params.distinguished_name.push(DnType::CommonName, subject);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     // A node is a server to its peers and clients, and a client of its peers.
-    params.extended_key_usages = match role {
-        Role::Node => vec![
+    params.extended_key_usages = match party {
+        Party::Node => vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
-        Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Party::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     valid_for(&mut params, days);
     Ok(params)
@@ -194,20 +289,27 @@ fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), CertError>
 }
 
 /// Creates a cluster CA in `dir` and a certificate for every node and client named, valid for
-/// [`LEAF_DAYS_DEFAULT`] days.
+/// [`LEAF_DAYS_DEFAULT`] days. The clients are admins: they run the cluster.
 pub fn init(dir: &Path, nodes: &[String], clients: &[String]) -> Result<(), CertError> {
-    init_for_days(dir, nodes, clients, LEAF_DAYS_DEFAULT)
+    let admins: Vec<(String, Role)> = clients
+        .iter()
+        .map(|name| (name.clone(), Role::Admin))
+        .collect();
+    init_for_days(dir, nodes, &admins, LEAF_DAYS_DEFAULT)
 }
 
-/// [`init`] with leaf certificates valid for `days` days.
+/// [`init`] with each client's role given, and leaf certificates valid for `days` days.
 pub fn init_for_days(
     dir: &Path,
     nodes: &[String],
-    clients: &[String],
+    clients: &[(String, Role)],
     days: u32,
 ) -> Result<(), CertError> {
-    for name in nodes.iter().chain(clients) {
+    for name in nodes.iter().chain(clients.iter().map(|(name, _)| name)) {
         check_name(name)?;
+    }
+    if let Some((name, _)) = clients.iter().find(|(_, role)| *role == Role::Node) {
+        return Err(CertError::NodeRoleForClient { name: name.clone() });
     }
     fs::create_dir_all(dir).map_err(|source| CertError::Io {
         path: dir.to_path_buf(),
@@ -220,18 +322,19 @@ pub fn init_for_days(
     for name in nodes {
         issue_into(dir, dir, Role::Node, name, days)?;
     }
-    for name in clients {
-        issue_into(dir, dir, Role::Client, name, days)?;
+    for (name, role) in clients {
+        issue_into(dir, dir, *role, name, days)?;
     }
     Ok(())
 }
 
-/// Signs a new certificate for `name` with the CA kept in `dir`, into `dir`.
+/// Signs a new certificate for `name` in `role` (a node's for [`Role::Node`], else a
+/// client's) with the CA kept in `dir`, into `dir`.
 pub fn issue(dir: &Path, role: Role, name: &str) -> Result<(), CertError> {
     issue_into(dir, dir, role, name, LEAF_DAYS_DEFAULT)
 }
 
-/// Signs a new certificate for `name`, valid for `days` days, with the CA kept in `ca_dir`,
+/// Signs a new certificate for `name` in `role`, valid for `days` days, with the CA kept in `ca_dir`,
 /// and writes it, its key and `ca.pem` (unless there already) into `out`: the CA key need not
 /// be where the certificates go.
 pub fn issue_into(
@@ -257,9 +360,10 @@ pub fn issue_into(
     let issuer = Issuer::new(ca_params()?, ca_key);
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
-    write_new(&out.join(file_name(role, name, false)), &cert.pem(), false)?;
+    let party = role.party();
+    write_new(&out.join(file_name(party, name, false)), &cert.pem(), false)?;
     write_new(
-        &out.join(file_name(role, name, true)),
+        &out.join(file_name(party, name, true)),
         &key.serialize_pem(),
         true,
     )
@@ -275,7 +379,7 @@ fn read_text(path: &Path) -> Result<String, CertError> {
 /// A party's certificate, key and the CA it trusts, loaded from a certificate directory.
 #[derive(Debug)]
 pub struct Identity {
-    pub role: Role,
+    pub party: Party,
     pub name: String,
     certificate: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
@@ -284,18 +388,18 @@ pub struct Identity {
 
 impl Identity {
     /// Loads `<role>-<name>.pem`, its key and `ca.pem` from `dir`.
-    pub fn load(dir: &Path, role: Role, name: &str) -> Result<Identity, CertError> {
+    pub fn load(dir: &Path, party: Party, name: &str) -> Result<Identity, CertError> {
         check_name(name)?;
         let pem = |path: PathBuf, source| CertError::Pem { path, source };
-        let cert_path = dir.join(file_name(role, name, false));
-        let key_path = dir.join(file_name(role, name, true));
+        let cert_path = dir.join(file_name(party, name, false));
+        let key_path = dir.join(file_name(party, name, true));
         let ca_path = dir.join(CA_CERT);
         let certificate =
             CertificateDer::from_pem_file(&cert_path).map_err(|e| pem(cert_path, e))?;
         let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| pem(key_path, e))?;
         let ca = CertificateDer::from_pem_file(&ca_path).map_err(|e| pem(ca_path, e))?;
         Ok(Identity {
-            role,
+            party,
             name: name.to_string(),
             certificate,
             key,
@@ -317,9 +421,9 @@ impl Identity {
         let algorithms = rustls::crypto::ring::default_provider()
             .signature_verification_algorithms
             .all;
-        let usage = match self.role {
-            Role::Node => webpki::KeyUsage::server_auth(),
-            Role::Client => webpki::KeyUsage::client_auth(),
+        let usage = match self.party {
+            Party::Node => webpki::KeyUsage::server_auth(),
+            Party::Client => webpki::KeyUsage::client_auth(),
         };
         let time = rustls::pki_types::UnixTime::since_unix_epoch(since_epoch);
         leaf.verify_for_usage(algorithms, &[anchor], &[], time, usage, None, None)
@@ -386,7 +490,7 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
 
 /// The server name to dial node `id` by: TLS then refuses any other node's certificate.
 pub fn node_server_name(id: &str) -> String {
-    subject_name(Role::Node, id)
+    subject_name(Party::Node, id)
 }
 
 /// Why a connected peer is not who it claims to be.
@@ -402,7 +506,7 @@ pub enum PeerIdentityError {
 /// Checks that the peer on `connection` holds the certificate of node `id`. The chain was
 /// already verified against the CA during the handshake; this checks the name.
 pub fn peer_is_node(connection: &quinn::Connection, id: &str) -> Result<(), PeerIdentityError> {
-    peer_has_name(connection, &subject_name(Role::Node, id))
+    peer_has_name(connection, &subject_name(Party::Node, id))
 }
 
 /// Checks that the peer on `connection` holds a node certificate, of any node.
@@ -412,23 +516,114 @@ pub fn peer_is_any_node(connection: &quinn::Connection) -> Result<(), PeerIdenti
 
 /// Checks that the peer on `connection` holds a client certificate for `name`.
 pub fn peer_is_client(connection: &quinn::Connection, name: &str) -> Result<(), PeerIdentityError> {
-    peer_has_name(connection, &subject_name(Role::Client, name))
+    peer_has_name(connection, &subject_name(Party::Client, name))
 }
 
-fn peer_has_name(connection: &quinn::Connection, expected: &str) -> Result<(), PeerIdentityError> {
+/// Who the peer on a client connection is, and so what it may do. The chain was verified
+/// against the CA during the handshake; this reads the names the CA signed into it.
+pub fn peer_caller(connection: &quinn::Connection) -> Result<Caller, PeerIdentityError> {
+    caller_of(&peer_leaf(connection)?)
+}
+
+/// The caller a (CA-verified) leaf certificate names: a node's (role `node`), or a client's
+/// with the role its certificate carries.
+pub fn caller_of(leaf: &CertificateDer<'_>) -> Result<Caller, PeerIdentityError> {
+    let unnamed = || PeerIdentityError::WrongName {
+        expected: "a node or client name".to_string(),
+    };
+    let cert = webpki::EndEntityCert::try_from(leaf).map_err(|_| unnamed())?;
+    // The name a DNS name `<name>.<party>.capdial` gives, if the certificate is valid for it.
+    let name_of = |party: Party| {
+        let suffix = format!(".{}.capdial", party.suffix());
+        cert.valid_dns_names()
+            .filter_map(|dns| dns.strip_suffix(suffix.as_str()))
+            .find(|name| check_name(name).is_ok() && has_name(&cert, &subject_name(party, name)))
+            .map(str::to_string)
+    };
+    if has_name(&cert, ANY_NODE_SERVER_NAME) {
+        let name = name_of(Party::Node).ok_or_else(unnamed)?;
+        let role = Role::Node;
+        return Ok(Caller { name, role });
+    }
+    let name = name_of(Party::Client).ok_or_else(unnamed)?;
+    let role = Role::CLIENT_ROLES
+        .into_iter()
+        .find(|role| has_name(&cert, &role.dns_name()))
+        .unwrap_or(Role::LEGACY_CLIENT);
+    Ok(Caller { name, role })
+}
+
+/// Whether the certificate is valid for the DNS name `name`, by webpki's own matching.
+fn has_name(cert: &webpki::EndEntityCert<'_>, name: &str) -> bool {
+    ServerName::try_from(name)
+        .is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok())
+}
+
+/// The leaf certificate the peer on `connection` presented; the handshake verified its chain.
+fn peer_leaf(connection: &quinn::Connection) -> Result<CertificateDer<'static>, PeerIdentityError> {
     let identity = connection
         .peer_identity()
         .ok_or(PeerIdentityError::NoCertificate)?;
     let chain = identity
-        .downcast_ref::<Vec<CertificateDer<'static>>>()
-        .ok_or(PeerIdentityError::NoCertificate)?;
-    let leaf = chain.first().ok_or(PeerIdentityError::NoCertificate)?;
-    let wrong = || PeerIdentityError::WrongName {
-        expected: expected.to_string(),
-    };
-    let parsed = webpki::EndEntityCert::try_from(leaf).map_err(|_| wrong())?;
-    let name = ServerName::try_from(expected).map_err(|_| wrong())?;
-    parsed
-        .verify_is_valid_for_subject_name(&name)
-        .map_err(|_| wrong())
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| PeerIdentityError::NoCertificate)?;
+    chain
+        .into_iter()
+        .next()
+        .ok_or(PeerIdentityError::NoCertificate)
+}
+
+fn peer_has_name(connection: &quinn::Connection, expected: &str) -> Result<(), PeerIdentityError> {
+    let leaf = peer_leaf(connection)?;
+    let valid = webpki::EndEntityCert::try_from(&leaf).is_ok_and(|cert| has_name(&cert, expected));
+    if valid {
+        Ok(())
+    } else {
+        Err(PeerIdentityError::WrongName {
+            expected: expected.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A leaf with exactly `names`, signed by a fresh CA.
+    fn leaf_with(names: &[&str]) -> CertificateDer<'static> {
+        let ca_key = KeyPair::generate().unwrap();
+        let issuer = Issuer::new(ca_params().unwrap(), ca_key);
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let params = CertificateParams::new(names).unwrap();
+        let key = KeyPair::generate().unwrap();
+        params.signed_by(&key, &issuer).unwrap().der().clone()
+    }
+
+    #[test]
+    fn a_client_certificate_from_before_roles_gets_the_legacy_role() {
+        let caller = caller_of(&leaf_with(&["web.client.capdial"])).unwrap();
+        assert_eq!(caller.name, "web");
+        assert_eq!(caller.role, Role::LEGACY_CLIENT);
+    }
+
+    #[test]
+    fn two_role_names_give_the_lesser_and_no_name_gives_no_caller() {
+        let both = leaf_with(&[
+            "x.client.capdial",
+            "admin.role.capdial",
+            "readonly.role.capdial",
+        ]);
+        assert_eq!(caller_of(&both).unwrap().role, Role::Readonly);
+        assert!(caller_of(&leaf_with(&["example.com"])).is_err());
+        assert!(caller_of(&leaf_with(&["a.b.client.capdial"])).is_err());
+    }
+
+    #[test]
+    fn only_client_roles_include_others() {
+        assert!(Role::Admin.includes(Role::App));
+        assert!(Role::App.includes(Role::Readonly));
+        assert!(!Role::Readonly.includes(Role::App));
+        assert!(!Role::Node.includes(Role::Readonly));
+        assert!(!Role::Admin.includes(Role::Node));
+    }
 }

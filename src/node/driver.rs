@@ -20,7 +20,7 @@
 //! and the node exits non-zero (fail-stop).
 
 use super::config::lookup_one;
-use super::core::{CoreConfig, Durable, NodeCore, PeerMessage, ReplyTo};
+use super::core::{Admitted, CoreConfig, Durable, NodeCore, PeerMessage, ReplyTo};
 use super::error::NodeError;
 use crate::net::faults::FaultRules;
 use crate::net::peer::{Inbound, Lane, Transport};
@@ -41,10 +41,10 @@ const INPUTS_PER_ROUND_MAX: usize = 1024;
 /// Persist rounds one flush runs before it yields to new inputs (the rest runs at once after).
 const FLUSH_ROUNDS_MAX: usize = 16;
 
-/// A request from a client stream, with the channel its answer goes back on.
+/// A request from a client stream, admitted, with the channel its answer goes back on.
 #[derive(Debug)]
 pub struct ClientInput {
-    pub request: ToNode,
+    pub request: Admitted,
     pub reply: oneshot::Sender<FromNode>,
 }
 
@@ -215,7 +215,7 @@ impl Driver {
     }
 
     fn on_client(&mut self, input: ClientInput) {
-        if let Some(result) = self.shell_answer(&input.request) {
+        if let Some(result) = self.shell_answer(input.request.request()) {
             let _ = input.reply.send(FromNode::Admin(result));
             return;
         }

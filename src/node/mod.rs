@@ -30,7 +30,7 @@ pub use error::NodeError;
 pub const REQUEST_WAIT_MAX: std::time::Duration = core::CoreConfig::REQUEST_WAIT_MAX;
 
 use crate::net::peer::{Transport, TransportConfig};
-use crate::net::tls::{Identity, Role};
+use crate::net::tls::{Identity, Party};
 use crate::storage::Store;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -49,7 +49,7 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let identity = Identity::load(&config.certs, Role::Node, &config.id.to_string())?;
+    let identity = Identity::load(&config.certs, Party::Node, &config.id.to_string())?;
     if !identity.is_valid_at(std::time::SystemTime::now()) {
         // Peers and clients will refuse it: say so before they do.
         tracing::warn!("this node's certificate is not valid now (expired, or not yet valid)");

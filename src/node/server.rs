@@ -11,10 +11,10 @@
 //! before anything is allocated), and [`STREAM_DEADLINE`] for a request to arrive and for its
 //! answer to be taken: a stream that trickles or never reads is cut.
 
-use super::core::PeerMessage;
+use super::core::{PeerMessage, admit};
 use super::driver::ClientInput;
 use crate::net::peer::{Inbound, Transport};
-use crate::net::tls;
+use crate::net::tls::{self, Caller};
 use crate::protocol::ClientError;
 use crate::protocol::admin::{AdminError, AdminRequest, FromNode, ToNode};
 use crate::wire;
@@ -26,6 +26,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 const CLOSE_UNKNOWN_PROTOCOL: u32 = 0x20;
 /// QUIC application error code for a client connection past [`CLIENT_CONNECTIONS_MAX`].
 const CLOSE_TOO_MANY_CONNECTIONS: u32 = 0x21;
+/// QUIC application error code for a client certificate that names no node or client.
+const CLOSE_UNNAMED_CERTIFICATE: u32 = 0x22;
 
 /// Client connections a node serves at once; one more is closed at once.
 pub const CLIENT_CONNECTIONS_MAX: usize = 1024;
@@ -78,7 +80,13 @@ pub async fn accept_loop(
                         connection.close(CLOSE_TOO_MANY_CONNECTIONS.into(), reason);
                         return;
                     };
-                    serve_client(connection, clients, limits.request_bytes, permit).await
+                    // Who the certificate names decides what each request may do.
+                    let Ok(caller) = tls::peer_caller(&connection) else {
+                        let reason = b"the certificate names no node or client";
+                        connection.close(CLOSE_UNNAMED_CERTIFICATE.into(), reason);
+                        return;
+                    };
+                    serve_client(connection, caller, clients, limits.request_bytes, permit).await
                 }
                 _ => connection.close(CLOSE_UNKNOWN_PROTOCOL.into(), b"unknown protocol"),
             }
@@ -89,20 +97,24 @@ pub async fn accept_loop(
 /// Serves one client connection while it holds one of the node's connection permits.
 async fn serve_client(
     connection: quinn::Connection,
+    caller: Caller,
     clients: mpsc::Sender<ClientInput>,
     request_bytes: Arc<Semaphore>,
     _permit: OwnedSemaphorePermit,
 ) {
+    let caller = Arc::new(caller);
     // QUIC's stream limit (100 concurrent by default) bounds the tasks per connection.
     while let Ok((send, recv)) = connection.accept_bi().await {
         let budget = request_bytes.clone();
-        tokio::spawn(serve_stream(send, recv, clients.clone(), budget));
+        let stream = serve_stream(send, recv, caller.clone(), clients.clone(), budget);
+        tokio::spawn(stream);
     }
 }
 
 async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    caller: Arc<Caller>,
     clients: mpsc::Sender<ClientInput>,
     budget: Arc<Semaphore>,
 ) {
@@ -114,7 +126,7 @@ async fn serve_stream(
         ))
     });
     let answer = match request {
-        Ok(request) => answer(request, &clients).await,
+        Ok(request) => answer(&caller, request, &clients).await,
         Err(reason) => {
             let _ = recv.stop(0u32.into());
             malformed(reason)
@@ -135,9 +147,13 @@ async fn serve_stream(
     }
 }
 
-/// The node's answer to one well-formed request.
-async fn answer(request: ToNode, clients: &mpsc::Sender<ClientInput>) -> FromNode {
-    if let Some(refused) = check_address(&request).await {
+/// The node's answer to one well-formed request: refused here if the caller may not send it.
+async fn answer(caller: &Caller, request: ToNode, clients: &mpsc::Sender<ClientInput>) -> FromNode {
+    let request = match admit(caller, request) {
+        Ok(request) => request,
+        Err(refused) => return *refused,
+    };
+    if let Some(refused) = check_address(request.request()).await {
         return refused;
     }
     let (reply, answer) = oneshot::channel();

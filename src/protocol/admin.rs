@@ -88,6 +88,23 @@ pub enum AdminRequest {
     Status,
 }
 
+impl AdminRequest {
+    /// What the request does, in words.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AdminRequest::CreateKeyspace { .. } => "create keyspace",
+            AdminRequest::DropKeyspace { .. } => "drop keyspace",
+            AdminRequest::ListKeyspaces => "list keyspaces",
+            AdminRequest::AddMember { .. } => "add member",
+            AdminRequest::RemoveMember { .. } => "remove member",
+            AdminRequest::Members => "list members",
+            AdminRequest::SetFaults(_) => "set faults",
+            AdminRequest::Faults => "list faults",
+            AdminRequest::Status => "status",
+        }
+    }
+}
+
 /// The answer to an admin request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminAnswer {

@@ -10,6 +10,7 @@
 //! with the same typed [`ClientError`].
 
 use crate::eventual::{HlcTimestamp, ReadContext, ReadValue, SessionToken, ValueType};
+use crate::net::tls::Role;
 use crate::strong::{ClientId, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX, Versioned};
 use crate::types::{LogIndex, NodeId, Term};
 use bytes::Bytes;
@@ -143,7 +144,8 @@ impl Operation {
         }
     }
 
-    fn is_write(&self) -> bool {
+    /// Whether the operation changes data (and so needs a role that may write).
+    pub fn is_write(&self) -> bool {
         !matches!(self, Operation::Get { .. } | Operation::Scan { .. })
     }
 
@@ -378,6 +380,32 @@ pub enum ClientError {
         counter: u64,
         seen: u64,
     },
+    /// The certificate's role does not allow the operation (see `protocol::access`).
+    #[error("{}", permission_denied(*role, operation, *needs))]
+    PermissionDenied {
+        role: Role,
+        operation: String,
+        /// The least role that may.
+        needs: Role,
+    },
+}
+
+fn permission_denied(role: Role, operation: &str, needs: Role) -> String {
+    if role == Role::Node {
+        return format!(
+            "a node certificate cannot use the client protocol (asked to {operation}); \
+             use a client certificate"
+        );
+    }
+    format!(
+        "this client's certificate has the {role} role, which may not {operation}; \
+         that takes a certificate with the {needs} role{}",
+        if needs == Role::Admin {
+            ""
+        } else {
+            " or above"
+        }
+    )
 }
 
 fn check_size(what: &str, bytes: usize, bytes_max: usize) -> Result<(), ClientError> {

@@ -2,6 +2,7 @@
 //! answers, for data ([`data`], re-exported here) and for the cluster itself ([`admin`]). The
 //! node and the client library both speak it; neither owns it.
 
+pub mod access;
 pub mod admin;
 pub mod data;
 

@@ -10,7 +10,7 @@
 
 use capdial::client::conn::{Client, ClientOptions};
 use capdial::net::faults::FaultRules;
-use capdial::net::tls::{self, Identity, Role};
+use capdial::net::tls::{self, Identity, Party};
 use capdial::protocol::admin::{
     AdminAnswer, AdminError, AdminRequest, FromNode, KeyspaceInfo, NodeStatus, ToNode,
 };
@@ -243,7 +243,7 @@ impl Drop for NodeProcess {
 
 /// A raw QUIC client endpoint that speaks `capdial-client/1` with a certificate from `certs`.
 pub fn client_endpoint(certs: &Path, name: &str) -> quinn::Endpoint {
-    let identity = Identity::load(certs, Role::Client, name).expect("load the client identity");
+    let identity = Identity::load(certs, Party::Client, name).expect("load the client identity");
     let config = identity
         .client_config(tls::ALPN_CLIENT)
         .expect("client TLS config");

@@ -24,6 +24,7 @@
 //! serve state its group never held; a restart rebuilds from the store).
 
 mod admin;
+mod admit;
 pub mod catalog;
 mod requests;
 mod translate;
@@ -40,6 +41,7 @@ use crate::strong::{
     ReplicaReady,
 };
 use crate::types::{GroupId, Instant, KeyspaceId, NodeId, WallMillis};
+pub use admit::{Admitted, admit, session_of};
 use catalog::{CATALOG_GROUP, CATALOG_NAME};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -353,16 +355,17 @@ impl NodeCore {
         }
     }
 
-    /// A request from a client; its answer comes out of [`NodeCore::poll_answer`] with `reply`.
+    /// A request from a client, let in by [`admit`]; its answer comes out of
+    /// [`NodeCore::poll_answer`] with `reply`.
     pub fn handle_client(
         &mut self,
         now: Instant,
         wall: WallMillis,
         reply: ReplyTo,
-        request: ToNode,
+        request: Admitted,
     ) {
         self.advance(now, wall);
-        match request {
+        match request.into_request() {
             ToNode::Data(request) => {
                 let deadline = self.now + self.config.request_wait_max;
                 self.route(request, reply, deadline, false);

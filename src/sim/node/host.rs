@@ -7,7 +7,8 @@
 //! A crash before that loses the batch with everything else volatile, as `kill -9` would.
 
 use super::World;
-use super::core::{CoreConfig, NodeCore, ReplyTo};
+use super::core::{CoreConfig, NodeCore, ReplyTo, admit};
+use crate::net::tls::{Caller, Role};
 use crate::node::PeerMessage;
 use crate::protocol::admin::{NodeStatus, ToNode};
 use crate::sim::clock::NodeClock;
@@ -194,7 +195,11 @@ impl Host {
         let Some(live) = self.live.as_mut() else {
             return;
         };
-        live.core.handle_client(local, wall, reply, request);
+        // Through the same door as a real node's client streams, with an admin's certificate.
+        match admit(&sim_caller(), request) {
+            Ok(request) => live.core.handle_client(local, wall, reply, request),
+            Err(refused) => world.answers.push((self.id, reply, *refused)),
+        }
         self.drain(now, world);
     }
 
@@ -256,5 +261,14 @@ impl Host {
         }
         world.violation(text);
         self.crash();
+    }
+}
+
+/// The certificate the simulated clients hold: an admin's, since they also change keyspaces
+/// and members.
+fn sim_caller() -> Caller {
+    Caller {
+        name: "sim".to_string(),
+        role: Role::Admin,
     }
 }
