@@ -11,7 +11,7 @@ use capdial::eventual::{
 };
 use capdial::raft::{Entry, EntryKind, HardState, Membership, ProposalId, Ready, SnapshotMeta};
 use capdial::storage::machine::GC_ROWS_PER_COMMIT;
-use capdial::storage::{Batch, StorageError, Store};
+use capdial::storage::{Batch, Checkpoints, StorageError, Store, wal_path};
 use capdial::strong::store::{ImageChunk, StagedChunk, row_bytes};
 use capdial::strong::{MachineStore, MachineWrites, Versioned};
 use capdial::types::{GroupId, KeyspaceId, LogIndex, NodeId, Term};
@@ -455,4 +455,86 @@ fn machine_rows_are_replaced_by_a_staged_snapshot_and_collected_in_bounded_steps
             .is_empty()
     );
     assert_eq!(store.machine_row_count().unwrap(), 0);
+}
+
+/// The files of a store as a crash would leave them (the redb file holds its last
+/// checkpoint; the log, what was appended since), copied while the store is open.
+fn crash_copy(path: &std::path::Path, to: &std::path::Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(to).unwrap();
+    let copy = to.join("node.redb");
+    std::fs::copy(path, &copy).unwrap();
+    std::fs::copy(wal_path(path), wal_path(&copy)).unwrap();
+    copy
+}
+
+/// Commits go to the write-ahead log and to redb in memory; a store reopened from the files
+/// a crash leaves (no clean close) holds every committed batch: those of its last
+/// checkpoint from redb, the later ones from the log. A torn last record loses only itself.
+#[test]
+fn a_crash_between_checkpoints_loses_no_committed_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    // A checkpoint at every commit once the log holds anything: batch 2 is a checkpoint.
+    let checkpoints = Checkpoints {
+        interval: std::time::Duration::MAX,
+        log_bytes: 1,
+    };
+    let store = Store::open_with(&path, NodeId(1), 1 << 20, checkpoints).unwrap();
+    let hard = HardState {
+        term: Term(1),
+        ..HardState::default()
+    };
+    commit(&store, GROUP, &ready(vec![entry(1, 1, "a")], Some(hard)));
+    commit(&store, GROUP, &ready(vec![entry(1, 2, "b")], None));
+    let eventual = persist_batch(1, 2, vec![lww_row("k", Some("v"), 2)]);
+    let mut batch = Batch::new();
+    batch.raft_ready(GROUP, &ready(vec![entry(1, 3, "c")], None));
+    batch.eventual_persist(KeyspaceId(4), eventual.clone());
+    store.commit(batch).unwrap();
+    let crashed = crash_copy(&path, &dir.path().join("crash"));
+    let reference = MemoryStates::new();
+    reference.commit(KeyspaceId(4), &eventual);
+
+    let reopened = Store::open(&crashed, NodeId(1), 1 << 20).unwrap();
+    assert_eq!(
+        indexes_and_terms(&reopened, GROUP),
+        [(1, 1), (2, 1), (3, 1)]
+    );
+    assert_eq!(reopened.raft_restore(GROUP).unwrap().hard_state, hard);
+    assert_eq!(
+        answers(&reopened, KeyspaceId(4)),
+        answers(&reference, KeyspaceId(4))
+    );
+    // Reopened, the log was applied, made durable and emptied: a second crash right away
+    // loses nothing either.
+    let twice = crash_copy(&crashed, &dir.path().join("crash-twice"));
+    drop(reopened);
+    let again = Store::open(&twice, NodeId(1), 1 << 20).unwrap();
+    assert_eq!(indexes_and_terms(&again, GROUP), [(1, 1), (2, 1), (3, 1)]);
+
+    // The last record torn by the crash: the batches before it survive, and new commits
+    // follow them.
+    let logged = dir.path().join("logged.redb");
+    let never = Checkpoints {
+        interval: std::time::Duration::MAX,
+        log_bytes: u64::MAX,
+    };
+    let store = Store::open_with(&logged, NodeId(1), 1 << 20, never).unwrap();
+    commit(&store, GROUP, &ready(vec![entry(1, 1, "a")], None));
+    commit(&store, GROUP, &ready(vec![entry(1, 2, "b")], None));
+    let torn = crash_copy(&logged, &dir.path().join("torn"));
+    let log = wal_path(&torn);
+    let length = std::fs::metadata(&log).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(length - 3)
+        .unwrap();
+    let reopened = Store::open(&torn, NodeId(1), 1 << 20).unwrap();
+    assert_eq!(indexes_and_terms(&reopened, GROUP), [(1, 1)]);
+    commit(&reopened, GROUP, &ready(vec![entry(2, 2, "c")], None));
+    drop(reopened);
+    let last = Store::open(&torn, NodeId(1), 1 << 20).unwrap();
+    assert_eq!(indexes_and_terms(&last, GROUP), [(1, 1), (2, 2)]);
 }

@@ -1,10 +1,12 @@
-//! A node's durable state: one redb file behind a narrow interface.
+//! A node's durable state: one redb file and its write-ahead log behind a narrow interface.
 //!
 //! The cores never see this module. The shell gathers what the cores asked to persist into a
 //! [`Batch`] (a `Ready` of every Raft group, the CRDT states the eventual engines handed
 //! out) and commits it with [`Store::commit`]: one write transaction and, when any part of
-//! it needs one, one fsync for all of it. That is the group commit. On start the shell reads
-//! back exactly what was committed: [`Store::raft_restore`] and [`Store::eventual_restore`].
+//! it needs one, one fsync for all of it. That is the group commit. The fsync is the
+//! log's ([`wal`]): redb commits are durable only at checkpoints, and a restart applies the
+//! log's batches after the last one again. On start the shell reads back exactly what was
+//! committed: [`Store::raft_restore`] and [`Store::eventual_restore`].
 //!
 //! The applied state of a strong keyspace is stored beside its group's log, in the machine
 //! tables (`machine`): a restart replays only the committed entries after its applied index.
@@ -12,6 +14,7 @@
 pub mod machine;
 pub mod states;
 pub mod tables;
+pub mod wal;
 
 use crate::eventual::PersistBatch;
 use crate::raft::{Entry, HardState, Ready, RestoredState, SnapshotMeta};
@@ -19,10 +22,31 @@ use crate::strong::MachineWrites;
 use crate::types::{GroupId, KeyspaceId, LogIndex, NodeId};
 use crate::wire;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::path::Path;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 use tables::*;
+use wal::{Record, Wal};
+
+/// When a file store's commit is a durable redb commit, a checkpoint (see [`wal`]): once
+/// `interval` has passed since the last one, or once the log holds `log_bytes`. Both bound
+/// the log a restart applies again, and the pages redb holds changed in memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Checkpoints {
+    pub interval: Duration,
+    pub log_bytes: u64,
+}
+
+impl Default for Checkpoints {
+    fn default() -> Checkpoints {
+        Checkpoints {
+            interval: Duration::from_secs(1),
+            log_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -45,6 +69,17 @@ pub enum StorageError {
     WrongNode { expected: NodeId, found: NodeId },
     #[error("raft group {group:?}: the log has a gap after index {after:?}")]
     LogGap { group: GroupId, after: LogIndex },
+    #[error("the write-ahead log {path}")]
+    Wal {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the write-ahead log resumes at batch {found}, but the store holds batches up to \
+         {applied} only: batches in between are missing"
+    )]
+    WalGap { applied: u64, found: u64 },
 }
 
 fn redb_error(error: impl Into<redb::Error>) -> StorageError {
@@ -62,7 +97,7 @@ fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, S
 }
 
 /// What one group asks to persist: the persist part of a `Ready`, or a compaction.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct RaftWrite {
     hard_state: Option<HardState>,
     snapshot: Option<SnapshotMeta>,
@@ -71,8 +106,8 @@ struct RaftWrite {
     compaction: bool,
 }
 
-/// Writes gathered for one commit.
-#[derive(Debug, Default)]
+/// Writes gathered for one commit. A file store's log holds it encoded as it is.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Batch {
     raft: Vec<(GroupId, RaftWrite)>,
     machine: Vec<(GroupId, MachineWrites)>,
@@ -152,9 +187,33 @@ impl Batch {
     }
 }
 
-/// A node's redb file.
+/// A node's redb file, and its write-ahead log (none in memory).
 pub struct Store {
     db: Database,
+    log: Option<Mutex<Log>>,
+}
+
+/// The write-ahead log of a file store, and when it was last emptied.
+struct Log {
+    wal: Wal,
+    /// The sequence number of the next batch.
+    next: u64,
+    checkpoints: Checkpoints,
+    checkpointed_at: std::time::Instant,
+}
+
+impl Log {
+    fn checkpoint_due(&self) -> bool {
+        self.wal.bytes() >= self.checkpoints.log_bytes
+            || self.checkpointed_at.elapsed() >= self.checkpoints.interval
+    }
+}
+
+/// The log beside the redb file at `path`: `capdial.redb` has `capdial.redb.wal`.
+pub fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".wal");
+    PathBuf::from(name)
 }
 
 impl std::fmt::Debug for Store {
@@ -166,12 +225,72 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) the file at `path` for node `node`, refusing another node's file,
     /// with a page cache of `cache_bytes`.
+    /// Batches the log holds past the file's last checkpoint are applied again first.
     pub fn open(path: &Path, node: NodeId, cache_bytes: usize) -> Result<Store, StorageError> {
+        Store::open_with(path, node, cache_bytes, Checkpoints::default())
+    }
+
+    /// [`Store::open`], with checkpoints when `checkpoints` says.
+    pub fn open_with(
+        path: &Path,
+        node: NodeId,
+        cache_bytes: usize,
+        checkpoints: Checkpoints,
+    ) -> Result<Store, StorageError> {
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(path)
             .map_err(redb_error)?;
-        Store::init(db, node)
+        let mut store = Store::init(db, node)?;
+        let (mut wal, records) = Wal::open(&wal_path(path))?;
+        let next = store.replay(records)?;
+        store.apply(&Batch::new(), Some(next - 1), Durability::Immediate)?;
+        wal.reset()?;
+        store.log = Some(Mutex::new(Log {
+            wal,
+            next,
+            checkpoints,
+            checkpointed_at: std::time::Instant::now(),
+        }));
+        Ok(store)
+    }
+
+    /// Applies the log's batches after the last checkpoint, in order; returns the next
+    /// batch's sequence number.
+    fn replay(&self, records: Vec<Record>) -> Result<u64, StorageError> {
+        let applied = self.wal_sequence()?;
+        let mut last = applied;
+        for record in records {
+            if record.sequence <= applied {
+                continue;
+            }
+            if record.sequence != last + 1 {
+                return Err(StorageError::WalGap {
+                    applied: last,
+                    found: record.sequence,
+                });
+            }
+            let batch: Batch = decode(WAL_NAME, &record.payload)?;
+            self.apply(&batch, Some(record.sequence), Durability::None)?;
+            last = record.sequence;
+        }
+        if last > applied {
+            tracing::info!(
+                batches = last - applied,
+                "applied the write-ahead log again"
+            );
+        }
+        Ok(last + 1)
+    }
+
+    /// The sequence number of the last logged batch the redb file holds (0: none).
+    fn wal_sequence(&self) -> Result<u64, StorageError> {
+        let txn = self.db.begin_read().map_err(redb_error)?;
+        let meta = txn.open_table(META).map_err(redb_error)?;
+        match meta.get(META_WAL_SEQUENCE).map_err(redb_error)? {
+            Some(value) => decode(META_NAME, value.value()),
+            None => Ok(0),
+        }
     }
 
     /// A store in memory, running the real redb code: for tests.
@@ -213,23 +332,61 @@ impl Store {
             machine::MachineTables::open(&txn)?;
         }
         txn.commit().map_err(redb_error)?;
-        Ok(Store { db })
+        Ok(Store { db, log: None })
     }
 
     /// Commits `batch` in one write transaction, fsynced if any part of it needs it. When
     /// this returns `Ok`, everything in the batch is durable (or, unsynced, will be with the
-    /// next synced commit).
+    /// next synced commit). A file store logs the batch (the fsync is the log's) and commits
+    /// it to redb in memory, or, at a checkpoint, commits it to redb durably and empties the
+    /// log.
     pub fn commit(&self, batch: Batch) -> Result<(), StorageError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut txn = self.db.begin_write().map_err(redb_error)?;
-        let durability = if batch.sync {
-            Durability::Immediate
-        } else {
-            Durability::None
+        let Some(log) = &self.log else {
+            let durability = if batch.sync {
+                Durability::Immediate
+            } else {
+                Durability::None
+            };
+            return self.apply(&batch, None, durability);
         };
+        // One commit at a time: the driver awaits each, so the lock is never contended.
+        let mut log = log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sequence = log.next;
+        if log.checkpoint_due() {
+            self.apply(&batch, Some(sequence), Durability::Immediate)?;
+            log.next += 1;
+            log.wal.reset()?;
+            log.checkpointed_at = std::time::Instant::now();
+            return Ok(());
+        }
+        let payload = encode(WAL_NAME, &batch)?;
+        log.wal.append(sequence, &payload, batch.sync)?;
+        self.apply(&batch, Some(sequence), Durability::None)?;
+        log.next += 1;
+        Ok(())
+    }
+
+    /// Writes `batch` in one redb transaction of `durability`, noting `sequence` (its number
+    /// in the log) in the same transaction.
+    fn apply(
+        &self,
+        batch: &Batch,
+        sequence: Option<u64>,
+        durability: Durability,
+    ) -> Result<(), StorageError> {
+        let mut txn = self.db.begin_write().map_err(redb_error)?;
         txn.set_durability(durability).map_err(redb_error)?;
+        if let Some(sequence) = sequence {
+            let bytes = encode(META_NAME, &sequence)?;
+            let mut meta = txn.open_table(META).map_err(redb_error)?;
+            meta.insert(META_WAL_SEQUENCE, bytes.as_slice())
+                .map_err(redb_error)?;
+        }
         {
             let mut entries = txn.open_table(RAFT_ENTRIES).map_err(redb_error)?;
             let mut hard_states = txn.open_table(RAFT_HARD_STATE).map_err(redb_error)?;

@@ -83,3 +83,7 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new(META_NAME);
 
 /// The `META` key of the owning node's id.
 pub const META_NODE_ID: &str = "node_id";
+/// The sequence number of the last write-ahead log batch the file holds (`storage::wal`).
+pub const META_WAL_SEQUENCE: &str = "wal_sequence";
+/// What a log record's payload is decoded as, for errors.
+pub const WAL_NAME: &str = "write-ahead log";

@@ -93,7 +93,7 @@ pub struct ImageChunk {
 
 /// A decoded chunk a follower stages: `restart` when it is a snapshot's first (what was
 /// staged before goes).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedChunk {
     pub restart: bool,
     pub chunk: ImageChunk,
@@ -102,7 +102,7 @@ pub struct StagedChunk {
 /// What a machine asks to make durable with its group's next persist, in this order: the
 /// rows and sessions, the applied index, the staged chunks, then (if `install`) the staged
 /// image replaces the whole state.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineWrites {
     /// Keys to write (`Some`) or delete (`None`).
     pub rows: Vec<(Bytes, Option<Versioned>)>,
