@@ -22,6 +22,7 @@ use redb::{
     WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 /// Garbage rows (of replaced or dropped generations) one commit deletes at most.
@@ -255,7 +256,7 @@ struct Live {
 }
 
 /// The machine tables of a read transaction, and the live generation of one group in it.
-struct ReadView {
+pub(super) struct ReadView {
     meta: MachineMetaRow,
     rows: ReadOnlyTable<RowKey<'static>, &'static [u8]>,
     sessions: ReadOnlyTable<(u64, u64, u64), &'static [u8]>,
@@ -409,8 +410,16 @@ impl MachineStore for super::Store {
     }
 
     fn get(&self, group: GroupId, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
-        let txn = self.db.begin_read().map_err(redb_error)?;
-        Ok(ReadView::open(&txn, group)?.get(key)?)
+        let mut cache = self.read_cache();
+        let cache = &mut *cache;
+        let view = match cache.machines.entry(group) {
+            Entry::Occupied(view) => view.into_mut(),
+            Entry::Vacant(slot) => {
+                let txn = super::read_txn(&mut cache.txn, &self.db)?;
+                slot.insert(ReadView::open(txn, group)?)
+            }
+        };
+        Ok(view.get(key)?)
     }
 
     fn scan(

@@ -21,11 +21,12 @@ use crate::raft::{Entry, HardState, Ready, RestoredState, SnapshotMeta};
 use crate::strong::MachineWrites;
 use crate::types::{GroupId, KeyspaceId, LogIndex, NodeId};
 use crate::wire;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tables::*;
 use wal::{Record, Wal};
@@ -191,6 +192,29 @@ impl Batch {
 pub struct Store {
     db: Database,
     log: Option<Mutex<Log>>,
+    reads: Mutex<ReadCache>,
+}
+
+/// What the point reads between two commits share: one read transaction and the tables
+/// opened in it. Opening a transaction and its tables for every key a write reads first cost
+/// a node ~8% of its CPU at 64 writes in flight. A commit empties the cache before it
+/// writes, so a read after a commit sees it, and no reader pins the pages it frees.
+#[derive(Default)]
+struct ReadCache {
+    txn: Option<ReadTransaction>,
+    machines: HashMap<GroupId, machine::ReadView>,
+    eventual_rows: Option<states::RowsTable>,
+}
+
+/// The cache's read transaction, begun if there is none.
+fn read_txn<'a>(
+    slot: &'a mut Option<ReadTransaction>,
+    db: &Database,
+) -> Result<&'a ReadTransaction, StorageError> {
+    if slot.is_none() {
+        *slot = Some(db.begin_read().map_err(redb_error)?);
+    }
+    Ok(slot.as_ref().expect("invariant: begun just above"))
 }
 
 /// The write-ahead log of a file store, and when it was last emptied.
@@ -283,6 +307,13 @@ impl Store {
         Ok(last + 1)
     }
 
+    fn read_cache(&self) -> MutexGuard<'_, ReadCache> {
+        // Only the driver reads and commits, one at a time: the lock is never contended.
+        self.reads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The sequence number of the last logged batch the redb file holds (0: none).
     fn wal_sequence(&self) -> Result<u64, StorageError> {
         let txn = self.db.begin_read().map_err(redb_error)?;
@@ -332,7 +363,11 @@ impl Store {
             machine::MachineTables::open(&txn)?;
         }
         txn.commit().map_err(redb_error)?;
-        Ok(Store { db, log: None })
+        Ok(Store {
+            db,
+            log: None,
+            reads: Mutex::default(),
+        })
     }
 
     /// Commits `batch` in one write transaction, fsynced if any part of it needs it. When
@@ -379,6 +414,7 @@ impl Store {
         sequence: Option<u64>,
         durability: Durability,
     ) -> Result<(), StorageError> {
+        *self.read_cache() = ReadCache::default();
         let mut txn = self.db.begin_write().map_err(redb_error)?;
         txn.set_durability(durability).map_err(redb_error)?;
         if let Some(sequence) = sequence {

@@ -28,6 +28,8 @@ pub struct EventualMetaRow {
 }
 
 type RowKey<'a> = (u64, u64, &'a [u8]);
+/// The rows table, opened for reading.
+pub(super) type RowsTable = redb::ReadOnlyTable<RowKey<'static>, &'static [u8]>;
 type IndexKey<'a> = (u64, &'a [u8]);
 
 impl From<StorageError> for StoreError {
@@ -230,8 +232,15 @@ impl StateStore for super::Store {
     }
 
     fn get(&self, keyspace: KeyspaceId, key: &[u8]) -> Result<Option<StoredKey>, StoreError> {
-        let txn = self.db.begin_read().map_err(redb_error)?;
-        let rows = txn.open_table(EVENTUAL_ROWS).map_err(redb_error)?;
+        let mut cache = self.read_cache();
+        let cache = &mut *cache;
+        let rows = match &mut cache.eventual_rows {
+            Some(rows) => rows,
+            slot => {
+                let txn = super::read_txn(&mut cache.txn, &self.db)?;
+                slot.insert(txn.open_table(EVENTUAL_ROWS).map_err(redb_error)?)
+            }
+        };
         let at: RowKey = (keyspace.0, key_hash(key), key);
         match rows.get(at).map_err(redb_error)? {
             Some(value) => Ok(Some(decode(EVENTUAL_ROWS_NAME, value.value())?)),
