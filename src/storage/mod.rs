@@ -269,7 +269,7 @@ impl Store {
         let (mut wal, records) = Wal::open(&wal_path(path))?;
         let next = store.replay(records)?;
         store.apply(&Batch::new(), Some(next - 1), Durability::Immediate)?;
-        wal.reset()?;
+        wal.reset();
         store.log = Some(Mutex::new(Log {
             wal,
             next,
@@ -395,7 +395,7 @@ impl Store {
         if log.checkpoint_due() {
             self.apply(&batch, Some(sequence), Durability::Immediate)?;
             log.next += 1;
-            log.wal.reset()?;
+            log.wal.reset();
             log.checkpointed_at = std::time::Instant::now();
             return Ok(());
         }
