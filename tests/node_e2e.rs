@@ -702,6 +702,8 @@ async fn retried_write_applies_once(cluster: &Cluster) {
     let request = ToNode::Data(ClientRequest {
         client: ClientId(0x5eed),
         seq: 1,
+        first_unacked: 1,
+        opens_session: true,
         keyspace: ORDERS.to_string(),
         operation: op::put("retried", "once"),
         read: None,

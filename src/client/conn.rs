@@ -445,9 +445,12 @@ impl Client {
             write: is_write(&operation),
             resend_safe: resend_is_safe(&operation),
         };
+        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
         let request = ClientRequest {
             client: self.inner.id,
-            seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
+            seq,
+            first_unacked: seq,
+            opens_session: true,
             keyspace: keyspace.to_string(),
             operation,
             read,

@@ -191,7 +191,8 @@ impl Cluster {
 
     fn write(&mut self, on: usize, tag: Tag, request: &Request) -> Answer {
         let proposal = ProposalId(u64::from(tag));
-        if let Err(done) = self.replicas[on].submit(self.now, proposal, tag, request) {
+        if let Err(done) = self.replicas[on].submit(self.now, WallMillis(0), proposal, tag, request)
+        {
             return done.answer;
         }
         self.answer(tag)
@@ -210,6 +211,9 @@ fn put(seq: u64, key: &str, value: &str) -> Request {
     Request {
         client: ClientId(7),
         seq,
+        first_unacked: 1,
+        opens_session: true,
+        proposed_at: WallMillis(0),
         command: Command::Put {
             key: Bytes::from(key.to_owned()),
             value: Bytes::from(value.to_owned()),
@@ -300,6 +304,9 @@ fn a_retried_write_returns_its_first_result() {
     let create = Request {
         client: ClientId(9),
         seq: 1,
+        first_unacked: 1,
+        opens_session: true,
+        proposed_at: WallMillis(0),
         command: Command::Cas {
             key: Bytes::from_static(b"k"),
             expected: None,
@@ -382,7 +389,8 @@ fn a_leader_that_loses_leadership_ends_its_waiting_requests() {
     });
     cluster.cut = Some(old_id);
     let proposal = ProposalId(1);
-    let submitted = cluster.replicas[old].submit(cluster.now, proposal, 1, &put(1, "k", "v"));
+    let submitted =
+        cluster.replicas[old].submit(cluster.now, WallMillis(0), proposal, 1, &put(1, "k", "v"));
     assert!(submitted.is_ok(), "the leader takes the proposal");
     let key = Bytes::from_static(b"k");
     let read = cluster.replicas[old].read(cluster.now, 2, ReadMode::Linearizable, key);

@@ -188,7 +188,10 @@ fn variant(error: &ClientError) -> &'static str {
         ClientError::Backpressure => "Backpressure",
         ClientError::QuorumNotReached { .. } => "QuorumNotReached",
         ClientError::SessionNotSeen => "SessionNotSeen",
-        ClientError::SequenceTooOld { .. } => "SequenceTooOld",
+        ClientError::AlreadyAcknowledged { .. } => "AlreadyAcknowledged",
+        ClientError::SessionExpired { .. } => "SessionExpired",
+        ClientError::TooManySessions { .. } => "TooManySessions",
+        ClientError::SessionFull { .. } => "SessionFull",
         ClientError::UnknownKeyspace { .. } => "UnknownKeyspace",
         _ => "Refused",
     }

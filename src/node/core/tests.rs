@@ -71,13 +71,16 @@ fn an_out_of_order_apply_stops_the_node_and_a_malformed_entry_does_not() {
     let request = Request {
         client: ClientId(1),
         seq: 1,
+        first_unacked: 1,
+        opens_session: true,
+        proposed_at: WallMillis(0),
         command: Command::Put {
             key: Bytes::from_static(b"k"),
             value: Bytes::from_static(b"v"),
         },
     };
     let index = replica
-        .submit(now, ProposalId(2), 2, &request)
+        .submit(now, WallMillis(0), ProposalId(2), 2, &request)
         .expect("the leader takes a write");
     // The core hands the entry out two indexes ahead of where the machine stands.
     let skip = |ready: &mut Ready| {

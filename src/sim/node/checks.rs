@@ -127,6 +127,8 @@ impl Run {
                 let request = ToNode::Data(ClientRequest {
                     client: ClientId(1),
                     seq: 0,
+                    first_unacked: 0,
+                    opens_session: false,
                     keyspace: keyspace.clone(),
                     operation: Operation::Get { key: key.clone() },
                     read: Some(ReadLevel::Local),

@@ -8,7 +8,7 @@ use super::{Reply, ReplyBody, Request as SimRequest, RequestBody};
 use crate::rng::SeededRng;
 use crate::sim::history::{Call, History, ReadPath, Return, Seen};
 use crate::strong::{ClientId, Command, CommandError, Outcome, Request, Versioned};
-use crate::types::{Instant, LogIndex, NodeId};
+use crate::types::{Instant, LogIndex, NodeId, WallMillis};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -195,9 +195,13 @@ impl Client {
                 }
             }
         };
+        // One request at a time: each acknowledges every one before it.
         RequestBody::Write(Request {
             client: self.id,
             seq: self.seq,
+            first_unacked: self.seq,
+            opens_session: self.seq == 1,
+            proposed_at: WallMillis(0),
             command,
         })
     }

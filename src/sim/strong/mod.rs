@@ -171,6 +171,7 @@ fn parse_bug(bug: &Option<String>) -> Result<Bugs, SimError> {
         if name == "no-dedup" {
             let machine = MachineConfig {
                 bug: Some(crate::strong::MachineBug::NoDedup),
+                ..MachineConfig::default()
             };
             return Ok(Bugs { machine, ..none });
         }

@@ -185,6 +185,9 @@ impl DataClient {
         ClientRequest {
             client: self.id,
             seq: self.seq,
+            // One request at a time: it acknowledges every one before it.
+            first_unacked: self.seq,
+            opens_session: true,
             keyspace,
             operation,
             read,
