@@ -190,9 +190,13 @@ impl Cluster {
     }
 
     fn write(&mut self, on: usize, tag: Tag, request: &Request) -> Answer {
+        self.write_at(on, tag, request, WallMillis(0))
+    }
+
+    /// A write proposed while the node's wall clock reads `wall`.
+    fn write_at(&mut self, on: usize, tag: Tag, request: &Request, wall: WallMillis) -> Answer {
         let proposal = ProposalId(u64::from(tag));
-        if let Err(done) = self.replicas[on].submit(self.now, WallMillis(0), proposal, tag, request)
-        {
+        if let Err(done) = self.replicas[on].submit(self.now, wall, proposal, tag, request) {
             return done.answer;
         }
         self.answer(tag)
@@ -323,6 +327,55 @@ fn a_retried_write_returns_its_first_result() {
         retry, first,
         "a retry gets the first result, not a second apply"
     );
+}
+
+/// A write whose answer was lost, resent after later writes of its client committed, still
+/// answers its first result, on every replica alike; the log clock every machine keeps is the
+/// proposing leader's wall clock, whatever the request said.
+#[test]
+fn a_resend_after_later_writes_of_its_client_applies_once_everywhere() {
+    let mut cluster = Cluster::new(1_000);
+    let leader = cluster.elect();
+    let create = Request {
+        client: ClientId(9),
+        seq: 1,
+        first_unacked: 1,
+        opens_session: true,
+        proposed_at: WallMillis(u64::MAX),
+        command: Command::Cas {
+            key: Bytes::from_static(b"k"),
+            expected: None,
+            value: Some(Bytes::from_static(b"first")),
+        },
+    };
+    let first = cluster.write_at(leader, 1, &create, WallMillis(5_000));
+    for seq in [3, 2] {
+        // Seq 1 is still waited for: both keep first_unacked at 1.
+        let later = Request {
+            client: ClientId(9),
+            ..put(seq, &format!("other{seq}"), "v")
+        };
+        let answer = cluster.write_at(leader, seq as Tag + 1, &later, WallMillis(6_000));
+        assert!(matches!(answer, Answer::Written(Ok(_))), "{answer:?}");
+    }
+    let retry = cluster.write_at(leader, 9, &create, WallMillis(7_000));
+    assert_eq!(retry, first, "the first result, not a second apply");
+    let target = cluster.replicas[leader].machine().applied();
+    cluster.run_until("every replica applied", |cluster| {
+        cluster
+            .replicas
+            .iter()
+            .all(|r| r.machine().applied() >= target)
+    });
+    for replica in &cluster.replicas {
+        let machine = replica.machine();
+        assert_eq!(machine.clock(), WallMillis(7_000), "the leader's clock");
+        let session = machine.session(ClientId(9)).expect("the session lives");
+        assert_eq!(
+            session.results.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+    }
 }
 
 #[test]

@@ -295,7 +295,8 @@ mod tests {
         assert_eq!(error_kind(&lost), "lost");
         assert_eq!(
             error_kind(&ConnError::Timeout {
-                may_have_applied: false
+                may_have_applied: false,
+                resend: None,
             }),
             "timeout"
         );
