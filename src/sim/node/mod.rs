@@ -63,6 +63,7 @@ use crate::rng::SeededRng;
 use crate::sim::faults::FaultEvent;
 use crate::sim::history::History;
 use crate::sim::net::{NetConfig, SimNet};
+use crate::sim::session::SessionGroup;
 use crate::sim::{SeedReport, SimConfig, SimError};
 use crate::types::{Instant, NodeId};
 use admin::AdminClient;
@@ -264,10 +265,15 @@ impl Run {
         let catalog = Catalog::new();
         let client_count = rng.range_u64(4, 6) as usize;
         let think_mean = TIME_PER_STEP * client_count as u32 / 2;
+        // One or two client sessions, each shared by several clients with requests in flight.
+        let groups: Vec<_> = (1..=rng.range_u64(1, 2))
+            .map(|group| SessionGroup::new(group * 1_000_000))
+            .collect();
         let clients = (0..client_count)
             .map(|index| {
                 let fork = rng.fork(100 + index as u64);
-                DataClient::new(index, client_count, fork, ids.clone(), think_mean)
+                let sessions = std::rc::Rc::clone(&groups[index % groups.len()]);
+                DataClient::new(index, client_count, fork, ids.clone(), think_mean, sessions)
             })
             .collect();
         let admin = AdminClient::new(rng.fork(5), ids.clone(), spare, horizon);
