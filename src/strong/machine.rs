@@ -153,8 +153,9 @@ pub struct StrongMachine {
     sessions: BTreeMap<ClientId, Session>,
     /// The sessions ordered by `active_at`, for expiry. Same members as `sessions`.
     sessions_by_activity: BTreeSet<(WallMillis, ClientId)>,
-    /// Sessions changed since the last `take_writes`.
-    session_changes: BTreeMap<ClientId, Option<Session>>,
+    /// Sessions changed (or forgotten) since the last `take_writes`: copied out only then,
+    /// so a session with many results is not copied at every write.
+    session_changes: BTreeSet<ClientId>,
     /// The last index applied. Only grows (but for an installed snapshot, which is ahead).
     applied: LogIndex,
     /// The log clock: the largest `proposed_at` applied. Never goes back (a snapshot carries
@@ -187,7 +188,7 @@ impl StrongMachine {
             flushing: Overlay::new(),
             sessions: BTreeMap::new(),
             sessions_by_activity: BTreeSet::new(),
-            session_changes: BTreeMap::new(),
+            session_changes: BTreeSet::new(),
             applied: LogIndex(0),
             clock: WallMillis(0),
             handed_applied: LogIndex(0),
@@ -392,7 +393,7 @@ impl StrongMachine {
             session.first_unacked = request.first_unacked;
             let kept = session.results.split_off(&request.first_unacked);
             session.results = kept;
-            self.session_changes.insert(client, Some(session.clone()));
+            self.session_changes.insert(client);
         }
         if let Some(result) = session.results.get(&request.seq)
             && self.config.dedup()
@@ -439,8 +440,7 @@ impl StrongMachine {
         self.sessions_by_activity
             .insert((self.clock, request.client));
         // Persisted even if the write is refused after all: every replica keeps it alike.
-        self.session_changes
-            .insert(request.client, Some(session.clone()));
+        self.session_changes.insert(request.client);
         self.sessions.insert(request.client, session);
         Ok(())
     }
@@ -454,7 +454,7 @@ impl StrongMachine {
             }
             self.sessions_by_activity.pop_first();
             self.sessions.remove(&client);
-            self.session_changes.insert(client, None);
+            self.session_changes.insert(client);
         }
         assert_eq!(self.sessions.len(), self.sessions_by_activity.len());
     }
@@ -545,7 +545,7 @@ impl StrongMachine {
         session.active_at = clock;
         session.results.insert(seq, result);
         self.sessions_by_activity.insert((clock, client));
-        self.session_changes.insert(client, Some(session.clone()));
+        self.session_changes.insert(client);
         assert_eq!(self.sessions.len(), self.sessions_by_activity.len());
     }
 
@@ -565,6 +565,7 @@ impl StrongMachine {
             clock: applied.map(|_| self.clock),
             sessions: std::mem::take(&mut self.session_changes)
                 .into_iter()
+                .map(|client| (client, self.sessions.get(&client).cloned()))
                 .collect(),
             applied,
             ..MachineWrites::default()
