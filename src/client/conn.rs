@@ -111,9 +111,12 @@ pub enum ConnError {
 }
 
 /// A data request whose outcome is unknown, to send again under its original `(client,
-/// seq)` with [`Client::resend`]: applied or not, it then applies at most once. While the
-/// handle lives, the cluster keeps the request's result for it (a session keeps at most
-/// `strong::UNACKED_RESULTS_MAX`); dropping it gives the request up.
+/// seq)` with [`Client::resend`]: applied or not, a strong write then applies at most once.
+/// Only writes a resend cannot apply twice get one: strong writes, and eventual writes that
+/// are idempotent (never a counter add). While the handle lives, its seq counts as waiting:
+/// the cluster keeps the request's result and every later result of the session, up to
+/// `strong::UNACKED_RESULTS_MAX` (then new writes are refused `SessionFull`), so resend or
+/// drop it soon; dropping it gives the request up.
 #[derive(Debug)]
 pub struct Resend(Box<Pending>);
 
@@ -551,7 +554,7 @@ impl Client {
                 ConnError::Timeout {
                     may_have_applied: true,
                     ..
-                } if policy.write => {
+                } if policy.write && policy.resend_safe => {
                     return Err(ConnError::Timeout {
                         may_have_applied: true,
                         resend: Some(Resend(Box::new(pending))),
