@@ -105,6 +105,11 @@ const LOOP_STEPS_PER_STEP: u64 = 20_000;
 const COMPACT_EVERY: u64 = 16;
 /// Snapshots go in chunks of a few keys, so a transfer spans many chunks (and crashes).
 const SNAPSHOT_CHUNK_BYTES: usize = 160;
+/// Client sessions expire after this much idleness by the log clock: short, so some expire
+/// within a run, and far above the clients' opening window plus the clocks' drift.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(5);
+const _: () =
+    assert!(crate::sim::session::SESSION_OPEN_WINDOW.as_millis() * 3 < SESSION_TIMEOUT.as_millis());
 /// Address of the harness itself when it asks a core directly (final reads, catalog lists).
 const CHECKER: NodeId = NodeId(99);
 /// Data clients have node ids from here up; the admin client has `ADMIN`.
@@ -333,6 +338,7 @@ impl Run {
         config.request_wait_max = REQUEST_WAIT_MAX;
         config.compact_every = COMPACT_EVERY;
         config.snapshot_chunk_bytes = SNAPSHOT_CHUNK_BYTES;
+        config.session_timeout = SESSION_TIMEOUT;
         #[cfg(feature = "sim-bugs")]
         {
             config.bug = self.bug;
