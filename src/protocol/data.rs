@@ -406,6 +406,13 @@ pub enum ClientError {
          not applied"
     )]
     SessionFull { results: usize, bytes: usize },
+    /// The keyspace's client sessions together hold as many unacknowledged results as it
+    /// keeps. Not applied; retry once clients acknowledge or sessions expire.
+    #[error(
+        "the keyspace's client sessions hold {bytes} bytes of unacknowledged results, its \
+         limit of {bytes_max}; not applied, retry later"
+    )]
+    SessionsFull { bytes: usize, bytes_max: usize },
 }
 
 fn check_size(what: &str, bytes: usize, bytes_max: usize) -> Result<(), ClientError> {

@@ -226,7 +226,7 @@ impl fmt::Display for Field {
 
 /// Why a command was refused. Every variant is deterministic, so it is a result every replica
 /// agrees on: the session table keeps a write's size error as its result, and the session
-/// refusals (the last four) are answered without touching the session.
+/// refusals (the last five) are answered without touching the session.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum CommandError {
@@ -270,6 +270,9 @@ pub enum CommandError {
         results: usize,
         bytes: usize,
     },
+    /// All sessions together hold as many result bytes as the machine keeps. Not applied.
+    #[error("client sessions hold {bytes} bytes of results, the limit {bytes_max}; not applied")]
+    SessionsFull { bytes: usize, bytes_max: usize },
 }
 
 /// Checks the limits. Clients call it before submitting; the state machine calls it again at

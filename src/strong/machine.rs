@@ -2,7 +2,7 @@
 
 use super::command::{
     ClientId, Command, CommandError, Outcome, Request, SCAN_BYTES_MAX, Session, Versioned,
-    scan_entry_bytes, validate,
+    result_bytes, scan_entry_bytes, validate,
 };
 use super::store::{MachineStore, MachineWrites, MemoryMachineStore, StoreError, row_bytes};
 use crate::types::{GroupId, LogIndex, WallMillis};
@@ -29,9 +29,14 @@ const _: () = assert!(
 /// How long a session lives without a write when none is configured: an hour, as etcd's
 /// leases and the Raft thesis suggest; far longer than any client retries a request.
 pub const SESSION_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3600);
-/// How many sessions a machine keeps when not configured otherwise. With the caps above a
-/// full table is bounded (about 2 MiB a session at worst, a few KiB in practice).
+/// How many sessions a machine keeps when not configured otherwise: an empty session takes
+/// about a hundred bytes, so the table's own size stays a few MiB.
 pub const SESSIONS_MAX_DEFAULT: usize = 16_384;
+/// How many bytes of results all sessions together keep when not configured otherwise: what
+/// bounds the session table's memory (and its share of a snapshot), as the per-session caps
+/// times the session count could reach tens of GiB. Thousands of clients with 64 small
+/// writes in flight each take a few MiB.
+pub const SESSION_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
 
 /// Planted bugs of the state machine (for the simulator's teeth).
 #[cfg(feature = "sim-bugs")]
@@ -50,6 +55,9 @@ pub struct MachineConfig {
     pub session_timeout: Duration,
     /// At most this many sessions; a new one past it is refused (`TooManySessions`).
     pub sessions_max: usize,
+    /// At most about this many bytes of results in all sessions together (as
+    /// `result_bytes` counts them); a write arriving past it is refused (`SessionsFull`).
+    pub session_bytes_max: usize,
     /// A planted bug to switch on.
     #[cfg(feature = "sim-bugs")]
     pub bug: Option<MachineBug>,
@@ -60,6 +68,7 @@ impl Default for MachineConfig {
         MachineConfig {
             session_timeout: SESSION_TIMEOUT_DEFAULT,
             sessions_max: SESSIONS_MAX_DEFAULT,
+            session_bytes_max: SESSION_BYTES_MAX_DEFAULT,
             #[cfg(feature = "sim-bugs")]
             bug: None,
         }
@@ -153,6 +162,8 @@ pub struct StrongMachine {
     sessions: BTreeMap<ClientId, Session>,
     /// The sessions ordered by `active_at`, for expiry. Same members as `sessions`.
     sessions_by_activity: BTreeSet<(WallMillis, ClientId)>,
+    /// The results' bytes in all sessions (as `result_bytes` counts them).
+    session_bytes: usize,
     /// Sessions changed (or forgotten) since the last `take_writes`: copied out only then,
     /// so a session with many results is not copied at every write.
     session_changes: BTreeSet<ClientId>,
@@ -188,6 +199,7 @@ impl StrongMachine {
             flushing: Overlay::new(),
             sessions: BTreeMap::new(),
             sessions_by_activity: BTreeSet::new(),
+            session_bytes: 0,
             session_changes: BTreeSet::new(),
             applied: LogIndex(0),
             clock: WallMillis(0),
@@ -207,9 +219,11 @@ impl StrongMachine {
         self.session_changes.clear();
         self.sessions.clear();
         self.sessions_by_activity.clear();
+        self.session_bytes = 0;
         for (client, session) in meta.sessions {
             self.sessions_by_activity
                 .insert((session.active_at, client));
+            self.session_bytes += session.result_bytes();
             self.sessions.insert(client, session);
         }
         self.applied = meta.applied;
@@ -392,7 +406,8 @@ impl StrongMachine {
         if request.first_unacked > session.first_unacked {
             session.first_unacked = request.first_unacked;
             let kept = session.results.split_off(&request.first_unacked);
-            session.results = kept;
+            let dropped = std::mem::replace(&mut session.results, kept);
+            self.session_bytes -= dropped.values().map(result_bytes).sum::<usize>();
             self.session_changes.insert(client);
         }
         if let Some(result) = session.results.get(&request.seq)
@@ -413,6 +428,12 @@ impl StrongMachine {
                 client,
                 results: session.results.len(),
                 bytes,
+            }));
+        }
+        if self.session_bytes >= self.config.session_bytes_max {
+            return Err(Refusal::Refused(CommandError::SessionsFull {
+                bytes: self.session_bytes,
+                bytes_max: self.config.session_bytes_max,
             }));
         }
         Ok(())
@@ -453,7 +474,9 @@ impl StrongMachine {
                 break;
             }
             self.sessions_by_activity.pop_first();
-            self.sessions.remove(&client);
+            if let Some(session) = self.sessions.remove(&client) {
+                self.session_bytes -= session.result_bytes();
+            }
             self.session_changes.insert(client);
         }
         assert_eq!(self.sessions.len(), self.sessions_by_activity.len());
@@ -543,7 +566,11 @@ impl StrongMachine {
         self.sessions_by_activity
             .remove(&(session.active_at, client));
         session.active_at = clock;
-        session.results.insert(seq, result);
+        self.session_bytes += result_bytes(&result);
+        if let Some(replaced) = session.results.insert(seq, result) {
+            // Only a planted bug applies a seq twice.
+            self.session_bytes -= result_bytes(&replaced);
+        }
         self.sessions_by_activity.insert((clock, client));
         self.session_changes.insert(client);
         assert_eq!(self.sessions.len(), self.sessions_by_activity.len());
@@ -1015,6 +1042,51 @@ mod tests {
         assert!(bytes_held <= SESSION_RESULT_BYTES_MAX + VALUE_BYTES_MAX + 1024);
     }
 
+    /// The total the machine keeps up to date is the sum over its sessions.
+    fn assert_bytes_add_up(machine: &StrongMachine) {
+        let sum: usize = machine.sessions.values().map(Session::result_bytes).sum();
+        assert_eq!(machine.session_bytes, sum);
+    }
+
+    /// All sessions together keep at most about `session_bytes_max` of results: past it any
+    /// client's new write is refused, not applied, until results are acknowledged or
+    /// sessions expire; the running total follows every change.
+    #[test]
+    fn the_sessions_together_stay_within_their_byte_budget() {
+        let mut machine = StrongMachine::new(MachineConfig {
+            session_bytes_max: 1_000,
+            session_timeout: Duration::from_millis(1_000),
+            ..MachineConfig::default()
+        });
+        let mut seq = 0;
+        while machine.session_bytes < 1_000 {
+            seq += 1;
+            let response = apply(&mut machine, 1, seq, put("a", "v"));
+            assert!(response.result.is_ok(), "{response:?}");
+            assert_bytes_add_up(&machine);
+        }
+        let refused = apply(&mut machine, 2, 1, put("b", "v"));
+        assert!(matches!(
+            refused.result,
+            Err(CommandError::SessionsFull {
+                bytes_max: 1_000,
+                ..
+            })
+        ));
+        assert!(machine.get(b"b").unwrap().is_none(), "not applied");
+        let retry = apply(&mut machine, 1, 1, put("a", "v"));
+        assert!(retry.duplicate, "a duplicate is still answered");
+        // Client 1 acknowledges all but its last: room again.
+        apply_request(&mut machine, &stamped(1, seq, seq, 0, put("a", "v")));
+        assert_bytes_add_up(&machine);
+        let taken = apply(&mut machine, 2, 1, put("b", "v"));
+        assert!(taken.result.is_ok(), "{taken:?}");
+        // Client 1 expires: its bytes go with it.
+        apply_request(&mut machine, &stamped(2, 2, 1, 1_001, put("b", "w")));
+        assert!(machine.session(ClientId(1)).is_none());
+        assert_bytes_add_up(&machine);
+    }
+
     /// Two replicas, one restored from the other's snapshot stream midway, apply the same
     /// entries to the same results and sessions: expiry follows the log clock the snapshot
     /// carries, not the replica's history (a leader behind the clock cannot revive it).
@@ -1059,6 +1131,8 @@ mod tests {
         assert_eq!(restored.sessions, original.sessions);
         assert!(original.session(ClientId(1)).is_none());
         assert_eq!(original.clock(), restored.clock());
+        assert_bytes_add_up(&original);
+        assert_eq!(restored.session_bytes, original.session_bytes);
     }
 
     #[cfg(feature = "sim-bugs")]

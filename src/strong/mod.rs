@@ -35,8 +35,9 @@ pub use command::{
 #[cfg(feature = "sim-bugs")]
 pub use machine::MachineBug;
 pub use machine::{
-    ApplyError, MachineConfig, MalformedEntry, ReadFailure, Response, SESSION_RESULT_BYTES_MAX,
-    SESSION_TIMEOUT_DEFAULT, SESSIONS_MAX_DEFAULT, StrongMachine, UNACKED_RESULTS_MAX,
+    ApplyError, MachineConfig, MalformedEntry, ReadFailure, Response, SESSION_BYTES_MAX_DEFAULT,
+    SESSION_RESULT_BYTES_MAX, SESSION_TIMEOUT_DEFAULT, SESSIONS_MAX_DEFAULT, StrongMachine,
+    UNACKED_RESULTS_MAX,
 };
 pub use replica::{
     Answer, Applied, ApplyFault, BootError, CONFIRMED_READS_MAX, Completion, DurableState,

@@ -192,6 +192,7 @@ fn variant(error: &ClientError) -> &'static str {
         ClientError::SessionExpired { .. } => "SessionExpired",
         ClientError::TooManySessions { .. } => "TooManySessions",
         ClientError::SessionFull { .. } => "SessionFull",
+        ClientError::SessionsFull { .. } => "SessionsFull",
         ClientError::UnknownKeyspace { .. } => "UnknownKeyspace",
         _ => "Refused",
     }

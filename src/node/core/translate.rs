@@ -86,6 +86,9 @@ pub(super) fn command_error(error: CommandError) -> ClientError {
         CommandError::SessionFull { results, bytes, .. } => {
             ClientError::SessionFull { results, bytes }
         }
+        CommandError::SessionsFull { bytes, bytes_max } => {
+            ClientError::SessionsFull { bytes, bytes_max }
+        }
     }
 }
 
