@@ -2,41 +2,18 @@
 
 use super::command::{
     ClientId, Command, CommandError, Outcome, Request, SCAN_BYTES_MAX, Session, Versioned,
-    result_bytes, scan_entry_bytes, validate,
+    scan_entry_bytes, validate,
+};
+use super::sessions::{
+    Refusal, SESSION_BYTES_MAX_DEFAULT, SESSION_TIMEOUT_DEFAULT, SESSIONS_MAX_DEFAULT, SessionTable,
 };
 use super::store::{MachineStore, MachineWrites, MemoryMachineStore, StoreError, row_bytes};
 use crate::types::{GroupId, LogIndex, WallMillis};
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The most results of unacknowledged writes one session keeps. A client has at most this
-/// many writes answered but not acknowledged; past it a new write is refused
-/// (`SessionFull`), not applied. Far above the 64 requests a benchmark client keeps in flight.
-pub const UNACKED_RESULTS_MAX: usize = 1024;
-/// About the most bytes of results one session keeps (as `result_bytes` counts them): a
-/// write arriving when its session holds this much is refused (`SessionFull`). A write's
-/// result is small but for a cas's value (up to `VALUE_BYTES_MAX`), so a session holds at
-/// most this plus one result, about 2 MiB, and a snapshot chunk of one session fits a frame.
-pub const SESSION_RESULT_BYTES_MAX: usize = 1024 * 1024;
-const _: () = assert!(
-    SESSION_RESULT_BYTES_MAX + super::command::VALUE_BYTES_MAX + 64 * 1024
-        <= crate::wire::FRAME_BYTES_MAX / 2
-);
-
-/// How long a session lives without a write when none is configured: an hour, as etcd's
-/// leases and the Raft thesis suggest; far longer than any client retries a request.
-pub const SESSION_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3600);
-/// How many sessions a machine keeps when not configured otherwise: an empty session takes
-/// about a hundred bytes, so the table's own size stays a few MiB.
-pub const SESSIONS_MAX_DEFAULT: usize = 16_384;
-/// How many bytes of results all sessions together keep when not configured otherwise: what
-/// bounds the session table's memory (and its share of a snapshot), as the per-session caps
-/// times the session count could reach tens of GiB. Thousands of clients with 64 small
-/// writes in flight each take a few MiB.
-pub const SESSION_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
 
 /// Planted bugs of the state machine (for the simulator's teeth).
 #[cfg(feature = "sim-bugs")]
@@ -76,16 +53,12 @@ impl Default for MachineConfig {
 }
 
 impl MachineConfig {
-    fn dedup(&self) -> bool {
+    pub(super) fn dedup(&self) -> bool {
         #[cfg(feature = "sim-bugs")]
         if self.bug == Some(MachineBug::NoDedup) {
             return false;
         }
         true
-    }
-
-    fn session_timeout_ms(&self) -> u64 {
-        u64::try_from(self.session_timeout.as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -159,14 +132,7 @@ pub struct StrongMachine {
     changes: Overlay,
     /// Handed out by the last `take_writes`, not yet durable.
     flushing: Overlay,
-    sessions: BTreeMap<ClientId, Session>,
-    /// The sessions ordered by `active_at`, for expiry. Same members as `sessions`.
-    sessions_by_activity: BTreeSet<(WallMillis, ClientId)>,
-    /// The results' bytes in all sessions (as `result_bytes` counts them).
-    session_bytes: usize,
-    /// Sessions changed (or forgotten) since the last `take_writes`: copied out only then,
-    /// so a session with many results is not copied at every write.
-    session_changes: BTreeSet<ClientId>,
+    sessions: SessionTable,
     /// The last index applied. Only grows (but for an installed snapshot, which is ahead).
     applied: LogIndex,
     /// The log clock: the largest `proposed_at` applied. Never goes back (a snapshot carries
@@ -197,10 +163,7 @@ impl StrongMachine {
             store,
             changes: Overlay::new(),
             flushing: Overlay::new(),
-            sessions: BTreeMap::new(),
-            sessions_by_activity: BTreeSet::new(),
-            session_bytes: 0,
-            session_changes: BTreeSet::new(),
+            sessions: SessionTable::default(),
             applied: LogIndex(0),
             clock: WallMillis(0),
             handed_applied: LogIndex(0),
@@ -216,16 +179,7 @@ impl StrongMachine {
         let meta = self.store.load(self.group)?;
         self.changes.clear();
         self.flushing.clear();
-        self.session_changes.clear();
-        self.sessions.clear();
-        self.sessions_by_activity.clear();
-        self.session_bytes = 0;
-        for (client, session) in meta.sessions {
-            self.sessions_by_activity
-                .insert((session.active_at, client));
-            self.session_bytes += session.result_bytes();
-            self.sessions.insert(client, session);
-        }
+        self.sessions = SessionTable::load(meta.sessions);
         self.applied = meta.applied;
         self.clock = meta.clock;
         self.handed_applied = meta.applied;
@@ -245,7 +199,7 @@ impl StrongMachine {
 
     /// The session of `client`, if the machine keeps one.
     pub fn session(&self, client: ClientId) -> Option<&Session> {
-        self.sessions.get(&client)
+        self.sessions.get(client)
     }
 
     /// The applied index of the store's committed state: what a restart resumes from.
@@ -359,7 +313,8 @@ impl StrongMachine {
             duplicate,
         };
         self.clock = self.clock.max(request.proposed_at);
-        self.expire_sessions();
+        self.sessions
+            .expire(self.clock, self.config.session_timeout);
         // A read needs no at-most-once: applied again, it answers with the state at the later
         // index, which is as linearizable as the first. So reads neither consult nor change
         // the session: a scan's page (up to SCAN_BYTES_MAX) never lands in the session table
@@ -370,14 +325,15 @@ impl StrongMachine {
                 false,
             ));
         }
-        if let Err(refusal) = self.admit(request) {
+        if let Err(refusal) = self.sessions.admit(request, self.clock, &self.config) {
             return Ok(match refusal {
                 Refusal::Duplicate(result) => response(result, true),
                 Refusal::Refused(error) => response(Err(error), false),
             });
         }
         let result = self.execute_checked(index, &request.command)?;
-        self.remember(request.client, request.seq, result.clone());
+        self.sessions
+            .remember(request.client, request.seq, result.clone(), self.clock);
         Ok(response(result, false))
     }
 
@@ -390,96 +346,6 @@ impl StrongMachine {
             Ok(()) => Ok(self.execute(index, command)?),
             Err(error) => Err(error),
         })
-    }
-
-    /// Decides whether a write applies: `Ok` when it is new to its session (opened here if
-    /// the request may open it), or why not. Drops the results the request acknowledges.
-    fn admit(&mut self, request: &Request) -> Result<(), Refusal> {
-        let client = request.client;
-        if !self.sessions.contains_key(&client) {
-            self.open_session(request)?;
-        }
-        let session = self
-            .sessions
-            .get_mut(&client)
-            .expect("present or opened above");
-        if request.first_unacked > session.first_unacked {
-            session.first_unacked = request.first_unacked;
-            let kept = session.results.split_off(&request.first_unacked);
-            let dropped = std::mem::replace(&mut session.results, kept);
-            self.session_bytes -= dropped.values().map(result_bytes).sum::<usize>();
-            self.session_changes.insert(client);
-        }
-        if let Some(result) = session.results.get(&request.seq)
-            && self.config.dedup()
-        {
-            return Err(Refusal::Duplicate(result.clone()));
-        }
-        if request.seq < session.first_unacked && self.config.dedup() {
-            return Err(Refusal::Refused(CommandError::AlreadyAcknowledged {
-                client,
-                seq: request.seq,
-                first_unacked: session.first_unacked,
-            }));
-        }
-        let bytes = session.result_bytes();
-        if session.results.len() >= UNACKED_RESULTS_MAX || bytes >= SESSION_RESULT_BYTES_MAX {
-            return Err(Refusal::Refused(CommandError::SessionFull {
-                client,
-                results: session.results.len(),
-                bytes,
-            }));
-        }
-        if self.session_bytes >= self.config.session_bytes_max {
-            return Err(Refusal::Refused(CommandError::SessionsFull {
-                bytes: self.session_bytes,
-                bytes_max: self.config.session_bytes_max,
-            }));
-        }
-        Ok(())
-    }
-
-    /// Opens the session of a request's client, if the request may open one and there is
-    /// room; otherwise says why not.
-    fn open_session(&mut self, request: &Request) -> Result<(), Refusal> {
-        if !request.opens_session {
-            return Err(Refusal::Refused(CommandError::SessionExpired {
-                client: request.client,
-                seq: request.seq,
-            }));
-        }
-        if self.sessions.len() >= self.config.sessions_max {
-            return Err(Refusal::Refused(CommandError::TooManySessions {
-                sessions_max: self.config.sessions_max,
-            }));
-        }
-        let session = Session {
-            results: BTreeMap::new(),
-            first_unacked: 0,
-            active_at: self.clock,
-        };
-        self.sessions_by_activity
-            .insert((self.clock, request.client));
-        // Persisted even if the write is refused after all: every replica keeps it alike.
-        self.session_changes.insert(request.client);
-        self.sessions.insert(request.client, session);
-        Ok(())
-    }
-
-    /// Forgets the sessions idle for longer than the timeout by the log clock.
-    fn expire_sessions(&mut self) {
-        let timeout = self.config.session_timeout_ms();
-        while let Some(&(active_at, client)) = self.sessions_by_activity.first() {
-            if active_at.0.saturating_add(timeout) >= self.clock.0 {
-                break;
-            }
-            self.sessions_by_activity.pop_first();
-            if let Some(session) = self.sessions.remove(&client) {
-                self.session_bytes -= session.result_bytes();
-            }
-            self.session_changes.insert(client);
-        }
-        assert_eq!(self.sessions.len(), self.sessions_by_activity.len());
     }
 
     fn execute(&mut self, index: LogIndex, command: &Command) -> Result<Outcome, StoreError> {
@@ -556,26 +422,6 @@ impl StrongMachine {
         Ok(Some(version))
     }
 
-    /// Keeps a write's result in its (admitted, so present) session, which is active now.
-    fn remember(&mut self, client: ClientId, seq: u64, result: Result<Outcome, CommandError>) {
-        let clock = self.clock;
-        let session = self
-            .sessions
-            .get_mut(&client)
-            .expect("a write is admitted only with a session");
-        self.sessions_by_activity
-            .remove(&(session.active_at, client));
-        session.active_at = clock;
-        self.session_bytes += result_bytes(&result);
-        if let Some(replaced) = session.results.insert(seq, result) {
-            // Only a planted bug applies a seq twice.
-            self.session_bytes -= result_bytes(&replaced);
-        }
-        self.sessions_by_activity.insert((clock, client));
-        self.session_changes.insert(client);
-        assert_eq!(self.sessions.len(), self.sessions_by_activity.len());
-    }
-
     /// What changed since the last call, for the shell to make durable; reads keep seeing
     /// it until [`StrongMachine::writes_persisted`].
     pub fn take_writes(&mut self) -> MachineWrites {
@@ -590,10 +436,7 @@ impl StrongMachine {
         MachineWrites {
             rows,
             clock: applied.map(|_| self.clock),
-            sessions: std::mem::take(&mut self.session_changes)
-                .into_iter()
-                .map(|client| (client, self.sessions.get(&client).cloned()))
-                .collect(),
+            sessions: self.sessions.take_changes(),
             applied,
             ..MachineWrites::default()
         }
@@ -610,14 +453,6 @@ impl StrongMachine {
     pub fn image(&self) -> Result<Arc<dyn crate::raft::SnapshotSource>, StoreError> {
         self.store.image(self.group)
     }
-}
-
-/// Why a write does not apply.
-enum Refusal {
-    /// Applied before: its first result.
-    Duplicate(Result<Outcome, CommandError>),
-    /// Refused by the session rules.
-    Refused(CommandError),
 }
 
 /// Stored rows a scan reads per batch: enough to fill a page of small values in a few reads.
@@ -688,6 +523,7 @@ fn prefixed<'a>(
 mod tests {
     use super::*;
     use crate::strong::command::{Field, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
+    use crate::strong::sessions::{SESSION_RESULT_BYTES_MAX, UNACKED_RESULTS_MAX};
 
     fn bytes(text: &str) -> Bytes {
         Bytes::copy_from_slice(text.as_bytes())
@@ -884,7 +720,9 @@ mod tests {
         assert_eq!(machine.get(b"k3").unwrap().unwrap().value, bytes("v"));
         // Seq 5 says 1 and 2 were answered; 3 and 4 are still waited for.
         apply_request(&mut machine, &stamped(7, 5, 3, 0, put("k5", "v")));
-        let kept: Vec<u64> = machine.sessions[&ClientId(7)]
+        let kept: Vec<u64> = machine
+            .session(ClientId(7))
+            .unwrap()
             .results
             .keys()
             .copied()
@@ -895,7 +733,7 @@ mod tests {
             late.duplicate,
             "a lower first_unacked does not bring results back"
         );
-        assert_eq!(machine.sessions[&ClientId(7)].first_unacked, 3);
+        assert_eq!(machine.session(ClientId(7)).unwrap().first_unacked, 3);
         let bug = apply_request(&mut machine, &stamped(7, 2, 1, 0, put("k2", "x")));
         assert!(matches!(
             bug.result,
@@ -1008,7 +846,7 @@ mod tests {
         assert_eq!(machine.get(b"k").unwrap().unwrap().value, bytes("v"));
         let acked = apply_request(&mut machine, &stamped(7, next, next, 0, put("k", "over")));
         assert!(acked.result.is_ok(), "{acked:?}");
-        assert_eq!(machine.sessions[&ClientId(7)].results.len(), 1);
+        assert_eq!(machine.session(ClientId(7)).unwrap().results.len(), 1);
 
         let value = Bytes::from(vec![b'v'; VALUE_BYTES_MAX]);
         apply(
@@ -1038,14 +876,13 @@ mod tests {
             refused.result,
             Err(CommandError::SessionFull { results: 1, .. })
         ));
-        let bytes_held = machine.sessions[&ClientId(9)].result_bytes();
+        let bytes_held = machine.session(ClientId(9)).unwrap().result_bytes();
         assert!(bytes_held <= SESSION_RESULT_BYTES_MAX + VALUE_BYTES_MAX + 1024);
     }
 
     /// The total the machine keeps up to date is the sum over its sessions.
     fn assert_bytes_add_up(machine: &StrongMachine) {
-        let sum: usize = machine.sessions.values().map(Session::result_bytes).sum();
-        assert_eq!(machine.session_bytes, sum);
+        machine.sessions.bytes();
     }
 
     /// All sessions together keep at most about `session_bytes_max` of results: past it any
@@ -1059,7 +896,7 @@ mod tests {
             ..MachineConfig::default()
         });
         let mut seq = 0;
-        while machine.session_bytes < 1_000 {
+        while machine.sessions.bytes() < 1_000 {
             seq += 1;
             let response = apply(&mut machine, 1, seq, put("a", "v"));
             assert!(response.result.is_ok(), "{response:?}");
@@ -1112,7 +949,7 @@ mod tests {
         let copy: Arc<dyn MachineStore> = Arc::new(store_copy(&store));
         let mut restored = StrongMachine::open(config, GroupId(3), copy).unwrap();
         assert_eq!(restored.clock(), WallMillis(1_050));
-        assert_eq!(restored.sessions, original.sessions);
+        assert_eq!(restored.sessions.all(), original.sessions.all());
         let rest = [
             // A leader whose clock is behind; then the log clock passes client 1's timeout.
             stamped(2, 3, 2, 200, put("d", "4")),
@@ -1128,11 +965,11 @@ mod tests {
             let b = apply_request(&mut restored, request);
             assert_eq!(a, b, "{request:?}");
         }
-        assert_eq!(restored.sessions, original.sessions);
+        assert_eq!(restored.sessions.all(), original.sessions.all());
         assert!(original.session(ClientId(1)).is_none());
         assert_eq!(original.clock(), restored.clock());
         assert_bytes_add_up(&original);
-        assert_eq!(restored.session_bytes, original.session_bytes);
+        assert_eq!(restored.sessions.bytes(), original.sessions.bytes());
     }
 
     #[cfg(feature = "sim-bugs")]
@@ -1481,7 +1318,7 @@ mod tests {
         machine.take_writes();
         let scan = apply(&mut machine, 7, 2, scan_page("", None, 10));
         assert!(matches!(scan.result, Ok(Outcome::Scan { .. })));
-        let session = &machine.sessions[&ClientId(7)];
+        let session = &machine.session(ClientId(7)).unwrap();
         assert_eq!(
             session.results,
             BTreeMap::from([(1, first.result.clone())]),

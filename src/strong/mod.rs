@@ -26,6 +26,7 @@
 pub mod command;
 pub mod machine;
 pub mod replica;
+pub mod sessions;
 pub mod store;
 
 pub use command::{
@@ -35,12 +36,14 @@ pub use command::{
 #[cfg(feature = "sim-bugs")]
 pub use machine::MachineBug;
 pub use machine::{
-    ApplyError, MachineConfig, MalformedEntry, ReadFailure, Response, SESSION_BYTES_MAX_DEFAULT,
-    SESSION_RESULT_BYTES_MAX, SESSION_TIMEOUT_DEFAULT, SESSIONS_MAX_DEFAULT, StrongMachine,
-    UNACKED_RESULTS_MAX,
+    ApplyError, MachineConfig, MalformedEntry, ReadFailure, Response, StrongMachine,
 };
 pub use replica::{
     Answer, Applied, ApplyFault, BootError, CONFIRMED_READS_MAX, Completion, DurableState,
     ReadMode, Replica, ReplicaConfig, ReplicaReady,
+};
+pub use sessions::{
+    SESSION_BYTES_MAX_DEFAULT, SESSION_RESULT_BYTES_MAX, SESSION_TIMEOUT_DEFAULT,
+    SESSIONS_MAX_DEFAULT, UNACKED_RESULTS_MAX,
 };
 pub use store::{MachineStore, MachineWrites, MemoryMachineStore, StoreError};
