@@ -52,6 +52,7 @@ async fn both_modes_end_to_end() {
     counter_overflow_is_refused(&cluster).await;
     cli_values_from_a_file_and_stdin(&cluster).await;
     retried_write_applies_once(&cluster).await;
+    one_client_with_many_strong_writes_in_flight(&cluster).await;
     large_scan_through_the_cli(&cluster).await;
 }
 
@@ -702,6 +703,8 @@ async fn retried_write_applies_once(cluster: &Cluster) {
     let request = ToNode::Data(ClientRequest {
         client: ClientId(0x5eed),
         seq: 1,
+        first_unacked: 1,
+        opens_session: true,
         keyspace: ORDERS.to_string(),
         operation: op::put("retried", "once"),
         read: None,
@@ -732,6 +735,71 @@ async fn retried_write_applies_once(cluster: &Cluster) {
         panic!("the key is there: {answer:?}");
     };
     assert_eq!(found.mod_revision, revisions[0], "applied once, not twice");
+    // Seq 2 answered, and it acknowledges seq 1: a resend of seq 1 now comes from a stale
+    // client, and is refused rather than applied again.
+    let ToNode::Data(first) = request else {
+        unreachable!("built as data above");
+    };
+    let acknowledging = ClientRequest {
+        seq: 2,
+        first_unacked: 2,
+        operation: op::put("retried", "second"),
+        ..first.clone()
+    };
+    let answer = common::request_raw(&connection, &ToNode::Data(acknowledging)).await;
+    assert!(
+        matches!(
+            &answer,
+            Ok(FromNode::Data(ClientResponse { result: Ok(_) }))
+        ),
+        "{answer:?}"
+    );
+    let stale = common::request_raw(&connection, &ToNode::Data(first)).await;
+    let Ok(FromNode::Data(ClientResponse { result: Err(error) })) = stale else {
+        panic!("a resend of an acknowledged seq is refused: {stale:?}");
+    };
+    assert_eq!(
+        error,
+        ClientError::AlreadyAcknowledged {
+            seq: 1,
+            first_unacked: 2
+        }
+    );
+}
+
+/// The story: a client numbered its requests from one counter and the machine kept only its
+/// last write, so two strong writes in flight through one `Client` failed with a sequence
+/// error whenever they committed out of order. Now one shared client keeps 64 in flight.
+async fn one_client_with_many_strong_writes_in_flight(cluster: &Cluster) {
+    let client = cluster.client().await;
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let client = client.clone();
+        writes.spawn(async move {
+            let key = format!("inflight-{i}");
+            let result = client
+                .execute(ORDERS, op::put(&key, "v"), None, None, None)
+                .await;
+            (key, result)
+        });
+    }
+    let mut revisions = std::collections::BTreeSet::new();
+    while let Some(joined) = writes.join_next().await {
+        let (key, result) = joined.expect("a write task panicked");
+        match result {
+            Ok((Answer::Written { revision }, _)) => assert!(revisions.insert(revision)),
+            other => panic!("{key}: every write applies once: {other:?}"),
+        }
+    }
+    assert_eq!(revisions.len(), 64, "64 distinct entries");
+    let (answer, _) = client
+        .execute(ORDERS, op::scan("inflight-", 100), None, None, None)
+        .await
+        .expect("scan");
+    let Answer::Scan { entries, .. } = answer else {
+        panic!("a scan answers entries: {answer:?}");
+    };
+    assert_eq!(entries.len(), 64);
 }
 
 /// Keys written for the large scan, and the bytes of each value: 8.4 MiB in all, more than one

@@ -14,7 +14,7 @@ use capdial::storage::machine::GC_ROWS_PER_COMMIT;
 use capdial::storage::{Batch, Checkpoints, StorageError, Store, wal_path};
 use capdial::strong::store::{ImageChunk, StagedChunk, row_bytes};
 use capdial::strong::{MachineStore, MachineWrites, Versioned};
-use capdial::types::{GroupId, KeyspaceId, LogIndex, NodeId, Term};
+use capdial::types::{GroupId, KeyspaceId, LogIndex, NodeId, Term, WallMillis};
 
 const GROUP: GroupId = GroupId(7);
 
@@ -378,6 +378,7 @@ fn machine_rows_are_replaced_by_a_staged_snapshot_and_collected_in_bounded_steps
     for (n, part) in keys.chunks(total / 3 + 1).enumerate() {
         let chunk = ImageChunk {
             applied: LogIndex(50),
+            clock: WallMillis(77),
             sessions: Vec::new(),
             rows: part
                 .iter()
@@ -410,6 +411,11 @@ fn machine_rows_are_replaced_by_a_staged_snapshot_and_collected_in_bounded_steps
         "the old rows are gone from view"
     );
     assert_eq!(store.load(GROUP).unwrap().applied, LogIndex(50));
+    assert_eq!(
+        store.load(GROUP).unwrap().clock,
+        WallMillis(77),
+        "the log clock comes with the image"
+    );
     let scanned = store
         .scan(GROUP, b"s", b"s", total + 5, usize::MAX)
         .unwrap();

@@ -5,13 +5,19 @@
 //! node address. Every request travels on its own bidirectional stream: the client writes one
 //! [`ToNode`] frame and finishes its side, the node answers with one [`FromNode`] frame.
 //!
-//! Data requests carry the client's id and a sequence number taken once per
+//! Data requests carry the client's session id and a sequence number taken once per
 //! [`Client::execute`]; every retry of that call reuses the same `(client, seq)`, so a strong
-//! write retried after a lost answer is applied once. The library follows `NotLeader` hints,
+//! write retried after a lost answer is applied once. Any number of requests may be in flight
+//! on one client and its clones: each also carries the session's lowest seq still waiting for
+//! an answer, so the cluster keeps exactly the results a retry may still ask for (see
+//! [`super::session`]). A write whose outcome stays unknown comes back as
+//! [`ConnError::Timeout`] with a [`Resend`] handle; [`Client::resend`] sends it again under
+//! its original identity, and it still applies at most once. The library follows `NotLeader` hints,
 //! moves to another node when one is unavailable or unreachable, and gives up at the
 //! request's deadline ([`ClientOptions::timeout`]) or after [`ATTEMPTS_MAX`] attempts,
 //! whichever comes first. The retry policy is the pure function [`retry_after`].
 
+use super::session::{Sessions, Ticket};
 use crate::eventual::SessionToken;
 use crate::net::tls::{self, CertError, Identity, Party};
 use crate::protocol::admin::{AdminAnswer, AdminError, AdminRequest, FromNode, MemberInfo, ToNode};
@@ -19,13 +25,11 @@ use crate::protocol::{
     Answer, ClientError, ClientRequest, Operation, ReadLevel, Receipt, UnavailableReason,
     WriteLevel,
 };
-use crate::rng;
 use crate::strong::ClientId;
 use crate::wire;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -97,8 +101,43 @@ pub enum ConnError {
     /// The node answered something that is not a valid answer to what was asked.
     #[error("protocol error: {reason}")]
     Protocol { reason: String },
+    /// No answer before the deadline. When the write may have applied, `resend` (from
+    /// [`Client::execute`]) sends it again with its original identity: [`Client::resend`].
     #[error("timed out{}", if *may_have_applied { "; the write may still apply" } else { "" })]
-    Timeout { may_have_applied: bool },
+    Timeout {
+        may_have_applied: bool,
+        resend: Option<Resend>,
+    },
+}
+
+/// A data request whose outcome is unknown, to send again under its original `(client,
+/// seq)` with [`Client::resend`]: applied or not, a strong write then applies at most once.
+/// Only writes a resend cannot apply twice get one: strong writes, and eventual writes that
+/// are idempotent (never a counter add). While the handle lives, its seq counts as waiting:
+/// the cluster keeps the request's result and every later result of the session, up to
+/// `strong::UNACKED_RESULTS_MAX` (then new writes are refused `SessionFull`), so resend or
+/// drop it soon; dropping it gives the request up.
+#[derive(Debug)]
+pub struct Resend(Box<Pending>);
+
+impl Resend {
+    /// The sequence number the request keeps.
+    pub fn seq(&self) -> u64 {
+        self.0.ticket.seq()
+    }
+
+    /// The client session the request belongs to.
+    pub fn client(&self) -> ClientId {
+        self.0.ticket.client()
+    }
+}
+
+/// A data request with its place in its session.
+#[derive(Debug)]
+struct Pending {
+    ticket: Ticket,
+    pinned: Option<String>,
+    request: ClientRequest,
 }
 
 impl ConnError {
@@ -109,7 +148,9 @@ impl ConnError {
             ConnError::Lost {
                 may_have_applied, ..
             }
-            | ConnError::Timeout { may_have_applied } => *may_have_applied,
+            | ConnError::Timeout {
+                may_have_applied, ..
+            } => *may_have_applied,
             _ => false,
         }
     }
@@ -153,7 +194,11 @@ fn error_may_have_applied(error: &ClientError) -> bool {
     match error {
         ClientError::Unavailable { reason } => *reason != UnavailableReason::NoLeader,
         ClientError::Timeout { may_have_applied } => *may_have_applied,
-        ClientError::NotEnoughReplicas { .. } | ClientError::NodeFailed { .. } => true,
+        // An expired session refuses without applying, but an earlier send of the same
+        // request may have applied before the session expired.
+        ClientError::NotEnoughReplicas { .. }
+        | ClientError::NodeFailed { .. }
+        | ClientError::SessionExpired { .. } => true,
         _ => false,
     }
 }
@@ -203,6 +248,7 @@ impl Failures {
         if write && self.may_have_applied {
             return ConnError::Timeout {
                 may_have_applied: true,
+                resend: None,
             };
         }
         if let Some(refusal) = self.refusal {
@@ -210,6 +256,7 @@ impl Failures {
         }
         self.failure.unwrap_or(ConnError::Timeout {
             may_have_applied: false,
+            resend: None,
         })
     }
 }
@@ -225,9 +272,12 @@ fn resend_is_safe(operation: &Operation) -> bool {
     !matches!(operation, Operation::Add { .. })
 }
 
-/// A random client id, drawn from the OS, which is plenty for telling clients apart.
-fn random_client_id() -> ClientId {
-    ClientId(rng::os_seed())
+/// How a request's attempts ended without a reply.
+struct Ended {
+    error: ConnError,
+    /// Some attempt before the one that gave `error` may have reached a node that could
+    /// apply the request.
+    earlier_may_have_applied: bool,
 }
 
 /// How one request is routed.
@@ -269,8 +319,8 @@ struct Connections {
 
 struct Inner {
     options: ClientOptions,
-    id: ClientId,
-    seq: AtomicU64,
+    /// The session new requests join.
+    sessions: Sessions,
     connections: Arc<Connections>,
     /// Addresses to rotate through: the options' endpoints, then members learned.
     known: Mutex<Vec<String>>,
@@ -280,8 +330,10 @@ struct Inner {
     preferred: Mutex<String>,
 }
 
-/// A connection to a capdial cluster. Cheap to clone; clones share connections, the client
-/// id and the sequence. [`Client::fork`] makes a client that shares only the connections.
+/// A connection to a capdial cluster. Cheap to clone; clones share connections and the client
+/// session (id, sequence, requests in flight): one client may have any number of requests in
+/// flight, strong writes included. [`Client::fork`] makes a client that shares only the
+/// connections.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -290,7 +342,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("id", &self.inner.id)
+            .field("id", &self.id())
             .field("endpoints", &self.inner.options.endpoints)
             .finish_non_exhaustive()
     }
@@ -338,8 +390,7 @@ impl Client {
             known: Mutex::new(options.endpoints.clone()),
             preferred: Mutex::new(options.endpoints[0].clone()),
             options,
-            id: random_client_id(),
-            seq: AtomicU64::new(1),
+            sessions: Sessions::new(),
             connections: Arc::new(Connections {
                 config,
                 endpoints: Mutex::new([None, None]),
@@ -369,18 +420,16 @@ impl Client {
         Err(last.unwrap_or(ConnError::NoEndpoints))
     }
 
-    /// A client with its own id and sequence that shares this one's QUIC connections: many
-    /// tasks of one process can each have a strong write in flight (a client's strong writes
-    /// must commit in sequence order) over one connection per node, as an application
-    /// server would. It asks `preferred` first (when given) for requests any node may serve,
-    /// and learns leaders on its own.
+    /// A client with its own session that shares this one's QUIC connections. It asks
+    /// `preferred` first (when given) for requests any node may serve, and learns leaders on
+    /// its own. (One client may have many requests in flight; a fork is for a separate
+    /// identity or routing, not for concurrency.)
     pub fn fork(&self, preferred: Option<&str>) -> Client {
         let preferred =
             preferred.map_or_else(|| lock(&self.inner.preferred).clone(), str::to_string);
         let inner = Inner {
             options: self.inner.options.clone(),
-            id: random_client_id(),
-            seq: AtomicU64::new(1),
+            sessions: Sessions::new(),
             connections: Arc::clone(&self.inner.connections),
             known: Mutex::new(lock(&self.inner.known).clone()),
             routes: Mutex::new(HashMap::new()),
@@ -391,9 +440,10 @@ impl Client {
         }
     }
 
-    /// This client's id, random per `Client`.
+    /// The id of this client's current session: random per `Client`, and new when the
+    /// cluster forgot the session (it expired).
     pub fn id(&self) -> ClientId {
-        self.inner.id
+        self.inner.sessions.current().id()
     }
 
     /// The options this client was made with.
@@ -439,24 +489,79 @@ impl Client {
         write: Option<WriteLevel>,
         session: Option<SessionToken>,
     ) -> Result<(Answer, Receipt), ConnError> {
-        let policy = Policy {
-            route: keyspace.to_string(),
-            pinned: pinned.map(str::to_string),
-            write: is_write(&operation),
-            resend_safe: resend_is_safe(&operation),
-        };
+        let ticket = self.inner.sessions.current().begin();
         let request = ClientRequest {
-            client: self.inner.id,
-            seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
+            client: ticket.client(),
+            seq: ticket.seq(),
+            first_unacked: 0,
+            opens_session: false,
             keyspace: keyspace.to_string(),
             operation,
             read,
             write,
             session,
         };
-        match self.request(&ToNode::Data(request), &policy).await? {
-            Reply::Data(answer, receipt) => Ok((answer, receipt)),
-            Reply::Admin(_) => Err(mismatch()),
+        let pending = Pending {
+            ticket,
+            pinned: pinned.map(str::to_string),
+            request,
+        };
+        self.send_pending(pending, true).await
+    }
+
+    /// Sends again a write whose outcome was unknown (its [`ConnError::Timeout`] carried
+    /// `resend`), under its original `(client, seq)`: it applies at most once in all. Comes
+    /// back like [`Client::execute`], with a new handle if the outcome is still unknown.
+    pub async fn resend(&self, resend: Resend) -> Result<(Answer, Receipt), ConnError> {
+        self.send_pending(*resend.0, false).await
+    }
+
+    /// Runs a data request under its ticket. A `SessionExpired` refusal of a request that no
+    /// earlier attempt may have applied means it never applied: when `may_rotate`, it runs
+    /// once more as a new request of a new session (an idle client's, or one that reached
+    /// a keyspace after its session's opening window).
+    async fn send_pending(
+        &self,
+        mut pending: Pending,
+        mut may_rotate: bool,
+    ) -> Result<(Answer, Receipt), ConnError> {
+        loop {
+            pending.request.first_unacked = pending.ticket.first_unacked();
+            pending.request.opens_session = pending.ticket.may_open(std::time::Instant::now());
+            let policy = Policy {
+                route: pending.request.keyspace.clone(),
+                pinned: pending.pinned.clone(),
+                write: is_write(&pending.request.operation),
+                resend_safe: resend_is_safe(&pending.request.operation),
+            };
+            // A clone shares the key and value bytes; the handle keeps the request.
+            let message = ToNode::Data(pending.request.clone());
+            let ended = match self.attempts(&message, &policy).await {
+                Ok(Reply::Data(answer, receipt)) => return Ok((answer, receipt)),
+                Ok(Reply::Admin(_)) => return Err(mismatch()),
+                Err(ended) => ended,
+            };
+            match ended.error {
+                ConnError::Client(ClientError::SessionExpired { .. })
+                    if may_rotate && !ended.earlier_may_have_applied =>
+                {
+                    may_rotate = false;
+                    self.inner.sessions.rotate(pending.ticket.session());
+                    pending.ticket = self.inner.sessions.current().begin();
+                    pending.request.client = pending.ticket.client();
+                    pending.request.seq = pending.ticket.seq();
+                }
+                ConnError::Timeout {
+                    may_have_applied: true,
+                    ..
+                } if policy.write && policy.resend_safe => {
+                    return Err(ConnError::Timeout {
+                        may_have_applied: true,
+                        resend: Some(Resend(Box::new(pending))),
+                    });
+                }
+                error => return Err(error),
+            }
         }
     }
 
@@ -524,6 +629,13 @@ impl Client {
 
     /// The retry loop shared by data and admin requests.
     async fn request(&self, message: &ToNode, policy: &Policy) -> Result<Reply, ConnError> {
+        self.attempts(message, policy)
+            .await
+            .map_err(|ended| ended.error)
+    }
+
+    /// The retry loop, saying how it ended when no reply came.
+    async fn attempts(&self, message: &ToNode, policy: &Policy) -> Result<Reply, Ended> {
         let deadline = Instant::now() + self.inner.options.timeout;
         let mut target = match &policy.pinned {
             Some(endpoint) => endpoint.clone(),
@@ -545,11 +657,25 @@ impl Client {
                     }
                     return Ok(reply);
                 }
-                Attempt::Refused(error) => match failures.refused(error, policy) {
-                    Ok(next) => next,
-                    Err(error) => return Err(ConnError::Client(error)),
-                },
-                Attempt::Rejected(error) => return Err(ConnError::Admin(error)),
+                Attempt::Refused(error) => {
+                    let earlier_may_have_applied = failures.may_have_applied;
+                    match failures.refused(error, policy) {
+                        Ok(next) => next,
+                        Err(error) => {
+                            let error = ConnError::Client(error);
+                            return Err(Ended {
+                                error,
+                                earlier_may_have_applied,
+                            });
+                        }
+                    }
+                }
+                Attempt::Rejected(error) => {
+                    return Err(Ended {
+                        error: ConnError::Admin(error),
+                        earlier_may_have_applied: failures.may_have_applied,
+                    });
+                }
                 Attempt::Failed(error) => failures.failed(error, sent, policy),
             };
             let pause = match next {
@@ -573,7 +699,11 @@ impl Client {
             tokio::time::sleep(pause).await;
             backoff = (backoff * 2).min(BACKOFF.1);
         }
-        Err(failures.give_up(policy.write))
+        let earlier_may_have_applied = failures.may_have_applied;
+        Err(Ended {
+            error: failures.give_up(policy.write),
+            earlier_may_have_applied,
+        })
     }
 
     /// An attempt that may be resent gets a share of the deadline, so a node that died
@@ -598,6 +728,7 @@ impl Client {
             Err(_) => {
                 return Attempt::Failed(ConnError::Timeout {
                     may_have_applied: *sent,
+                    resend: None,
                 });
             }
             Ok(Err(error)) => return Attempt::Failed(error),
@@ -787,7 +918,10 @@ fn lost_with(error: ConnError, may_have_applied: bool) -> ConnError {
             reason,
             may_have_applied,
         },
-        ConnError::Timeout { .. } => ConnError::Timeout { may_have_applied },
+        ConnError::Timeout { .. } => ConnError::Timeout {
+            may_have_applied,
+            resend: None,
+        },
         other => other,
     }
 }
@@ -894,7 +1028,8 @@ mod tests {
         assert!(matches!(
             failures.give_up(true),
             ConnError::Timeout {
-                may_have_applied: true
+                may_have_applied: true,
+                ..
             }
         ));
         // Pinned: the refusal comes back as it is, and a failure is not retried.
@@ -908,7 +1043,8 @@ mod tests {
         assert!(matches!(
             Failures::default().give_up(false),
             ConnError::Timeout {
-                may_have_applied: false
+                may_have_applied: false,
+                ..
             }
         ));
     }
@@ -943,7 +1079,10 @@ mod tests {
 
     #[test]
     fn client_ids_differ() {
-        assert_ne!(random_client_id(), random_client_id());
+        assert_ne!(
+            Sessions::new().current().id(),
+            Sessions::new().current().id()
+        );
     }
 
     #[tokio::test]
@@ -1147,7 +1286,8 @@ mod tests {
             matches!(
                 put,
                 Err(ConnError::Timeout {
-                    may_have_applied: true
+                    may_have_applied: true,
+                    resend: Some(_)
                 })
             ),
             "{put:?}"
@@ -1159,7 +1299,8 @@ mod tests {
             matches!(
                 read,
                 Err(ConnError::Timeout {
-                    may_have_applied: false
+                    may_have_applied: false,
+                    resend: None
                 })
             ),
             "{read:?}"
@@ -1189,5 +1330,99 @@ mod tests {
             Err(ConnError::Connect { endpoint: e, .. }) => assert_eq!(e, endpoint),
             other => panic!("expected a connect error, got {other:?}"),
         }
+    }
+
+    fn data_sent(seen: &Seen) -> Vec<ClientRequest> {
+        lock(seen)
+            .iter()
+            .filter_map(|request| match request {
+                ToNode::Data(data) => Some(data.clone()),
+                ToNode::Admin(_) => None,
+            })
+            .collect()
+    }
+
+    /// A write whose answer never came keeps its seq waiting (so the cluster keeps its
+    /// result) until the application resends it, under the same (client, seq), or drops the
+    /// handle; meanwhile other writes of the same client go on.
+    #[tokio::test]
+    async fn an_uncertain_write_is_resent_under_its_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        tls::init(dir.path(), &["n1".to_string()], &["admin".to_string()]).unwrap();
+        // Silent to the first write's attempts, then answering.
+        let silent = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let quiet = silent.clone();
+        let (node, seen, _n) = fake_node(dir.path(), "n1", move |request| match request {
+            ToNode::Admin(_) => Some(FromNode::Admin(Ok(AdminAnswer::Members(vec![])))),
+            ToNode::Data(_) if quiet.load(std::sync::atomic::Ordering::SeqCst) => None,
+            ToNode::Data(_) => Some(committed()),
+        });
+        let mut options = ClientOptions::new(vec![node], dir.path().to_path_buf());
+        options.timeout = Duration::from_millis(600);
+        let client = Client::connect(options).await.unwrap();
+        let Err(ConnError::Timeout {
+            may_have_applied: true,
+            resend: Some(resend),
+        }) = client.execute("orders", put(), None, None, None).await
+        else {
+            panic!("an unanswered write is uncertain, with a handle");
+        };
+        let (client_id, seq) = (resend.client(), resend.seq());
+        silent.store(false, std::sync::atomic::Ordering::SeqCst);
+        client
+            .execute("orders", put(), None, None, None)
+            .await
+            .unwrap();
+        let other = data_sent(&seen).pop().unwrap();
+        assert_eq!((other.client, other.seq), (client_id, seq + 1));
+        assert_eq!(other.first_unacked, seq, "the uncertain write still waits");
+        client.resend(resend).await.unwrap();
+        let resent = data_sent(&seen).pop().unwrap();
+        assert_eq!((resent.client, resent.seq), (client_id, seq));
+        client
+            .execute("orders", put(), None, None, None)
+            .await
+            .unwrap();
+        let after = data_sent(&seen).pop().unwrap();
+        assert_eq!(after.first_unacked, seq + 2, "answered: acknowledged");
+        assert!(data_sent(&seen).iter().all(|request| request.opens_session));
+    }
+
+    /// The cluster forgot the session (it expired while the client idled): a write it refused
+    /// without any earlier attempt is retried once in a new session, as a new request.
+    #[tokio::test]
+    async fn a_write_refused_for_an_expired_session_moves_to_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        tls::init(dir.path(), &["n1".to_string()], &["admin".to_string()]).unwrap();
+        let forgotten: Arc<Mutex<Option<ClientId>>> = Arc::default();
+        let known = forgotten.clone();
+        let (node, seen, _n) = fake_node(dir.path(), "n1", move |request| match request {
+            ToNode::Admin(_) => Some(FromNode::Admin(Ok(AdminAnswer::Members(vec![])))),
+            ToNode::Data(data) if *lock(&known) == Some(data.client) => {
+                Some(FromNode::data_error(ClientError::SessionExpired {
+                    seq: data.seq,
+                }))
+            }
+            ToNode::Data(_) => Some(committed()),
+        });
+        let options = ClientOptions::new(vec![node], dir.path().to_path_buf());
+        let client = Client::connect(options).await.unwrap();
+        let old = client.id();
+        *lock(&forgotten) = Some(old);
+        client
+            .execute("orders", put(), None, None, None)
+            .await
+            .unwrap();
+        let sent = data_sent(&seen);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!((sent[0].client, sent[0].seq), (old, 1));
+        assert_ne!(sent[1].client, old);
+        assert_eq!((sent[1].seq, sent[1].first_unacked), (1, 1));
+        assert!(sent[1].opens_session);
+        assert_eq!(
+            client.id(),
+            sent[1].client,
+            "later requests join the new session"
+        );
     }
 }

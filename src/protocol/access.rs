@@ -67,6 +67,8 @@ mod tests {
             read: None,
             write: None,
             session: None,
+            first_unacked: 1,
+            opens_session: true,
         })
     }
 

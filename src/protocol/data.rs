@@ -185,8 +185,13 @@ impl Operation {
 /// same pair is applied once and answered with its first result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientRequest {
+    /// The client's session: its id, this request's seq (a retry reuses it), the lowest seq
+    /// of the session still waiting for an answer (at most `seq`), and whether this request
+    /// may open the session (see `strong::Request`). Eventual keyspaces ignore them.
     pub client: ClientId,
     pub seq: u64,
+    pub first_unacked: u64,
+    pub opens_session: bool,
     pub keyspace: String,
     pub operation: Operation,
     /// `None`: the keyspace's default (linearizable, or local).
@@ -341,9 +346,13 @@ pub enum ClientError {
         "this node has not yet seen the session's write; retry, or read on the node that took it"
     )]
     SessionNotSeen,
-    /// A strong request reused a sequence number older than the client's last one.
-    #[error("sequence number {seq} is older than this client's last ({last_seq})")]
-    SequenceTooOld { seq: u64, last_seq: u64 },
+    /// A strong write was resent after the client acknowledged its answer (every seq below
+    /// `first_unacked`): a stale or buggy client. It was not applied now.
+    #[error(
+        "sequence number {seq} was already answered and acknowledged by this client (it \
+         acknowledged everything below {first_unacked}); not applied"
+    )]
+    AlreadyAcknowledged { seq: u64, first_unacked: u64 },
     #[error("sadd and srem need at least one member")]
     NoMembers,
     /// A request that does not decode, or a stream that broke the protocol.
@@ -380,6 +389,32 @@ pub enum ClientError {
         counter: u64,
         seen: u64,
     },
+    /// The keyspace no longer keeps this client's session (it expired by time, or never
+    /// was). The request was not applied now; an earlier send of it may have been, and it
+    /// will never apply twice. The client library opens a new session for later requests.
+    #[error(
+        "the client session expired: this write was not applied now; an earlier attempt may \
+         have applied it, and it will never apply twice"
+    )]
+    SessionExpired { seq: u64 },
+    /// The keyspace keeps as many client sessions as it may; a new one must wait for others
+    /// to expire. Not applied.
+    #[error("the keyspace has {sessions_max} client sessions, its limit; not applied, retry later")]
+    TooManySessions { sessions_max: usize },
+    /// The client has as many answered but unacknowledged writes as its session keeps. Not
+    /// applied.
+    #[error(
+        "the client session holds {results} unacknowledged results ({bytes} bytes), its limit; \
+         not applied"
+    )]
+    SessionFull { results: usize, bytes: usize },
+    /// The keyspace's client sessions together hold as many unacknowledged results as it
+    /// keeps. Not applied; retry once clients acknowledge or sessions expire.
+    #[error(
+        "the keyspace's client sessions hold {bytes} bytes of unacknowledged results, its \
+         limit of {bytes_max}; not applied, retry later"
+    )]
+    SessionsFull { bytes: usize, bytes_max: usize },
     /// The certificate's role does not allow the operation (see `protocol::access`).
     #[error("{}", permission_denied(*role, operation, *needs))]
     PermissionDenied {
@@ -495,6 +530,8 @@ mod tests {
         ClientRequest {
             client: ClientId(1),
             seq: 1,
+            first_unacked: 1,
+            opens_session: true,
             keyspace: "orders".to_string(),
             operation,
             read: None,

@@ -17,6 +17,7 @@ pub mod history;
 pub mod linearizability;
 pub mod net;
 pub mod node;
+pub(crate) mod session;
 pub mod strong;
 
 /// What one simulated run is made of.

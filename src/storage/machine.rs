@@ -15,7 +15,7 @@ use crate::strong::store::{
     Image, ImageRead, MachineMeta, MachineStore, MachineWrites, StoreError, row_bytes,
 };
 use crate::strong::{ClientId, Session, Versioned};
-use crate::types::{GroupId, LogIndex};
+use crate::types::{GroupId, LogIndex, WallMillis};
 use bytes::Bytes;
 use redb::{
     ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
@@ -32,10 +32,12 @@ pub const GC_ROWS_PER_COMMIT: usize = 16_384;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineMetaRow {
     pub applied: LogIndex,
+    /// The machine's log clock at `applied` (session expiry).
+    pub clock: WallMillis,
     /// The generation reads see.
     pub live: u64,
-    /// A snapshot being received: its generation and the index it is applied to.
-    pub staging: Option<(u64, LogIndex)>,
+    /// A snapshot being received: its generation, the index it is applied to and its clock.
+    pub staging: Option<(u64, LogIndex, WallMillis)>,
     /// The next generation number to hand out.
     pub next: u64,
 }
@@ -112,11 +114,14 @@ impl<'t> MachineTables<'t> {
         if let Some(applied) = writes.applied {
             meta.applied = applied;
         }
+        if let Some(clock) = writes.clock {
+            meta.clock = clock;
+        }
         for staged in &writes.staged {
             let generation = match meta.staging {
-                Some((generation, _)) if !staged.restart => generation,
+                Some((generation, ..)) if !staged.restart => generation,
                 abandoned => {
-                    if let Some((old, _)) = abandoned {
+                    if let Some((old, ..)) = abandoned {
                         self.collect(group, old)?;
                     }
                     meta.next = meta.next.max(meta.live + 1);
@@ -124,7 +129,7 @@ impl<'t> MachineTables<'t> {
                     meta.next - 1
                 }
             };
-            meta.staging = Some((generation, staged.chunk.applied));
+            meta.staging = Some((generation, staged.chunk.applied, staged.chunk.clock));
             for (key, version) in &staged.chunk.rows {
                 let bytes = encode(MACHINE_ROWS_NAME, version)?;
                 let at: RowKey = (group.0, generation, key);
@@ -135,11 +140,15 @@ impl<'t> MachineTables<'t> {
             }
         }
         if writes.install {
-            let (generation, applied) = meta.staging.take().unwrap_or((meta.next, LogIndex(0)));
+            let (generation, applied, clock) =
+                meta.staging
+                    .take()
+                    .unwrap_or((meta.next, LogIndex(0), WallMillis(0)));
             self.collect(group, meta.live)?;
             meta.live = generation;
             meta.next = meta.next.max(generation + 1);
             meta.applied = applied;
+            meta.clock = clock;
         }
         let bytes = encode(MACHINE_META_NAME, &meta)?;
         self.meta
@@ -405,6 +414,7 @@ impl MachineStore for super::Store {
         }
         Ok(MachineMeta {
             applied: view.meta.applied,
+            clock: view.meta.clock,
             sessions,
         })
     }
@@ -438,9 +448,10 @@ impl MachineStore for super::Store {
     fn image(&self, group: GroupId) -> Result<Arc<dyn SnapshotSource>, StoreError> {
         let txn = self.db.begin_read().map_err(redb_error)?;
         let view = ReadView::open(&txn, group)?;
-        let applied = view.meta.applied;
+        let (applied, clock) = (view.meta.applied, view.meta.clock);
         Ok(Arc::new(Image {
             applied,
+            clock,
             read: view,
         }))
     }

@@ -29,13 +29,14 @@ pub const MACHINE_ROWS: TableDefinition<(u64, u64, &[u8]), &[u8]> =
     TableDefinition::new(MACHINE_ROWS_NAME);
 
 /// The client sessions of every state machine. Key: (group id, generation, client id).
-/// Value: a `strong::Session` payload.
+/// Value: a `strong::Session` payload (the results the client has not acknowledged, its
+/// first unacknowledged seq, when it was last active by the log clock).
 pub const MACHINE_SESSIONS_NAME: &str = "machine_sessions";
 pub const MACHINE_SESSIONS: TableDefinition<(u64, u64, u64), &[u8]> =
     TableDefinition::new(MACHINE_SESSIONS_NAME);
 
-/// Where each group's machine is: its live generation, its applied index, a snapshot being
-/// staged. Key: group id. Value: a `storage::machine::MachineMetaRow` payload, written in the
+/// Where each group's machine is: its live generation, its applied index and log clock, a
+/// snapshot being staged. Key: group id. Value: a `storage::machine::MachineMetaRow` payload, written in the
 /// same transaction as the rows it describes.
 pub const MACHINE_META_NAME: &str = "machine_meta";
 pub const MACHINE_META: TableDefinition<u64, &[u8]> = TableDefinition::new(MACHINE_META_NAME);

@@ -1,9 +1,10 @@
 //! The commands a strong keyspace's state machine applies, what they return, and the limits
 //! they are checked against (at submission by [`validate`], and again at apply).
 
-use crate::types::LogIndex;
+use crate::types::{LogIndex, WallMillis};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The largest key, in bytes. Keys are index entries: small keeps the ordered map cheap.
@@ -45,14 +46,52 @@ impl fmt::Display for ClientId {
     }
 }
 
-/// A client's session (Raft thesis §6.3): its last applied write's seq and what that
-/// returned. Reads (gets and scans through the log) leave it alone: they need no at-most-once.
+/// A client's session (Raft thesis §6.3): the results of its applied writes that it has not
+/// acknowledged yet, so a retried write answers its first result instead of applying again,
+/// whatever order the client's writes arrive in. Reads (gets and scans through the log) leave
+/// it alone: they need no at-most-once, and a scan's page must not land here.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
-    pub last_seq: u64,
-    pub last_result: Result<Outcome, CommandError>,
-    /// Where `last_seq` applied; orders sessions for eviction.
-    pub applied_at: LogIndex,
+    /// Result of each applied write with a seq at or above `first_unacked`, by seq. At most
+    /// `UNACKED_RESULTS_MAX` of them, and about `SESSION_RESULT_BYTES_MAX` bytes.
+    pub results: BTreeMap<u64, Result<Outcome, CommandError>>,
+    /// The highest `first_unacked` a request of the client carried: every seq below it has
+    /// been answered and acknowledged, so its result is gone and it must never apply again.
+    pub first_unacked: u64,
+    /// The log clock when a write of the client last applied; the session expires once the
+    /// log clock passes it by the machine's session timeout.
+    pub active_at: WallMillis,
+}
+
+impl Session {
+    /// About how many bytes the stored results take (as [`result_bytes`] counts them).
+    pub fn result_bytes(&self) -> usize {
+        self.results.values().map(result_bytes).sum()
+    }
+}
+
+/// About how many bytes one stored write result takes, encoded or in memory: a fixed
+/// allowance, and the value a cas result carries (a write's result holds nothing else that
+/// grows; reads, whose answers can be large, are never stored).
+pub fn result_bytes(result: &Result<Outcome, CommandError>) -> usize {
+    const RESULT_OVERHEAD_BYTES: usize = 64;
+    RESULT_OVERHEAD_BYTES
+        + match result {
+            Ok(
+                Outcome::Cas {
+                    current: Some(version),
+                    ..
+                }
+                | Outcome::Get {
+                    current: Some(version),
+                },
+            ) => version.value.len(),
+            Ok(Outcome::Scan { entries, .. }) => entries
+                .iter()
+                .map(|(key, version)| scan_entry_bytes(key, version))
+                .sum(),
+            _ => 0,
+        }
 }
 
 /// One operation on the keyspace.
@@ -103,12 +142,23 @@ impl Command {
 }
 
 /// A command with the session that sent it: what goes into a Raft entry (encoded by
-/// [`Request::encode`]). `seq` starts at 1 and grows by one per new command of the client; a
-/// retry reuses the seq of the command it retries.
+/// [`Request::encode`]). A client numbers its requests from 1 up within a session; a retry
+/// reuses the seq of the request it retries. Many may be in flight, and they may apply in any
+/// order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     pub client: ClientId,
     pub seq: u64,
+    /// The client's lowest seq still waiting for an answer (at most `seq`): the results of
+    /// its writes below it may go.
+    pub first_unacked: u64,
+    /// The client may start its session with this request: it sends this only while its
+    /// session is young (a client-side window well below the session timeout), so a request
+    /// of a session that expired, resent later, never starts a new one and applies twice.
+    pub opens_session: bool,
+    /// The proposing leader's wall clock, set by `Replica::submit`: the log clock that
+    /// expires idle sessions on every replica alike.
+    pub proposed_at: WallMillis,
     pub command: Command,
 }
 
@@ -175,7 +225,8 @@ impl fmt::Display for Field {
 }
 
 /// Why a command was refused. Every variant is deterministic, so it is a result every replica
-/// agrees on and the session table may keep it.
+/// agrees on: the session table keeps a write's size error as its result, and the session
+/// refusals (the last five) are answered without touching the session.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum CommandError {
@@ -187,12 +238,41 @@ pub enum CommandError {
     },
     #[error("scan limit {limit} is outside 1..={limit_max}")]
     ScanLimit { limit: u32, limit_max: u32 },
-    #[error("{client} sent seq {seq}, older than its last applied seq {last_seq}")]
-    SequenceTooOld {
+    /// The write's seq is below what its client said it acknowledged: its answer was already
+    /// delivered and dropped. Only a stale or buggy client sends this; it is never applied.
+    #[error(
+        "{client} resent seq {seq}, which it already acknowledged (it acknowledged every seq \
+         below {first_unacked}); not applied"
+    )]
+    AlreadyAcknowledged {
         client: ClientId,
         seq: u64,
-        last_seq: u64,
+        first_unacked: u64,
     },
+    /// The machine knows no session of the client, and the request may not open one: the
+    /// session expired (or never was). The write may have applied before; it never applies
+    /// twice.
+    #[error(
+        "the session of {client} expired (seq {seq}); this request was not applied now, an \
+         earlier send of it may have been"
+    )]
+    SessionExpired { client: ClientId, seq: u64 },
+    /// A new session would pass the machine's limit on sessions. Not applied.
+    #[error("{sessions_max} client sessions are open, the limit; not applied")]
+    TooManySessions { sessions_max: usize },
+    /// The client's session holds as many unacknowledged results as it may. Not applied.
+    #[error(
+        "the session of {client} holds {results} unacknowledged results ({bytes} bytes), the \
+         limit; not applied"
+    )]
+    SessionFull {
+        client: ClientId,
+        results: usize,
+        bytes: usize,
+    },
+    /// All sessions together hold as many result bytes as the machine keeps. Not applied.
+    #[error("client sessions hold {bytes} bytes of results, the limit {bytes_max}; not applied")]
+    SessionsFull { bytes: usize, bytes_max: usize },
 }
 
 /// Checks the limits. Clients call it before submitting; the state machine calls it again at

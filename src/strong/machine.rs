@@ -4,17 +4,16 @@ use super::command::{
     ClientId, Command, CommandError, Outcome, Request, SCAN_BYTES_MAX, Session, Versioned,
     scan_entry_bytes, validate,
 };
+use super::sessions::{
+    Refusal, SESSION_BYTES_MAX_DEFAULT, SESSION_TIMEOUT_DEFAULT, SESSIONS_MAX_DEFAULT, SessionTable,
+};
 use super::store::{MachineStore, MachineWrites, MemoryMachineStore, StoreError, row_bytes};
-use crate::types::{GroupId, LogIndex};
+use crate::types::{GroupId, LogIndex, WallMillis};
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
-
-/// The most client sessions kept. Past it the session applied longest ago is forgotten; a
-/// retry from that client would then apply again, so it must be far above the number of
-/// clients that are active within one retry window.
-pub const SESSIONS_MAX: usize = 16_384;
+use std::time::Duration;
 
 /// Planted bugs of the state machine (for the simulator's teeth).
 #[cfg(feature = "sim-bugs")]
@@ -25,16 +24,36 @@ pub enum MachineBug {
     NoDedup,
 }
 
-/// How a state machine is built.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// How a state machine is built. Every replica of a group must use the same values: they
+/// decide results.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MachineConfig {
+    /// A session expires once the log clock passes its last write by this much.
+    pub session_timeout: Duration,
+    /// At most this many sessions; a new one past it is refused (`TooManySessions`).
+    pub sessions_max: usize,
+    /// At most about this many bytes of results in all sessions together (as
+    /// `result_bytes` counts them); a write arriving past it is refused (`SessionsFull`).
+    pub session_bytes_max: usize,
     /// A planted bug to switch on.
     #[cfg(feature = "sim-bugs")]
     pub bug: Option<MachineBug>,
 }
 
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            session_timeout: SESSION_TIMEOUT_DEFAULT,
+            sessions_max: SESSIONS_MAX_DEFAULT,
+            session_bytes_max: SESSION_BYTES_MAX_DEFAULT,
+            #[cfg(feature = "sim-bugs")]
+            bug: None,
+        }
+    }
+}
+
 impl MachineConfig {
-    fn dedup(&self) -> bool {
+    pub(super) fn dedup(&self) -> bool {
         #[cfg(feature = "sim-bugs")]
         if self.bug == Some(MachineBug::NoDedup) {
             return false;
@@ -98,7 +117,12 @@ type Overlay = BTreeMap<Bytes, Option<Versioned>>;
 /// The keys live in a [`MachineStore`]; the machine holds only what it changed since its
 /// last [`StrongMachine::take_writes`] and what those writes carry until
 /// [`StrongMachine::writes_persisted`], and reads see both over the store. Client sessions
-/// (at most [`SESSIONS_MAX`]) are kept in memory too, and written through the same way.
+/// (at most [`MachineConfig::sessions_max`]) are kept in memory too, and written through the
+/// same way.
+///
+/// Sessions expire by the *log clock*: the largest [`Request::proposed_at`] applied, a
+/// leader's wall clock carried in the entries. Every replica applies the same entries, so
+/// every replica expires the same sessions at the same index, whatever its own clock says.
 #[derive(Debug)]
 pub struct StrongMachine {
     config: MachineConfig,
@@ -108,13 +132,12 @@ pub struct StrongMachine {
     changes: Overlay,
     /// Handed out by the last `take_writes`, not yet durable.
     flushing: Overlay,
-    sessions: BTreeMap<ClientId, Session>,
-    /// The sessions ordered by `applied_at`, for eviction. Same members as `sessions`.
-    sessions_by_age: BTreeSet<(LogIndex, ClientId)>,
-    /// Sessions changed since the last `take_writes`.
-    session_changes: BTreeMap<ClientId, Option<Session>>,
+    sessions: SessionTable,
     /// The last index applied. Only grows (but for an installed snapshot, which is ahead).
     applied: LogIndex,
+    /// The log clock: the largest `proposed_at` applied. Never goes back (a snapshot carries
+    /// it, and is ahead).
+    clock: WallMillis,
     /// The applied index the last `take_writes` carried.
     handed_applied: LogIndex,
     /// The applied index of the store's committed state.
@@ -140,10 +163,9 @@ impl StrongMachine {
             store,
             changes: Overlay::new(),
             flushing: Overlay::new(),
-            sessions: BTreeMap::new(),
-            sessions_by_age: BTreeSet::new(),
-            session_changes: BTreeMap::new(),
+            sessions: SessionTable::default(),
             applied: LogIndex(0),
+            clock: WallMillis(0),
             handed_applied: LogIndex(0),
             durable_applied: LogIndex(0),
         };
@@ -157,14 +179,9 @@ impl StrongMachine {
         let meta = self.store.load(self.group)?;
         self.changes.clear();
         self.flushing.clear();
-        self.session_changes.clear();
-        self.sessions.clear();
-        self.sessions_by_age.clear();
-        for (client, session) in meta.sessions {
-            self.sessions_by_age.insert((session.applied_at, client));
-            self.sessions.insert(client, session);
-        }
+        self.sessions = SessionTable::load(meta.sessions);
         self.applied = meta.applied;
+        self.clock = meta.clock;
         self.handed_applied = meta.applied;
         self.durable_applied = meta.applied;
         Ok(())
@@ -173,6 +190,16 @@ impl StrongMachine {
     /// The last index applied (or skipped).
     pub fn applied(&self) -> LogIndex {
         self.applied
+    }
+
+    /// The log clock: the largest leader timestamp applied.
+    pub fn clock(&self) -> WallMillis {
+        self.clock
+    }
+
+    /// The session of `client`, if the machine keeps one.
+    pub fn session(&self, client: ClientId) -> Option<&Session> {
+        self.sessions.get(client)
     }
 
     /// The applied index of the store's committed state: what a restart resumes from.
@@ -285,35 +312,40 @@ impl StrongMachine {
             result,
             duplicate,
         };
+        self.clock = self.clock.max(request.proposed_at);
+        self.sessions
+            .expire(self.clock, self.config.session_timeout);
         // A read needs no at-most-once: applied again, it answers with the state at the later
         // index, which is as linearizable as the first. So reads neither consult nor change
         // the session: a scan's page (up to SCAN_BYTES_MAX) never lands in the session table
         // and its snapshot chunks, and a read does not make an older write of its client stale.
-        let write = request.command.is_write();
-        if let Some(session) = self.sessions.get(&request.client)
-            && write
-            && self.config.dedup()
-        {
-            if request.seq == session.last_seq {
-                return Ok(response(session.last_result.clone(), true));
-            }
-            if request.seq < session.last_seq {
-                let error = CommandError::SequenceTooOld {
-                    client: request.client,
-                    seq: request.seq,
-                    last_seq: session.last_seq,
-                };
-                return Ok(response(Err(error), false));
-            }
+        if !request.command.is_write() {
+            return Ok(response(
+                self.execute_checked(index, &request.command)?,
+                false,
+            ));
         }
-        let result = match validate(&request.command) {
-            Ok(()) => Ok(self.execute(index, &request.command)?),
-            Err(error) => Err(error),
-        };
-        if write {
-            self.remember(request.client, request.seq, index, result.clone());
+        if let Err(refusal) = self.sessions.admit(request, self.clock, &self.config) {
+            return Ok(match refusal {
+                Refusal::Duplicate(result) => response(result, true),
+                Refusal::Refused(error) => response(Err(error), false),
+            });
         }
+        let result = self.execute_checked(index, &request.command)?;
+        self.sessions
+            .remember(request.client, request.seq, result.clone(), self.clock);
         Ok(response(result, false))
+    }
+
+    fn execute_checked(
+        &mut self,
+        index: LogIndex,
+        command: &Command,
+    ) -> Result<Result<Outcome, CommandError>, StoreError> {
+        Ok(match validate(command) {
+            Ok(()) => Ok(self.execute(index, command)?),
+            Err(error) => Err(error),
+        })
     }
 
     fn execute(&mut self, index: LogIndex, command: &Command) -> Result<Outcome, StoreError> {
@@ -390,35 +422,6 @@ impl StrongMachine {
         Ok(Some(version))
     }
 
-    fn remember(
-        &mut self,
-        client: ClientId,
-        seq: u64,
-        index: LogIndex,
-        result: Result<Outcome, CommandError>,
-    ) {
-        if let Some(old) = self.sessions.get(&client) {
-            self.sessions_by_age.remove(&(old.applied_at, client));
-        }
-        let session = Session {
-            last_seq: seq,
-            last_result: result,
-            applied_at: index,
-        };
-        self.session_changes.insert(client, Some(session.clone()));
-        self.sessions.insert(client, session);
-        self.sessions_by_age.insert((index, client));
-        while self.sessions.len() > SESSIONS_MAX {
-            let (_, oldest) = self
-                .sessions_by_age
-                .pop_first()
-                .expect("sessions_by_age has the same members as sessions");
-            self.sessions.remove(&oldest);
-            self.session_changes.insert(oldest, None);
-        }
-        assert_eq!(self.sessions.len(), self.sessions_by_age.len());
-    }
-
     /// What changed since the last call, for the shell to make durable; reads keep seeing
     /// it until [`StrongMachine::writes_persisted`].
     pub fn take_writes(&mut self) -> MachineWrites {
@@ -432,9 +435,8 @@ impl StrongMachine {
         self.handed_applied = self.applied;
         MachineWrites {
             rows,
-            sessions: std::mem::take(&mut self.session_changes)
-                .into_iter()
-                .collect(),
+            clock: applied.map(|_| self.clock),
+            sessions: self.sessions.take_changes(),
             applied,
             ..MachineWrites::default()
         }
@@ -521,18 +523,34 @@ fn prefixed<'a>(
 mod tests {
     use super::*;
     use crate::strong::command::{Field, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
+    use crate::strong::sessions::{SESSION_RESULT_BYTES_MAX, UNACKED_RESULTS_MAX};
 
     fn bytes(text: &str) -> Bytes {
         Bytes::copy_from_slice(text.as_bytes())
     }
 
+    /// A request that acknowledges nothing and may open its session, at log clock 0.
     fn request(client: u64, seq: u64, command: Command) -> Vec<u8> {
-        let request = Request {
+        stamped(client, seq, 1, 0, command)
+            .encode()
+            .unwrap()
+            .to_vec()
+    }
+
+    fn stamped(client: u64, seq: u64, first_unacked: u64, at_ms: u64, command: Command) -> Request {
+        Request {
             client: ClientId(client),
             seq,
+            first_unacked,
+            opens_session: true,
+            proposed_at: WallMillis(at_ms),
             command,
-        };
-        request.encode().unwrap().to_vec()
+        }
+    }
+
+    fn apply_request(machine: &mut StrongMachine, request: &Request) -> Response {
+        let index = LogIndex(machine.applied().0 + 1);
+        machine.apply(index, &request.encode().unwrap()).unwrap()
     }
 
     fn put(key: &str, value: &str) -> Command {
@@ -652,7 +670,7 @@ mod tests {
     }
 
     #[test]
-    fn retries_return_the_first_result_and_old_seqs_are_refused() {
+    fn retries_return_the_first_result_and_acknowledged_seqs_are_refused() {
         let mut machine = StrongMachine::new(MachineConfig::default());
         let first = apply(&mut machine, 7, 1, put("a", "x"));
         apply(&mut machine, 8, 1, put("a", "other"));
@@ -664,17 +682,294 @@ mod tests {
             bytes("other"),
             "not reapplied"
         );
-        apply(&mut machine, 7, 2, put("a", "y"));
+        // Seq 2 says the client has its answer to seq 1: that result goes.
+        apply_request(&mut machine, &stamped(7, 2, 2, 0, put("a", "y")));
+        assert_eq!(machine.session(ClientId(7)).unwrap().results.len(), 1);
         let old = apply(&mut machine, 7, 1, put("a", "x"));
-        assert!(matches!(
+        assert_eq!(
             old.result,
-            Err(CommandError::SequenceTooOld {
+            Err(CommandError::AlreadyAcknowledged {
+                client: ClientId(7),
                 seq: 1,
-                last_seq: 2,
+                first_unacked: 2,
+            })
+        );
+        assert!(!old.duplicate);
+        assert_eq!(machine.get(b"a").unwrap().unwrap().value, bytes("y"));
+    }
+
+    /// Writes of one client in flight together commit in any order: each applies once, and
+    /// a resend of each answers its own first result.
+    #[test]
+    fn writes_of_one_session_apply_in_any_order_and_once() {
+        let mut machine = StrongMachine::new(MachineConfig::default());
+        let mut first = BTreeMap::new();
+        for seq in [3, 1, 4, 2] {
+            let response = apply(&mut machine, 7, seq, put(&format!("k{seq}"), "v"));
+            assert!(
+                !response.duplicate && response.result.is_ok(),
+                "{response:?}"
+            );
+            first.insert(seq, response.result);
+        }
+        for seq in [2, 4, 1, 3] {
+            let retry = apply(&mut machine, 7, seq, put(&format!("k{seq}"), "again"));
+            assert!(retry.duplicate, "seq {seq}");
+            assert_eq!(retry.result, first[&seq]);
+        }
+        assert_eq!(machine.get(b"k3").unwrap().unwrap().value, bytes("v"));
+        // Seq 5 says 1 and 2 were answered; 3 and 4 are still waited for.
+        apply_request(&mut machine, &stamped(7, 5, 3, 0, put("k5", "v")));
+        let kept: Vec<u64> = machine
+            .session(ClientId(7))
+            .unwrap()
+            .results
+            .keys()
+            .copied()
+            .collect();
+        assert_eq!(kept, vec![3, 4, 5]);
+        let late = apply_request(&mut machine, &stamped(7, 4, 3, 0, put("k4", "late")));
+        assert!(
+            late.duplicate,
+            "a lower first_unacked does not bring results back"
+        );
+        assert_eq!(machine.session(ClientId(7)).unwrap().first_unacked, 3);
+        let bug = apply_request(&mut machine, &stamped(7, 2, 1, 0, put("k2", "x")));
+        assert!(matches!(
+            bug.result,
+            Err(CommandError::AlreadyAcknowledged {
+                seq: 2,
+                first_unacked: 3,
                 ..
             })
         ));
-        assert_eq!(machine.get(b"a").unwrap().unwrap().value, bytes("y"));
+    }
+
+    fn timed(timeout_ms: u64, sessions_max: usize) -> StrongMachine {
+        StrongMachine::new(MachineConfig {
+            session_timeout: Duration::from_millis(timeout_ms),
+            sessions_max,
+            ..MachineConfig::default()
+        })
+    }
+
+    /// A session idle past the timeout by the log clock is forgotten at the same entry on
+    /// every replica; a later request of it that may not open a session is refused, never
+    /// applied, while a young client's first request opens one.
+    #[test]
+    fn an_expired_session_refuses_and_never_applies() {
+        let mut machine = timed(1_000, 16);
+        let first = apply_request(&mut machine, &stamped(7, 1, 1, 100, put("a", "x")));
+        assert!(first.result.is_ok());
+        // The clock passes 100 + 1000 only with this entry, a read of another client.
+        apply_request(
+            &mut machine,
+            &stamped(8, 1, 1, 1_100, Command::Get { key: bytes("a") }),
+        );
+        assert!(
+            machine.session(ClientId(7)).is_some(),
+            "idle exactly the timeout"
+        );
+        let get = Command::Get { key: bytes("a") };
+        apply_request(&mut machine, &stamped(8, 2, 1, 1_101, get));
+        assert!(machine.session(ClientId(7)).is_none(), "expired");
+        assert_eq!(machine.clock(), WallMillis(1_101));
+        let resend = Request {
+            opens_session: false,
+            ..stamped(7, 1, 1, 1_200, put("a", "x2"))
+        };
+        let refused = apply_request(&mut machine, &resend);
+        assert_eq!(
+            refused.result,
+            Err(CommandError::SessionExpired {
+                client: ClientId(7),
+                seq: 1
+            })
+        );
+        assert_eq!(
+            machine.get(b"a").unwrap().unwrap().value,
+            bytes("x"),
+            "not applied"
+        );
+        assert!(
+            machine.session(ClientId(7)).is_none(),
+            "a refusal opens nothing"
+        );
+        // A leader whose clock is behind: the log clock stays where it was.
+        apply_request(&mut machine, &stamped(9, 1, 1, 5, put("b", "y")));
+        assert_eq!(machine.clock(), WallMillis(1_200));
+        assert_eq!(
+            machine.session(ClientId(9)).unwrap().active_at,
+            WallMillis(1_200)
+        );
+    }
+
+    /// Sessions are bounded by refusing a new one past the limit, never by evicting a live
+    /// one (whose retry would then apply twice).
+    #[test]
+    fn a_new_session_past_the_limit_is_refused_not_evicting() {
+        let mut machine = timed(1_000, 2);
+        apply_request(&mut machine, &stamped(1, 1, 1, 0, put("a", "1")));
+        apply_request(&mut machine, &stamped(2, 1, 1, 500, put("b", "2")));
+        let third = apply_request(&mut machine, &stamped(3, 1, 1, 600, put("c", "3")));
+        assert_eq!(
+            third.result,
+            Err(CommandError::TooManySessions { sessions_max: 2 })
+        );
+        assert!(machine.get(b"c").unwrap().is_none(), "not applied");
+        let retry = apply_request(&mut machine, &stamped(1, 1, 1, 700, put("a", "again")));
+        assert!(retry.duplicate, "the oldest session is still there");
+        // Client 1 idles past the timeout: its room goes to client 3.
+        let later = apply_request(&mut machine, &stamped(3, 1, 1, 1_001, put("c", "3")));
+        assert!(later.result.is_ok(), "{later:?}");
+        assert!(machine.session(ClientId(1)).is_none());
+        assert!(machine.session(ClientId(2)).is_some());
+    }
+
+    /// A client that never acknowledges fills its session: the next write is refused, not
+    /// applied, until it acknowledges; so are writes past the byte budget (cas values).
+    #[test]
+    fn a_full_session_refuses_new_writes() {
+        let mut machine = StrongMachine::new(MachineConfig::default());
+        for seq in 1..=UNACKED_RESULTS_MAX as u64 {
+            apply(&mut machine, 7, seq, put("k", "v"));
+        }
+        let next = UNACKED_RESULTS_MAX as u64 + 1;
+        let full = apply(&mut machine, 7, next, put("k", "over"));
+        assert!(matches!(
+            full.result,
+            Err(CommandError::SessionFull {
+                results: UNACKED_RESULTS_MAX,
+                ..
+            })
+        ));
+        assert_eq!(machine.get(b"k").unwrap().unwrap().value, bytes("v"));
+        let acked = apply_request(&mut machine, &stamped(7, next, next, 0, put("k", "over")));
+        assert!(acked.result.is_ok(), "{acked:?}");
+        assert_eq!(machine.session(ClientId(7)).unwrap().results.len(), 1);
+
+        let value = Bytes::from(vec![b'v'; VALUE_BYTES_MAX]);
+        apply(
+            &mut machine,
+            8,
+            1,
+            Command::Put {
+                key: bytes("big"),
+                value,
+            },
+        );
+        let failed_cas = |seq| Command::Cas {
+            key: bytes("big"),
+            expected: None,
+            value: Some(bytes(&format!("{seq}"))),
+        };
+        let kept = apply(&mut machine, 9, 1, failed_cas(1));
+        assert!(matches!(
+            kept.result,
+            Ok(Outcome::Cas {
+                succeeded: false,
+                ..
+            })
+        ));
+        let refused = apply(&mut machine, 9, 2, failed_cas(2));
+        assert!(matches!(
+            refused.result,
+            Err(CommandError::SessionFull { results: 1, .. })
+        ));
+        let bytes_held = machine.session(ClientId(9)).unwrap().result_bytes();
+        assert!(bytes_held <= SESSION_RESULT_BYTES_MAX + VALUE_BYTES_MAX + 1024);
+    }
+
+    /// The total the machine keeps up to date is the sum over its sessions.
+    fn assert_bytes_add_up(machine: &StrongMachine) {
+        machine.sessions.bytes();
+    }
+
+    /// All sessions together keep at most about `session_bytes_max` of results: past it any
+    /// client's new write is refused, not applied, until results are acknowledged or
+    /// sessions expire; the running total follows every change.
+    #[test]
+    fn the_sessions_together_stay_within_their_byte_budget() {
+        let mut machine = StrongMachine::new(MachineConfig {
+            session_bytes_max: 1_000,
+            session_timeout: Duration::from_millis(1_000),
+            ..MachineConfig::default()
+        });
+        let mut seq = 0;
+        while machine.sessions.bytes() < 1_000 {
+            seq += 1;
+            let response = apply(&mut machine, 1, seq, put("a", "v"));
+            assert!(response.result.is_ok(), "{response:?}");
+            assert_bytes_add_up(&machine);
+        }
+        let refused = apply(&mut machine, 2, 1, put("b", "v"));
+        assert!(matches!(
+            refused.result,
+            Err(CommandError::SessionsFull {
+                bytes_max: 1_000,
+                ..
+            })
+        ));
+        assert!(machine.get(b"b").unwrap().is_none(), "not applied");
+        let retry = apply(&mut machine, 1, 1, put("a", "v"));
+        assert!(retry.duplicate, "a duplicate is still answered");
+        // Client 1 acknowledges all but its last: room again.
+        apply_request(&mut machine, &stamped(1, seq, seq, 0, put("a", "v")));
+        assert_bytes_add_up(&machine);
+        let taken = apply(&mut machine, 2, 1, put("b", "v"));
+        assert!(taken.result.is_ok(), "{taken:?}");
+        // Client 1 expires: its bytes go with it.
+        apply_request(&mut machine, &stamped(2, 2, 1, 1_001, put("b", "w")));
+        assert!(machine.session(ClientId(1)).is_none());
+        assert_bytes_add_up(&machine);
+    }
+
+    /// Two replicas, one restored from the other's snapshot stream midway, apply the same
+    /// entries to the same results and sessions: expiry follows the log clock the snapshot
+    /// carries, not the replica's history (a leader behind the clock cannot revive it).
+    #[test]
+    fn sessions_and_expiry_are_the_same_on_a_replica_restored_from_a_snapshot() {
+        let config = MachineConfig {
+            session_timeout: Duration::from_millis(1_000),
+            ..MachineConfig::default()
+        };
+        let store = Arc::new(MemoryMachineStore::new());
+        let shared: Arc<dyn MachineStore> = store.clone();
+        let mut original = StrongMachine::open(config.clone(), GroupId(3), shared).unwrap();
+        apply_request(&mut original, &stamped(1, 1, 1, 100, put("a", "1")));
+        apply_request(&mut original, &stamped(2, 2, 1, 900, put("b", "2")));
+        apply_request(&mut original, &stamped(2, 1, 1, 950, put("c", "3")));
+        // The clock's high mark arrives with a read, which no session records.
+        apply_request(
+            &mut original,
+            &stamped(3, 1, 1, 1_050, Command::Get { key: bytes("a") }),
+        );
+        store.commit(GroupId(3), &original.take_writes());
+        original.writes_persisted();
+        let copy: Arc<dyn MachineStore> = Arc::new(store_copy(&store));
+        let mut restored = StrongMachine::open(config, GroupId(3), copy).unwrap();
+        assert_eq!(restored.clock(), WallMillis(1_050));
+        assert_eq!(restored.sessions.all(), original.sessions.all());
+        let rest = [
+            // A leader whose clock is behind; then the log clock passes client 1's timeout.
+            stamped(2, 3, 2, 200, put("d", "4")),
+            stamped(2, 2, 2, 1_101, put("b", "again")),
+            Request {
+                opens_session: false,
+                ..stamped(1, 1, 1, 1_102, put("a", "again"))
+            },
+            stamped(2, 1, 1, 1_103, put("c", "again")),
+        ];
+        for request in &rest {
+            let a = apply_request(&mut original, request);
+            let b = apply_request(&mut restored, request);
+            assert_eq!(a, b, "{request:?}");
+        }
+        assert_eq!(restored.sessions.all(), original.sessions.all());
+        assert!(original.session(ClientId(1)).is_none());
+        assert_eq!(original.clock(), restored.clock());
+        assert_bytes_add_up(&original);
+        assert_eq!(restored.sessions.bytes(), original.sessions.bytes());
     }
 
     #[cfg(feature = "sim-bugs")]
@@ -682,6 +977,7 @@ mod tests {
     fn planted_no_dedup_reapplies_retries() {
         let config = MachineConfig {
             bug: Some(MachineBug::NoDedup),
+            ..MachineConfig::default()
         };
         let mut machine = StrongMachine::new(config);
         apply(&mut machine, 7, 1, put("a", "x"));
@@ -847,24 +1143,6 @@ mod tests {
         store.commit(GroupId(3), &in_flight);
         machine.writes_persisted();
         assert_eq!(machine.scan(b"p", None, 3).unwrap().0.len(), 3);
-    }
-
-    #[test]
-    fn sessions_stay_bounded() {
-        let mut machine = StrongMachine::new(MachineConfig::default());
-        for client in 0..(SESSIONS_MAX as u64 + 10) {
-            apply(&mut machine, client, 1, put("a", "v"));
-        }
-        assert_eq!(machine.sessions.len(), SESSIONS_MAX);
-        assert!(
-            !machine.sessions.contains_key(&ClientId(0)),
-            "the oldest went first"
-        );
-        assert!(
-            machine
-                .sessions
-                .contains_key(&ClientId(SESSIONS_MAX as u64 + 9))
-        );
     }
 
     fn scan_page(prefix: &str, after: Option<&Bytes>, limit: u32) -> Command {
@@ -1040,11 +1318,11 @@ mod tests {
         machine.take_writes();
         let scan = apply(&mut machine, 7, 2, scan_page("", None, 10));
         assert!(matches!(scan.result, Ok(Outcome::Scan { .. })));
-        let session = &machine.sessions[&ClientId(7)];
-        assert_eq!(session.last_seq, 1, "the scan's seq is not recorded");
+        let session = &machine.session(ClientId(7)).unwrap();
         assert_eq!(
-            session.last_result, first.result,
-            "the put is the last result"
+            session.results,
+            BTreeMap::from([(1, first.result.clone())]),
+            "the scan's result is not recorded"
         );
         assert!(
             machine.take_writes().sessions.is_empty(),
@@ -1059,10 +1337,10 @@ mod tests {
             "the write before the scan is still deduplicated"
         );
         assert_eq!(retry.result, first.result);
-        let next = apply(&mut machine, 7, 3, put("b", "x"));
+        let next = apply_request(&mut machine, &stamped(7, 3, 3, 0, put("b", "x")));
         assert!(!next.duplicate && next.result.is_ok());
         let old = apply(&mut machine, 7, 2, scan_page("", None, 10));
-        assert!(old.result.is_ok(), "a read is never too old: {old:?}");
+        assert!(old.result.is_ok(), "a read is never acknowledged: {old:?}");
     }
 
     /// A failed cas keeps the current value (up to VALUE_BYTES_MAX) in its session; the

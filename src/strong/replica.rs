@@ -9,7 +9,7 @@
 //! boot(config, durable image, rng_seed, now)             (at start and after every crash)
 //! loop:
 //!     handle_message(now, envelope) | handle_timeout(now) when poll_timeout() is due
-//!     | submit(now, proposal, tag, request) | read(now, tag, level, key)
+//!     | submit(now, wall, proposal, tag, request) | read(now, tag, level, key)
 //!     while let Some(ready) = take_ready():
 //!         send ready.raft.messages (may go at once)
 //!         persist ready.raft (snapshot chunks and meta, entries, hard state) and
@@ -44,7 +44,7 @@ use crate::strong::{
     ApplyError, CommandError, MachineConfig, MalformedEntry, Outcome, ReadFailure, Request,
     StrongMachine, Versioned,
 };
-use crate::types::{GroupId, Instant, LogIndex, NodeId};
+use crate::types::{GroupId, Instant, LogIndex, NodeId, WallMillis};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -352,15 +352,22 @@ impl<T> Replica<T> {
     /// Proposes a client write (or a read through the log). `proposal` must be unique among
     /// every proposal the group ever sees (across nodes and restarts): a committed entry with
     /// this id completes `tag`. Returns the log index the proposal took; refused at once
-    /// (`Err`) when it cannot enter the log here.
+    /// (`Err`) when it cannot enter the log here. The entry carries `wall`, this node's wall
+    /// clock, as the request's `proposed_at`: only a leader's proposal enters the log, so the
+    /// machines' log clock is made of leaders' clocks.
     pub fn submit(
         &mut self,
         now: Instant,
+        wall: WallMillis,
         proposal: ProposalId,
         tag: T,
         request: &Request,
     ) -> Result<LogIndex, Completion<T>> {
-        let Ok(bytes) = request.encode() else {
+        let stamped = Request {
+            proposed_at: wall,
+            ..request.clone()
+        };
+        let Ok(bytes) = stamped.encode() else {
             return Err(Completion {
                 tag,
                 answer: Answer::Unencodable,

@@ -190,8 +190,13 @@ impl Cluster {
     }
 
     fn write(&mut self, on: usize, tag: Tag, request: &Request) -> Answer {
+        self.write_at(on, tag, request, WallMillis(0))
+    }
+
+    /// A write proposed while the node's wall clock reads `wall`.
+    fn write_at(&mut self, on: usize, tag: Tag, request: &Request, wall: WallMillis) -> Answer {
         let proposal = ProposalId(u64::from(tag));
-        if let Err(done) = self.replicas[on].submit(self.now, proposal, tag, request) {
+        if let Err(done) = self.replicas[on].submit(self.now, wall, proposal, tag, request) {
             return done.answer;
         }
         self.answer(tag)
@@ -210,6 +215,9 @@ fn put(seq: u64, key: &str, value: &str) -> Request {
     Request {
         client: ClientId(7),
         seq,
+        first_unacked: 1,
+        opens_session: true,
+        proposed_at: WallMillis(0),
         command: Command::Put {
             key: Bytes::from(key.to_owned()),
             value: Bytes::from(value.to_owned()),
@@ -300,6 +308,9 @@ fn a_retried_write_returns_its_first_result() {
     let create = Request {
         client: ClientId(9),
         seq: 1,
+        first_unacked: 1,
+        opens_session: true,
+        proposed_at: WallMillis(0),
         command: Command::Cas {
             key: Bytes::from_static(b"k"),
             expected: None,
@@ -316,6 +327,55 @@ fn a_retried_write_returns_its_first_result() {
         retry, first,
         "a retry gets the first result, not a second apply"
     );
+}
+
+/// A write whose answer was lost, resent after later writes of its client committed, still
+/// answers its first result, on every replica alike; the log clock every machine keeps is the
+/// proposing leader's wall clock, whatever the request said.
+#[test]
+fn a_resend_after_later_writes_of_its_client_applies_once_everywhere() {
+    let mut cluster = Cluster::new(1_000);
+    let leader = cluster.elect();
+    let create = Request {
+        client: ClientId(9),
+        seq: 1,
+        first_unacked: 1,
+        opens_session: true,
+        proposed_at: WallMillis(u64::MAX),
+        command: Command::Cas {
+            key: Bytes::from_static(b"k"),
+            expected: None,
+            value: Some(Bytes::from_static(b"first")),
+        },
+    };
+    let first = cluster.write_at(leader, 1, &create, WallMillis(5_000));
+    for seq in [3, 2] {
+        // Seq 1 is still waited for: both keep first_unacked at 1.
+        let later = Request {
+            client: ClientId(9),
+            ..put(seq, &format!("other{seq}"), "v")
+        };
+        let answer = cluster.write_at(leader, seq as Tag + 1, &later, WallMillis(6_000));
+        assert!(matches!(answer, Answer::Written(Ok(_))), "{answer:?}");
+    }
+    let retry = cluster.write_at(leader, 9, &create, WallMillis(7_000));
+    assert_eq!(retry, first, "the first result, not a second apply");
+    let target = cluster.replicas[leader].machine().applied();
+    cluster.run_until("every replica applied", |cluster| {
+        cluster
+            .replicas
+            .iter()
+            .all(|r| r.machine().applied() >= target)
+    });
+    for replica in &cluster.replicas {
+        let machine = replica.machine();
+        assert_eq!(machine.clock(), WallMillis(7_000), "the leader's clock");
+        let session = machine.session(ClientId(9)).expect("the session lives");
+        assert_eq!(
+            session.results.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+    }
 }
 
 #[test]
@@ -382,7 +442,8 @@ fn a_leader_that_loses_leadership_ends_its_waiting_requests() {
     });
     cluster.cut = Some(old_id);
     let proposal = ProposalId(1);
-    let submitted = cluster.replicas[old].submit(cluster.now, proposal, 1, &put(1, "k", "v"));
+    let submitted =
+        cluster.replicas[old].submit(cluster.now, WallMillis(0), proposal, 1, &put(1, "k", "v"));
     assert!(submitted.is_ok(), "the leader takes the proposal");
     let key = Bytes::from_static(b"k");
     let read = cluster.replicas[old].read(cluster.now, 2, ReadMode::Linearizable, key);

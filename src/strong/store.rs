@@ -15,7 +15,7 @@
 
 use super::command::{ClientId, Session, Versioned};
 use crate::raft::{SnapshotReadError, SnapshotSource};
-use crate::types::{GroupId, LogIndex};
+use crate::types::{GroupId, LogIndex, WallMillis};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -33,6 +33,8 @@ pub struct StoreError(pub String);
 pub struct MachineMeta {
     /// The log index the stored state is applied to (0 for a group never written).
     pub applied: LogIndex,
+    /// The machine's log clock at `applied`.
+    pub clock: WallMillis,
     /// Every stored client session.
     pub sessions: Vec<(ClientId, Session)>,
 }
@@ -87,6 +89,8 @@ where
 pub struct ImageChunk {
     /// The index the image is applied to.
     pub applied: LogIndex,
+    /// The machine's log clock at `applied`: it decides which sessions expire next.
+    pub clock: WallMillis,
     pub sessions: Vec<(ClientId, Session)>,
     pub rows: Vec<(Bytes, Versioned)>,
 }
@@ -110,6 +114,8 @@ pub struct MachineWrites {
     pub sessions: Vec<(ClientId, Option<Session>)>,
     /// The applied index the rows bring the state to, when it moved.
     pub applied: Option<LogIndex>,
+    /// The log clock at `applied` (given with it).
+    pub clock: Option<WallMillis>,
     pub staged: Vec<StagedChunk>,
     pub install: bool,
 }
@@ -119,6 +125,7 @@ impl MachineWrites {
         self.rows.is_empty()
             && self.sessions.is_empty()
             && self.applied.is_none()
+            && self.clock.is_none()
             && self.staged.is_empty()
             && !self.install
     }
@@ -154,6 +161,8 @@ const IMAGE_BATCH: usize = 64;
 #[derive(Debug)]
 pub struct Image<R> {
     pub applied: LogIndex,
+    /// The log clock at `applied`.
+    pub clock: WallMillis,
     pub read: R,
 }
 
@@ -184,27 +193,11 @@ fn tagged(tag: u8, body: &[u8]) -> Bytes {
     Bytes::from(cursor)
 }
 
-/// About how many bytes a session adds to a chunk: a fixed allowance, and the values its last
-/// result carries (a failed cas keeps the current value, up to `VALUE_BYTES_MAX`).
+/// About how many bytes a session adds to a chunk: a fixed allowance and its results (a
+/// failed cas keeps the current value, up to `VALUE_BYTES_MAX`; a session holds about
+/// `SESSION_RESULT_BYTES_MAX` at most, so one session always fits a frame).
 fn session_bytes(session: &Session) -> usize {
-    use super::Outcome::{Cas, Get, Scan};
-    128 + match &session.last_result {
-        Ok(
-            Cas {
-                current: Some(version),
-                ..
-            }
-            | Get {
-                current: Some(version),
-            },
-        ) => version.value.len(),
-        // Only a store written before scans left the session table holds one.
-        Ok(Scan { entries, .. }) => entries
-            .iter()
-            .map(|(key, version)| key.len() + version.value.len() + 32)
-            .sum(),
-        _ => 0,
-    }
+    64 + session.result_bytes()
 }
 
 /// A chunk being filled up to about `bytes_max`.
@@ -234,6 +227,7 @@ impl<R: ImageRead> Image<R> {
     ) -> Result<(ImageChunk, Option<Bytes>), StoreError> {
         let chunk = ImageChunk {
             applied: self.applied,
+            clock: self.clock,
             ..ImageChunk::default()
         };
         let mut fill = Fill {
@@ -329,6 +323,7 @@ impl<R: ImageRead> SnapshotSource for Image<R> {
 #[derive(Clone, Debug, Default)]
 struct MemoryGroup {
     applied: LogIndex,
+    clock: WallMillis,
     rows: BTreeMap<Bytes, Versioned>,
     sessions: BTreeMap<ClientId, Session>,
     staging: Option<Box<MemoryGroup>>,
@@ -373,12 +368,16 @@ impl MemoryMachineStore {
             if let Some(applied) = writes.applied {
                 state.applied = applied;
             }
+            if let Some(clock) = writes.clock {
+                state.clock = clock;
+            }
             for staged in &writes.staged {
                 if staged.restart || state.staging.is_none() {
                     state.staging = Some(Box::default());
                 }
                 let staging = state.staging.as_mut().expect("set above");
                 staging.applied = staged.chunk.applied;
+                staging.clock = staged.chunk.clock;
                 staging.rows.extend(staged.chunk.rows.iter().cloned());
                 staging
                     .sessions
@@ -412,6 +411,7 @@ impl MachineStore for MemoryMachineStore {
             let state = groups.get(&group).cloned().unwrap_or_default();
             MachineMeta {
                 applied: state.applied,
+                clock: state.clock,
                 sessions: state.sessions.into_iter().collect(),
             }
         }))
@@ -445,12 +445,16 @@ impl MachineStore for MemoryMachineStore {
 
     fn image(&self, group: GroupId) -> Result<Arc<dyn SnapshotSource>, StoreError> {
         let state = self.with(|groups| groups.get(&group).cloned().unwrap_or_default());
-        let applied = state.applied;
+        let (applied, clock) = (state.applied, state.clock);
         let read = MemoryImage {
             rows: state.rows,
             sessions: state.sessions,
         };
-        Ok(Arc::new(Image { applied, read }))
+        Ok(Arc::new(Image {
+            applied,
+            clock,
+            read,
+        }))
     }
 }
 

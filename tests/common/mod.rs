@@ -619,7 +619,8 @@ pub async fn stale_read_until(
     .await
 }
 
-/// A data request of client `client` with the keyspace's default levels.
+/// A data request of client `client` with the keyspace's default levels. It acknowledges
+/// nothing (`first_unacked` 1) and may open the client's session.
 pub fn request(
     client: u64,
     keyspace: &str,
@@ -629,6 +630,8 @@ pub fn request(
     capdial::protocol::ClientRequest {
         client: capdial::strong::ClientId(client),
         seq,
+        first_unacked: 1,
+        opens_session: true,
         keyspace: keyspace.to_string(),
         operation,
         read: None,

@@ -298,6 +298,8 @@ fn check_plan(plan: &Plan) -> anyhow::Result<()> {
         let request = ClientRequest {
             client: ClientId(0),
             seq: 1,
+            first_unacked: 1,
+            opens_session: true,
             keyspace: plan.keyspace.clone(),
             operation,
             read: (!writes).then(|| plan.read_level()),

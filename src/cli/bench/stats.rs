@@ -188,7 +188,11 @@ fn variant(error: &ClientError) -> &'static str {
         ClientError::Backpressure => "Backpressure",
         ClientError::QuorumNotReached { .. } => "QuorumNotReached",
         ClientError::SessionNotSeen => "SessionNotSeen",
-        ClientError::SequenceTooOld { .. } => "SequenceTooOld",
+        ClientError::AlreadyAcknowledged { .. } => "AlreadyAcknowledged",
+        ClientError::SessionExpired { .. } => "SessionExpired",
+        ClientError::TooManySessions { .. } => "TooManySessions",
+        ClientError::SessionFull { .. } => "SessionFull",
+        ClientError::SessionsFull { .. } => "SessionsFull",
         ClientError::UnknownKeyspace { .. } => "UnknownKeyspace",
         _ => "Refused",
     }
@@ -292,7 +296,8 @@ mod tests {
         assert_eq!(error_kind(&lost), "lost");
         assert_eq!(
             error_kind(&ConnError::Timeout {
-                may_have_applied: false
+                may_have_applied: false,
+                resend: None,
             }),
             "timeout"
         );

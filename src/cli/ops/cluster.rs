@@ -402,6 +402,7 @@ async fn ask_all(
             let answer = tokio::time::timeout(wait, client.admin_at(&address, request)).await;
             let answer = answer.unwrap_or(Err(ConnError::Timeout {
                 may_have_applied: false,
+                resend: None,
             }));
             (index, answer)
         });
@@ -418,6 +419,7 @@ async fn ask_all(
         .map(|(m, answer)| {
             let answer = answer.unwrap_or(Err(ConnError::Timeout {
                 may_have_applied: false,
+                resend: None,
             }));
             (m.id, m.address, answer)
         })

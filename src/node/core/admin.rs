@@ -12,7 +12,7 @@ use crate::protocol::admin::{
 };
 use crate::raft::Role;
 use crate::strong::{self, Command, Outcome, Request};
-use crate::types::{GroupId, Instant};
+use crate::types::{GroupId, Instant, WallMillis};
 
 impl NodeCore {
     pub(super) fn admin_request(&mut self, request: AdminRequest, reply: ReplyTo) {
@@ -128,9 +128,14 @@ impl NodeCore {
     ) {
         let now = self.now;
         let tag = self.register(reply, None, Waiting::Catalog(change), deadline);
+        // The node never resends a catalog change under its seq (a lost one is reported
+        // unknown), so each acknowledges the ones before it, and any may open the session.
         let request = Request {
             client: self.admin_client,
             seq: self.next_admin_seq,
+            first_unacked: self.next_admin_seq,
+            opens_session: true,
+            proposed_at: WallMillis(0),
             command,
         };
         self.next_admin_seq += 1;
@@ -140,7 +145,7 @@ impl NodeCore {
             .get_mut(&CATALOG_GROUP)
             .expect("invariant: group 0 always runs")
             .replica;
-        if let Err(completion) = replica.submit(now, proposal, tag, &request) {
+        if let Err(completion) = replica.submit(now, self.wall, proposal, tag, &request) {
             self.complete_strong(CATALOG_GROUP, completion);
         }
     }

@@ -180,6 +180,9 @@ mod tests {
         let request = Request {
             client: ClientId(1),
             seq,
+            first_unacked: seq,
+            opens_session: true,
+            proposed_at: crate::types::WallMillis(0),
             command,
         };
         let bytes = request.encode().unwrap();

@@ -130,6 +130,9 @@ pub struct CoreConfig {
     pub gossip_round_bytes: usize,
     /// How far ahead of this node's wall clock a peer's `lww` stamp may be.
     pub clock_skew_max: Duration,
+    /// A strong keyspace forgets a client session idle this long by the log clock (the
+    /// leaders' wall clocks). Every node of a cluster must use the same value.
+    pub session_timeout: Duration,
     #[cfg(feature = "sim-bugs")]
     pub bug: Option<NodeBug>,
 }
@@ -160,6 +163,7 @@ impl CoreConfig {
             snapshot_chunk_bytes: RaftConfig::new(id, Vec::new()).snapshot_chunk_bytes,
             gossip_round_bytes: 1024 * 1024,
             clock_skew_max: Duration::from_secs(300),
+            session_timeout: crate::strong::SESSION_TIMEOUT_DEFAULT,
             #[cfg(feature = "sim-bugs")]
             bug: None,
         }
@@ -543,7 +547,10 @@ impl NodeCore {
         };
         let config = ReplicaConfig {
             raft: self.raft_config(voters),
-            machine: MachineConfig::default(),
+            machine: MachineConfig {
+                session_timeout: self.config.session_timeout,
+                ..MachineConfig::default()
+            },
             compact_every: self.config.compact_every,
         };
         let seed = self.random.next_u64();

@@ -25,7 +25,7 @@ use crate::protocol::{
 };
 use crate::raft::Role;
 use crate::strong::{self, Completion, Request};
-use crate::types::{GroupId, Instant, KeyspaceId, LogIndex, NodeId};
+use crate::types::{GroupId, Instant, KeyspaceId, LogIndex, NodeId, WallMillis};
 
 /// A data request's result, in its frame.
 fn data_answer(result: Result<(Answer, Receipt), ClientError>) -> FromNode {
@@ -155,6 +155,9 @@ impl NodeCore {
                 let request = Request {
                     client: request.client,
                     seq: request.seq,
+                    first_unacked: request.first_unacked,
+                    opens_session: request.opens_session,
+                    proposed_at: WallMillis(0),
                     command,
                 };
                 let proposal = self.next_proposal();
@@ -163,7 +166,9 @@ impl NodeCore {
                     .get_mut(&group)
                     .expect("looked up above")
                     .replica;
-                replica.submit(now, proposal, tag, &request).err()
+                replica
+                    .submit(now, self.wall, proposal, tag, &request)
+                    .err()
             }
         };
         if let Some(completion) = done {

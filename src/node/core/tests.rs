@@ -1,11 +1,14 @@
 //! The core's own tests; the node simulator (`sim::node`) drives whole clusters of it.
 
 use super::*;
+use crate::protocol::admin::{AdminRequest, FromNode, ToNode};
+use crate::protocol::{Answer, ClientError, ClientRequest, Operation};
 use crate::raft::Config as RaftConfig;
 use crate::raft::{ProposalId, Ready, Role};
 use crate::strong::{Command, Request};
 use crate::types::LogIndex;
 use bytes::Bytes;
+use std::collections::BTreeMap;
 
 /// Runs a one-voter replica's timers and Readies until `until` holds, checking each
 /// `on_persisted` with `check_faults`; returns how many faults it let pass, or the first
@@ -71,13 +74,16 @@ fn an_out_of_order_apply_stops_the_node_and_a_malformed_entry_does_not() {
     let request = Request {
         client: ClientId(1),
         seq: 1,
+        first_unacked: 1,
+        opens_session: true,
+        proposed_at: WallMillis(0),
         command: Command::Put {
             key: Bytes::from_static(b"k"),
             value: Bytes::from_static(b"v"),
         },
     };
     let index = replica
-        .submit(now, ProposalId(2), 2, &request)
+        .submit(now, WallMillis(0), ProposalId(2), 2, &request)
         .expect("the leader takes a write");
     // The core hands the entry out two indexes ahead of where the machine stands.
     let skip = |ready: &mut Ready| {
@@ -99,4 +105,173 @@ fn an_out_of_order_apply_stops_the_node_and_a_malformed_entry_does_not() {
         other => panic!("expected an invariant error, got {other:?}"),
     }
     assert_eq!(error.to_string(), "raft group 7 broke a local invariant");
+}
+
+/// A one-member node's core on an in-memory store, driven by hand.
+struct OneNode {
+    core: NodeCore,
+    store: Arc<crate::storage::Store>,
+    now: Instant,
+    wall: WallMillis,
+    answers: Vec<(ReplyTo, FromNode)>,
+}
+
+impl OneNode {
+    fn serving_strong(keyspace: &str) -> OneNode {
+        let address = "127.0.0.1:7001".to_string();
+        let cluster = BTreeMap::from([(NodeId(1), address.clone())]);
+        let config = CoreConfig::new(NodeId(1), address, cluster);
+        let store = Arc::new(crate::storage::Store::in_memory(NodeId(1)).expect("a store"));
+        let now = Instant::from_nanos(1_000_000_000);
+        let core = NodeCore::boot(config, store.clone(), 7, now).expect("the core boots");
+        let mut node = OneNode {
+            core,
+            store,
+            now,
+            wall: WallMillis(1_800_000_000_000),
+            answers: Vec::new(),
+        };
+        node.run_for(Duration::from_secs(3));
+        let create = ToNode::Admin(AdminRequest::CreateKeyspace {
+            name: keyspace.to_string(),
+            mode: crate::protocol::KeyspaceMode::Strong,
+        });
+        let created = node.ask(create);
+        assert!(matches!(created, FromNode::Admin(Ok(_))), "{created:?}");
+        node.run_for(Duration::from_secs(1));
+        node
+    }
+
+    /// Persists and answers until the core is quiet.
+    fn drain(&mut self) {
+        for _ in 0..1000 {
+            while self.core.poll_transmit().is_some() {}
+            while let Some(answer) = self.core.poll_answer() {
+                self.answers.push(answer);
+            }
+            let Some(batch) = self.core.poll_persist().expect("no core error") else {
+                return;
+            };
+            self.store.commit(batch).expect("the store commits");
+            self.core
+                .persisted(self.now, self.wall)
+                .expect("no core error");
+        }
+        panic!("the core never went quiet");
+    }
+
+    fn run_for(&mut self, duration: Duration) {
+        let step = Duration::from_millis(10);
+        let end = self.now + duration;
+        while self.now < end {
+            self.now += step;
+            self.wall.0 += 10;
+            if self.core.poll_timeout() <= self.now {
+                self.core.handle_timeout(self.now, self.wall);
+            }
+            self.drain();
+        }
+    }
+
+    /// Sends `request` and runs until its answer comes.
+    fn ask(&mut self, request: ToNode) -> FromNode {
+        let tag = ReplyTo(self.answers.len() as u64 + 1_000);
+        let caller = crate::net::tls::Caller {
+            name: "test".to_string(),
+            role: crate::net::tls::Role::Admin,
+        };
+        match admit(&caller, request) {
+            Ok(request) => self.core.handle_client(self.now, self.wall, tag, request),
+            Err(refused) => return *refused,
+        }
+        for _ in 0..1000 {
+            self.drain();
+            if let Some(at) = self.answers.iter().position(|(to, _)| *to == tag) {
+                return self.answers.remove(at).1;
+            }
+            self.run_for(Duration::from_millis(10));
+        }
+        panic!("no answer to {tag:?}");
+    }
+
+    fn write(&mut self, request: &ClientRequest) -> Result<Answer, ClientError> {
+        match self.ask(ToNode::Data(request.clone())) {
+            FromNode::Data(response) => response.result.map(|(answer, _)| answer),
+            other => panic!("a data request gets a data answer: {other:?}"),
+        }
+    }
+}
+
+/// Through the node core: a cas whose answer was lost, resent after later writes of its
+/// client, answers its first result (re-applied, it would fail); once the session idled past
+/// the timeout by the leader's clock, the resend is refused as expired, and not applied.
+#[test]
+fn a_resent_write_applies_once_and_never_after_its_session_expired() {
+    let mut node = OneNode::serving_strong("st");
+    let request = |seq: u64, operation: Operation| ClientRequest {
+        client: ClientId(42),
+        seq,
+        first_unacked: 1,
+        opens_session: true,
+        keyspace: "st".to_string(),
+        operation,
+        read: None,
+        write: None,
+        session: None,
+    };
+    let cas = request(
+        1,
+        Operation::Cas {
+            key: Bytes::from_static(b"k"),
+            expected: None,
+            value: Some(Bytes::from_static(b"first")),
+        },
+    );
+    let first = node.write(&cas).expect("the cas applies");
+    assert!(
+        matches!(
+            first,
+            Answer::Cas {
+                succeeded: true,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    for seq in [3, 2] {
+        let put = Operation::Put {
+            key: Bytes::from(format!("other{seq}")),
+            value: Bytes::from_static(b"v"),
+            context: None,
+        };
+        assert!(node.write(&request(seq, put)).is_ok());
+    }
+    assert_eq!(
+        node.write(&cas),
+        Ok(first),
+        "the first answer, not a second apply"
+    );
+
+    // Two hours later by the wall clock another client writes: the log clock passes the
+    // session's timeout, and the session is forgotten.
+    node.wall.0 += 2 * 3_600_000;
+    let other = ClientRequest {
+        client: ClientId(43),
+        ..request(
+            1,
+            Operation::Delete {
+                key: Bytes::from_static(b"x"),
+                context: None,
+            },
+        )
+    };
+    assert!(node.write(&other).is_ok());
+    let late = ClientRequest {
+        opens_session: false,
+        ..cas.clone()
+    };
+    assert_eq!(
+        node.write(&late),
+        Err(ClientError::SessionExpired { seq: 1 })
+    );
 }

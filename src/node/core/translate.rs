@@ -76,8 +76,18 @@ pub(super) fn command_error(error: CommandError) -> ClientError {
             bytes_max,
         },
         CommandError::ScanLimit { limit, limit_max } => ClientError::ScanLimit { limit, limit_max },
-        CommandError::SequenceTooOld { seq, last_seq, .. } => {
-            ClientError::SequenceTooOld { seq, last_seq }
+        CommandError::AlreadyAcknowledged {
+            seq, first_unacked, ..
+        } => ClientError::AlreadyAcknowledged { seq, first_unacked },
+        CommandError::SessionExpired { seq, .. } => ClientError::SessionExpired { seq },
+        CommandError::TooManySessions { sessions_max } => {
+            ClientError::TooManySessions { sessions_max }
+        }
+        CommandError::SessionFull { results, bytes, .. } => {
+            ClientError::SessionFull { results, bytes }
+        }
+        CommandError::SessionsFull { bytes, bytes_max } => {
+            ClientError::SessionsFull { bytes, bytes_max }
         }
     }
 }

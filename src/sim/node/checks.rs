@@ -127,6 +127,8 @@ impl Run {
                 let request = ToNode::Data(ClientRequest {
                     client: ClientId(1),
                     seq: 0,
+                    first_unacked: 0,
+                    opens_session: false,
                     keyspace: keyspace.clone(),
                     operation: Operation::Get { key: key.clone() },
                     read: Some(ReadLevel::Local),
@@ -348,7 +350,7 @@ impl Run {
         let stats = &self.world.stats;
         let net = self.world.peers.stats();
         let mut reads = [0u64; 4];
-        let (mut retries, mut timeouts, mut unknown) = (0, 0, 0);
+        let (mut retries, mut timeouts, mut unknown, mut expired) = (0, 0, 0, 0);
         for client in &self.clients {
             for (total, count) in reads.iter_mut().zip(client.stats.reads_by_level) {
                 *total += count;
@@ -356,11 +358,12 @@ impl Run {
             retries += client.stats.retries;
             timeouts += client.stats.timeouts;
             unknown += client.stats.unknown_keyspace;
+            expired += client.stats.sessions_expired;
         }
         format!(
             "node seed {} n={} clients={}: strong ok={ok} indeterminate={indeterminate} \
              failed={failed} reads(lin/lease/follower/stale)={}/{}/{}/{} retries={retries} \
-             timeouts={timeouts} unknown-keyspace={unknown} | eventual acked={acked} \
+             timeouts={timeouts} unknown-keyspace={unknown} sessions-expired={expired} | eventual acked={acked} \
              indeterminate={maybe} failed={refused} | admin actions={} attempts={} spare={} | \
              faults: partitions={} crashes={} pauses={} jumps={} (beyond={}) | requests={} \
              answers={} commits={} spins={} | msgs sent={} delivered={} | converged {} | \

@@ -26,10 +26,12 @@ use crate::rng::SeededRng;
 use crate::sim::eventual::checkers::{lww_reflects, render, set_reflects, show_key};
 use crate::sim::eventual::history::Outcome;
 use crate::sim::history::{History, Return, Seen};
-use crate::strong::{ClientId, Versioned};
+use crate::sim::session::{SessionGroup, Ticket};
+use crate::strong::Versioned;
 use crate::types::{Instant, NodeId};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
 use std::time::Duration;
 
 mod workload;
@@ -82,6 +84,8 @@ enum Work {
 struct Active {
     work: Work,
     request: ClientRequest,
+    /// The request's seq in its session, acknowledged when the operation ends.
+    ticket: Ticket,
     target: NodeId,
     /// The attempt in flight times out at this; `None` while backing off.
     waiting: Option<Instant>,
@@ -101,16 +105,18 @@ pub(crate) struct ClientStats {
     /// Strong reads by level: linearizable, lease, follower, stale.
     pub(crate) reads_by_level: [u64; 4],
     pub(crate) unknown_keyspace: u64,
+    /// Strong writes refused because their session expired (or had not opened in time).
+    pub(crate) sessions_expired: u64,
 }
 
 pub(crate) struct DataClient {
     pub(crate) addr: NodeId,
     index: usize,
-    id: ClientId,
+    /// The client session this client shares with others.
+    sessions: Rc<SessionGroup>,
     rng: SeededRng,
     nodes: Vec<NodeId>,
     home: NodeId,
-    seq: u64,
     attempt: u64,
     /// The leader each strong keyspace last named.
     hints: BTreeMap<String, NodeId>,
@@ -137,16 +143,16 @@ impl DataClient {
         mut rng: SeededRng,
         nodes: Vec<NodeId>,
         think_mean: Duration,
+        sessions: Rc<SessionGroup>,
     ) -> DataClient {
         let home = *rng.pick(&nodes);
         DataClient {
             addr: NodeId(super::CLIENT_BASE + index as u64),
             index,
-            id: ClientId(1_000 + index as u64),
+            sessions,
             rng,
             nodes,
             home,
-            seq: 0,
             attempt: 0,
             hints: BTreeMap::new(),
             revisions: BTreeMap::new(),
@@ -262,6 +268,8 @@ impl DataClient {
         self.attempt += 1;
         active.waiting = Some(cx.now + ATTEMPT_TIMEOUT);
         active.protected = cx.catalog.stage(&active.request.keyspace) == Some(Stage::Live);
+        active.request.first_unacked = active.ticket.first_unacked();
+        active.request.opens_session = active.ticket.may_open(cx.now);
         let request = ToNode::Data(active.request.clone());
         vec![(active.target, self.attempt, request)]
     }
@@ -499,6 +507,21 @@ impl DataClient {
                 (Duration::from_millis(1), Duration::from_millis(10))
             }
             ClientError::Backpressure => (Duration::from_millis(10), Duration::from_millis(40)),
+            ClientError::SessionExpired { .. } => {
+                // Forgotten, or reached this keyspace after its opening window: a new
+                // session; the write runs in it unless an earlier attempt may have applied
+                // it (then it stays indeterminate, as the client library reports it).
+                self.stats.sessions_expired += 1;
+                self.sessions.rotate(&active.ticket, cx.now);
+                if *maybe_applied {
+                    self.abandon(cx);
+                    return;
+                }
+                active.ticket = self.sessions.begin();
+                active.request.client = active.ticket.client();
+                active.request.seq = active.ticket.seq();
+                (Duration::ZERO, Duration::from_millis(1))
+            }
             other => {
                 cx.violations.push(format!(
                     "protocol: client {} {:?} was refused with {other:?}",

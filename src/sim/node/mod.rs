@@ -63,6 +63,7 @@ use crate::rng::SeededRng;
 use crate::sim::faults::FaultEvent;
 use crate::sim::history::History;
 use crate::sim::net::{NetConfig, SimNet};
+use crate::sim::session::SessionGroup;
 use crate::sim::{SeedReport, SimConfig, SimError};
 use crate::types::{Instant, NodeId};
 use admin::AdminClient;
@@ -104,6 +105,11 @@ const LOOP_STEPS_PER_STEP: u64 = 20_000;
 const COMPACT_EVERY: u64 = 16;
 /// Snapshots go in chunks of a few keys, so a transfer spans many chunks (and crashes).
 const SNAPSHOT_CHUNK_BYTES: usize = 160;
+/// Client sessions expire after this much idleness by the log clock: short, so some expire
+/// within a run, and far above the clients' opening window plus the clocks' drift.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(5);
+const _: () =
+    assert!(crate::sim::session::SESSION_OPEN_WINDOW.as_millis() * 3 < SESSION_TIMEOUT.as_millis());
 /// Address of the harness itself when it asks a core directly (final reads, catalog lists).
 const CHECKER: NodeId = NodeId(99);
 /// Data clients have node ids from here up; the admin client has `ADMIN`.
@@ -264,10 +270,15 @@ impl Run {
         let catalog = Catalog::new();
         let client_count = rng.range_u64(4, 6) as usize;
         let think_mean = TIME_PER_STEP * client_count as u32 / 2;
+        // One or two client sessions, each shared by several clients with requests in flight.
+        let groups: Vec<_> = (1..=rng.range_u64(1, 2))
+            .map(|group| SessionGroup::new(group * 1_000_000))
+            .collect();
         let clients = (0..client_count)
             .map(|index| {
                 let fork = rng.fork(100 + index as u64);
-                DataClient::new(index, client_count, fork, ids.clone(), think_mean)
+                let sessions = std::rc::Rc::clone(&groups[index % groups.len()]);
+                DataClient::new(index, client_count, fork, ids.clone(), think_mean, sessions)
             })
             .collect();
         let admin = AdminClient::new(rng.fork(5), ids.clone(), spare, horizon);
@@ -327,6 +338,7 @@ impl Run {
         config.request_wait_max = REQUEST_WAIT_MAX;
         config.compact_every = COMPACT_EVERY;
         config.snapshot_chunk_bytes = SNAPSHOT_CHUNK_BYTES;
+        config.session_timeout = SESSION_TIMEOUT;
         #[cfg(feature = "sim-bugs")]
         {
             config.bug = self.bug;

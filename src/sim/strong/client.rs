@@ -3,14 +3,23 @@
 //! (a write with the *same* client id and seq, possibly on another node); gives up after a
 //! deadline (the operation stays indeterminate if it may have reached the log). Every
 //! operation goes into the [`History`].
+//!
+//! Clients share client sessions ([`SessionGroup`](crate::sim::session::SessionGroup)), as the tasks of one application share a
+//! `Client`: one session has as many writes in flight as its clients, they commit in any
+//! order, and each carries the session's lowest seq still waiting, as the client library
+//! does. A session the machines forgot (expired) is replaced, and a write it refused that no
+//! earlier attempt may have applied runs again in the new one. Any other session refusal is
+//! reported as a violation.
 
 use super::{Reply, ReplyBody, Request as SimRequest, RequestBody};
 use crate::rng::SeededRng;
 use crate::sim::history::{Call, History, ReadPath, Return, Seen};
+use crate::sim::session::{SessionGroup, Ticket};
 use crate::strong::{ClientId, Command, CommandError, Outcome, Request, Versioned};
-use crate::types::{Instant, LogIndex, NodeId};
+use crate::types::{Instant, LogIndex, NodeId, WallMillis};
 use bytes::Bytes;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// An attempt with no answer after this long is retried.
@@ -32,6 +41,9 @@ struct Active {
     /// Some attempt may have put the write in the log.
     maybe_applied: bool,
     target: NodeId,
+    /// A write's session and seq, acknowledged when the operation ends (answered or
+    /// abandoned: never resent).
+    ticket: Option<Ticket>,
 }
 
 /// Counters for the summary.
@@ -39,11 +51,16 @@ struct Active {
 pub(crate) struct ClientStats {
     pub(crate) retries: u64,
     pub(crate) reads_by_level: [u64; 4],
+    /// Writes refused because their session expired (then moved to a new one, or left
+    /// indeterminate if an earlier attempt may have applied them).
+    pub(crate) sessions_expired: u64,
 }
 
 pub(crate) struct Client {
     index: usize,
+    /// The process this client is in the history (not its session).
     id: ClientId,
+    sessions: Rc<SessionGroup>,
     rng: SeededRng,
     keys: Vec<Bytes>,
     nodes: Vec<NodeId>,
@@ -73,10 +90,12 @@ impl Client {
         nodes: Vec<NodeId>,
         think_mean: Duration,
         lease_share: f64,
+        sessions: Rc<SessionGroup>,
     ) -> Client {
         Client {
             index,
             id: ClientId(index as u64 + 1),
+            sessions,
             rng,
             keys,
             nodes,
@@ -195,9 +214,13 @@ impl Client {
                 }
             }
         };
+        // The session fields are set by `start` and each attempt.
         RequestBody::Write(Request {
-            client: self.id,
-            seq: self.seq,
+            client: ClientId(0),
+            seq: 0,
+            first_unacked: 0,
+            opens_session: false,
+            proposed_at: WallMillis(0),
             command,
         })
     }
@@ -217,14 +240,29 @@ impl Client {
         };
         let history_id = history.invoke(self.id.0, key, call, now);
         let target = self.pick_target(&body);
-        self.active = Some(Active {
+        let mut active = Active {
             history: history_id,
             body,
             deadline,
             waiting: None,
             maybe_applied: false,
             target,
-        });
+            ticket: None,
+        };
+        self.join_session(&mut active);
+        self.active = Some(active);
+    }
+
+    /// Gives a write a seq in the current session.
+    fn join_session(&self, active: &mut Active) {
+        let RequestBody::Write(request) = &mut active.body else {
+            return;
+        };
+        let ticket = self.sessions.begin();
+        request.client = ticket.client();
+        request.seq = ticket.seq();
+        // Dropping the old ticket (a rotation) ends its seq in the old session.
+        active.ticket = Some(ticket);
     }
 
     fn pick_target(&mut self, body: &RequestBody) -> NodeId {
@@ -249,6 +287,10 @@ impl Client {
         }
         self.attempt += 1;
         active.waiting = Some(now + ATTEMPT_TIMEOUT);
+        if let (RequestBody::Write(request), Some(ticket)) = (&mut active.body, &active.ticket) {
+            request.first_unacked = ticket.first_unacked();
+            request.opens_session = ticket.may_open(now);
+        }
         Some(SimRequest {
             client: self.index,
             attempt: self.attempt,
@@ -331,8 +373,31 @@ impl Client {
                 self.complete(now, returned, history);
                 None
             }
+            ReplyBody::Written(Err(CommandError::SessionExpired { .. })) => {
+                self.session_expired(now);
+                None
+            }
             ReplyBody::Written(result) => self.written(now, result, history),
         }
+    }
+
+    /// The machines forgot the write's session. If no earlier attempt may have applied the
+    /// write, it never applied: it runs again in a new session. Otherwise it may have, and
+    /// can never be confirmed: it stays indeterminate.
+    fn session_expired(&mut self, now: Instant) {
+        self.stats.sessions_expired += 1;
+        let mut active = self.active.take().expect("an operation is active");
+        if let Some(ticket) = &active.ticket {
+            self.sessions.rotate(ticket, now);
+        }
+        if active.maybe_applied {
+            drop(active);
+            self.schedule_next(now);
+            return;
+        }
+        self.join_session(&mut active);
+        self.active = Some(active);
+        self.next_at = now;
     }
 
     fn written(

@@ -48,6 +48,7 @@ use crate::sim::faults::{FaultEvent, FaultOptions, FaultSchedule, Shape};
 use crate::sim::history::{Call, Completion, History, ReadPath, Return};
 use crate::sim::linearizability::{STEPS_PER_KEY_DEFAULT, check_history};
 use crate::sim::net::{NetConfig, SimNet};
+use crate::sim::session::{SESSION_OPEN_WINDOW, SessionGroup};
 use crate::sim::{SeedReport, SimConfig, SimError};
 use crate::strong::{MachineConfig, Request as StrongRequest, StrongMachine, Versioned};
 use crate::types::{Instant, NodeId};
@@ -57,6 +58,7 @@ use client::Client;
 use membership::{MembershipPlan, MembershipStage};
 use node::{SimNode, World};
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// The cores' election timeout in the simulation.
@@ -153,10 +155,24 @@ struct Bugs {
     machine: MachineConfig,
 }
 
+/// Sessions expire after this much idleness by the log clock: short, so a session idle
+/// through a partition expires within a run, and far above the clients' opening window plus
+/// the clocks' drift over a run (a few percent of its seconds, and the jumps).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(5);
+const _: () = assert!(SESSION_OPEN_WINDOW.as_millis() * 3 < SESSION_TIMEOUT.as_millis());
+
+/// The machines' configuration, without bugs.
+fn sim_machine() -> MachineConfig {
+    MachineConfig {
+        session_timeout: SESSION_TIMEOUT,
+        ..MachineConfig::default()
+    }
+}
+
 fn parse_bug(bug: &Option<String>) -> Result<Bugs, SimError> {
     let none = Bugs {
         core: None,
-        machine: MachineConfig::default(),
+        machine: sim_machine(),
     };
     let Some(name) = bug else {
         return Ok(none);
@@ -171,6 +187,7 @@ fn parse_bug(bug: &Option<String>) -> Result<Bugs, SimError> {
         if name == "no-dedup" {
             let machine = MachineConfig {
                 bug: Some(crate::strong::MachineBug::NoDedup),
+                ..sim_machine()
             };
             return Ok(Bugs { machine, ..none });
         }
@@ -285,6 +302,10 @@ impl Run {
         let client_count = rng.range_u64(3, 6) as usize;
         let think_mean = TIME_PER_STEP * client_count as u32 / 2;
         let lease_share = if rng.chance(0.4) { 0.6 } else { 0.0 };
+        // One or two sessions, each shared by several clients with writes in flight.
+        let groups: Vec<_> = (1..=rng.range_u64(1, 2))
+            .map(|group| SessionGroup::new(group * 1_000_000))
+            .collect();
         let clients = (0..client_count)
             .map(|index| {
                 let fork = rng.fork(100 + index as u64);
@@ -295,6 +316,7 @@ impl Run {
                     ids.clone(),
                     think_mean,
                     lease_share,
+                    Rc::clone(&groups[index % groups.len()]),
                 )
             })
             .collect();

@@ -22,7 +22,7 @@ use crate::strong::{
     Answer, Applied, Completion, DurableState, MachineConfig, MemoryMachineStore, Replica,
     ReplicaConfig, ReplicaReady,
 };
-use crate::types::{GroupId, Instant, LogIndex, NodeId, Term};
+use crate::types::{GroupId, Instant, LogIndex, NodeId, Term, WallMillis};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -271,7 +271,11 @@ impl SimNode {
                 world.proposals += 1;
                 // Unique across nodes and restarts, as `Replica::submit` asks.
                 let proposal = ProposalId((id.0 << 48) | world.proposals);
-                live.replica.submit(local, proposal, tag, &request).err()
+                // The node's own (skewed) clock stands in for its wall clock.
+                let wall = WallMillis(local.as_nanos() / 1_000_000);
+                live.replica
+                    .submit(local, wall, proposal, tag, &request)
+                    .err()
             }
             RequestBody::Read { key, level } => live.replica.read(local, tag, level.into(), key),
         };

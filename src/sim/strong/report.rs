@@ -149,6 +149,7 @@ impl Run {
         let stats = self.world.net.stats();
         let faults = &self.fault_stats;
         let retries: u64 = self.clients.iter().map(|c| c.stats.retries).sum();
+        let expired: u64 = self.clients.iter().map(|c| c.stats.sessions_expired).sum();
         let mut reads = [0u64; 4];
         for client in &self.clients {
             for (total, count) in reads.iter_mut().zip(client.stats.reads_by_level) {
@@ -163,7 +164,7 @@ impl Run {
         );
         format!(
             "seed {} n={} clients={}{}: ops ok={ok} indeterminate={indeterminate} \
-             failed={failed} retries={retries} reads(lin/lease/follower/stale)={}/{}/{}/{} | \
+             failed={failed} retries={retries} sessions-expired={expired} reads(lin/lease/follower/stale)={}/{}/{}/{} | \
              leaders={} | faults: partitions={} crashes={} (after votes={}) pauses={} mutes={} jumps={} (beyond={}) \
              membership={} | msgs sent={} delivered={} lost={} cut={} | applied={} | \
              sim {:.1}s | {lin}{}",

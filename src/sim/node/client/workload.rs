@@ -7,6 +7,7 @@ use crate::eventual::{SessionToken, ValueType, WriteLevel};
 use crate::protocol::{ClientRequest, KeyspaceMode, Operation, ReadLevel};
 use crate::sim::history::{self, Call};
 use crate::sim::node::oplog::{EventualLog, Slot, WriteRef};
+use crate::sim::session::Ticket;
 use crate::types::{LogIndex, NodeId};
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -143,7 +144,7 @@ impl DataClient {
             .history
             .invoke(self.index as u64, history_key, call, cx.now);
         let target = self.strong_target(&keyspace, read);
-        let request = self.request(keyspace, operation, read, None, None);
+        let (request, ticket) = self.request(keyspace, operation, read, None, None);
         let deadline = Some(cx.now + OPERATION_DEADLINE).filter(|_| self.final_reads.is_none());
         self.active = Some(Active {
             work: Work::Strong {
@@ -152,6 +153,7 @@ impl DataClient {
                 maybe_applied: false,
             },
             request,
+            ticket,
             target,
             waiting: None,
             deadline,
@@ -174,23 +176,28 @@ impl DataClient {
     }
 
     fn request(
-        &mut self,
+        &self,
         keyspace: String,
         operation: Operation,
         read: Option<ReadLevel>,
         write: Option<WriteLevel>,
         session: Option<SessionToken>,
-    ) -> ClientRequest {
-        self.seq += 1;
-        ClientRequest {
-            client: self.id,
-            seq: self.seq,
+    ) -> (ClientRequest, Ticket) {
+        // Every data request takes a seq of the shared session (eventual keyspaces ignore
+        // it); `attempt` fills in first_unacked and opens_session as each attempt leaves.
+        let ticket = self.sessions.begin();
+        let request = ClientRequest {
+            client: ticket.client(),
+            seq: ticket.seq(),
+            first_unacked: 0,
+            opens_session: false,
             keyspace,
             operation,
             read,
             write,
             session,
-        }
+        };
+        (request, ticket)
     }
 
     fn draw_eventual(&mut self, cx: &mut Context<'_>, keyspace: String, value_type: ValueType) {
@@ -246,7 +253,7 @@ impl DataClient {
             7..9 => WriteLevel::Quorum,
             _ => WriteLevel::All,
         };
-        let request = self.request(keyspace, operation, None, Some(level), None);
+        let (request, ticket) = self.request(keyspace, operation, None, Some(level), None);
         let target = self.eventual_target();
         self.active = Some(Active {
             work: Work::EventualWrite {
@@ -254,6 +261,7 @@ impl DataClient {
                 quorum: level != WriteLevel::Local,
             },
             request,
+            ticket,
             target,
             waiting: None,
             deadline: None,
@@ -281,7 +289,7 @@ impl DataClient {
         };
         let (keyspace, key) = slot.clone();
         let operation = Operation::Get { key };
-        let request = self.request(keyspace, operation, Some(level), None, session);
+        let (request, ticket) = self.request(keyspace, operation, Some(level), None, session);
         let target = self.eventual_target();
         self.active = Some(Active {
             work: Work::EventualRead {
@@ -290,6 +298,7 @@ impl DataClient {
                 expected,
             },
             request,
+            ticket,
             target,
             waiting: None,
             deadline: None,
