@@ -248,8 +248,8 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (or creates) the file at `path` for node `node`, refusing another node's file,
-    /// with a page cache of `cache_bytes`.
-    /// Batches the log holds past the file's last checkpoint are applied again first.
+    /// with a page cache of `cache_bytes`. The batches its log holds past the file's last
+    /// checkpoint are applied again first.
     pub fn open(path: &Path, node: NodeId, cache_bytes: usize) -> Result<Store, StorageError> {
         Store::open_with(path, node, cache_bytes, Checkpoints::default())
     }
