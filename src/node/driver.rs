@@ -28,7 +28,7 @@ use crate::protocol::admin::{
     AdminAnswer, AdminError, AdminRequest, DriverStats, FromNode, ToNode,
 };
 use crate::rng;
-use crate::storage::{StorageError, Store};
+use crate::storage::{Batch, StorageError, Store};
 use crate::types::{GroupId, Instant, KeyspaceId, NodeId, WallMillis};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -264,11 +264,8 @@ impl Driver {
             let Some(batch) = batch else {
                 return Ok(());
             };
-            let store = self.store.clone();
             self.timing.busy_ends();
-            tokio::task::spawn_blocking(move || store.commit(batch))
-                .await
-                .map_err(|error| NodeError::Boot(format!("commit task failed: {error}")))??;
+            commit(&self.store, batch).await?;
             self.timing.busy_starts();
             self.core.persisted(self.clock.now(), self.clock.wall())?;
         }
@@ -315,6 +312,22 @@ impl Driver {
         }
         self.linked = self.core.members().clone();
     }
+}
+
+/// Commits `batch`, an fsync: never on a worker thread other tasks wait for. On a
+/// multi-threaded runtime the driver's own thread does it and the runtime moves the thread's
+/// other tasks to another worker (`block_in_place`): the driver waits for the commit anyway,
+/// and handing it to a blocking thread and back cost two thread wake-ups per round.
+async fn commit(store: &Arc<Store>, batch: Batch) -> Result<(), NodeError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        return Ok(tokio::task::block_in_place(|| store.commit(batch))?);
+    }
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.commit(batch))
+        .await
+        .map_err(|error| NodeError::Boot(format!("commit task failed: {error}")))?
+        .map_err(NodeError::from)
 }
 
 /// Looks up each member address the driver hands over, in the order given (a member re-added
