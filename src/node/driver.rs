@@ -9,9 +9,10 @@
 //! ```
 //!
 //! Everything the core does happens on this task, in order, so it needs no locks and runs
-//! here as it runs in the simulator. While a commit is being fsynced (on a blocking thread)
-//! new inputs queue up in the channels; the next round takes them all and their writes share
-//! the next transaction and fsync: that is the group commit.
+//! here as it runs in the simulator. While a commit is being fsynced (on the driver's own
+//! thread, the runtime's other tasks moved off it) new inputs queue up in the channels; the
+//! next round takes them all and their writes share the next transaction and fsync: that is
+//! the group commit.
 //!
 //! What the core cannot do without IO stays here: the transport's fault rules, linking to
 //! members (their addresses are looked up by one spawned task, never on this one), and the
