@@ -49,24 +49,49 @@ pub(crate) struct Session {
     seqs: Mutex<Seqs>,
 }
 
+/// A session's sequence numbers: the next to hand out, and those still waiting for an
+/// answer, whose lowest is every request's `first_unacked`. The simulated clients keep theirs
+/// with it too (`sim::session`).
 #[derive(Debug)]
-struct Seqs {
+pub(crate) struct Seqs {
     /// The next seq to hand out; seqs start at 1.
     next: u64,
     /// The seqs handed out whose tickets are alive.
     waiting: BTreeSet<u64>,
 }
 
-impl Session {
-    fn new(id: ClientId, started: Instant) -> Session {
-        let seqs = Seqs {
+impl Seqs {
+    pub(crate) fn new() -> Seqs {
+        Seqs {
             next: 1,
             waiting: BTreeSet::new(),
-        };
+        }
+    }
+
+    /// A new seq, waiting until [`Seqs::end`].
+    pub(crate) fn take(&mut self) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        self.waiting.insert(seq);
+        seq
+    }
+
+    pub(crate) fn end(&mut self, seq: u64) {
+        self.waiting.remove(&seq);
+    }
+
+    /// The lowest seq still waiting (the next one when none is).
+    pub(crate) fn first_unacked(&self) -> u64 {
+        self.waiting.first().copied().unwrap_or(self.next)
+    }
+}
+
+impl Session {
+    fn new(id: ClientId, started: Instant) -> Session {
         Session {
             id,
             started,
-            seqs: Mutex::new(seqs),
+            seqs: Mutex::new(Seqs::new()),
         }
     }
 
@@ -74,10 +99,7 @@ impl Session {
     /// one lock: were it taken first (from an atomic) and entered after, a concurrent request
     /// could compute its `first_unacked` above it in between and acknowledge it unsent.
     pub(crate) fn begin(self: &Arc<Session>) -> Ticket {
-        let mut seqs = lock(&self.seqs);
-        let seq = seqs.next;
-        seqs.next += 1;
-        seqs.waiting.insert(seq);
+        let seq = lock(&self.seqs).take();
         Ticket {
             session: Arc::clone(self),
             seq,
@@ -90,8 +112,7 @@ impl Session {
 
     /// The lowest seq still waiting (the next one when none is).
     fn first_unacked(&self) -> u64 {
-        let seqs = lock(&self.seqs);
-        seqs.waiting.first().copied().unwrap_or(seqs.next)
+        lock(&self.seqs).first_unacked()
     }
 
     /// Whether a request sent at `now` may open the session (see the module docs).
@@ -100,7 +121,7 @@ impl Session {
     }
 
     fn end(&self, seq: u64) {
-        lock(&self.seqs).waiting.remove(&seq);
+        lock(&self.seqs).end(seq);
     }
 }
 

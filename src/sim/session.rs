@@ -4,10 +4,10 @@
 //! whose lowest is every request's `first_unacked`. A session opens on a keyspace only
 //! while younger than [`SESSION_OPEN_WINDOW`]; one the machines forgot is replaced.
 
+use crate::client::session::Seqs;
 use crate::strong::ClientId;
 use crate::types::Instant;
 use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -20,8 +20,7 @@ pub(crate) const SESSION_OPEN_WINDOW: Duration = Duration::from_secs(1);
 struct SimSession {
     id: ClientId,
     started: Instant,
-    /// The next seq, and the seqs handed out whose tickets live.
-    seqs: RefCell<(u64, BTreeSet<u64>)>,
+    seqs: RefCell<Seqs>,
 }
 
 impl SimSession {
@@ -29,7 +28,7 @@ impl SimSession {
         Rc::new(SimSession {
             id,
             started,
-            seqs: RefCell::new((1, BTreeSet::new())),
+            seqs: RefCell::new(Seqs::new()),
         })
     }
 }
@@ -52,8 +51,7 @@ impl Ticket {
 
     /// The session's lowest seq still waiting: at most this ticket's.
     pub(crate) fn first_unacked(&self) -> u64 {
-        let seqs = self.session.seqs.borrow();
-        seqs.1.first().copied().unwrap_or(seqs.0)
+        self.session.seqs.borrow().first_unacked()
     }
 
     /// Whether a request sent at `now` may open the session.
@@ -64,7 +62,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.session.seqs.borrow_mut().1.remove(&self.seq);
+        self.session.seqs.borrow_mut().end(self.seq);
     }
 }
 
@@ -89,13 +87,7 @@ impl SessionGroup {
     /// A new seq of the current session, waiting until the ticket drops.
     pub(crate) fn begin(&self) -> Ticket {
         let session = Rc::clone(&self.current.borrow());
-        let seq = {
-            let mut seqs = session.seqs.borrow_mut();
-            let seq = seqs.0;
-            seqs.0 += 1;
-            seqs.1.insert(seq);
-            seq
-        };
+        let seq = session.seqs.borrow_mut().take();
         Ticket { session, seq }
     }
 

@@ -225,6 +225,23 @@ fn put(seq: u64, key: &str, value: &str) -> Request {
     }
 }
 
+/// Client 9's first write: a cas that only succeeds on an absent key, so applied a second
+/// time it would fail. `proposed_at` is what the request says; the leader stamps its own.
+fn create_once(proposed_at: WallMillis) -> Request {
+    Request {
+        client: ClientId(9),
+        seq: 1,
+        first_unacked: 1,
+        opens_session: true,
+        proposed_at,
+        command: Command::Cas {
+            key: Bytes::from_static(b"k"),
+            expected: None,
+            value: Some(Bytes::from_static(b"first")),
+        },
+    }
+}
+
 fn value_of(answer: &Answer) -> Option<Bytes> {
     match answer {
         Answer::Read { current, .. } => current.as_ref().map(|found| found.value.clone()),
@@ -304,19 +321,7 @@ fn reads_at_every_level_see_what_their_level_promises() {
 fn a_retried_write_returns_its_first_result() {
     let mut cluster = Cluster::new(1_000);
     let leader = cluster.elect();
-    // A cas that only succeeds on an absent key: re-applied, it would fail.
-    let create = Request {
-        client: ClientId(9),
-        seq: 1,
-        first_unacked: 1,
-        opens_session: true,
-        proposed_at: WallMillis(0),
-        command: Command::Cas {
-            key: Bytes::from_static(b"k"),
-            expected: None,
-            value: Some(Bytes::from_static(b"first")),
-        },
-    };
+    let create = create_once(WallMillis(0));
     let first = cluster.write(leader, 1, &create);
     let Answer::Written(Ok(Outcome::Cas { succeeded, .. })) = &first else {
         panic!("expected a cas result, got {first:?}");
@@ -336,18 +341,7 @@ fn a_retried_write_returns_its_first_result() {
 fn a_resend_after_later_writes_of_its_client_applies_once_everywhere() {
     let mut cluster = Cluster::new(1_000);
     let leader = cluster.elect();
-    let create = Request {
-        client: ClientId(9),
-        seq: 1,
-        first_unacked: 1,
-        opens_session: true,
-        proposed_at: WallMillis(u64::MAX),
-        command: Command::Cas {
-            key: Bytes::from_static(b"k"),
-            expected: None,
-            value: Some(Bytes::from_static(b"first")),
-        },
-    };
+    let create = create_once(WallMillis(u64::MAX));
     let first = cluster.write_at(leader, 1, &create, WallMillis(5_000));
     for seq in [3, 2] {
         // Seq 1 is still waited for: both keep first_unacked at 1.
