@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod client;
 pub mod eventual;
+pub mod local;
 pub mod net;
 pub mod node;
 pub mod protocol;
@@ -19,3 +20,6 @@ pub mod storage;
 pub mod strong;
 pub mod types;
 pub mod wire;
+
+pub use client::{Client, ClientOptions};
+pub use local::LocalCluster;

@@ -6,12 +6,12 @@
 
 pub(crate) mod cluster;
 pub(crate) mod report;
-pub(crate) mod retry;
+pub(crate) use crate::local::retry;
 pub(crate) mod tour;
 
 use anyhow::Context;
 use clap::Args;
-use cluster::{LaunchOptions, LocalCluster};
+use cluster::LocalCluster;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 /// How long the nodes may take to start and elect a catalog leader.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one of the demo's requests may take before the library gives up (it retries
+/// inside): short, so a step that cannot succeed shows up quickly.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -49,26 +52,29 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let runtime = runtime()?;
-    let options = LaunchOptions {
-        data_dir: args.data_dir.clone(),
-        keep: args.keep,
-        ..LaunchOptions::default()
-    };
+    let mut builder = LocalCluster::builder()
+        .keep(args.keep)
+        .ready_timeout(READY_TIMEOUT)
+        .request_timeout(CLIENT_TIMEOUT);
+    if let Some(dir) = &args.data_dir {
+        builder = builder.data_dir(dir);
+    }
     println!("capdial demo: a 3-node cluster on 127.0.0.1, every node a child process");
-    let cluster = LocalCluster::start(&options)?;
+    let launched = builder.launch()?;
     let _guard = runtime.enter();
-    cluster.stop_on_signal()?;
-    let nodes: Vec<String> = cluster
-        .nodes
+    cluster::stop_on_signal(launched.processes())?;
+    let nodes: Vec<String> = launched
+        .nodes()
         .iter()
         .map(|node| format!("{} {}", node.id, node.address))
         .collect();
     println!("  nodes: {}", nodes.join(", "));
     println!(
         "  data, certificates and node logs: {}",
-        cluster.dir.display()
+        launched.dir().display()
     );
-    let client = runtime.block_on(cluster.wait_ready(READY_TIMEOUT))?;
+    let cluster = runtime.block_on(launched.ready())?;
+    let client = cluster.client().clone();
     println!(
         "  ready after {:.2}s (every node serves and knows a catalog leader)",
         started.elapsed().as_secs_f64()
@@ -94,7 +100,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if args.keep || args.data_dir.is_some() {
         println!(
             "cluster stopped; its files stay in {}",
-            cluster.dir.display()
+            cluster.dir().display()
         );
     }
     Ok(if passed {

@@ -7,6 +7,7 @@
 use super::demo::cluster::LocalCluster;
 use super::ops;
 use crate::client::conn::Client;
+use crate::types::NodeId;
 use anyhow::Context;
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
@@ -82,7 +83,7 @@ pub(crate) fn resolve_endpoints(
 
 fn help(cluster: &LocalCluster) -> String {
     let nodes: Vec<String> = cluster
-        .nodes
+        .nodes()
         .iter()
         .map(|node| format!("{}={}", node.id, node.address))
         .collect();
@@ -105,11 +106,13 @@ pub(crate) fn run(
         .auto_add_history(true)
         .build();
     let mut editor = DefaultEditor::with_config(config).context("starting the line editor")?;
-    let history = cluster.dir.join(HISTORY_FILE);
+    let history = cluster.dir().join(HISTORY_FILE);
     // A missing history file is the normal first run.
     let _ = editor.load_history(&history);
     println!("\nType `help` for the commands, Ctrl-D to stop the cluster and leave.");
-    let address_of = |name: &str| cluster.address_of(name).map(str::to_string);
+    let address_of = |name: &str| {
+        NodeId::parse(name).and_then(|id| cluster.endpoint(id).map(str::to_string))
+    };
     loop {
         let line = match editor.readline(PROMPT) {
             Ok(line) => line,

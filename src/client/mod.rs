@@ -1,9 +1,15 @@
 //! The client side: the async client library over QUIC ([`conn`]), speaking
-//! [`crate::protocol`], its client sessions ([`session`]), and scans that page through a strong keyspace ([`scan`]).
+//! [`crate::protocol`], its client sessions ([`session`]), scans that page through a strong keyspace ([`scan`]),
+//! and the typed keyspace handles applications use ([`typed`]).
 
 pub mod conn;
 pub mod scan;
 pub mod session;
+pub mod typed;
 
 pub use conn::{Client, ClientOptions, ConnError, Resend};
 pub use scan::{ScanPage, ScanRequest, Scanner};
+pub use typed::{
+    CounterKeyspace, EventualKeyspace, LwwKeyspace, MvRegKeyspace, OpenError, SetKeyspace,
+    StrongKeyspace,
+};

@@ -3,20 +3,18 @@
 //! cluster itself: its keyspaces, and a delay between every two nodes through the fault path.
 
 use crate::cli::demo::READY_TIMEOUT;
-use crate::cli::demo::cluster::{LaunchOptions, LocalCluster};
-use crate::cli::demo::retry::{describe, retry_until};
-use crate::client::conn::{Client, ClientOptions, ConnError, DEFAULT_CLIENT_NAME};
+use crate::cli::demo::cluster::{LocalCluster, stop_on_signal};
+use crate::cli::demo::retry::describe;
+use crate::client::conn::{Client, ClientOptions, DEFAULT_CLIENT_NAME};
+use crate::local::LocalClusterError;
+use crate::local::ops::{ensure_keyspace, set_faults_at};
 use crate::net::faults::{FaultRule, FaultRules};
-use crate::protocol::admin::{AdminAnswer, AdminError, AdminRequest, MemberInfo};
-use crate::protocol::{KeyspaceMode, Operation, ReadLevel, default_read};
+use crate::protocol::KeyspaceMode;
+use crate::protocol::admin::MemberInfo;
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use clap::Args;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-/// How long a keyspace may take to be created and served by every node.
-const KEYSPACE_READY: Duration = Duration::from_secs(20);
+use std::time::Duration;
 /// Per-request deadline of the benchmark's clients: long enough to ride out an election,
 /// short enough that a stuck request shows up as an error, not a stall.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,14 +63,14 @@ impl Target {
         runtime: &tokio::runtime::Runtime,
     ) -> anyhow::Result<Target> {
         let (cluster, options, description) = if args.cluster {
-            let launch = LaunchOptions {
-                nodes: usize::from(args.nodes),
-                ..LaunchOptions::default()
-            };
-            let cluster = LocalCluster::start(&launch)?;
-            cluster.stop_on_signal()?;
-            let mut options = cluster.client_options();
-            options.timeout = REQUEST_TIMEOUT;
+            let launched = LocalCluster::builder()
+                .nodes(usize::from(args.nodes))
+                .ready_timeout(READY_TIMEOUT)
+                .request_timeout(REQUEST_TIMEOUT)
+                .launch()?;
+            stop_on_signal(launched.processes())?;
+            let cluster = runtime.block_on(launched.ready())?;
+            let options = cluster.client_options();
             let description = format!("a local {}-node cluster on 127.0.0.1", args.nodes);
             (Some(cluster), options, description)
         } else {
@@ -90,7 +88,7 @@ impl Target {
             (None, options, endpoints.join(","))
         };
         let client = match &cluster {
-            Some(cluster) => runtime.block_on(cluster.wait_ready(READY_TIMEOUT))?,
+            Some(cluster) => cluster.client().clone(),
             None => runtime
                 .block_on(Client::connect(options.clone()))
                 .map_err(|error| anyhow::anyhow!(describe(&error)))
@@ -137,56 +135,14 @@ impl Target {
         name: &str,
         mode: KeyspaceMode,
     ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + KEYSPACE_READY;
-        let create = || {
-            self.client.admin(AdminRequest::CreateKeyspace {
-                name: name.to_string(),
-                mode,
-            })
-        };
-        match retry_until(deadline, create).await {
-            Ok(_) => {}
-            Err(ConnError::Admin(AdminError::KeyspaceExists { .. })) => {
-                self.check_mode(name, mode).await?;
-            }
-            Err(error) => bail!("creating keyspace {name}: {}", describe(&error)),
-        }
-        for address in self.addresses() {
-            let read = || {
-                let operation = Operation::Get {
-                    key: Bytes::from_static(b"bench-probe"),
-                };
-                let level = match mode {
-                    KeyspaceMode::Strong => ReadLevel::Stale,
-                    KeyspaceMode::Eventual(_) => default_read(mode),
-                };
-                self.client
-                    .execute_at(&address, name, operation, Some(level), None, None)
-            };
-            retry_until(deadline, read)
-                .await
-                .map_err(|error| anyhow::anyhow!(describe(&error)))
-                .with_context(|| format!("waiting for {address} to serve keyspace {name}"))?;
-        }
-        Ok(())
-    }
-
-    async fn check_mode(&self, name: &str, mode: KeyspaceMode) -> anyhow::Result<()> {
-        let answer = self
-            .client
-            .admin(AdminRequest::ListKeyspaces)
+        ensure_keyspace(&self.client, &self.addresses(), name, mode)
             .await
-            .map_err(|error| anyhow::anyhow!(describe(&error)))?;
-        let AdminAnswer::Keyspaces(keyspaces) = answer else {
-            bail!("unexpected answer to a keyspace list: {answer:?}");
-        };
-        match keyspaces.iter().find(|keyspace| keyspace.name == name) {
-            Some(keyspace) if keyspace.mode != mode => bail!(
-                "keyspace {name} exists as {}, not {mode}: pick another --keyspace",
-                keyspace.mode
-            ),
-            _ => Ok(()),
-        }
+            .map_err(|error| match error {
+                LocalClusterError::KeyspaceExists { actual, .. } => anyhow::anyhow!(
+                    "keyspace {name} exists as {actual}, not {mode}: pick another --keyspace"
+                ),
+                error => anyhow::Error::new(error),
+            })
     }
 
     /// Adds `delay` each way between every two members (zero: no rules), on every member,
@@ -207,13 +163,8 @@ impl Target {
                 }
             }
         }
-        for member in &self.members {
-            self.client
-                .admin_at(&member.address, AdminRequest::SetFaults(rules.clone()))
-                .await
-                .map_err(|error| anyhow::anyhow!(describe(&error)))
-                .with_context(|| format!("setting the delay on {}", member.id))?;
-        }
-        Ok(())
+        set_faults_at(&self.client, &self.addresses(), &rules)
+            .await
+            .with_context(|| format!("setting a delay of {delay:?}"))
     }
 }

@@ -22,7 +22,7 @@ use crate::protocol::admin::{AdminAnswer, AdminError, AdminRequest, NodeStatus};
 use crate::protocol::{
     Answer, ClientError, KeyspaceMode, Operation, ReadLevel, Receipt, WriteLevel,
 };
-use crate::types::{LogIndex, NodeId};
+use crate::types::LogIndex;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use std::collections::BTreeSet;
@@ -113,15 +113,6 @@ fn set_members(answer: &Answer) -> Option<BTreeSet<String>> {
     }
 }
 
-fn node_id(node: &LocalNode) -> anyhow::Result<NodeId> {
-    let number = node
-        .id
-        .strip_prefix('n')
-        .and_then(|digits| digits.parse().ok())
-        .with_context(|| format!("node id {:?} is not n<digits>", node.id))?;
-    Ok(NodeId(number))
-}
-
 fn orders_group(status: &NodeStatus) -> Option<&crate::protocol::admin::GroupStatus> {
     status.strong.iter().find(|group| group.keyspace == ORDERS)
 }
@@ -150,7 +141,7 @@ impl<'a> Tour<'a> {
 
     fn node(&self, index: usize) -> anyhow::Result<&'a LocalNode> {
         self.cluster
-            .nodes
+            .nodes()
             .get(index)
             .with_context(|| format!("the cluster has no node #{}", index + 1))
     }
@@ -206,7 +197,7 @@ impl<'a> Tour<'a> {
     async fn wait_catalog_everywhere(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + STEP_TIMEOUT;
         let started = Instant::now();
-        for node in &self.cluster.nodes {
+        for node in self.cluster.nodes() {
             loop {
                 let listed = self
                     .client
@@ -218,7 +209,7 @@ impl<'a> Tour<'a> {
                     break;
                 }
                 if Instant::now() >= deadline {
-                    self.check("every node knows both keyspaces", false, node.id.clone());
+                    self.check("every node knows both keyspaces", false, node.id.to_string());
                     bail!("node {} did not apply the catalog in time", node.id);
                 }
                 tokio::time::sleep(RETRY_PAUSE).await;
@@ -401,7 +392,7 @@ impl<'a> Tour<'a> {
     /// Sets the same fault rules on every node.
     async fn set_faults(&mut self, name: &str, rules: FaultRules) -> bool {
         let mut failures = Vec::new();
-        for node in &self.cluster.nodes {
+        for node in self.cluster.nodes() {
             let deadline = Instant::now() + STEP_TIMEOUT;
             let request = || {
                 self.client
@@ -423,7 +414,7 @@ impl<'a> Tour<'a> {
         let n3 = self.node(2)?;
         self.heading(&format!("fault isolate {}", n3.id));
         let rules = FaultRules {
-            rules: vec![FaultRule::Isolate { node: node_id(n3)? }],
+            rules: vec![FaultRule::Isolate { node: n3.id }],
         };
         if !self.set_faults(&format!("isolate {}", n3.id), rules).await {
             return Ok(());
@@ -515,14 +506,14 @@ impl<'a> Tour<'a> {
 
     /// The leader of `orders` on the majority side, as its first node reports it.
     async fn majority_leader(&self) -> Option<&'a LocalNode> {
-        let n1 = self.cluster.nodes.first()?;
+        let n1 = self.cluster.nodes().first()?;
         let status = node_status(self.client, &n1.address).await.ok()?;
         let leader = orders_group(&status)?.leader?;
-        let n3 = self.cluster.nodes.get(2)?;
+        let n3 = self.cluster.nodes().get(2)?;
         self.cluster
-            .nodes
+            .nodes()
             .iter()
-            .find(|node| node_id(node).ok() == Some(leader) && node.id != n3.id)
+            .find(|node| node.id == leader && node.id != n3.id)
     }
 
     async fn written_on_majority(&mut self) {
@@ -613,7 +604,7 @@ impl<'a> Tour<'a> {
     /// Each node's own view (local read) of the cart, or None if it did not answer.
     async fn cart_views(&self) -> Vec<Option<BTreeSet<String>>> {
         let mut views = Vec::new();
-        for node in &self.cluster.nodes {
+        for node in self.cluster.nodes() {
             let result = self
                 .client
                 .execute_at(

@@ -1,6 +1,6 @@
-//! Bounded retries for the demo and the benchmark: a cluster that just started, a keyspace
-//! not yet applied on every node, an election under way all answer with errors that go
-//! away by themselves. Every retry loop here ends at a deadline.
+//! Bounded retries for local clusters, the demo and the benchmark: a cluster that just
+//! started, a keyspace not yet applied on every node, an election under way all answer with
+//! errors that go away by themselves. Every retry loop here ends at a deadline.
 
 use crate::client::conn::ConnError;
 use crate::protocol::ClientError;

@@ -1,0 +1,924 @@
+//! Typed keyspace handles: the client API for applications.
+//!
+//! A handle names one keyspace and offers only the operations of its kind, so asking a
+//! counter for a `cas` or a strong keyspace for a set member does not compile. Each
+//! operation returns a request builder: the consistency level is a call on it, with the
+//! keyspace's default when none is made, and `.await` sends it (the builders implement
+//! [`IntoFuture`](std::future::IntoFuture)). Every answer keeps the [`Receipt`] of the node
+//! that served it.
+//!
+//! ```text
+//! client.strong("orders") ── .get("o-1") ── .lease() ── .await ──▶ Value { value, receipt }
+//!   handle (no I/O)           builder        level        Client::execute
+//! ```
+//!
+//! | handle | operations | read levels | write levels |
+//! |---|---|---|---|
+//! | [`StrongKeyspace`] | put, get, delete, cas, scan | linearizable (default), lease, follower, stale | always committed by a majority |
+//! | [`LwwKeyspace`] | put, get, delete | local (default), session, quorum | local (default), quorum, all |
+//! | [`MvRegKeyspace`] | put (with a read's context), get, delete | as lww | as lww |
+//! | [`CounterKeyspace`] | incr, decr, get | as lww | as lww |
+//! | [`SetKeyspace`] | add, remove, members | as lww | as lww |
+//!
+//! The plain constructors ([`Client::strong`], ...) do no I/O and check nothing: a handle of
+//! the wrong kind meets the node's `WrongType` on its first request. The `open_*`
+//! constructors ask the cluster's catalog once and refuse with [`OpenError`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use capdial::protocol::KeyspaceMode;
+//! use capdial::eventual::ValueType;
+//! let cluster = capdial::LocalCluster::start(1).await?;
+//! cluster.create_keyspace("orders", KeyspaceMode::Strong).await?;
+//! cluster.create_keyspace("carts", KeyspaceMode::Eventual(ValueType::Set)).await?;
+//! cluster.create_keyspace("views", KeyspaceMode::Eventual(ValueType::Counter)).await?;
+//! let db = cluster.client();
+//!
+//! let orders = db.open_strong("orders").await?;
+//! let rev = orders.put("o-1", "paid").await?.revision;
+//! let row = orders.get("o-1").lease().await?;
+//! assert_eq!(row.value.map(|row| row.mod_revision), Some(rev));
+//! let shipped = orders.cas("o-1").expect(rev).put("shipped").await?;
+//! assert!(shipped.succeeded);
+//!
+//! let carts = db.set("carts");
+//! carts.add("alice", ["book", "pen"]).quorum().await?;
+//! assert_eq!(carts.members("alice").await?.value, ["book", "pen"]);
+//!
+//! let views = db.counter("views");
+//! views.incr("home", 1).await?;
+//! assert_eq!(views.get("home").await?.value, 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod request;
+
+pub use request::{
+    Acked, CasExpect, CasOutcome, CasStart, CasWrite, EventualGet, EventualWrite, Scan, Scanned,
+    Siblings, StrongGet, StrongWrite, Value, Written,
+};
+
+use super::conn::{Client, ConnError};
+use crate::protocol::admin::{AdminAnswer, AdminRequest};
+use crate::protocol::{KeyspaceMode, Operation};
+use bytes::Bytes;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// Bytes for a key, a value or a set member: `&str`, `String`, `&[u8]`, `Vec<u8>`, `[u8; N]`
+/// and [`Bytes`]. Owned ones move without a copy; borrowed ones are copied.
+pub trait IntoBytes {
+    /// The bytes.
+    ///
+    /// ```
+    /// use capdial::client::typed::IntoBytes;
+    /// assert_eq!(IntoBytes::into_bytes("o-1"), IntoBytes::into_bytes(b"o-1".to_vec()));
+    /// ```
+    fn into_bytes(self) -> Bytes;
+}
+
+impl IntoBytes for Bytes {
+    fn into_bytes(self) -> Bytes {
+        self
+    }
+}
+
+impl IntoBytes for &Bytes {
+    fn into_bytes(self) -> Bytes {
+        self.clone()
+    }
+}
+
+impl IntoBytes for String {
+    fn into_bytes(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl IntoBytes for &String {
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(self.as_bytes())
+    }
+}
+
+impl IntoBytes for &str {
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(self.as_bytes())
+    }
+}
+
+impl IntoBytes for Vec<u8> {
+    fn into_bytes(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl IntoBytes for &[u8] {
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl<const N: usize> IntoBytes for [u8; N] {
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(&self)
+    }
+}
+
+impl<const N: usize> IntoBytes for &[u8; N] {
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+/// Why a checked `open_*` refused a keyspace.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error("keyspace {keyspace} is {actual}, not {expected}")]
+    WrongKind {
+        keyspace: String,
+        expected: KeyspaceMode,
+        actual: KeyspaceMode,
+    },
+    /// The node asked has no such keyspace in its catalog (a keyspace created a moment ago
+    /// may not have reached it yet).
+    #[error("no keyspace named {keyspace:?}")]
+    NoSuchKeyspace { keyspace: String },
+    #[error("listing the keyspaces")]
+    Conn(#[from] ConnError),
+}
+
+/// The kinds of eventual keyspace, as type parameters of [`EventualKeyspace`].
+pub mod kind {
+    use super::Siblings;
+    use crate::eventual::{ReadValue, ValueType};
+    use bytes::Bytes;
+
+    /// Last-writer-wins bytes.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Lww {}
+    /// Multi-value register: concurrent writes come back as siblings.
+    #[derive(Clone, Copy, Debug)]
+    pub enum MvReg {}
+    /// PN-counter.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Counter {}
+    /// Observed-remove set.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Set {}
+
+    pub(super) mod sealed {
+        pub trait Sealed {}
+    }
+
+    /// An eventual keyspace's value type, in the type system.
+    pub trait Kind: sealed::Sealed + Send + 'static {
+        /// The value type, as the catalog names it.
+        const VALUE_TYPE: ValueType;
+        /// What a read of one key returns.
+        type Value: Send + 'static;
+        /// The value in an engine's answer to a read, if the answer is of this kind.
+        fn decode(read: ReadValue) -> Option<Self::Value>;
+    }
+
+    macro_rules! kind {
+        ($name:ident, $value_type:expr, $value:ty, $pattern:pat => $decoded:expr) => {
+            impl sealed::Sealed for $name {}
+            impl Kind for $name {
+                const VALUE_TYPE: ValueType = $value_type;
+                type Value = $value;
+                fn decode(read: ReadValue) -> Option<$value> {
+                    match read {
+                        $pattern => Some($decoded),
+                        _ => None,
+                    }
+                }
+            }
+        };
+    }
+
+    kind!(Lww, ValueType::Lww, Option<Bytes>, ReadValue::Lww { value, .. } => value);
+    kind!(MvReg, ValueType::MvReg, Siblings, ReadValue::MvReg { siblings, context } => Siblings {
+        values: siblings,
+        context,
+    });
+    kind!(Counter, ValueType::Counter, i64, ReadValue::Counter(sum) => sum);
+    kind!(Set, ValueType::Set, Vec<Bytes>, ReadValue::Set(members) => members);
+}
+
+use kind::Kind;
+
+/// A keyspace's client and name, shared by its handle and the requests it makes.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    client: Client,
+    name: Arc<str>,
+}
+
+/// A strong keyspace: Raft, linearizable. Cheap to clone; made by [`Client::strong`] or
+/// [`Client::open_strong`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let cluster = capdial::LocalCluster::start(1).await?;
+/// # cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+/// # let db = cluster.client();
+/// let orders = db.strong("orders");
+/// let written = orders.put("o-1", "paid").await?;
+/// let row = orders.get("o-1").await?.value.expect("just written");
+/// assert_eq!(row.value, "paid");
+/// assert_eq!(row.mod_revision, written.revision);
+/// orders.delete("o-1").await?;
+/// assert!(orders.get("o-1").await?.value.is_none());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct StrongKeyspace {
+    target: Target,
+}
+
+/// An eventual keyspace of kind `K` (see [`kind`]): CRDT values, writes accepted on every
+/// node. Use the aliases: [`LwwKeyspace`], [`MvRegKeyspace`], [`CounterKeyspace`],
+/// [`SetKeyspace`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+/// # let cluster = capdial::LocalCluster::start(1).await?;
+/// # cluster.create_keyspace("profiles", KeyspaceMode::Eventual(ValueType::Lww)).await?;
+/// # let db = cluster.client();
+/// let profiles = db.lww("profiles");
+/// let acked = profiles.put("alice", "dark mode").quorum().await?;
+/// let token = acked.token().expect("a write returns its session token");
+/// let read = profiles.get("alice").session(token).await?;
+/// assert_eq!(read.value.as_deref(), Some(&b"dark mode"[..]));
+/// # Ok(())
+/// # }
+/// ```
+pub struct EventualKeyspace<K: Kind> {
+    target: Target,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K: Kind> Clone for EventualKeyspace<K> {
+    fn clone(&self) -> Self {
+        EventualKeyspace {
+            target: self.target.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: Kind> std::fmt::Debug for EventualKeyspace<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventualKeyspace")
+            .field("name", &self.target.name)
+            .field("value_type", &K::VALUE_TYPE)
+            .finish()
+    }
+}
+
+/// An eventual `lww` keyspace: last-writer-wins bytes.
+pub type LwwKeyspace = EventualKeyspace<kind::Lww>;
+/// An eventual `mvreg` keyspace: concurrent writes come back as siblings.
+pub type MvRegKeyspace = EventualKeyspace<kind::MvReg>;
+/// An eventual `counter` keyspace: a PN-counter per key.
+pub type CounterKeyspace = EventualKeyspace<kind::Counter>;
+/// An eventual `set` keyspace: an observed-remove set per key.
+pub type SetKeyspace = EventualKeyspace<kind::Set>;
+
+impl Client {
+    fn target(&self, name: &str) -> Target {
+        Target {
+            client: self.clone(),
+            name: Arc::from(name),
+        }
+    }
+
+    /// A handle for strong keyspace `name`, unchecked: no I/O.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+    /// let orders = cluster.client().strong("orders");
+    /// assert_eq!(orders.name(), "orders");
+    /// orders.put("o-1", "paid").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn strong(&self, name: &str) -> StrongKeyspace {
+        StrongKeyspace {
+            target: self.target(name),
+        }
+    }
+
+    fn eventual<K: Kind>(&self, name: &str) -> EventualKeyspace<K> {
+        EventualKeyspace {
+            target: self.target(name),
+            kind: PhantomData,
+        }
+    }
+
+    /// A handle for eventual `lww` keyspace `name`, unchecked: no I/O.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("profiles", KeyspaceMode::Eventual(ValueType::Lww)).await?;
+    /// let profiles = cluster.client().lww("profiles");
+    /// profiles.put("alice", "dark mode").await?;
+    /// assert_eq!(profiles.get("alice").await?.value.as_deref(), Some(&b"dark mode"[..]));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn lww(&self, name: &str) -> LwwKeyspace {
+        self.eventual(name)
+    }
+
+    /// A handle for eventual `mvreg` keyspace `name`, unchecked: no I/O.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("docs", KeyspaceMode::Eventual(ValueType::MvReg)).await?;
+    /// let docs = cluster.client().mvreg("docs");
+    /// docs.put("readme", "v1").await?;
+    /// assert_eq!(docs.get("readme").await?.value.values, ["v1"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn mvreg(&self, name: &str) -> MvRegKeyspace {
+        self.eventual(name)
+    }
+
+    /// A handle for eventual `counter` keyspace `name`, unchecked: no I/O.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("views", KeyspaceMode::Eventual(ValueType::Counter)).await?;
+    /// let views = cluster.client().counter("views");
+    /// views.incr("home", 3).await?;
+    /// assert_eq!(views.get("home").await?.value, 3);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn counter(&self, name: &str) -> CounterKeyspace {
+        self.eventual(name)
+    }
+
+    /// A handle for eventual `set` keyspace `name`, unchecked: no I/O.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("carts", KeyspaceMode::Eventual(ValueType::Set)).await?;
+    /// let carts = cluster.client().set("carts");
+    /// carts.add("alice", ["book"]).await?;
+    /// assert_eq!(carts.members("alice").await?.value, ["book"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set(&self, name: &str) -> SetKeyspace {
+        self.eventual(name)
+    }
+
+    /// A handle for strong keyspace `name`, checked once against the catalog of the node
+    /// asked: [`OpenError::WrongKind`] or [`OpenError::NoSuchKeyspace`] otherwise.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use capdial::client::typed::OpenError;
+    /// use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// let cluster = capdial::LocalCluster::start(1).await?;
+    /// cluster.create_keyspace("carts", KeyspaceMode::Eventual(ValueType::Set)).await?;
+    /// let refused = cluster.client().open_strong("carts").await;
+    /// assert!(matches!(refused, Err(OpenError::WrongKind { actual: KeyspaceMode::Eventual(ValueType::Set), .. })));
+    /// let missing = cluster.client().open_strong("nowhere").await;
+    /// assert!(matches!(missing, Err(OpenError::NoSuchKeyspace { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn open_strong(&self, name: &str) -> Result<StrongKeyspace, OpenError> {
+        self.check_kind(name, KeyspaceMode::Strong).await?;
+        Ok(self.strong(name))
+    }
+
+    async fn open_eventual<K: Kind>(&self, name: &str) -> Result<EventualKeyspace<K>, OpenError> {
+        self.check_kind(name, KeyspaceMode::Eventual(K::VALUE_TYPE))
+            .await?;
+        Ok(self.eventual(name))
+    }
+
+    /// [`Client::lww`], checked once like [`Client::open_strong`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("profiles", KeyspaceMode::Eventual(ValueType::Lww)).await?;
+    /// let profiles = cluster.client().open_lww("profiles").await?;
+    /// assert!(cluster.client().open_mvreg("profiles").await.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn open_lww(&self, name: &str) -> Result<LwwKeyspace, OpenError> {
+        self.open_eventual(name).await
+    }
+
+    /// [`Client::mvreg`], checked once like [`Client::open_strong`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("docs", KeyspaceMode::Eventual(ValueType::MvReg)).await?;
+    /// let docs = cluster.client().open_mvreg("docs").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn open_mvreg(&self, name: &str) -> Result<MvRegKeyspace, OpenError> {
+        self.open_eventual(name).await
+    }
+
+    /// [`Client::counter`], checked once like [`Client::open_strong`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("views", KeyspaceMode::Eventual(ValueType::Counter)).await?;
+    /// let views = cluster.client().open_counter("views").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn open_counter(&self, name: &str) -> Result<CounterKeyspace, OpenError> {
+        self.open_eventual(name).await
+    }
+
+    /// [`Client::set`], checked once like [`Client::open_strong`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("carts", KeyspaceMode::Eventual(ValueType::Set)).await?;
+    /// let carts = cluster.client().open_set("carts").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn open_set(&self, name: &str) -> Result<SetKeyspace, OpenError> {
+        self.open_eventual(name).await
+    }
+
+    async fn check_kind(&self, name: &str, expected: KeyspaceMode) -> Result<(), OpenError> {
+        match keyspace_mode(self, name).await? {
+            Some(actual) if actual == expected => Ok(()),
+            Some(actual) => Err(OpenError::WrongKind {
+                keyspace: name.to_string(),
+                expected,
+                actual,
+            }),
+            None => Err(OpenError::NoSuchKeyspace {
+                keyspace: name.to_string(),
+            }),
+        }
+    }
+}
+
+/// The mode of keyspace `name` in the catalog of the node asked (`None`: no such keyspace).
+pub(crate) async fn keyspace_mode(
+    client: &Client,
+    name: &str,
+) -> Result<Option<KeyspaceMode>, ConnError> {
+    let AdminAnswer::Keyspaces(keyspaces) = client.admin(AdminRequest::ListKeyspaces).await?
+    else {
+        return Err(ConnError::Protocol {
+            reason: "a keyspace list was answered with something else".to_string(),
+        });
+    };
+    Ok(keyspaces
+        .into_iter()
+        .find(|keyspace| keyspace.name == name)
+        .map(|keyspace| keyspace.mode))
+}
+
+impl StrongKeyspace {
+    /// The keyspace's name.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// assert_eq!(cluster.client().strong("orders").name(), "orders");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.target.name
+    }
+
+    /// Sets `key` to `value`, committed by a majority: [`Written`] with its revision.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+    /// let orders = cluster.client().strong("orders");
+    /// let first = orders.put("o-1", "paid").await?;
+    /// let second = orders.put("o-1", "shipped").await?;
+    /// assert!(second.revision > first.revision);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn put(&self, key: impl IntoBytes, value: impl IntoBytes) -> StrongWrite {
+        StrongWrite::new(
+            self.target.clone(),
+            Operation::Put {
+                key: key.into_bytes(),
+                value: value.into_bytes(),
+                context: None,
+            },
+        )
+    }
+
+    /// Reads `key` (linearizable unless a level call says otherwise): its value and
+    /// revisions, `None` if absent.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+    /// let orders = cluster.client().strong("orders");
+    /// assert!(orders.get("o-9").await?.value.is_none());
+    /// orders.put("o-9", "paid").await?;
+    /// let row = orders.get("o-9").lease().await?;
+    /// assert_eq!(row.value.expect("written").value, "paid");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn get(&self, key: impl IntoBytes) -> StrongGet {
+        StrongGet::new(
+            self.target.clone(),
+            Operation::Get {
+                key: key.into_bytes(),
+            },
+        )
+    }
+
+    /// Deletes `key` (deleting an absent key is not an error).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+    /// let orders = cluster.client().strong("orders");
+    /// orders.put("o-1", "paid").await?;
+    /// orders.delete("o-1").await?;
+    /// assert!(orders.get("o-1").await?.value.is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn delete(&self, key: impl IntoBytes) -> StrongWrite {
+        StrongWrite::new(
+            self.target.clone(),
+            Operation::Delete {
+                key: key.into_bytes(),
+                context: None,
+            },
+        )
+    }
+
+    /// Compare-and-set on `key`: say what must hold ([`CasStart::expect`] a revision, or
+    /// [`CasStart::expect_absent`]), then what to do ([`CasExpect::put`] or
+    /// [`CasExpect::delete`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+    /// let orders = cluster.client().strong("orders");
+    /// let created = orders.cas("o-1").expect_absent().put("paid").await?;
+    /// assert!(created.succeeded);
+    /// let again = orders.cas("o-1").expect_absent().put("paid").await?;
+    /// assert!(!again.succeeded, "the key exists now");
+    /// let shipped = orders.cas("o-1").expect(created.revision).put("shipped").await?;
+    /// assert!(shipped.succeeded);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cas(&self, key: impl IntoBytes) -> CasStart {
+        CasStart::new(self.target.clone(), key.into_bytes())
+    }
+
+    /// Every key starting with `prefix`, in order, page after page (each page is a read of
+    /// its own: the pages together are not one snapshot).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+    /// let orders = cluster.client().strong("orders");
+    /// for id in ["o-1", "o-2", "o-3", "x-1"] {
+    ///     orders.put(id, "paid").await?;
+    /// }
+    /// let scanned = orders.scan("o-").limit(2).await?;
+    /// let keys: Vec<_> = scanned.entries.iter().map(|(key, _)| key.clone()).collect();
+    /// assert_eq!(keys, ["o-1", "o-2"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn scan(&self, prefix: impl IntoBytes) -> Scan {
+        Scan::new(self.target.clone(), prefix.into_bytes())
+    }
+}
+
+impl<K: Kind> EventualKeyspace<K> {
+    /// The keyspace's name.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// assert_eq!(cluster.client().set("carts").name(), "carts");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.target.name
+    }
+
+    /// Reads `key` (from the node asked, unless a level call says otherwise). An absent key
+    /// reads as the kind's empty value.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("views", KeyspaceMode::Eventual(ValueType::Counter)).await?;
+    /// let views = cluster.client().counter("views");
+    /// assert_eq!(views.get("never-written").await?.value, 0);
+    /// assert_eq!(views.get("never-written").quorum().await?.value, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn get(&self, key: impl IntoBytes) -> EventualGet<K> {
+        EventualGet::new(
+            self.target.clone(),
+            Operation::Get {
+                key: key.into_bytes(),
+            },
+        )
+    }
+
+    fn write(&self, operation: Operation) -> EventualWrite<K> {
+        EventualWrite::new(self.target.clone(), operation)
+    }
+}
+
+impl LwwKeyspace {
+    /// Sets `key` to `value`; the latest write (by hybrid logical clock) wins.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("profiles", KeyspaceMode::Eventual(ValueType::Lww)).await?;
+    /// let profiles = cluster.client().lww("profiles");
+    /// let acked = profiles.put("alice", "v1").all().await?;
+    /// assert_eq!(acked.acks, 1, "a one-node cluster");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn put(&self, key: impl IntoBytes, value: impl IntoBytes) -> EventualWrite<kind::Lww> {
+        self.write(Operation::Put {
+            key: key.into_bytes(),
+            value: value.into_bytes(),
+            context: None,
+        })
+    }
+
+    /// Deletes `key` (a tombstone that wins like a write).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("profiles", KeyspaceMode::Eventual(ValueType::Lww)).await?;
+    /// let profiles = cluster.client().lww("profiles");
+    /// profiles.put("alice", "v1").await?;
+    /// profiles.delete("alice").await?;
+    /// assert_eq!(profiles.get("alice").await?.value, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn delete(&self, key: impl IntoBytes) -> EventualWrite<kind::Lww> {
+        self.write(Operation::Delete {
+            key: key.into_bytes(),
+            context: None,
+        })
+    }
+}
+
+impl MvRegKeyspace {
+    /// Writes `value`. Without [`EventualWrite::context`] it is a blind write that becomes a
+    /// sibling of the values there; with the context of an earlier read it replaces the
+    /// siblings that read returned.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("docs", KeyspaceMode::Eventual(ValueType::MvReg)).await?;
+    /// let docs = cluster.client().mvreg("docs");
+    /// docs.put("readme", "draft").await?;
+    /// let read = docs.get("readme").await?;
+    /// docs.put("readme", "final").context(read.value.context).await?;
+    /// assert_eq!(docs.get("readme").await?.value.values, ["final"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn put(&self, key: impl IntoBytes, value: impl IntoBytes) -> EventualWrite<kind::MvReg> {
+        self.write(Operation::Put {
+            key: key.into_bytes(),
+            value: value.into_bytes(),
+            context: None,
+        })
+    }
+
+    /// Deletes `key`: with [`EventualWrite::context`], only the siblings that read saw.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("docs", KeyspaceMode::Eventual(ValueType::MvReg)).await?;
+    /// let docs = cluster.client().mvreg("docs");
+    /// docs.put("readme", "draft").await?;
+    /// let read = docs.get("readme").await?;
+    /// docs.delete("readme").context(read.value.context).await?;
+    /// assert!(docs.get("readme").await?.value.values.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn delete(&self, key: impl IntoBytes) -> EventualWrite<kind::MvReg> {
+        self.write(Operation::Delete {
+            key: key.into_bytes(),
+            context: None,
+        })
+    }
+}
+
+impl CounterKeyspace {
+    /// Adds `by` to the counter at `key`. Not idempotent: a write whose outcome is unknown
+    /// is not resent by the library.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("views", KeyspaceMode::Eventual(ValueType::Counter)).await?;
+    /// let views = cluster.client().counter("views");
+    /// views.incr("home", 5).await?;
+    /// views.decr("home", 2).await?;
+    /// assert_eq!(views.get("home").await?.value, 3);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn incr(&self, key: impl IntoBytes, by: i64) -> EventualWrite<kind::Counter> {
+        self.write(Operation::Add {
+            key: key.into_bytes(),
+            by,
+        })
+    }
+
+    /// Subtracts `by` from the counter at `key` (see [`incr`](Self::incr)). A `by` of
+    /// `i64::MIN`, which has no negation, comes back as the node's `CounterOverflow`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("stock", KeyspaceMode::Eventual(ValueType::Counter)).await?;
+    /// let stock = cluster.client().counter("stock");
+    /// stock.decr("pen", 1).await?;
+    /// assert_eq!(stock.get("pen").await?.value, -1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn decr(&self, key: impl IntoBytes, by: i64) -> EventualWrite<kind::Counter> {
+        // i64::MIN has no negation: send it as an add the node refuses with a typed error
+        // rather than panic or wrap here.
+        let by = by.checked_neg().unwrap_or(i64::MIN);
+        self.incr(key, by)
+    }
+}
+
+impl SetKeyspace {
+    /// Adds `members` to the set at `key` (at least one, else the node's `NoMembers`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("carts", KeyspaceMode::Eventual(ValueType::Set)).await?;
+    /// let carts = cluster.client().set("carts");
+    /// carts.add("alice", ["book", "pen"]).quorum().await?;
+    /// carts.add("alice", vec![String::from("tea")]).await?;
+    /// assert_eq!(carts.members("alice").await?.value, ["book", "pen", "tea"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn add<M: IntoBytes>(
+        &self,
+        key: impl IntoBytes,
+        members: impl IntoIterator<Item = M>,
+    ) -> EventualWrite<kind::Set> {
+        self.write(Operation::SetAdd {
+            key: key.into_bytes(),
+            members: members.into_iter().map(IntoBytes::into_bytes).collect(),
+        })
+    }
+
+    /// Removes `members` from the set at `key`: the additions of them this node has seen
+    /// (an addition it has not seen yet survives).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("carts", KeyspaceMode::Eventual(ValueType::Set)).await?;
+    /// let carts = cluster.client().set("carts");
+    /// carts.add("alice", ["book", "pen"]).await?;
+    /// carts.remove("alice", ["book"]).await?;
+    /// assert_eq!(carts.members("alice").await?.value, ["pen"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn remove<M: IntoBytes>(
+        &self,
+        key: impl IntoBytes,
+        members: impl IntoIterator<Item = M>,
+    ) -> EventualWrite<kind::Set> {
+        let members = members.into_iter().map(IntoBytes::into_bytes).collect();
+        self.write(set_remove(key.into_bytes(), members))
+    }
+
+    /// The members of the set at `key`, sorted: [`get`](EventualKeyspace::get) by its set name.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("carts", KeyspaceMode::Eventual(ValueType::Set)).await?;
+    /// let carts = cluster.client().set("carts");
+    /// assert!(carts.members("bob").await?.value.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn members(&self, key: impl IntoBytes) -> EventualGet<kind::Set> {
+        self.get(key)
+    }
+}
+
+/// The one place the typed API builds a set removal, so a new field of
+/// `Operation::SetRemove` has one place to be filled.
+fn set_remove(key: Bytes, members: Vec<Bytes>) -> Operation {
+    Operation::SetRemove { key, members }
+}
