@@ -110,9 +110,8 @@ pub(crate) fn run(
     // A missing history file is the normal first run.
     let _ = editor.load_history(&history);
     println!("\nType `help` for the commands, Ctrl-D to stop the cluster and leave.");
-    let address_of = |name: &str| {
-        NodeId::parse(name).and_then(|id| cluster.endpoint(id).map(str::to_string))
-    };
+    let address_of =
+        |name: &str| NodeId::parse(name).and_then(|id| cluster.endpoint(id).map(str::to_string));
     loop {
         let line = match editor.readline(PROMPT) {
             Ok(line) => line,

@@ -23,16 +23,15 @@ pub(crate) mod ops;
 mod process;
 pub(crate) mod retry;
 
-pub use process::{BINARY_ENV, LocalNode};
-pub(crate) use ops::{catalog_leader, node_status};
-pub(crate) use process::Processes;
-pub(crate) 
-use crate::client::conn::{Client, ClientOptions, ConnError};
+pub(crate) use crate::client::conn::{Client, ClientOptions, ConnError};
 use crate::net::faults::{FaultRule, FaultRuleError, FaultRules};
 use crate::net::tls::{self, CertError};
 use crate::protocol::KeyspaceMode;
 use crate::protocol::admin::NodeStatus;
 use crate::types::NodeId;
+pub(crate) use ops::{catalog_leader, node_status};
+pub(crate) use process::Processes;
+pub use process::{BINARY_ENV, LocalNode};
 use retry::RETRY_PAUSE;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -141,6 +140,10 @@ impl Default for LocalClusterBuilder {
 
 impl LocalClusterBuilder {
     /// How many nodes to start (default 3, at most [`NODES_MAX`]).
+    ///
+    /// ```
+    /// let builder = capdial::LocalCluster::builder().nodes(5);
+    /// ```
     pub fn nodes(mut self, nodes: usize) -> Self {
         self.nodes = nodes;
         self
@@ -152,6 +155,12 @@ impl LocalClusterBuilder {
     /// integration test of this crate can pass `env!("CARGO_BIN_EXE_capdial")`), else this
     /// crate's own `target/PROFILE/capdial`, else `capdial` on the `PATH`
     /// (`cargo install capdial`).
+    ///
+    /// ```
+    /// // In an integration test of a crate that builds capdial itself:
+    /// // LocalCluster::builder().binary(env!("CARGO_BIN_EXE_capdial"))
+    /// let builder = capdial::LocalCluster::builder().binary("/usr/local/bin/capdial");
+    /// ```
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.binary = Some(path.into());
         self
@@ -160,24 +169,40 @@ impl LocalClusterBuilder {
     /// Keep certificates, data and logs in `dir`, and leave them there. A directory that
     /// already holds a local cluster of as many nodes restarts it on the same ports, with its
     /// data. Default: a fresh temporary directory, removed when the cluster is dropped.
+    ///
+    /// ```
+    /// let builder = capdial::LocalCluster::builder().data_dir("/tmp/my-app-cluster");
+    /// ```
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
         self
     }
 
     /// Keep the temporary directory after the cluster is dropped (to read the node logs).
+    ///
+    /// ```
+    /// let builder = capdial::LocalCluster::builder().keep(true);
+    /// ```
     pub fn keep(mut self, keep: bool) -> Self {
         self.keep = keep;
         self
     }
 
     /// How long [`start`](Self::start) waits for every node to serve (default 30 s).
+    ///
+    /// ```
+    /// let builder = capdial::LocalCluster::builder().ready_timeout(std::time::Duration::from_secs(60));
+    /// ```
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
         self
     }
 
     /// The deadline of one request of the cluster's clients, retries included (default 5 s).
+    ///
+    /// ```
+    /// let builder = capdial::LocalCluster::builder().request_timeout(std::time::Duration::from_secs(1));
+    /// ```
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
@@ -378,9 +403,11 @@ impl Launched {
 /// cluster.create_keyspace("orders", KeyspaceMode::Strong).await?;
 /// let orders = cluster.client().strong("orders");
 /// orders.put("o-1", "paid").await?;
-/// // Cut n3 off: the majority side (n1, n2) still serves the strong keyspace.
-/// let n3 = cluster.nodes()[2].id;
-/// cluster.isolate(n3).await?;
+/// // Cut a follower off: the majority side (the leader and the other follower) still
+/// // serves the strong keyspace.
+/// let leader = cluster.leader("orders").await?.ok_or("no leader")?;
+/// let follower = cluster.nodes().iter().map(|node| node.id).find(|id| *id != leader);
+/// cluster.isolate(follower.ok_or("one node")?).await?;
 /// orders.put("o-2", "paid").await?;
 /// cluster.heal().await?;
 /// # Ok(())
@@ -437,26 +464,81 @@ impl LocalCluster {
     }
 
     /// The admin client connected to every node. Cheap to clone.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = capdial::LocalCluster::start(1).await?;
+    /// let db = cluster.client().clone();
+    /// assert!(db.members().await?.len() == 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn client(&self) -> &Client {
         &self.client
     }
 
     /// Options for more clients of this cluster (another identity, another timeout).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = capdial::LocalCluster::start(1).await?;
+    /// let mut options = cluster.client_options();
+    /// options.timeout = std::time::Duration::from_secs(1);
+    /// let other = capdial::Client::connect(options).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn client_options(&self) -> ClientOptions {
         self.launched.client_options()
     }
 
     /// The nodes, `n1` first.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = capdial::LocalCluster::start(1).await?;
+    /// let n1 = &cluster.nodes()[0];
+    /// assert_eq!(n1.id.to_string(), "n1");
+    /// assert!(n1.address.starts_with("127.0.0.1:"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn nodes(&self) -> &[LocalNode] {
         &self.launched.nodes
     }
 
     /// Every node's `host:port`, `n1` first.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = capdial::LocalCluster::start(1).await?;
+    /// assert_eq!(cluster.endpoints(), [cluster.nodes()[0].address.clone()]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn endpoints(&self) -> Vec<String> {
-        self.nodes().iter().map(|node| node.address.clone()).collect()
+        self.nodes()
+            .iter()
+            .map(|node| node.address.clone())
+            .collect()
     }
 
     /// The `host:port` of `node`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = capdial::LocalCluster::start(1).await?;
+    /// use capdial::types::NodeId;
+    /// assert!(cluster.endpoint(NodeId(1)).is_some());
+    /// assert!(cluster.endpoint(NodeId(9)).is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn endpoint(&self, node: NodeId) -> Option<&str> {
         let index = self.index(node).ok()?;
         Some(&self.nodes()[index].address)
@@ -464,11 +546,30 @@ impl LocalCluster {
 
     /// The certificate directory: `ca.pem`, `ca-key.pem` (to issue more certificates with
     /// [`tls::issue`]) and the `admin` client's certificate.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = capdial::LocalCluster::start(1).await?;
+    /// assert!(cluster.certs().join("ca.pem").exists());
+    /// assert!(cluster.certs().join("client-admin.pem").exists());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn certs(&self) -> &Path {
         &self.launched.certs
     }
 
     /// The cluster directory: certificates, each node's data and its log (`nX.log`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = capdial::LocalCluster::start(1).await?;
+    /// assert!(cluster.dir().join("n1.log").exists());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn dir(&self) -> &Path {
         &self.launched.dir
     }
@@ -481,6 +582,16 @@ impl LocalCluster {
     }
 
     /// Whether `node`'s process runs (it was not killed).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = capdial::LocalCluster::start(1).await?;
+    /// let n1 = cluster.nodes()[0].id;
+    /// assert!(cluster.is_running(n1));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_running(&self, node: NodeId) -> bool {
         self.index(node)
             .is_ok_and(|index| self.launched.processes.is_running(index))
@@ -508,6 +619,22 @@ impl LocalCluster {
 
     /// Starts a killed `node` again on its data, waits until it serves, and gives it the
     /// cluster's fault rules.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = capdial::LocalCluster::start(1).await?;
+    /// cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+    /// let orders = cluster.client().strong("orders");
+    /// orders.put("o-1", "paid").await?;
+    /// let n1 = cluster.nodes()[0].id;
+    /// cluster.kill(n1)?;
+    /// cluster.restart(n1).await?;
+    /// // Acknowledged writes survive SIGKILL.
+    /// assert!(orders.get("o-1").await?.value.is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn restart(&self, node: NodeId) -> Result<(), LocalClusterError> {
         let index = self.index(node)?;
         if self.launched.processes.is_running(index) {
@@ -523,6 +650,17 @@ impl LocalCluster {
     }
 
     /// `node`'s own status: its groups, their leaders and indexes, its fault rules.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = capdial::LocalCluster::start(1).await?;
+    /// let n1 = cluster.nodes()[0].id;
+    /// let status = cluster.status(n1).await?;
+    /// assert_eq!(status.node, n1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn status(&self, node: NodeId) -> Result<NodeStatus, LocalClusterError> {
         let index = self.index(node)?;
         let endpoint = &self.nodes()[index].address;
@@ -559,6 +697,22 @@ impl LocalCluster {
         ops::ensure_keyspace(&self.client, &self.running_endpoints(), name, mode).await
     }
 
+    /// The node that leads strong keyspace `name` now, as the running nodes report it
+    /// (`None`: none does, an election is under way).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = capdial::LocalCluster::start(1).await?;
+    /// cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+    /// assert_eq!(cluster.leader("orders").await?, Some(cluster.nodes()[0].id));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn leader(&self, name: &str) -> Result<Option<NodeId>, LocalClusterError> {
+        ops::keyspace_leader(&self.client, &self.running_endpoints(), name).await
+    }
+
     /// The endpoints of the nodes that run (were not killed).
     fn running_endpoints(&self) -> Vec<String> {
         let processes = &self.launched.processes;
@@ -571,6 +725,15 @@ impl LocalCluster {
     }
 
     /// The fault rules last set through this cluster.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = capdial::LocalCluster::start(1).await?;
+    /// assert!(cluster.fault_rules().rules.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn fault_rules(&self) -> FaultRules {
         self.faults
             .lock()
@@ -622,6 +785,18 @@ impl LocalCluster {
     }
 
     /// Cuts `node` off from every other node (replacing other rules).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = capdial::LocalCluster::start(2).await?;
+    /// let n2 = cluster.nodes()[1].id;
+    /// cluster.isolate(n2).await?;
+    /// assert_eq!(cluster.status(n2).await?.faults, cluster.fault_rules());
+    /// cluster.heal().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn isolate(&self, node: NodeId) -> Result<(), LocalClusterError> {
         self.index(node)?;
         self.set_rule(FaultRule::Isolate { node }).await
@@ -634,6 +809,18 @@ impl LocalCluster {
     }
 
     /// Removes every fault rule on every running node.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = capdial::LocalCluster::start(2).await?;
+    /// let n1 = cluster.nodes()[0].id;
+    /// cluster.isolate(n1).await?;
+    /// cluster.heal().await?;
+    /// assert!(cluster.status(n1).await?.faults.rules.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn heal(&self) -> Result<(), LocalClusterError> {
         self.set_faults(FaultRules::none()).await
     }

@@ -6,7 +6,7 @@ use super::LocalClusterError;
 use super::retry::retry_until;
 use crate::client::conn::{Client, ConnError};
 use crate::net::faults::FaultRules;
-use crate::protocol::admin::{AdminAnswer, AdminError, AdminRequest, NodeStatus};
+use crate::protocol::admin::{AdminAnswer, AdminError, AdminRequest, NodeStatus, RaftRole};
 use crate::protocol::{KeyspaceMode, Operation, ReadLevel, default_read};
 use crate::types::NodeId;
 use bytes::Bytes;
@@ -52,7 +52,21 @@ pub(crate) async fn ensure_keyspace(
     for endpoint in endpoints {
         wait_keyspace(client, endpoint, name, mode, deadline).await?;
     }
+    if mode == KeyspaceMode::Strong {
+        // A stale read needs only the group on the node asked; a write needs its leader.
+        let read = || client.execute(name, probe(), None, None, None);
+        retry_until(deadline, read)
+            .await
+            .map_err(request_error("waiting for the keyspace's leader", None))?;
+    }
     Ok(())
+}
+
+/// A read of a key nobody writes.
+fn probe() -> Operation {
+    Operation::Get {
+        key: Bytes::from_static(b"local-cluster-probe"),
+    }
 }
 
 async fn check_mode(
@@ -86,12 +100,7 @@ async fn wait_keyspace(
         KeyspaceMode::Strong => ReadLevel::Stale,
         KeyspaceMode::Eventual(_) => default_read(mode),
     };
-    let read = || {
-        let operation = Operation::Get {
-            key: Bytes::from_static(b"local-cluster-probe"),
-        };
-        client.execute_at(endpoint, name, operation, Some(level), None, None)
-    };
+    let read = || client.execute_at(endpoint, name, probe(), Some(level), None, None);
     retry_until(deadline, read)
         .await
         .map(drop)
@@ -122,6 +131,32 @@ pub(crate) async fn node_status(client: &Client, address: &str) -> Result<NodeSt
             reason: format!("a status request was answered with {other:?}"),
         }),
     }
+}
+
+/// The leader of keyspace `name`'s Raft group among the nodes at `endpoints`: the node that
+/// says it leads, in the highest term if two do (one of them on the minority side of a
+/// partition). `None`: no node leads it now (or `name` is not a strong keyspace).
+pub(crate) async fn keyspace_leader(
+    client: &Client,
+    endpoints: &[String],
+    name: &str,
+) -> Result<Option<NodeId>, LocalClusterError> {
+    let mut leader = None;
+    for endpoint in endpoints {
+        let status = node_status(client, endpoint)
+            .await
+            .map_err(request_error("asking the status", Some(endpoint)))?;
+        let leads = status
+            .strong
+            .iter()
+            .find(|group| group.keyspace == name && group.role == RaftRole::Leader);
+        if let Some(group) = leads
+            && leader.is_none_or(|(term, _)| group.term > term)
+        {
+            leader = Some((group.term, status.node));
+        }
+    }
+    Ok(leader.map(|(_, node)| node))
 }
 
 /// The catalog's leader as `status` knows it.

@@ -314,7 +314,10 @@ mod tests {
         assert!(parse_nodes("n1 127.0.0.1:1,n2=a:1,n3=b:1", 3).is_err());
         assert!(parse_nodes("x1=a:1,n2=a:1,n3=b:1", 3).is_err());
         let five = fresh_nodes(5).expect("loopback sockets bind");
-        assert_eq!(parse_nodes(&initial_cluster(&five), 5).expect("parses"), five);
+        assert_eq!(
+            parse_nodes(&initial_cluster(&five), 5).expect("parses"),
+            five
+        );
     }
 
     #[test]

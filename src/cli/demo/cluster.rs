@@ -3,8 +3,8 @@
 
 use super::retry::client_error;
 use crate::client::conn::Client;
-pub(crate) use crate::local::{LocalCluster, LocalNode};
 use crate::local::Processes;
+pub(crate) use crate::local::{LocalCluster, LocalNode};
 use crate::protocol::admin::NodeStatus;
 use anyhow::{Context, bail};
 use std::sync::Arc;

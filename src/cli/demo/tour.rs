@@ -209,7 +209,11 @@ impl<'a> Tour<'a> {
                     break;
                 }
                 if Instant::now() >= deadline {
-                    self.check("every node knows both keyspaces", false, node.id.to_string());
+                    self.check(
+                        "every node knows both keyspaces",
+                        false,
+                        node.id.to_string(),
+                    );
                     bail!("node {} did not apply the catalog in time", node.id);
                 }
                 tokio::time::sleep(RETRY_PAUSE).await;

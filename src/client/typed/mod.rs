@@ -20,6 +20,22 @@
 //! | [`CounterKeyspace`] | incr, decr, get | as lww | as lww |
 //! | [`SetKeyspace`] | add, remove, members | as lww | as lww |
 //!
+//! A wrong operation is a compile error, not a runtime one:
+//!
+//! ```compile_fail
+//! # fn wrong(db: capdial::Client) {
+//! let views = db.counter("views");
+//! let _ = views.cas("home"); // a counter has no compare-and-set
+//! # }
+//! ```
+//!
+//! ```compile_fail
+//! # fn wrong(db: capdial::Client) {
+//! let orders = db.strong("orders");
+//! let _ = orders.put("o-1", "paid").quorum(); // strong writes take no write level
+//! # }
+//! ```
+//!
 //! The plain constructors ([`Client::strong`], ...) do no I/O and check nothing: a handle of
 //! the wrong kind meets the node's `WrongType` on its first request. The `open_*`
 //! constructors ask the cluster's catalog once and refuse with [`OpenError`].
@@ -512,8 +528,7 @@ pub(crate) async fn keyspace_mode(
     client: &Client,
     name: &str,
 ) -> Result<Option<KeyspaceMode>, ConnError> {
-    let AdminAnswer::Keyspaces(keyspaces) = client.admin(AdminRequest::ListKeyspaces).await?
-    else {
+    let AdminAnswer::Keyspaces(keyspaces) = client.admin(AdminRequest::ListKeyspaces).await? else {
         return Err(ConnError::Protocol {
             reason: "a keyspace list was answered with something else".to_string(),
         });

@@ -8,9 +8,9 @@
 use super::Target;
 use super::kind::{self, Kind};
 use crate::client::conn::ConnError;
+use crate::client::scan::ScanRequest;
 use crate::eventual::{HlcTimestamp, ReadContext, SessionToken, WriteLevel};
 use crate::protocol::{Answer, Operation, Position, ReadLevel, Receipt};
-use crate::client::scan::ScanRequest;
 use crate::strong::Versioned;
 use crate::types::LogIndex;
 use bytes::Bytes;
@@ -151,11 +151,7 @@ impl Call {
                     .execute_at(&endpoint, &name, operation, read, write, session)
                     .await
             }
-            None => {
-                client
-                    .execute(&name, operation, read, write, session)
-                    .await
-            }
+            None => client.execute(&name, operation, read, write, session).await,
         }
     }
 }
@@ -671,7 +667,9 @@ pub struct EventualGet<K: Kind> {
 
 impl<K: Kind> std::fmt::Debug for EventualGet<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventualGet").field("call", &self.call).finish()
+        f.debug_struct("EventualGet")
+            .field("call", &self.call)
+            .finish()
     }
 }
 
@@ -784,7 +782,9 @@ pub struct EventualWrite<K: Kind> {
 
 impl<K: Kind> std::fmt::Debug for EventualWrite<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventualWrite").field("call", &self.call).finish()
+        f.debug_struct("EventualWrite")
+            .field("call", &self.call)
+            .finish()
     }
 }
 
