@@ -6,7 +6,7 @@ mod common;
 
 use capdial::LocalCluster;
 use capdial::client::ConnError;
-use capdial::client::typed::OpenError;
+use capdial::client::typed::{OpenError, StrongKeyspace};
 use capdial::eventual::{ValueType, WriteLevel};
 use capdial::protocol::{ClientError, KeyspaceMode, Position, ReadLevel, Served};
 use capdial::types::NodeId;
@@ -338,20 +338,7 @@ async fn partition_through_the_cluster_then_heal_and_restart() {
         })
         .await;
     }
-    poll_until(
-        READY_DEADLINE,
-        "the minority catches up on orders",
-        async || {
-            let read = orders
-                .get("during")
-                .stale()
-                .at(&minority.address)
-                .await
-                .ok()?;
-            read.value.map(drop)
-        },
-    )
-    .await;
+    wait_stale(&orders, &minority.address, "during").await;
 
     // A killed node misses writes and catches up after its restart.
     cluster.kill(minority.id).expect("kill");
@@ -361,16 +348,16 @@ async fn partition_through_the_cluster_then_heal_and_restart() {
         .await
         .expect("two of three still commit");
     cluster.restart(minority.id).await.expect("restart");
+    wait_stale(&orders, &minority.address, "while-down").await;
+}
+
+/// Waits until a stale read of `key` through `endpoint` finds it.
+async fn wait_stale(orders: &StrongKeyspace, endpoint: &str, key: &str) {
     poll_until(
         READY_DEADLINE,
-        "the restarted node catches up",
+        &format!("{key} on {endpoint}"),
         async || {
-            let read = orders
-                .get("while-down")
-                .stale()
-                .at(&minority.address)
-                .await
-                .ok()?;
+            let read = orders.get(key).stale().at(endpoint).await.ok()?;
             read.value.map(drop)
         },
     )

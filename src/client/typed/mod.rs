@@ -191,7 +191,7 @@ pub mod kind {
     }
 
     /// An eventual keyspace's value type, in the type system.
-    pub trait Kind: sealed::Sealed + Send + 'static {
+    pub trait Kind: sealed::Sealed + std::fmt::Debug + Clone + Send + 'static {
         /// The value type, as the catalog names it.
         const VALUE_TYPE: ValueType;
         /// What a read of one key returns.
@@ -223,6 +223,11 @@ pub mod kind {
     });
     kind!(Counter, ValueType::Counter, i64, ReadValue::Counter(sum) => sum);
     kind!(Set, ValueType::Set, Vec<Bytes>, ReadValue::Set(members) => members);
+
+    /// The kinds that hold one value per key, set with `put` and `delete`: `lww`, `mvreg`.
+    pub trait Register: Kind {}
+    impl Register for Lww {}
+    impl Register for MvReg {}
 }
 
 use kind::Kind;
@@ -277,27 +282,10 @@ pub struct StrongKeyspace {
 /// # Ok(())
 /// # }
 /// ```
+#[derive(Clone, Debug)]
 pub struct EventualKeyspace<K: Kind> {
     target: Target,
     kind: PhantomData<fn() -> K>,
-}
-
-impl<K: Kind> Clone for EventualKeyspace<K> {
-    fn clone(&self) -> Self {
-        EventualKeyspace {
-            target: self.target.clone(),
-            kind: PhantomData,
-        }
-    }
-}
-
-impl<K: Kind> std::fmt::Debug for EventualKeyspace<K> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventualKeyspace")
-            .field("name", &self.target.name)
-            .field("value_type", &K::VALUE_TYPE)
-            .finish()
-    }
 }
 
 /// An eventual `lww` keyspace: last-writer-wins bytes.
@@ -569,14 +557,7 @@ impl StrongKeyspace {
     /// # }
     /// ```
     pub fn put(&self, key: impl IntoBytes, value: impl IntoBytes) -> StrongWrite {
-        StrongWrite::new(
-            self.target.clone(),
-            Operation::Put {
-                key: key.into_bytes(),
-                value: value.into_bytes(),
-                context: None,
-            },
-        )
+        StrongWrite::new(self.target.clone(), put(key, value))
     }
 
     /// Reads `key` (linearizable unless a level call says otherwise): its value and
@@ -619,13 +600,7 @@ impl StrongKeyspace {
     /// # }
     /// ```
     pub fn delete(&self, key: impl IntoBytes) -> StrongWrite {
-        StrongWrite::new(
-            self.target.clone(),
-            Operation::Delete {
-                key: key.into_bytes(),
-                context: None,
-            },
-        )
+        StrongWrite::new(self.target.clone(), delete(key))
     }
 
     /// Compare-and-set on `key`: say what must hold ([`CasStart::expect`] a revision, or
@@ -718,8 +693,11 @@ impl<K: Kind> EventualKeyspace<K> {
     }
 }
 
-impl LwwKeyspace {
-    /// Sets `key` to `value`; the latest write (by hybrid logical clock) wins.
+impl<K: kind::Register> EventualKeyspace<K> {
+    /// Sets `key` to `value`. In an `lww` keyspace the latest write (by hybrid logical
+    /// clock) wins. In an `mvreg` keyspace a write without [`EventualWrite::context`] is a
+    /// blind write that becomes a sibling of the values there; with the context of an
+    /// earlier read it replaces the siblings that read returned.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -727,54 +705,11 @@ impl LwwKeyspace {
     /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
     /// # let cluster = capdial::LocalCluster::start(1).await?;
     /// # cluster.create_keyspace("profiles", KeyspaceMode::Eventual(ValueType::Lww)).await?;
+    /// # cluster.create_keyspace("docs", KeyspaceMode::Eventual(ValueType::MvReg)).await?;
     /// let profiles = cluster.client().lww("profiles");
     /// let acked = profiles.put("alice", "v1").all().await?;
     /// assert_eq!(acked.acks, 1, "a one-node cluster");
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn put(&self, key: impl IntoBytes, value: impl IntoBytes) -> EventualWrite<kind::Lww> {
-        self.write(Operation::Put {
-            key: key.into_bytes(),
-            value: value.into_bytes(),
-            context: None,
-        })
-    }
-
-    /// Deletes `key` (a tombstone that wins like a write).
     ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
-    /// # let cluster = capdial::LocalCluster::start(1).await?;
-    /// # cluster.create_keyspace("profiles", KeyspaceMode::Eventual(ValueType::Lww)).await?;
-    /// let profiles = cluster.client().lww("profiles");
-    /// profiles.put("alice", "v1").await?;
-    /// profiles.delete("alice").await?;
-    /// assert_eq!(profiles.get("alice").await?.value, None);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn delete(&self, key: impl IntoBytes) -> EventualWrite<kind::Lww> {
-        self.write(Operation::Delete {
-            key: key.into_bytes(),
-            context: None,
-        })
-    }
-}
-
-impl MvRegKeyspace {
-    /// Writes `value`. Without [`EventualWrite::context`] it is a blind write that becomes a
-    /// sibling of the values there; with the context of an earlier read it replaces the
-    /// siblings that read returned.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
-    /// # let cluster = capdial::LocalCluster::start(1).await?;
-    /// # cluster.create_keyspace("docs", KeyspaceMode::Eventual(ValueType::MvReg)).await?;
     /// let docs = cluster.client().mvreg("docs");
     /// docs.put("readme", "draft").await?;
     /// let read = docs.get("readme").await?;
@@ -783,22 +718,25 @@ impl MvRegKeyspace {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn put(&self, key: impl IntoBytes, value: impl IntoBytes) -> EventualWrite<kind::MvReg> {
-        self.write(Operation::Put {
-            key: key.into_bytes(),
-            value: value.into_bytes(),
-            context: None,
-        })
+    pub fn put(&self, key: impl IntoBytes, value: impl IntoBytes) -> EventualWrite<K> {
+        self.write(put(key, value))
     }
 
-    /// Deletes `key`: with [`EventualWrite::context`], only the siblings that read saw.
+    /// Deletes `key`: a tombstone that wins like a write (`lww`), or, with
+    /// [`EventualWrite::context`], only the siblings that read saw (`mvreg`).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
     /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("profiles", KeyspaceMode::Eventual(ValueType::Lww)).await?;
     /// # cluster.create_keyspace("docs", KeyspaceMode::Eventual(ValueType::MvReg)).await?;
+    /// let profiles = cluster.client().lww("profiles");
+    /// profiles.put("alice", "v1").await?;
+    /// profiles.delete("alice").await?;
+    /// assert_eq!(profiles.get("alice").await?.value, None);
+    ///
     /// let docs = cluster.client().mvreg("docs");
     /// docs.put("readme", "draft").await?;
     /// let read = docs.get("readme").await?;
@@ -807,11 +745,25 @@ impl MvRegKeyspace {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn delete(&self, key: impl IntoBytes) -> EventualWrite<kind::MvReg> {
-        self.write(Operation::Delete {
-            key: key.into_bytes(),
-            context: None,
-        })
+    pub fn delete(&self, key: impl IntoBytes) -> EventualWrite<K> {
+        self.write(delete(key))
+    }
+}
+
+/// A put without a context: what strong, `lww` and blind `mvreg` writes send.
+fn put(key: impl IntoBytes, value: impl IntoBytes) -> Operation {
+    Operation::Put {
+        key: key.into_bytes(),
+        value: value.into_bytes(),
+        context: None,
+    }
+}
+
+/// A delete without a context.
+fn delete(key: impl IntoBytes) -> Operation {
+    Operation::Delete {
+        key: key.into_bytes(),
+        context: None,
     }
 }
 

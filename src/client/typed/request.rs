@@ -162,6 +162,29 @@ fn mismatch(asked: &str, answer: &Answer) -> ConnError {
     }
 }
 
+/// Sends a builder's call on `.await` and takes the answer `pattern` matches; any other
+/// answer is a protocol error.
+macro_rules! answered_by {
+    (
+        impl[$($generics:tt)*] $builder:ty => $output:ty, $asked:literal,
+        $pattern:pat => $value:expr
+    ) => {
+        impl<$($generics)*> IntoFuture for $builder {
+            type Output = Result<$output, ConnError>;
+            type IntoFuture = Response<$output>;
+
+            fn into_future(self) -> Self::IntoFuture {
+                Box::pin(async move {
+                    match self.call.send().await? {
+                        $pattern => Ok($value),
+                        (answer, _) => Err(mismatch($asked, &answer)),
+                    }
+                })
+            }
+        }
+    };
+}
+
 /// The `at` method every builder has, with its own example.
 macro_rules! at {
     ($example:expr) => {
@@ -268,19 +291,10 @@ impl StrongGet {
     ));
 }
 
-impl IntoFuture for StrongGet {
-    type Output = Result<Value<Option<Versioned>>, ConnError>;
-    type IntoFuture = Response<Value<Option<Versioned>>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            match self.call.send().await? {
-                (Answer::Strong(value), receipt) => Ok(Value { value, receipt }),
-                (answer, _) => Err(mismatch("a strong get", &answer)),
-            }
-        })
-    }
-}
+answered_by!(
+    impl[] StrongGet => Value<Option<Versioned>>, "a strong get",
+    (Answer::Strong(value), receipt) => Value { value, receipt }
+);
 
 /// A strong put or delete; `.await` gives the revision it committed at.
 ///
@@ -319,19 +333,10 @@ impl StrongWrite {
     ));
 }
 
-impl IntoFuture for StrongWrite {
-    type Output = Result<Written, ConnError>;
-    type IntoFuture = Response<Written>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            match self.call.send().await? {
-                (Answer::Written { revision }, receipt) => Ok(Written { revision, receipt }),
-                (answer, _) => Err(mismatch("a strong write", &answer)),
-            }
-        })
-    }
-}
+answered_by!(
+    impl[] StrongWrite => Written, "a strong write",
+    (Answer::Written { revision }, receipt) => Written { revision, receipt }
+);
 
 /// A compare-and-set waiting for its condition: [`expect`](Self::expect) or
 /// [`expect_absent`](Self::expect_absent).
@@ -487,31 +492,15 @@ impl CasWrite {
     ));
 }
 
-impl IntoFuture for CasWrite {
-    type Output = Result<CasOutcome, ConnError>;
-    type IntoFuture = Response<CasOutcome>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            match self.call.send().await? {
-                (
-                    Answer::Cas {
-                        succeeded,
-                        revision,
-                        current,
-                    },
-                    receipt,
-                ) => Ok(CasOutcome {
-                    succeeded,
-                    revision,
-                    current,
-                    receipt,
-                }),
-                (answer, _) => Err(mismatch("a cas", &answer)),
-            }
-        })
+answered_by!(
+    impl[] CasWrite => CasOutcome, "a cas",
+    (Answer::Cas { succeeded, revision, current }, receipt) => CasOutcome {
+        succeeded,
+        revision,
+        current,
+        receipt,
     }
-}
+);
 
 /// A prefix scan of a strong keyspace; `.await` pages through every key (or up to
 /// [`limit`](Self::limit)).
@@ -659,18 +648,11 @@ macro_rules! set_setup {
 /// # Ok(())
 /// # }
 /// ```
+#[derive(Clone, Debug)]
 #[must_use = "a request does nothing until it is awaited"]
 pub struct EventualGet<K: Kind> {
     call: Call,
     kind: PhantomData<fn() -> K>,
-}
-
-impl<K: Kind> std::fmt::Debug for EventualGet<K> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventualGet")
-            .field("call", &self.call)
-            .finish()
-    }
 }
 
 impl<K: Kind> EventualGet<K> {
@@ -774,18 +756,11 @@ impl<K: Kind> IntoFuture for EventualGet<K> {
 /// # Ok(())
 /// # }
 /// ```
+#[derive(Clone, Debug)]
 #[must_use = "a request does nothing until it is awaited"]
 pub struct EventualWrite<K: Kind> {
     call: Call,
     kind: PhantomData<fn() -> K>,
-}
-
-impl<K: Kind> std::fmt::Debug for EventualWrite<K> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventualWrite")
-            .field("call", &self.call)
-            .finish()
-    }
 }
 
 impl<K: Kind> EventualWrite<K> {
@@ -877,16 +852,7 @@ impl EventualWrite<kind::MvReg> {
     }
 }
 
-impl<K: Kind> IntoFuture for EventualWrite<K> {
-    type Output = Result<Acked, ConnError>;
-    type IntoFuture = Response<Acked>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            match self.call.send().await? {
-                (Answer::Acknowledged { acks }, receipt) => Ok(Acked { acks, receipt }),
-                (answer, _) => Err(mismatch("an eventual write", &answer)),
-            }
-        })
-    }
-}
+answered_by!(
+    impl[K: Kind] EventualWrite<K> => Acked, "an eventual write",
+    (Answer::Acknowledged { acks }, receipt) => Acked { acks, receipt }
+);
