@@ -39,19 +39,48 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Nodes in a local cluster unless asked otherwise.
+///
+/// ```
+/// assert_eq!(capdial::local::NODES_DEFAULT, 3);
+/// ```
 pub const NODES_DEFAULT: usize = 3;
 /// The most nodes a local cluster may have: a cluster's member limit.
+///
+/// ```
+/// assert!(capdial::local::NODES_MAX >= 5);
+/// ```
 pub const NODES_MAX: usize = crate::eventual::MEMBERS_MAX;
 /// The client certificate the cluster makes and its [`LocalCluster::client`] presents.
+///
+/// ```
+/// assert_eq!(capdial::local::CLIENT_NAME, "admin");
+/// ```
 pub const CLIENT_NAME: &str = "admin";
 /// How long the nodes may take to start and elect a catalog leader, by default. Generous:
 /// a debug build on two busy cores takes seconds.
+///
+/// ```
+/// assert_eq!(capdial::local::READY_TIMEOUT_DEFAULT.as_secs(), 30);
+/// ```
 pub const READY_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// The deadline of one client request (all its retries), by default: long enough to ride out
 /// an election.
+///
+/// ```
+/// assert_eq!(capdial::local::REQUEST_TIMEOUT_DEFAULT.as_secs(), 5);
+/// ```
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 
 /// Why a local cluster could not start or do what it was asked.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use capdial::local::LocalClusterError;
+/// let none = capdial::LocalCluster::start(0).await;
+/// assert!(matches!(none, Err(LocalClusterError::NodeCount { nodes: 0, .. })));
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LocalClusterError {
@@ -115,6 +144,15 @@ pub enum LocalClusterError {
 }
 
 /// Options of a [`LocalCluster`]; [`LocalCluster::builder`] makes one.
+///
+/// ```
+/// use std::time::Duration;
+/// let builder = capdial::LocalCluster::builder()
+///     .nodes(5)
+///     .keep(true)
+///     .ready_timeout(Duration::from_secs(60));
+/// // builder.start().await? starts it.
+/// ```
 #[derive(Clone, Debug)]
 pub struct LocalClusterBuilder {
     nodes: usize,

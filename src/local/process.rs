@@ -14,6 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// The environment variable that names the `capdial` binary to run as nodes.
+///
+/// ```
+/// assert_eq!(capdial::local::BINARY_ENV, "CAPDIAL_BIN");
+/// ```
 pub const BINARY_ENV: &str = "CAPDIAL_BIN";
 /// The binary's file name.
 const BINARY_NAME: &str = "capdial";
@@ -23,6 +27,16 @@ const ADDRESSES_FILE: &str = "cluster.txt";
 const LOG_TAIL_LINES: usize = 20;
 
 /// One node of a local cluster.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let cluster = capdial::LocalCluster::start(1).await?;
+/// let node = &cluster.nodes()[0];
+/// assert_eq!(cluster.status(node.id).await?.address, node.address);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalNode {
     /// `n1`, `n2`, ... in the order they were started.

@@ -72,8 +72,8 @@
 mod request;
 
 pub use request::{
-    Acked, CasExpect, CasOutcome, CasStart, CasWrite, EventualGet, EventualWrite, Scan, Scanned,
-    Siblings, StrongGet, StrongWrite, Value, Written,
+    Acked, CasExpect, CasOutcome, CasStart, CasWrite, EventualGet, EventualWrite, Response, Scan,
+    Scanned, Siblings, StrongGet, StrongWrite, Value, Written,
 };
 
 use super::conn::{Client, ConnError};
@@ -85,6 +85,13 @@ use std::sync::Arc;
 
 /// Bytes for a key, a value or a set member: `&str`, `String`, `&[u8]`, `Vec<u8>`, `[u8; N]`
 /// and [`Bytes`]. Owned ones move without a copy; borrowed ones are copied.
+///
+/// ```
+/// use capdial::client::typed::IntoBytes;
+/// let key = format!("order-{}", 7);
+/// assert_eq!(IntoBytes::into_bytes(&key), "order-7");
+/// assert_eq!(IntoBytes::into_bytes(key), "order-7"); // moved, not copied
+/// ```
 pub trait IntoBytes {
     /// The bytes.
     ///
@@ -150,9 +157,23 @@ impl<const N: usize> IntoBytes for &[u8; N] {
 }
 
 /// Why a checked `open_*` refused a keyspace.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use capdial::client::typed::OpenError;
+/// let cluster = capdial::LocalCluster::start(1).await?;
+/// match cluster.client().open_counter("views").await {
+///     Err(OpenError::NoSuchKeyspace { keyspace }) => assert_eq!(keyspace, "views"),
+///     other => panic!("views was never created: {other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
+    /// The keyspace exists in another mode or with another value type.
     #[error("keyspace {keyspace} is {actual}, not {expected}")]
     WrongKind {
         keyspace: String,
@@ -163,11 +184,19 @@ pub enum OpenError {
     /// may not have reached it yet).
     #[error("no keyspace named {keyspace:?}")]
     NoSuchKeyspace { keyspace: String },
+    /// The catalog could not be asked.
     #[error("listing the keyspaces")]
     Conn(#[from] ConnError),
 }
 
-/// The kinds of eventual keyspace, as type parameters of [`EventualKeyspace`].
+/// The kinds of eventual keyspace, as type parameters of [`EventualKeyspace`]. They have no
+/// values: they only name a kind.
+///
+/// ```
+/// use capdial::client::typed::kind::{Counter, Kind};
+/// use capdial::eventual::ValueType;
+/// assert_eq!(Counter::VALUE_TYPE, ValueType::Counter);
+/// ```
 pub mod kind {
     use super::Siblings;
     use crate::eventual::{ReadValue, ValueType};
@@ -288,13 +317,15 @@ pub struct EventualKeyspace<K: Kind> {
     kind: PhantomData<fn() -> K>,
 }
 
-/// An eventual `lww` keyspace: last-writer-wins bytes.
+/// An eventual `lww` keyspace: last-writer-wins bytes. Its reads give `Option<Bytes>`.
 pub type LwwKeyspace = EventualKeyspace<kind::Lww>;
-/// An eventual `mvreg` keyspace: concurrent writes come back as siblings.
+/// An eventual `mvreg` keyspace: concurrent writes come back as siblings. Its reads give
+/// [`Siblings`].
 pub type MvRegKeyspace = EventualKeyspace<kind::MvReg>;
-/// An eventual `counter` keyspace: a PN-counter per key.
+/// An eventual `counter` keyspace: a PN-counter per key. Its reads give the sum, an `i64`.
 pub type CounterKeyspace = EventualKeyspace<kind::Counter>;
-/// An eventual `set` keyspace: an observed-remove set per key.
+/// An eventual `set` keyspace: an observed-remove set per key. Its reads give the members,
+/// sorted.
 pub type SetKeyspace = EventualKeyspace<kind::Set>;
 
 impl Client {
@@ -888,4 +919,50 @@ impl SetKeyspace {
 /// `Operation::SetRemove` has one place to be filled.
 fn set_remove(key: Bytes, members: Vec<Bytes>) -> Operation {
     Operation::SetRemove { key, members }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kind::{Counter, Kind, Lww, MvReg, Set};
+    use super::*;
+    use crate::eventual::ReadValue;
+
+    /// A node that answered a read with another kind's value is a protocol error, never a
+    /// value of the wrong type.
+    #[test]
+    fn each_kind_decodes_only_its_own_reads() {
+        let lww = ReadValue::Lww {
+            value: Some(Bytes::from_static(b"v")),
+            stamp: None,
+        };
+        assert_eq!(
+            Lww::decode(lww.clone()),
+            Some(Some(Bytes::from_static(b"v")))
+        );
+        assert_eq!(Counter::decode(ReadValue::Counter(-3)), Some(-3));
+        let members = vec![Bytes::from_static(b"m")];
+        assert_eq!(Set::decode(ReadValue::Set(members.clone())), Some(members));
+        assert!(Counter::decode(lww.clone()).is_none());
+        assert!(Set::decode(ReadValue::Counter(1)).is_none());
+        assert!(MvReg::decode(lww).is_none());
+        assert!(Lww::decode(ReadValue::Set(Vec::new())).is_none());
+    }
+
+    #[test]
+    fn bytes_come_from_owned_and_borrowed_data() {
+        let owned = String::from("k");
+        assert_eq!(IntoBytes::into_bytes(&owned), Bytes::from_static(b"k"));
+        assert_eq!(IntoBytes::into_bytes(owned), Bytes::from_static(b"k"));
+        assert_eq!(IntoBytes::into_bytes(*b"k"), Bytes::from_static(b"k"));
+        assert_eq!(IntoBytes::into_bytes(&b"k"[..]), Bytes::from_static(b"k"));
+        assert_eq!(IntoBytes::into_bytes(vec![b'k']), Bytes::from_static(b"k"));
+    }
+
+    #[test]
+    fn set_removal_is_built_in_one_place() {
+        let members = vec![Bytes::from_static(b"m")];
+        let operation = set_remove(Bytes::from_static(b"k"), members.clone());
+        assert_eq!(operation.name(), "srem");
+        assert!(matches!(operation, Operation::SetRemove { members: m, .. } if m == members));
+    }
 }

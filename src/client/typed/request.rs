@@ -18,24 +18,81 @@ use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
 
-/// The future `.await` on a builder runs.
+/// The future `.await` on a builder runs: `'static` and `Send`, so it may be spawned.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let cluster = capdial::LocalCluster::start(1).await?;
+/// # cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+/// let orders = cluster.client().strong("orders");
+/// let put = tokio::spawn(orders.put("o-1", "paid").into_future());
+/// put.await??;
+/// # Ok(())
+/// # }
+/// ```
 pub type Response<T> = Pin<Box<dyn Future<Output = Result<T, ConnError>> + Send + 'static>>;
 
 /// A read's value and the receipt of the node that served it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let cluster = capdial::LocalCluster::start(1).await?;
+/// # cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+/// let orders = cluster.client().strong("orders");
+/// use capdial::protocol::{ReadLevel, Served};
+/// let read = orders.get("o-1").stale().await?;
+/// assert_eq!(read.value, None);
+/// assert_eq!(read.receipt.level, Served::Read(ReadLevel::Stale));
+/// assert_eq!(read.receipt.node, cluster.nodes()[0].id);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Value<T> {
+    /// What was read: its type depends on the keyspace kind (see the handles).
     pub value: T,
+    /// The level served, the node that served it and where that node stood.
     pub receipt: Receipt,
 }
 
 /// A strong write, committed by a majority at `revision`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let cluster = capdial::LocalCluster::start(1).await?;
+/// # cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+/// let orders = cluster.client().strong("orders");
+/// let written = orders.put("o-1", "paid").await?;
+/// let row = orders.get("o-1").await?.value.ok_or("written")?;
+/// assert_eq!((row.create_revision, row.mod_revision), (written.revision, written.revision));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {
+    /// The log index of the write: the key's `mod_revision` from now on.
     pub revision: LogIndex,
+    /// `Served::Committed`, the leader that answered and its position.
     pub receipt: Receipt,
 }
 
 /// A compare-and-set, applied or not, with the key as it is after it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let cluster = capdial::LocalCluster::start(1).await?;
+/// # cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+/// let orders = cluster.client().strong("orders");
+/// let lost = orders.cas("o-1").expect(capdial::types::LogIndex(1)).put("x").await?;
+/// assert!(!lost.succeeded, "o-1 is absent, not at revision 1");
+/// assert!(lost.current.is_none());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CasOutcome {
     /// Whether the key was as expected, so the write applied.
@@ -44,13 +101,30 @@ pub struct CasOutcome {
     pub revision: LogIndex,
     /// The key after the cas (`None`: absent): on a failure, what to expect next time.
     pub current: Option<Versioned>,
+    /// The leader that decided it and its position.
     pub receipt: Receipt,
 }
 
 /// A scan's keys in order, with one receipt per page (each page is a read of its own).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let cluster = capdial::LocalCluster::start(1).await?;
+/// # cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+/// let orders = cluster.client().strong("orders");
+/// orders.put("o-1", "paid").await?;
+/// let scanned = orders.scan("o-").await?;
+/// assert_eq!(scanned.entries[0].1.value, "paid");
+/// assert_eq!(scanned.receipts.len(), 1, "one page");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scanned {
+    /// Each key with its value and revisions, in key order.
     pub entries: Vec<(Bytes, Versioned)>,
+    /// One per page read.
     pub receipts: Vec<Receipt>,
     /// When the limit stopped the scan while more keys followed: the key to continue
     /// [`after`](Scan::after).
@@ -58,9 +132,24 @@ pub struct Scanned {
 }
 
 /// An eventual write, acknowledged at its level by `acks` replicas.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+/// # let cluster = capdial::LocalCluster::start(1).await?;
+/// # cluster.create_keyspace("views", KeyspaceMode::Eventual(ValueType::Counter)).await?;
+/// let acked = cluster.client().counter("views").incr("home", 1).await?;
+/// assert_eq!(acked.acks, 1);
+/// assert!(acked.token().is_some());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Acked {
+    /// Replicas known to have persisted the write, the node asked included.
     pub acks: u32,
+    /// The level reached, the node that took the write, its session token and stamp.
     pub receipt: Receipt,
 }
 
@@ -111,9 +200,25 @@ impl Acked {
 
 /// An `mvreg` read: the concurrent values (sorted; empty if absent) and the context to write
 /// back with, so the write replaces exactly these.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+/// # let cluster = capdial::LocalCluster::start(1).await?;
+/// # cluster.create_keyspace("docs", KeyspaceMode::Eventual(ValueType::MvReg)).await?;
+/// let docs = cluster.client().mvreg("docs");
+/// let empty = docs.get("readme").await?.value;
+/// assert!(empty.values.is_empty());
+/// docs.put("readme", "v1").context(empty.context).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Siblings {
+    /// The concurrent values, sorted by bytes.
     pub values: Vec<Bytes>,
+    /// What the read saw, for [`EventualWrite::context`].
     pub context: ReadContext,
 }
 
