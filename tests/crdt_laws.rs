@@ -87,7 +87,7 @@ fn op_for(
             }
         }
         ValueType::Counter => Op::CounterAdd(amount),
-        ValueType::Set if choice.is_multiple_of(3) => Op::SetRemove(member),
+        ValueType::Set if choice.is_multiple_of(3) => Op::SetRemove { member, seen: None },
         ValueType::Set => Op::SetAdd(member),
     }
 }

@@ -253,7 +253,7 @@ async fn three_nodes_serve_both_modes() {
             let mut get = request("carts", 99, Operation::Get { key: b("cart:1") });
             get.read = Some(ReadLevel::Local);
             match client.data(*address, get).await {
-                Ok((Answer::Eventual(ReadValue::Set(members)), _)) if members.len() == 3 => {
+                Ok((Answer::Eventual(ReadValue::Set { members, .. }), _)) if members.len() == 3 => {
                     Some(())
                 }
                 _ => None,
@@ -342,7 +342,9 @@ async fn a_member_joins_every_group_and_the_gossip() {
     poll_until(Duration::from_secs(10), "n1 sees n4's write", async || {
         let get = request("tags", 2, Operation::Get { key: b("t") });
         match client.data(cluster.addresses[0], get).await {
-            Ok((Answer::Eventual(ReadValue::Set(members)), _)) if !members.is_empty() => Some(()),
+            Ok((Answer::Eventual(ReadValue::Set { members, .. }), _)) if !members.is_empty() => {
+                Some(())
+            }
             _ => None,
         }
     })

@@ -4,7 +4,9 @@
 //! errors a user gets for a wrong command, an unknown keyspace, an oversized key or value and
 //! a level that does not apply; a counter write past the i64 range is refused, also through
 //! the CLI binary; the CLI writes values too long for its command line from a file or stdin,
-//! and reads a scan larger than a frame back page by page.
+//! and reads a scan larger than a frame back page by page. A strong write resent after a lost
+//! answer applies once; an eventual write resent through another node stores what its first
+//! attempt stored (an `lww` put its time, a set removal its context).
 
 mod common;
 
@@ -13,7 +15,7 @@ use capdial::eventual::{ReadValue, ValueType};
 use capdial::protocol::admin::{FromNode, ToNode};
 use capdial::protocol::{
     Answer, ClientError, ClientRequest, ClientResponse, KeyspaceMode, Operation, Position,
-    ReadLevel, Receipt, Served, WriteLevel,
+    ReadLevel, Receipt, Served, WriteLevel, WriteTime,
 };
 use capdial::strong::ClientId;
 use capdial::strong::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
@@ -52,6 +54,7 @@ async fn both_modes_end_to_end() {
     counter_overflow_is_refused(&cluster).await;
     cli_values_from_a_file_and_stdin(&cluster).await;
     retried_write_applies_once(&cluster).await;
+    eventual_resends_keep_their_identity(&cluster).await;
     one_client_with_many_strong_writes_in_flight(&cluster).await;
     large_scan_through_the_cli(&cluster).await;
 }
@@ -391,9 +394,10 @@ async fn eventual_counter_and_set_converge(cluster: &Cluster) {
                     .execute_at(&at, CARTS, op::get("cart"), None, None, None)
                     .await
                     .ok()?;
-                let want_set = ReadValue::Set(vec![b("apple"), b("pear")]);
-                (eventual(counter) == ReadValue::Counter(13) && eventual(set) == want_set)
-                    .then_some(())
+                let want_set = [b("apple"), b("pear")];
+                (eventual(counter) == ReadValue::Counter(13)
+                    && eventual(set).members() == Some(&want_set[..]))
+                .then_some(())
             },
         )
         .await;
@@ -710,6 +714,7 @@ async fn retried_write_applies_once(cluster: &Cluster) {
         read: None,
         write: None,
         session: None,
+        written_at: None,
     });
     let mut revisions = Vec::new();
     for _ in 0..2 {
@@ -765,6 +770,121 @@ async fn retried_write_applies_once(cluster: &Cluster) {
             first_unacked: 2
         }
     );
+}
+
+/// The story: an eventual write whose answer was lost, resent through another node after
+/// someone else wrote the key, replaced the newer write: the resent `lww` put took a new
+/// time, the resent set removal removed what the second node had seen by then. Now each
+/// carries its identity (the client's time, the context of the read it is based on), and the
+/// resend, acknowledged, changes nothing.
+async fn eventual_resends_keep_their_identity(cluster: &Cluster) {
+    let client = cluster.client().await;
+    let endpoint = common::client_endpoint(&cluster.certs, common::CLIENT_NAME);
+    let mut raw = Vec::new();
+    for node in 1..=3 {
+        let address = cluster.node(node).address;
+        raw.push(
+            common::connect_raw(&endpoint, address)
+                .await
+                .expect("connect"),
+        );
+    }
+    let send = async |node: usize, request: &ClientRequest| {
+        let answer = common::request_raw(&raw[node - 1], &ToNode::Data(request.clone())).await;
+        assert!(
+            matches!(
+                &answer,
+                Ok(FromNode::Data(ClientResponse {
+                    result: Ok((Answer::Acknowledged { .. }, _))
+                }))
+            ),
+            "n{node} acknowledges: {answer:?}"
+        );
+    };
+    let read_on = async |node: usize, keyspace: &str, key: &str| {
+        let at = cluster.addr(node);
+        let (answer, _) = client
+            .execute_at(&at, keyspace, op::get(key), None, None, None)
+            .await
+            .expect("local read");
+        eventual(answer)
+    };
+    // A second ago by this machine's clock: older than any time the library gives later.
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970");
+    let put = ClientRequest {
+        written_at: Some(WriteTime {
+            physical_ms: since_epoch.as_millis() as u64 - 1_000,
+            logical: 0,
+        }),
+        ..common::request(0x1d, PROFILES, 1, op::put("resent", "first"))
+    };
+    send(1, &put).await;
+    let n2 = cluster.addr(2);
+    client
+        .execute_at(&n2, PROFILES, op::put("resent", "newer"), None, None, None)
+        .await
+        .expect("a newer put through n2");
+    let newer = ReadValue::Lww {
+        value: Some(b("newer")),
+        stamp: None,
+    };
+    let lww_value = |value: ReadValue| match value {
+        ReadValue::Lww { value, .. } => ReadValue::Lww { value, stamp: None },
+        other => other,
+    };
+    poll_until(READY_DEADLINE, "the newer put on n3", async || {
+        (lww_value(read_on(3, PROFILES, "resent").await) == newer).then_some(())
+    })
+    .await;
+    for node in [3, 1] {
+        send(node, &put).await;
+        let value = lww_value(read_on(node, PROFILES, "resent").await);
+        assert_eq!(value, newer, "n{node} after the resend");
+    }
+
+    // A set removal based on a read of n1, resent through n3 after n2 added the member again.
+    let n1 = cluster.addr(1);
+    client
+        .execute_at(&n1, CARTS, op::sadd("resent", &["x"]), None, None, None)
+        .await
+        .expect("sadd through n1");
+    let ReadValue::Set { context, .. } = read_on(1, CARTS, "resent").await else {
+        panic!("a set keyspace reads as a set");
+    };
+    let remove = ClientRequest {
+        operation: Operation::SetRemove {
+            key: b("resent"),
+            members: vec![b("x")],
+            context: Some(context),
+        },
+        ..common::request(0x1d, CARTS, 2, op::get("resent"))
+    };
+    send(1, &remove).await;
+    assert_eq!(read_on(1, CARTS, "resent").await.members(), Some(&[][..]));
+    client
+        .execute_at(&n2, CARTS, op::sadd("resent", &["x"]), None, None, None)
+        .await
+        .expect("sadd again through n2");
+    poll_until(READY_DEADLINE, "the second add on n3", async || {
+        let members = read_on(3, CARTS, "resent").await;
+        (members.members() == Some(&[b("x")][..])).then_some(())
+    })
+    .await;
+    send(3, &remove).await;
+    assert_eq!(
+        read_on(3, CARTS, "resent").await.members(),
+        Some(&[b("x")][..]),
+        "the resent removal leaves the newer add"
+    );
+    // The library reads the context itself: its removal through n3 takes the add it saw.
+    let n3 = cluster.addr(3);
+    client
+        .execute_at(&n3, CARTS, op::srem("resent", &["x"]), None, None, None)
+        .await
+        .expect("srem through the library");
+    assert_eq!(read_on(3, CARTS, "resent").await.members(), Some(&[][..]));
 }
 
 /// The story: a client numbered its requests from one counter and the machine kept only its

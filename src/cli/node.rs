@@ -36,7 +36,8 @@ pub struct NodeArgs {
     /// How many seconds ahead of this node's wall clock an `lww` value from a peer may be
     /// stamped (default 300). One stamped further ahead is refused, and counted in `status`,
     /// until this clock catches up: a peer with a wrong clock cannot drag this node's clock
-    /// (and every later write here) into the future.
+    /// (and every later write here) into the future. A client's time for an `lww` write may
+    /// be off by as much either way, and an `lww` delete is forgotten only once it is that old.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
     clock_skew_max_secs: Option<u64>,
     /// A TOML file with the same settings (id, listen, initial_cluster, data_dir, certs, join,

@@ -336,7 +336,12 @@ pub fn data_request<'a>(
             let key = key(&a.target);
             let op = match command {
                 OpsCommand::Sadd(_) => Operation::SetAdd { key, members },
-                _ => Operation::SetRemove { key, members },
+                // The client library reads the removal's context first.
+                _ => Operation::SetRemove {
+                    key,
+                    members,
+                    context: None,
+                },
             };
             (&a.target.keyspace, op, &a.levels)
         }
@@ -640,7 +645,8 @@ mod tests {
             operation,
             Operation::SetRemove {
                 key: bytes("c1"),
-                members: vec![bytes("a"), bytes("b")]
+                members: vec![bytes("a"), bytes("b")],
+                context: None,
             }
         );
         assert!(parse("sadd carts c1").is_err(), "sadd needs a member");

@@ -17,8 +17,9 @@
 //! request's deadline ([`ClientOptions::timeout`]) or after [`ATTEMPTS_MAX`] attempts,
 //! whichever comes first. The retry policy is the pure function [`retry_after`].
 
+use super::clock::WriteClock;
 use super::session::{Sessions, Ticket};
-use crate::eventual::SessionToken;
+use crate::eventual::{ReadValue, SessionToken};
 use crate::net::tls::{self, CertError, Identity, Party};
 use crate::protocol::admin::{AdminAnswer, AdminError, AdminRequest, FromNode, MemberInfo, ToNode};
 use crate::protocol::{
@@ -266,10 +267,16 @@ fn is_write(operation: &Operation) -> bool {
 }
 
 /// Whether sending the operation twice has the effect of sending it once. Strong writes are
-/// deduplicated by `(client, seq)`; eventual writes are not, but putting, deleting, adding or
-/// removing the same thing again changes nothing, except for a counter.
+/// deduplicated by `(client, seq)`; eventual writes are not, but they keep their identity: an
+/// `lww` write carries its time (`written_at`), a set removal the context of the adds it
+/// removes, so a resend stores what the first attempt stored. A counter add would count
+/// twice, and a removal without a context would remove whatever the node it reaches has seen
+/// by then.
 fn resend_is_safe(operation: &Operation) -> bool {
-    !matches!(operation, Operation::Add { .. })
+    !matches!(
+        operation,
+        Operation::Add { .. } | Operation::SetRemove { context: None, .. }
+    )
 }
 
 /// How a request's attempts ended without a reply.
@@ -321,6 +328,8 @@ struct Inner {
     options: ClientOptions,
     /// The session new requests join.
     sessions: Sessions,
+    /// The times of `lww` writes.
+    clock: WriteClock,
     connections: Arc<Connections>,
     /// Addresses to rotate through: the options' endpoints, then members learned.
     known: Mutex<Vec<String>>,
@@ -391,6 +400,7 @@ impl Client {
             preferred: Mutex::new(options.endpoints[0].clone()),
             options,
             sessions: Sessions::new(),
+            clock: WriteClock::new(),
             connections: Arc::new(Connections {
                 config,
                 endpoints: Mutex::new([None, None]),
@@ -430,6 +440,7 @@ impl Client {
         let inner = Inner {
             options: self.inner.options.clone(),
             sessions: Sessions::new(),
+            clock: WriteClock::after(self.inner.clock.last()),
             connections: Arc::clone(&self.inner.connections),
             known: Mutex::new(lock(&self.inner.known).clone()),
             routes: Mutex::new(HashMap::new()),
@@ -489,6 +500,10 @@ impl Client {
         write: Option<WriteLevel>,
         session: Option<SessionToken>,
     ) -> Result<(Answer, Receipt), ConnError> {
+        let operation = self
+            .with_removal_context(pinned, keyspace, operation)
+            .await?;
+        let written_at = is_write(&operation).then(|| self.inner.clock.now());
         let ticket = self.inner.sessions.current().begin();
         let request = ClientRequest {
             client: ticket.client(),
@@ -500,6 +515,7 @@ impl Client {
             read,
             write,
             session,
+            written_at,
         };
         let pending = Pending {
             ticket,
@@ -507,6 +523,40 @@ impl Client {
             request,
         };
         self.send_pending(pending, true).await
+    }
+
+    /// A set removal without a context gets the one of a local read of the key first, so that
+    /// every attempt of it removes the same adds: a resend through another node, later, must
+    /// not remove an add made after the first attempt. (A removal whose context comes from the
+    /// caller's own read keeps it.) Other operations pass unchanged.
+    async fn with_removal_context(
+        &self,
+        pinned: Option<&str>,
+        keyspace: &str,
+        operation: Operation,
+    ) -> Result<Operation, ConnError> {
+        let Operation::SetRemove {
+            key,
+            members,
+            context: None,
+        } = operation
+        else {
+            return Ok(operation);
+        };
+        let get = Operation::Get { key: key.clone() };
+        let local = Some(ReadLevel::Local);
+        // Boxed: this runs inside `execute_on`, and the read is an `execute_on` too.
+        let read = Box::pin(self.execute_on(pinned, keyspace, get, local, None, None));
+        let context = match read.await?.0 {
+            Answer::Eventual(ReadValue::Set { context, .. }) => Some(context),
+            // Not a set keyspace: the node refuses the removal with the reason.
+            _ => None,
+        };
+        Ok(Operation::SetRemove {
+            key,
+            members,
+            context,
+        })
     }
 
     /// Sends again a write whose outcome was unknown (its [`ConnError::Timeout`] carried
@@ -537,7 +587,10 @@ impl Client {
             // A clone shares the key and value bytes; the handle keeps the request.
             let message = ToNode::Data(pending.request.clone());
             let ended = match self.attempts(&message, &policy).await {
-                Ok(Reply::Data(answer, receipt)) => return Ok((answer, receipt)),
+                Ok(Reply::Data(answer, receipt)) => {
+                    self.inner.clock.observe(&answer, &receipt);
+                    return Ok((answer, receipt));
+                }
                 Ok(Reply::Admin(_)) => return Err(mismatch()),
                 Err(ended) => ended,
             };

@@ -2,6 +2,7 @@
 //! [`crate::protocol`], its client sessions ([`session`]), scans that page through a strong keyspace ([`scan`]),
 //! and the typed keyspace handles applications use ([`typed`]).
 
+pub mod clock;
 pub mod conn;
 pub mod scan;
 pub mod session;

@@ -284,7 +284,6 @@ impl AntiEntropy {
     /// Takes a client write. The write is applied at once to a pending overlay, handed to the
     /// shell in the next [`PersistBatch`], and only after [`AntiEntropy::persisted`] installed,
     /// acknowledged (`Local`) and pushed to peers. Errors mean nothing was applied.
-    #[allow(clippy::too_many_arguments)]
     pub fn local_write(
         &mut self,
         now: Instant,
@@ -294,16 +293,45 @@ impl AntiEntropy {
         op: super::value::Op,
         level: WriteLevel,
     ) -> Result<(), WriteError> {
+        self.local_write_at(now, wall, id, key, op, level, None)
+    }
+
+    /// [`AntiEntropy::local_write`] of a write whose client chose its time: an `lww` write is
+    /// stamped `at` instead of by this node's clock, so each attempt of one write, through any
+    /// node, stores the same `(time, value)` and a resend cannot overwrite a newer write. The
+    /// clock moves past `at`; a time more than `clock_skew_max` ahead is refused. Other value
+    /// types ignore `at`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn local_write_at(
+        &mut self,
+        now: Instant,
+        wall: WallMillis,
+        id: RequestId,
+        key: Bytes,
+        op: super::value::Op,
+        level: WriteLevel,
+        at: Option<HlcTimestamp>,
+    ) -> Result<(), WriteError> {
         self.start(now);
         self.wall = Some(wall);
         self.check_write(&key, &op)?;
+        let at = at.filter(|_| self.config.value_type == super::ValueType::Lww);
+        if let Some(at) = at {
+            self.check_client_time(wall, at)?;
+        }
         // Stamp and apply on copies: a refused write must leave the counter and HLC alone.
         let seq = self.seq + 1;
         let mut hlc = self.hlc.clone();
         let stamp = WriteStamp {
             node: self.config.node,
             seq,
-            hlc: hlc.now(wall),
+            hlc: match at {
+                Some(at) => {
+                    hlc.observe(at);
+                    at
+                }
+                None => hlc.now(wall),
+            },
         };
         // Without an overlay the installed row is read here; it goes into `fresh` once the
         // write is taken, so the batch that carries the write need not read it again.
@@ -960,6 +988,29 @@ impl AntiEntropy {
                 Merged::Unchanged
             }
         }
+    }
+
+    /// Refuses a client's write time more than `clock_skew_max` ahead of the wall clock, the
+    /// bound states from peers are held to, or that far behind this node's clock: `lww`
+    /// tombstones that old may be collected, and the write must not outlive its delete (see
+    /// `gc`).
+    fn check_client_time(&self, wall: WallMillis, at: HlcTimestamp) -> Result<(), WriteError> {
+        let skew_max_ms = self.config.clock_skew_max.as_millis() as u64;
+        let ahead_ms = at.physical_ms.saturating_sub(wall.0);
+        if ahead_ms > skew_max_ms {
+            return Err(WriteError::StampAhead {
+                ahead_ms,
+                skew_max_ms,
+            });
+        }
+        let behind_ms = self.hlc.last().physical_ms.saturating_sub(at.physical_ms);
+        if behind_ms > skew_max_ms {
+            return Err(WriteError::StampBehind {
+                behind_ms,
+                skew_max_ms,
+            });
+        }
+        Ok(())
     }
 
     /// True (and counted) if `state` is an `lww` state stamped more than `clock_skew_max`

@@ -97,6 +97,31 @@ pub enum WriteError {
         /// The amount refused.
         by: i64,
     },
+    /// An `lww` write's client chose a time more than `clock_skew_max` ahead of this node's
+    /// wall clock (its clock is wrong): stored, it would win every later write for that long.
+    /// Nothing was applied.
+    #[error(
+        "the write's time is {ahead_ms} ms ahead of this node's clock, more than the {skew_max_ms} ms allowed"
+    )]
+    StampAhead {
+        /// How far ahead of this node's wall clock the time is.
+        ahead_ms: u64,
+        /// `clock_skew_max`.
+        skew_max_ms: u64,
+    },
+    /// An `lww` write's client chose a time more than `clock_skew_max` behind this node's
+    /// clock: a delete that much later may already be forgotten, and the write must not come
+    /// back over it (a resend long after its first attempt, or a client's clock far behind).
+    /// Nothing was applied.
+    #[error(
+        "the write's time is {behind_ms} ms behind this node's clock, more than the {skew_max_ms} ms allowed"
+    )]
+    StampBehind {
+        /// How far behind this node's clock the time is.
+        behind_ms: u64,
+        /// `clock_skew_max`.
+        skew_max_ms: u64,
+    },
     /// An `mvreg` write's context names a write this node has not seen (a forged context, or
     /// one read on another node before the write reached this one). Taking it would let the
     /// context claim writes that do not exist here yet: with a counter above what a node

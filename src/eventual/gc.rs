@@ -22,7 +22,15 @@
 //! otherwise (a genuinely new write). Hence a delete never resurrects, even when a node
 //! returns from a long partition with an old value: its value is either covered (dropped)
 //! or the node has not reported a `K` covering the delete, and then nothing was collected.
+//!
+//! An `lww` write timed by its client (a resend keeps its first attempt's time) is a new
+//! write with an old time, which a collected delete could no longer outrank. So an `lww`
+//! tombstone also waits until its time is `clock_skew_max` behind this node's clock, and a
+//! client's time that far behind is refused (`WriteError::StampBehind`): a write taken after
+//! a collection is then later than the delete everywhere. (Clocks only move forward: the
+//! node's HLC, not its wall clock, is the measure.)
 
+use super::hlc::HlcTimestamp;
 use super::levels::SessionToken;
 use super::value::KeyState;
 use crate::types::NodeId;
@@ -198,6 +206,15 @@ impl super::engine::AntiEntropy {
             &self.peer_knowledge,
         );
         let early = self.bug_early_tombstone_gc();
+        // The clock's time counts toward a tombstone's age even while this node stamps
+        // nothing; observed here, it is persisted with the batch that collects (see `hlc`).
+        if let Some(wall) = self.wall {
+            self.hlc.observe(HlcTimestamp {
+                physical_ms: wall.0,
+                logical: 0,
+                node,
+            });
+        }
         for key in self.tombstone_candidates() {
             if self.overlay.contains_key(&key) {
                 continue; // A local write on it is still being persisted.
@@ -219,11 +236,20 @@ impl super::engine::AntiEntropy {
                     }
                     None => false,
                 };
-            if collect {
+            if collect && (early || self.past_client_times(&state)) {
                 self.remove_key(&key);
                 self.stats.tombstones_collected += 1;
             }
         }
+    }
+
+    /// Whether an `lww` tombstone's time is older than any client time this node still takes
+    /// (see the module docs). Other types' deletes carry no time.
+    fn past_client_times(&self, state: &KeyState) -> bool {
+        state.lww_stamp().is_none_or(|stamp| {
+            let window_ms = self.config.clock_skew_max.as_millis() as u64;
+            stamp.physical_ms.saturating_add(window_ms) < self.hlc.last().physical_ms
+        })
     }
 
     /// The next `GC_KEYS_PER_ROUND_MAX` tombstoned keys of the store's index, round-robin

@@ -76,6 +76,14 @@ impl Cluster {
         Cluster::with_config(count, value_type, |_| {})
     }
 
+    /// An `lww` cluster whose clocks may be off by a second only, so that tombstones are old
+    /// enough to collect after a second (see `gc`).
+    fn short_clock_window(count: u64) -> Cluster {
+        Cluster::with_config(count, ValueType::Lww, |config| {
+            config.clock_skew_max = Duration::from_secs(1);
+        })
+    }
+
     fn with_config(
         count: u64,
         value_type: ValueType,
@@ -214,6 +222,31 @@ impl Cluster {
         self.drain(NodeId(node));
         self.deliver_all();
         Ok(id)
+    }
+
+    /// A write whose client chose its time (`at`), as a resend carries it.
+    fn write_at(
+        &mut self,
+        node: u64,
+        key: &str,
+        op: Op,
+        at: HlcTimestamp,
+    ) -> Result<(), WriteError> {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        let (now, wall) = (self.now, WallMillis(self.wall));
+        self.node(NodeId(node)).engine.local_write_at(
+            now,
+            wall,
+            id,
+            bytes(key),
+            op,
+            WriteLevel::Local,
+            Some(at),
+        )?;
+        self.drain(NodeId(node));
+        self.deliver_all();
+        Ok(())
     }
 
     fn read(&mut self, node: u64, key: &str, level: ReadMode) -> RequestId {
@@ -536,6 +569,133 @@ fn lww_later_write_wins_even_from_a_node_whose_wall_clock_is_behind() {
     }
 }
 
+/// The story: a client's `lww` put timed out after it applied on n1; another client then
+/// wrote the key through n2; the first client resent its put through n3. The resend took a
+/// new, later timestamp and overwrote the newer write. Now the client's time travels with the
+/// write, so the resend stores what the first attempt stored, and the newer write stays.
+#[test]
+fn a_resent_lww_write_keeps_its_time_and_does_not_overwrite_a_newer_write() {
+    let mut cluster = Cluster::new(3, ValueType::Lww);
+    let first = HlcTimestamp {
+        physical_ms: cluster.wall,
+        logical: 0,
+        node: NodeId(0xc1),
+    };
+    cluster
+        .write_at(1, "k", Op::LwwPut(bytes("first")), first)
+        .unwrap();
+    cluster.run_for(Duration::from_millis(500), STEP);
+    cluster.wall += 10;
+    cluster.write(2, "k", Op::LwwPut(bytes("newer")), WriteLevel::Local);
+    cluster.run_for(Duration::from_millis(500), STEP);
+    cluster
+        .write_at(3, "k", Op::LwwPut(bytes("first")), first)
+        .unwrap();
+    cluster
+        .write_at(1, "k", Op::LwwPut(bytes("first")), first)
+        .unwrap();
+    cluster.run_for(Duration::from_millis(500), STEP);
+    for node in [1, 2, 3] {
+        let value = cluster.engine(node).value(b"k");
+        assert!(
+            matches!(&value, ReadValue::Lww { value: Some(v), .. } if v == "newer"),
+            "n{node}: {value:?}"
+        );
+    }
+    // The node's own clock moved past the client's time: its next write is later.
+    let ahead = HlcTimestamp {
+        physical_ms: cluster.wall + 1_000,
+        ..first
+    };
+    cluster
+        .write_at(1, "j", Op::LwwPut(bytes("client")), ahead)
+        .unwrap();
+    let id = cluster.write(1, "j", Op::LwwPut(bytes("node")), WriteLevel::Local);
+    assert!(acked_stamp(&cluster, 1, id) > ahead);
+}
+
+/// A client's time further ahead than the clock skew bound would win every write for that
+/// long, one further behind could outlive a collected delete: both refused, nothing changes.
+#[test]
+fn a_client_time_past_the_clock_skew_is_refused() {
+    let mut cluster = Cluster::new(1, ValueType::Lww);
+    let skew_ms = cluster.engine(1).config().clock_skew_max.as_millis() as u64;
+    let at = HlcTimestamp {
+        physical_ms: cluster.wall + skew_ms + 1,
+        logical: 0,
+        node: NodeId(0xc1),
+    };
+    let refused = cluster.write_at(1, "k", Op::LwwPut(bytes("v")), at);
+    assert_eq!(
+        refused,
+        Err(WriteError::StampAhead {
+            ahead_ms: skew_ms + 1,
+            skew_max_ms: skew_ms
+        })
+    );
+    assert_eq!(
+        cluster.engine(1).value(b"k"),
+        ReadValue::empty(ValueType::Lww)
+    );
+    let within = HlcTimestamp {
+        physical_ms: cluster.wall + skew_ms,
+        ..at
+    };
+    cluster
+        .write_at(1, "k", Op::LwwPut(bytes("v")), within)
+        .unwrap();
+    // The clock is at `within` now. A time further back than the bound could outlive a
+    // delete already collected (see `gc`): refused too.
+    let behind = HlcTimestamp {
+        physical_ms: within.physical_ms - skew_ms - 1,
+        ..at
+    };
+    let refused = cluster.write_at(1, "k", Op::LwwPut(bytes("old")), behind);
+    assert_eq!(
+        refused,
+        Err(WriteError::StampBehind {
+            behind_ms: skew_ms + 1,
+            skew_max_ms: skew_ms
+        })
+    );
+}
+
+/// The story: a set removal timed out; meanwhile another client added the member again; the
+/// resend, through another node, removed the new add too. With the context of the read the
+/// removal is based on, every attempt removes the same adds, and the newer add stays.
+#[test]
+fn a_resent_set_removal_keeps_its_context_and_does_not_remove_a_newer_add() {
+    let mut cluster = Cluster::new(3, ValueType::Set);
+    cluster.write(1, "s", Op::SetAdd(bytes("x")), WriteLevel::Local);
+    cluster.run_for(Duration::from_millis(500), STEP);
+    let ReadValue::Set { context, .. } = cluster.engine(1).value(b"s") else {
+        panic!("a set")
+    };
+    let remove = || Op::SetRemove {
+        member: bytes("x"),
+        seen: Some(context.clone()),
+    };
+    cluster.write(1, "s", remove(), WriteLevel::Local);
+    cluster.run_for(Duration::from_millis(500), STEP);
+    assert_eq!(cluster.engine(2).value(b"s").members(), Some(&[][..]));
+    cluster.write(2, "s", Op::SetAdd(bytes("x")), WriteLevel::Local);
+    cluster.run_for(Duration::from_millis(500), STEP);
+    cluster.write(3, "s", remove(), WriteLevel::Local);
+    cluster.run_for(Duration::from_millis(500), STEP);
+    for node in [1, 2, 3] {
+        let members = cluster.engine(node).value(b"s");
+        assert_eq!(members.members(), Some(&[bytes("x")][..]), "n{node}");
+    }
+    // Without a context a removal takes what its node has seen: the newer add goes.
+    let blind = Op::SetRemove {
+        member: bytes("x"),
+        seen: None,
+    };
+    cluster.write(3, "s", blind, WriteLevel::Local);
+    cluster.run_for(Duration::from_millis(500), STEP);
+    assert_eq!(cluster.engine(1).value(b"s").members(), Some(&[][..]));
+}
+
 /// The stamp a node acknowledged write `id` with.
 fn acked_stamp(cluster: &Cluster, node: u64, id: RequestId) -> HlcTimestamp {
     match cluster.event_for(node, id) {
@@ -568,6 +728,9 @@ fn lww_stamps_after_a_crash_and_a_wall_clock_step_back_exceed_every_earlier_stam
     let highest = acked_stamp(&cluster, 1, delete);
     assert!(before.iter().all(|earlier| highest > *earlier));
     before.push(highest);
+    // The tombstone is collected once its time is past the clock window (see `gc`).
+    let window_ms = cluster.engine(1).config().clock_skew_max.as_millis() as u64;
+    cluster.wall += 30_000 + window_ms + 1_000;
     cluster.run_for(Duration::from_secs(3), STEP);
     let image = &cluster.nodes[&NodeId(1)].image;
     assert!(
@@ -780,7 +943,7 @@ fn quorum_read_without_a_majority_fails() {
 
 #[test]
 fn tombstone_is_kept_while_a_member_has_not_seen_it_and_the_delete_never_resurrects() {
-    let mut cluster = Cluster::new(3, ValueType::Lww);
+    let mut cluster = Cluster::short_clock_window(3);
     cluster.write(1, "k", Op::LwwPut(bytes("old")), WriteLevel::All);
     cluster.run_for(Duration::from_secs(1), STEP);
     cluster.isolate(3); // n3 keeps "old"
@@ -828,7 +991,7 @@ fn tombstone_is_kept_while_a_member_has_not_seen_it_and_the_delete_never_resurre
 
 #[test]
 fn old_state_arriving_after_collection_is_dropped() {
-    let mut cluster = Cluster::new(2, ValueType::Lww);
+    let mut cluster = Cluster::short_clock_window(2);
     cluster.write(1, "k", Op::LwwPut(bytes("old")), WriteLevel::All);
     let old = cluster.engine(2).key_state(b"k").expect("n2 has the value");
     cluster.write(2, "k", Op::LwwDelete, WriteLevel::All);
@@ -872,15 +1035,31 @@ fn set_remove_of_an_observed_add_converges_and_an_empty_set_is_collected() {
     let mut cluster = Cluster::new(2, ValueType::Set);
     cluster.write(1, "s", Op::SetAdd(bytes("x")), WriteLevel::Local);
     cluster.write(2, "s", Op::SetAdd(bytes("y")), WriteLevel::Local);
-    cluster.write(2, "s", Op::SetRemove(bytes("x")), WriteLevel::Local);
+    cluster.write(
+        2,
+        "s",
+        Op::SetRemove {
+            member: bytes("x"),
+            seen: None,
+        },
+        WriteLevel::Local,
+    );
     cluster.run_for(Duration::from_millis(500), STEP);
     assert_eq!(
-        cluster.engine(1).value(b"s"),
-        ReadValue::Set(vec![bytes("y")])
+        cluster.engine(1).value(b"s").members(),
+        Some(&[bytes("y")][..])
     );
-    cluster.write(1, "s", Op::SetRemove(bytes("y")), WriteLevel::Local);
+    cluster.write(
+        1,
+        "s",
+        Op::SetRemove {
+            member: bytes("y"),
+            seen: None,
+        },
+        WriteLevel::Local,
+    );
     cluster.run_for(Duration::from_secs(3), STEP);
-    assert_eq!(cluster.engine(2).value(b"s"), ReadValue::Set(vec![]));
+    assert_eq!(cluster.engine(2).value(b"s").members(), Some(&[][..]));
     assert!(
         cluster.engine(1).key_state(b"s").is_none() && cluster.engine(2).key_state(b"s").is_none()
     );
@@ -1167,7 +1346,7 @@ fn randomized_faults_then_heal_converge() {
                     }
                 }
                 ValueType::Counter => Op::CounterAdd(rng.random_range(1..5i64)),
-                ValueType::Set if rng.random_bool(0.3) => Op::SetRemove(member),
+                ValueType::Set if rng.random_bool(0.3) => Op::SetRemove { member, seen: None },
                 ValueType::Set => Op::SetAdd(member),
             };
             let amount = if let Op::CounterAdd(amount) = op {
@@ -1497,12 +1676,20 @@ mod large_states {
         assert_eq!(engine.hlc.last(), hlc_before, "the HLC did not move");
         cluster.drain(NodeId(1));
         // The counter was not consumed; a remove (shrinking) and then the add pass.
-        let remove = cluster.write(1, "s", Op::SetRemove(member(1, 1024)), WriteLevel::Local);
+        let remove = cluster.write(
+            1,
+            "s",
+            Op::SetRemove {
+                member: member(1, 1024),
+                seen: None,
+            },
+            WriteLevel::Local,
+        );
         assert_eq!(cluster.token_of(1, remove).seq, first_seq + 1);
         cluster.write(1, "s", Op::SetAdd(member(2, 1024)), WriteLevel::Local);
         assert_eq!(
-            cluster.engine(1).value(b"s"),
-            ReadValue::Set(vec![member(2, 1024)])
+            cluster.engine(1).value(b"s").members(),
+            Some(&[member(2, 1024)][..])
         );
     }
 
@@ -1609,8 +1796,8 @@ mod large_states {
         for index in 0..20 {
             let key = format!("k{index}");
             assert_eq!(
-                cluster.engine(3).value(key.as_bytes()),
-                ReadValue::Set(vec![bytes("v")]),
+                cluster.engine(3).value(key.as_bytes()).members(),
+                Some(&[bytes("v")][..]),
                 "{key} repaired on n3"
             );
         }
@@ -1622,10 +1809,18 @@ mod large_states {
         assert!(skipped(&cluster, 1) + skipped(&cluster, 2) > 0);
         // A remove shrinks the state below the limit (refusing it could wedge the key).
         let removed = member((grown * 10 + 1) as u8, 900);
-        cluster.write(grown, "big", Op::SetRemove(removed), WriteLevel::Local);
+        cluster.write(
+            grown,
+            "big",
+            Op::SetRemove {
+                member: removed,
+                seen: None,
+            },
+            WriteLevel::Local,
+        );
         cluster.run_for(Duration::from_secs(2), LARGE_STEP);
         cluster.assert_converged();
-        let ReadValue::Set(members) = cluster.engine(3).value(b"big") else {
+        let ReadValue::Set { members, .. } = cluster.engine(3).value(b"big") else {
             panic!("a set keyspace reads sets");
         };
         assert_eq!(members.len(), 3);
@@ -1729,7 +1924,9 @@ impl Cluster {
     /// Starts node `id` with `members` (a node joining a running keyspace).
     fn add_node(&mut self, id: u64, members: &[u64], value_type: ValueType) {
         let members = members.iter().copied().map(NodeId).collect();
-        let config = EngineConfig::new(NodeId(id), members, value_type);
+        let mut config = EngineConfig::new(NodeId(id), members, value_type);
+        // The clocks' bound is the keyspace's, the same on every member.
+        config.clock_skew_max = self.engine(1).config().clock_skew_max;
         self.install(config, empty_image(), id);
         let (now, wall) = (self.now, WallMillis(self.wall));
         self.node(NodeId(id)).engine.handle_timeout(now, wall);
@@ -1751,7 +1948,7 @@ impl Cluster {
 /// collection up.
 #[test]
 fn members_change_in_place_and_collection_waits_for_a_new_member() {
-    let mut cluster = Cluster::new(2, ValueType::Lww);
+    let mut cluster = Cluster::short_clock_window(2);
     cluster.write(1, "k", Op::LwwPut(bytes("v")), WriteLevel::All);
     cluster.write(1, "gone", Op::LwwPut(bytes("x")), WriteLevel::All);
     cluster.add_node(3, &[1, 2, 3], ValueType::Lww);
@@ -1783,4 +1980,32 @@ fn members_change_in_place_and_collection_waits_for_a_new_member() {
         assert_eq!(cluster.engine(node).tombstones_pending(), 0, "n{node}");
         assert_eq!(cluster.engine(node).live_key_count(), 0);
     }
+}
+
+/// Two `lww` values at one time (a faulty client that reused a time): every replica must
+/// still end with the same one, whatever order the states merge in.
+#[test]
+fn lww_values_at_one_time_merge_to_the_same_value_in_either_order() {
+    let at = HlcTimestamp {
+        physical_ms: 5,
+        logical: 0,
+        node: NodeId(0xc1),
+    };
+    let state = |value: &str, node: u64| {
+        let mut state = KeyState::new(ValueType::Lww);
+        let stamp = WriteStamp {
+            node: NodeId(node),
+            seq: 1,
+            hlc: at,
+        };
+        state.apply_local(Op::LwwPut(bytes(value)), stamp).unwrap();
+        state
+    };
+    let (a, b) = (state("a", 1), state("b", 2));
+    let mut ab = a.clone();
+    ab.merge(b.clone()).unwrap();
+    let mut ba = b.clone();
+    ba.merge(a.clone()).unwrap();
+    assert_eq!(ab, ba);
+    assert_eq!(ab.read(), b.read(), "the greater value wins the tie");
 }

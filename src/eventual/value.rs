@@ -72,8 +72,15 @@ pub enum Op {
     CounterAdd(i64),
     /// `set`: add a member.
     SetAdd(Bytes),
-    /// `set`: remove a member (the adds this node has observed).
-    SetRemove(Bytes),
+    /// `set`: remove a member: the adds a read observed (`seen`, the read's version vector),
+    /// or without one the adds this node has observed. With `seen`, a resend through any node
+    /// later removes exactly what the first attempt removed, never a newer add.
+    SetRemove {
+        /// The member.
+        member: Bytes,
+        /// The version vector of the read the removal is based on, if any.
+        seen: Option<ReadContext>,
+    },
 }
 
 impl Op {
@@ -83,7 +90,7 @@ impl Op {
             Op::LwwPut(_) | Op::LwwDelete => ValueType::Lww,
             Op::MvPut { .. } | Op::MvDelete { .. } => ValueType::MvReg,
             Op::CounterAdd(_) => ValueType::Counter,
-            Op::SetAdd(_) | Op::SetRemove(_) => ValueType::Set,
+            Op::SetAdd(_) | Op::SetRemove { .. } => ValueType::Set,
         }
     }
 }
@@ -112,11 +119,24 @@ pub enum ReadValue {
     },
     /// `counter`: the sum (saturating at the i64 range).
     Counter(i64),
-    /// `set`: the members, sorted.
-    Set(Vec<Bytes>),
+    /// `set`: the members, sorted, and the adds they come from.
+    Set {
+        /// The members.
+        members: Vec<Bytes>,
+        /// Pass back with a removal to remove exactly the adds this read saw.
+        context: ReadContext,
+    },
 }
 
 impl ReadValue {
+    /// A set's members (None for the other types).
+    pub fn members(&self) -> Option<&[Bytes]> {
+        match self {
+            ReadValue::Set { members, .. } => Some(members),
+            _ => None,
+        }
+    }
+
     /// The value of a key this node holds nothing for.
     pub fn empty(value_type: ValueType) -> ReadValue {
         match value_type {
@@ -129,7 +149,10 @@ impl ReadValue {
                 context: ReadContext(VClock::new()),
             },
             ValueType::Counter => ReadValue::Counter(0),
-            ValueType::Set => ReadValue::Set(Vec::new()),
+            ValueType::Set => ReadValue::Set {
+                members: Vec::new(),
+                context: ReadContext(VClock::new()),
+            },
         }
     }
 }
@@ -245,8 +268,8 @@ impl KeyState {
         }
         let dot = Dot::new(stamp.node, stamp.seq);
         match (&mut self.crdt, op) {
-            (Crdt::Lww(reg), Op::LwwPut(value)) => reg.update(Some(value), stamp.hlc),
-            (Crdt::Lww(reg), Op::LwwDelete) => reg.update(None, stamp.hlc),
+            (Crdt::Lww(reg), Op::LwwPut(value)) => lww_join(reg, Some(value), stamp.hlc),
+            (Crdt::Lww(reg), Op::LwwDelete) => lww_join(reg, None, stamp.hlc),
             (Crdt::MvReg(reg), Op::MvPut { value, context }) => {
                 mv_write(reg, Some(value), context, dot)
             }
@@ -259,10 +282,20 @@ impl KeyState {
                 dot,
                 members: vec![member],
             }),
-            (Crdt::Set(set), Op::SetRemove(member)) => {
+            (Crdt::Set(set), Op::SetRemove { member, seen: None }) => {
                 let remove_context = set.contains(&member).derive_rm_ctx();
                 set.apply(set.rm(member, remove_context));
             }
+            (
+                Crdt::Set(set),
+                Op::SetRemove {
+                    member,
+                    seen: Some(seen),
+                },
+            ) => set.apply(orswot::Op::Rm {
+                clock: seen.0,
+                members: vec![member],
+            }),
             _ => unreachable!("value types were checked equal above"),
         }
         self.context.apply(Dot::new(stamp.node, stamp.seq));
@@ -275,13 +308,7 @@ impl KeyState {
         let expected = self.value_type();
         let got = other.value_type();
         match (&mut self.crdt, other.crdt) {
-            (Crdt::Lww(mine), Crdt::Lww(theirs)) => {
-                // Equal markers with different values cannot come from correct peers (HLC
-                // timestamps are unique); keep ours rather than break associativity.
-                if mine.validate_merge(&theirs).is_ok() {
-                    mine.merge(theirs);
-                }
-            }
+            (Crdt::Lww(mine), Crdt::Lww(theirs)) => lww_join(mine, theirs.val, theirs.marker),
             (Crdt::MvReg(mine), Crdt::MvReg(theirs)) => mine.merge(theirs),
             (Crdt::Counter(mine), Crdt::Counter(theirs)) => mine.merge(theirs),
             (Crdt::Set(mine), Crdt::Set(theirs)) => mine.merge(theirs),
@@ -312,9 +339,13 @@ impl KeyState {
             }
             Crdt::Counter(counter) => ReadValue::Counter(counter_value(counter)),
             Crdt::Set(set) => {
-                let mut members: Vec<Bytes> = set.read().val.into_iter().collect();
+                let read = set.read();
+                let mut members: Vec<Bytes> = read.val.into_iter().collect();
                 members.sort();
-                ReadValue::Set(members)
+                ReadValue::Set {
+                    members,
+                    context: ReadContext(read.rm_clock),
+                }
             }
         }
     }
@@ -382,6 +413,21 @@ impl KeyState {
                 *reg = transcode(&mirror);
             }
         }
+    }
+}
+
+/// Joins an `lww` value into a register: the greater `(marker, value)` wins. Markers are
+/// unique for correct writers, but a client chooses the time of its own writes (so that a
+/// resend stores the same pair), and a faulty client could send two values at one time:
+/// ordering by the value too keeps the join commutative, so replicas still converge.
+fn lww_join(
+    reg: &mut LWWReg<Option<Bytes>, HlcTimestamp>,
+    val: Option<Bytes>,
+    marker: HlcTimestamp,
+) {
+    if (marker, &val) > (reg.marker, &reg.val) {
+        reg.val = val;
+        reg.marker = marker;
     }
 }
 

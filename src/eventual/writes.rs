@@ -47,7 +47,7 @@ impl AntiEntropy {
             Op::LwwPut(value)
             | Op::MvPut { value, .. }
             | Op::SetAdd(value)
-            | Op::SetRemove(value) => value.len(),
+            | Op::SetRemove { member: value, .. } => value.len(),
             Op::LwwDelete | Op::MvDelete { .. } | Op::CounterAdd(_) => 0,
         };
         if value_bytes > VALUE_BYTES_MAX {
@@ -62,6 +62,10 @@ impl AntiEntropy {
         }
         | Op::MvDelete {
             context: Some(context),
+        }
+        | Op::SetRemove {
+            seen: Some(context),
+            ..
         } = op
         {
             self.check_context(context)?;

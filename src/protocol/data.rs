@@ -124,8 +124,14 @@ pub enum Operation {
     Add { key: Bytes, by: i64 },
     /// `set`: add members.
     SetAdd { key: Bytes, members: Vec<Bytes> },
-    /// `set`: remove members (those this node has observed).
-    SetRemove { key: Bytes, members: Vec<Bytes> },
+    /// `set`: remove members: the adds an earlier read of the key saw (`context`, from its
+    /// answer), or without one those the serving node has observed. The client library reads
+    /// the context first when it is not given, so that every attempt removes the same adds.
+    SetRemove {
+        key: Bytes,
+        members: Vec<Bytes>,
+        context: Option<ReadContext>,
+    },
 }
 
 impl Operation {
@@ -200,6 +206,21 @@ pub struct ClientRequest {
     pub write: Option<WriteLevel>,
     /// The token of an earlier write, for `ReadLevel::Session`.
     pub session: Option<SessionToken>,
+    /// The time the client gave this write, the same in every attempt of it. An `lww`
+    /// keyspace stamps the write with it (tie-broken by the client's session id) instead of
+    /// with the node's clock, so a resend through any node stores what the first attempt
+    /// stored and cannot overwrite a newer write; other keyspaces ignore it. As with
+    /// Cassandra's client-side timestamps, a client whose clock is slow loses races it should
+    /// win; one more than the keyspace's clock skew bound ahead is refused.
+    pub written_at: Option<WriteTime>,
+}
+
+/// A client's hybrid-logical time for a write: wall-clock milliseconds, then a counter within
+/// one millisecond (see [`crate::eventual::hlc`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WriteTime {
+    pub physical_ms: u64,
+    pub logical: u32,
 }
 
 /// Where the serving node stood when it answered.
@@ -377,8 +398,24 @@ pub enum ClientError {
          unsigned 64-bit number); nothing was written, another node can take the change"
     )]
     CounterExhausted { by: i64 },
-    /// An `mvreg` write's context names a write of `node` this node has not seen yet (read
-    /// through another node, or forged). Nothing was written.
+    /// An `lww` write's time (`ClientRequest::written_at`) is further ahead of the node's
+    /// clock than the keyspace allows: the client's clock is wrong. Nothing was written.
+    #[error(
+        "the write's time is {ahead_ms} ms ahead of this node's clock, more than the \
+         {skew_max_ms} ms the keyspace allows; nothing was written: fix the client's clock"
+    )]
+    WriteTimeAhead { ahead_ms: u64, skew_max_ms: u64 },
+    /// An `lww` write's time is further behind the node's clock than the keyspace allows: a
+    /// resend long after its first attempt, or a client whose clock is far behind. A delete
+    /// that much later may be forgotten already, so the write is not taken. Nothing was
+    /// written.
+    #[error(
+        "the write's time is {behind_ms} ms behind this node's clock, more than the \
+         {skew_max_ms} ms the keyspace allows; nothing was written: send it as a new write"
+    )]
+    WriteTimeBehind { behind_ms: u64, skew_max_ms: u64 },
+    /// An `mvreg` write's or a `set` removal's context names a write of `node` this node has
+    /// not seen yet (read through another node, or forged). Nothing was written.
     #[error(
         "the context names write {counter} of {node}, which this node has not seen yet (it has \
          seen up to {seen}); nothing was written: read the key through this node, or retry \
@@ -537,6 +574,7 @@ mod tests {
             read: None,
             write: None,
             session: None,
+            written_at: None,
         }
     }
 

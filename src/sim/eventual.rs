@@ -161,7 +161,20 @@ struct Client {
     tokens: BTreeMap<(usize, bytes::Bytes), (crate::eventual::SessionToken, WriteRef)>,
     /// The context of its last `mvreg` read per key, used by its next write there.
     contexts: BTreeMap<bytes::Bytes, crate::eventual::ReadContext>,
+    /// The clock that times the `lww` writes this client times itself, as the client library
+    /// does; its id (above every node's) breaks ties.
+    clock: crate::eventual::hlc::Hlc,
+    /// A client-timed `lww` write to send once more, through another node, as a client that
+    /// lost the first answer would: (key, value, time).
+    resend: Option<(
+        bytes::Bytes,
+        Option<bytes::Bytes>,
+        crate::eventual::HlcTimestamp,
+    )>,
 }
+
+/// Simulated clients' ids in their `lww` tie-breakers start here, above every node id.
+const CLIENT_ID_BASE: u64 = 1 << 32;
 
 /// Counters for the summary line.
 #[derive(Clone, Debug, Default)]
@@ -236,6 +249,8 @@ impl Sim {
                 next_at: Some(Instant::ZERO),
                 tokens: BTreeMap::new(),
                 contexts: BTreeMap::new(),
+                clock: crate::eventual::hlc::Hlc::new(NodeId(CLIENT_ID_BASE + index as u64)),
+                resend: None,
             })
             .collect();
         let mut sim = Sim {

@@ -637,6 +637,7 @@ pub fn request(
         read: None,
         write: None,
         session: None,
+        written_at: None,
     }
 }
 
@@ -688,6 +689,14 @@ pub mod op {
 
     pub fn incr(key: &str, by: i64) -> Operation {
         Operation::Add { key: b(key), by }
+    }
+
+    pub fn srem(key: &str, members: &[&str]) -> Operation {
+        Operation::SetRemove {
+            key: b(key),
+            members: members.iter().map(|m| b(m)).collect(),
+            context: None,
+        }
     }
 
     pub fn sadd(key: &str, members: &[&str]) -> Operation {

@@ -311,6 +311,7 @@ fn check_plan(plan: &Plan) -> anyhow::Result<()> {
                     seq: 1,
                 },
             ),
+            written_at: None,
         };
         check_request(&request, plan.mode)
             .with_context(|| format!("workload {} on keyspace {}", plan.mix.name, plan.keyspace))?;

@@ -88,7 +88,9 @@ pub(crate) fn describe_answer(answer: &Answer) -> String {
         Answer::Strong(None) => "(absent)".to_string(),
         Answer::Written { revision } => format!("written at revision {}", revision.0),
         Answer::Acknowledged { acks } => format!("acknowledged by {acks} replica(s)"),
-        Answer::Eventual(ReadValue::Set(members)) => format!("{{{}}}", members_text(members)),
+        Answer::Eventual(ReadValue::Set { members, .. }) => {
+            format!("{{{}}}", members_text(members))
+        }
         Answer::Eventual(ReadValue::Lww {
             value: Some(value), ..
         }) => format!("{:?}", text(value)),
@@ -106,7 +108,7 @@ fn members_text(members: &[Bytes]) -> String {
 
 fn set_members(answer: &Answer) -> Option<BTreeSet<String>> {
     match answer {
-        Answer::Eventual(ReadValue::Set(members)) => {
+        Answer::Eventual(ReadValue::Set { members, .. }) => {
             Some(members.iter().map(|member| text(member)).collect())
         }
         _ => None,

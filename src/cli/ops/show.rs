@@ -183,7 +183,7 @@ fn eventual_text(value: &ReadValue) -> String {
             }
         },
         ReadValue::Counter(count) => count.to_string(),
-        ReadValue::Set(members) => {
+        ReadValue::Set { members, .. } => {
             let shown: Vec<String> = members.iter().map(|m| text(m)).collect();
             format!("{{{}}}", shown.join(", "))
         }
@@ -240,7 +240,7 @@ fn eventual_json(value: &ReadValue) -> Value {
             "context": format_context(context),
         }),
         ReadValue::Counter(count) => json!({ "value": count }),
-        ReadValue::Set(members) => json!({
+        ReadValue::Set { members, .. } => json!({
             "members": members.iter().map(|m| text(m)).collect::<Vec<_>>(),
         }),
     }
@@ -401,10 +401,10 @@ mod tests {
         assert_eq!(text(b"hello"), "hello");
         assert_eq!(text(&[0xff, 0x00]), "0xff00");
         assert_eq!(text(b"a\nb"), "0x610a62");
-        let set = Answer::Eventual(ReadValue::Set(vec![
-            Bytes::from_static(b"x"),
-            Bytes::from_static(b"y"),
-        ]));
+        let set = Answer::Eventual(ReadValue::Set {
+            members: vec![Bytes::from_static(b"x"), Bytes::from_static(b"y")],
+            context: crate::eventual::ReadContext(Default::default()),
+        });
         assert_eq!(value_lines(&set), vec!["{x, y}"]);
         let count = Answer::Eventual(ReadValue::Counter(-3));
         assert_eq!(value_lines(&count), vec!["-3"]);

@@ -82,6 +82,7 @@ mod tests {
             read: None,
             write: None,
             session: None,
+            written_at: None,
             first_unacked: 1,
             opens_session: true,
         })

@@ -13,7 +13,8 @@
 
 use super::catalog::{self, CATALOG_GROUP};
 use super::translate::{
-    command_error, eventual_ops, outcome_answer, read_error, strong_command, write_error,
+    client_stamp, command_error, eventual_ops, outcome_answer, read_error, strong_command,
+    write_error,
 };
 use super::waiting::{EventualWait, Waiting};
 use super::{NodeCore, ReplyTo};
@@ -329,6 +330,9 @@ impl NodeCore {
             return;
         }
         let value_type = self.eventual[&id].engine.config().value_type;
+        let at = request
+            .written_at
+            .map(|time| client_stamp(time, request.client));
         let ops = eventual_ops(request.operation, value_type);
         let count = u32::try_from(ops.len()).unwrap_or(u32::MAX);
         let wait = EventualWait::new(Served::Write(level), count);
@@ -341,7 +345,8 @@ impl NodeCore {
         let mut started = 0;
         let mut refused = None;
         for (key, op) in ops {
-            if let Err(error) = engine.local_write(now, wall, RequestId(tag), key, op, level) {
+            let request = RequestId(tag);
+            if let Err(error) = engine.local_write_at(now, wall, request, key, op, level, at) {
                 refused = Some(write_error(error));
                 break;
             }

@@ -218,6 +218,7 @@ fn a_resent_write_applies_once_and_never_after_its_session_expired() {
         read: None,
         write: None,
         session: None,
+        written_at: None,
     };
     let cas = request(
         1,

@@ -1,9 +1,9 @@
 //! From the client protocol to the cores' own types and back: pure functions, no state.
 
-use crate::eventual::{self, Op};
-use crate::protocol::{Answer, ClientError, Operation};
-use crate::strong::{Command, CommandError, Outcome};
-use crate::types::LogIndex;
+use crate::eventual::{self, HlcTimestamp, Op};
+use crate::protocol::{Answer, ClientError, Operation, WriteTime};
+use crate::strong::{ClientId, Command, CommandError, Outcome};
+use crate::types::{LogIndex, NodeId};
 use bytes::Bytes;
 
 /// The strong command of a checked request (gets and scans never reach here as commands,
@@ -92,6 +92,16 @@ pub(super) fn command_error(error: CommandError) -> ClientError {
     }
 }
 
+/// The `lww` stamp of a write whose client gave its time: the client's (admitted, so
+/// certificate-bound) session id breaks ties, so two clients' writes never share a stamp.
+pub(super) fn client_stamp(time: WriteTime, client: ClientId) -> HlcTimestamp {
+    HlcTimestamp {
+        physical_ms: time.physical_ms,
+        logical: time.logical,
+        node: NodeId(client.0),
+    }
+}
+
 /// The engine operations of a checked eventual write: one per set member.
 pub(super) fn eventual_ops(
     operation: Operation,
@@ -114,9 +124,16 @@ pub(super) fn eventual_ops(
             .into_iter()
             .map(|m| (key.clone(), Op::SetAdd(m)))
             .collect(),
-        Operation::SetRemove { key, members } => members
+        Operation::SetRemove {
+            key,
+            members,
+            context,
+        } => members
             .into_iter()
-            .map(|m| (key.clone(), Op::SetRemove(m)))
+            .map(|member| {
+                let seen = context.clone();
+                (key.clone(), Op::SetRemove { member, seen })
+            })
             .collect(),
         Operation::Get { .. } | Operation::Cas { .. } | Operation::Scan { .. } => Vec::new(),
     }
@@ -142,6 +159,20 @@ pub(super) fn write_error(error: eventual::WriteError) -> ClientError {
             node,
             counter,
             seen,
+        },
+        E::StampAhead {
+            ahead_ms,
+            skew_max_ms,
+        } => ClientError::WriteTimeAhead {
+            ahead_ms,
+            skew_max_ms,
+        },
+        E::StampBehind {
+            behind_ms,
+            skew_max_ms,
+        } => ClientError::WriteTimeBehind {
+            behind_ms,
+            skew_max_ms,
         },
         E::Backpressure { .. } => ClientError::Backpressure,
         other => ClientError::Malformed {

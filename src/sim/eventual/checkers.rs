@@ -321,11 +321,17 @@ fn describe_lww<S>(write: &LwwWrite<S>) -> String {
     }
 }
 
+/// Two writes with one stamp and different values: replicas could not tell which is last.
+/// One stamp with one value is a client's resend of its write, which keeps its time.
 fn duplicate_stamps<S: Ord + Debug>(key: &[u8], writes: &[LwwWrite<S>]) -> Vec<String> {
-    let mut seen: BTreeMap<&S, u64> = BTreeMap::new();
+    let mut seen: BTreeMap<&S, &LwwWrite<S>> = BTreeMap::new();
     let mut violations = Vec::new();
     for write in writes.iter().filter(|w| w.outcome.may_apply()) {
-        if let Some(other) = seen.insert(&write.stamp, write.id) {
+        let Some(other) = seen.insert(&write.stamp, write) else {
+            continue;
+        };
+        if other.value != write.value {
+            let other = other.id;
             violations.push(format!(
                 "hlc: lww key {}: writes #{other} and #{} share stamp {}",
                 show_key(key),

@@ -13,11 +13,15 @@ use super::{
     SAFETY_PHASE, Sim,
 };
 use crate::eventual::{
-    Op, PersistBatch, ReadContext, ReadMode, ReadValue, RequestId, SessionToken, WriteLevel,
+    HlcTimestamp, Op, PersistBatch, ReadContext, ReadMode, ReadValue, RequestId, SessionToken,
+    WriteLevel,
 };
 use bytes::Bytes;
 use crdts::{CmRDT, Dot, VClock};
 use std::time::Duration;
+
+/// The keyspace of `lww` values (the index of `ValueType::Lww` in `VALUE_TYPES`).
+const LWW_KEYSPACE: Keyspace = 0;
 
 /// Members the set clients add and remove: few, so adds and removes collide.
 const SET_MEMBERS: [&str; 4] = ["a", "b", "c", "d"];
@@ -26,7 +30,11 @@ const READ_EXPECTED_MAX: usize = 8;
 
 /// The operation a client chose, with what the log needs to know about it before it is sent.
 enum Planned {
-    Lww(Option<Bytes>),
+    /// A put (or a delete, `None`), timed by the node, or by the client (`at`).
+    Lww {
+        value: Option<Bytes>,
+        at: Option<HlcTimestamp>,
+    },
     MvReg {
         value: Option<Bytes>,
         context: Option<ReadContext>,
@@ -74,7 +82,8 @@ impl Sim {
             self.clients[client].next_at = None;
             return;
         }
-        let node = if self.rng.chance(0.7) {
+        let resending = self.clients[client].resend.is_some();
+        let node = if self.rng.chance(0.7) && !resending {
             self.clients[client].home
         } else {
             self.rng.below(self.nodes.len() as u64) as usize
@@ -91,6 +100,9 @@ impl Sim {
         }
         self.issued += 1;
         self.clients[client].next_at = None;
+        if self.issue_resend(client, node) {
+            return;
+        }
         let keyspace = self.rng.below(4) as usize;
         let key = if self.rng.chance(0.8) {
             Bytes::from(format!("k{}", self.rng.below(KEYS_PER_KEYSPACE)))
@@ -113,7 +125,14 @@ impl Sim {
     ) -> Option<Planned> {
         let value = Bytes::from(format!("c{client}-w{}", self.log.meta.len()));
         let planned = match keyspace {
-            0 => Planned::Lww(self.rng.chance(0.8).then_some(value)),
+            LWW_KEYSPACE => {
+                let value = self.rng.chance(0.8).then_some(value);
+                let at = self.rng.chance(0.4).then(|| {
+                    let (_, wall) = self.nodes[node].times(self.now);
+                    self.clients[client].clock.now(wall)
+                });
+                Planned::Lww { value, at }
+            }
             1 => {
                 let context = self.clients[client].contexts.remove(key);
                 if context.is_none() && self.rng.chance(0.75) {
@@ -144,14 +163,50 @@ impl Sim {
         let Some(planned) = self.plan_write(client, node, keyspace, &key) else {
             return self.issue_read(client, node, keyspace, key);
         };
+        if let Planned::Lww {
+            value,
+            at: Some(at),
+        } = &planned
+        {
+            if self.rng.chance(0.3) {
+                self.clients[client].resend = Some((key.clone(), value.clone(), *at));
+            }
+        }
+        self.issue_planned(client, node, keyspace, key, planned);
+    }
+
+    /// Sends a client-timed `lww` write again, as the client library does after a lost answer:
+    /// the same key, value and time, through whichever node the client picked now.
+    fn issue_resend(&mut self, client: usize, node: usize) -> bool {
+        let Some((key, value, at)) = self.clients[client].resend.take() else {
+            return false;
+        };
+        let planned = Planned::Lww {
+            value,
+            at: Some(at),
+        };
+        self.issue_planned(client, node, LWW_KEYSPACE, key, planned);
+        true
+    }
+
+    fn issue_planned(
+        &mut self,
+        client: usize,
+        node: usize,
+        keyspace: Keyspace,
+        key: Bytes,
+        planned: Planned,
+    ) {
         let level = match self.rng.below(10) {
             0..6 => WriteLevel::Local,
             6..9 => WriteLevel::Quorum,
             _ => WriteLevel::All,
         };
         let op = match &planned {
-            Planned::Lww(Some(value)) => Op::LwwPut(value.clone()),
-            Planned::Lww(None) => Op::LwwDelete,
+            Planned::Lww {
+                value: Some(value), ..
+            } => Op::LwwPut(value.clone()),
+            Planned::Lww { value: None, .. } => Op::LwwDelete,
             Planned::MvReg {
                 value: Some(value),
                 context,
@@ -167,7 +222,12 @@ impl Sim {
             },
             Planned::Counter(amount) => Op::CounterAdd(*amount),
             Planned::SetAdd(member) => Op::SetAdd(member.clone()),
-            Planned::SetRemove { member, .. } => Op::SetRemove(member.clone()),
+            // Half the removals carry the context of what they remove, as the client library's
+            // do; the other half leave it to the node. Both remove the adds it has observed.
+            Planned::SetRemove { member, observed } => Op::SetRemove {
+                member: member.clone(),
+                seen: self.rng.chance(0.5).then(|| ReadContext(observed.clone())),
+            },
         };
         let request = self.next_request;
         self.next_request += 1;
@@ -175,8 +235,13 @@ impl Sim {
         let engine = self.nodes[node]
             .engine(keyspace)
             .expect("invariant: node is up");
+        let at = match planned {
+            Planned::Lww { at, .. } => at,
+            _ => None,
+        };
+        let id = RequestId(request);
         if engine
-            .local_write(local, wall, RequestId(request), key.clone(), op, level)
+            .local_write_at(local, wall, id, key.clone(), op, level, at)
             .is_err()
         {
             // Refused before anything was applied: nothing to log.
@@ -228,10 +293,13 @@ impl Sim {
         });
         let key_owned = key.clone();
         let index = match planned {
-            Planned::Lww(value) => {
-                let stamp = state
-                    .and_then(|s| s.state.lww_stamp())
+            Planned::Lww { value, at } => {
+                // A client-timed write may lose to the key's newer value at once: the batch
+                // then holds that value's stamp, not the write's.
+                let stamp = at
+                    .or_else(|| state.and_then(|s| s.state.lww_stamp()))
                     .expect("engine contract: an lww write's batch holds its stamped state");
+
                 push(
                     &mut self.log.lww,
                     key_owned,
@@ -470,7 +538,7 @@ impl Sim {
                 let siblings: Vec<Vec<u8>> = siblings.iter().map(|s| s.to_vec()).collect();
                 mv_reflects(writes, &writes[write.index], &siblings, &context.0)
             }
-            ReadValue::Set(members) => {
+            ReadValue::Set { members, .. } => {
                 let writes = &self.log.set[key];
                 let members: Vec<Vec<u8>> = members.iter().map(|m| m.to_vec()).collect();
                 set_reflects(writes, &writes[write.index], &members)

@@ -163,7 +163,9 @@ impl Sim {
         for key in all_keys(self.log.set.keys(), states) {
             let writes = self.log.set.get(&key).map_or(&[][..], Vec::as_slice);
             let members: BTreeSet<Vec<u8>> = match states.get(&key).map(KeyState::read) {
-                Some(ReadValue::Set(members)) => members.iter().map(|m| m.to_vec()).collect(),
+                Some(ReadValue::Set { members, .. }) => {
+                    members.iter().map(|m| m.to_vec()).collect()
+                }
                 _ => BTreeSet::new(),
             };
             self.violations.extend(check_set(&key, writes, &members));

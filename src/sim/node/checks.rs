@@ -134,6 +134,7 @@ impl Run {
                     read: Some(ReadLevel::Local),
                     write: None,
                     session: None,
+                    written_at: None,
                 });
                 let Some(host) = self.hosts.get_mut(&id) else {
                     continue;
@@ -300,7 +301,7 @@ impl Run {
                         .map_or(&[][..], Vec::as_slice);
                     check_counter(shown.as_bytes(), writes, i128::from(*total))
                 }
-                (ValueType::Set, ReadValue::Set(members)) => {
+                (ValueType::Set, ReadValue::Set { members, .. }) => {
                     let writes = self.oplog.sets.get(&slot).map_or(&[][..], Vec::as_slice);
                     let members: BTreeSet<Vec<u8>> = members.iter().map(|m| m.to_vec()).collect();
                     check_set(shown.as_bytes(), writes, &members)

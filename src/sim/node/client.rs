@@ -613,7 +613,7 @@ fn check_read(
                     None => true, // No stamp known: nothing to compare with.
                 }
             }
-            (WriteRef::Set(slot, index), ReadValue::Set(members)) => {
+            (WriteRef::Set(slot, index), ReadValue::Set { members, .. }) => {
                 let writes = &cx.oplog.sets[slot];
                 let members: Vec<Vec<u8>> = members.iter().map(|m| m.to_vec()).collect();
                 set_reflects(writes, &writes[*index], &members)

@@ -196,6 +196,7 @@ impl DataClient {
             read,
             write,
             session,
+            written_at: None,
         };
         (request, ticket)
     }
@@ -223,7 +224,13 @@ impl DataClient {
                 let member = Bytes::from_static(self.rng.pick(&SET_POOL).as_bytes());
                 let write = cx.oplog.set_remove(slot, &member);
                 let members = vec![member];
-                (Operation::SetRemove { key, members }, write)
+                let context = None;
+                let remove = Operation::SetRemove {
+                    key,
+                    members,
+                    context,
+                };
+                (remove, write)
             }
             ValueType::Set => {
                 // Half the adds use a fresh member nobody removes: their loss is never
