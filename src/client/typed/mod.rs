@@ -251,7 +251,7 @@ pub mod kind {
         context,
     });
     kind!(Counter, ValueType::Counter, i64, ReadValue::Counter(sum) => sum);
-    kind!(Set, ValueType::Set, Vec<Bytes>, ReadValue::Set(members) => members);
+    kind!(Set, ValueType::Set, Vec<Bytes>, ReadValue::Set { members, .. } => members);
 
     /// The kinds that hold one value per key, set with `put` and `delete`: `lww`, `mvreg`.
     pub trait Register: Kind {}
@@ -915,17 +915,21 @@ impl SetKeyspace {
     }
 }
 
-/// The one place the typed API builds a set removal, so a new field of
-/// `Operation::SetRemove` has one place to be filled.
+/// The one place the typed API builds a set removal. Without a context: the client library
+/// reads the key first, so that every attempt of the removal removes the same adds.
 fn set_remove(key: Bytes, members: Vec<Bytes>) -> Operation {
-    Operation::SetRemove { key, members }
+    Operation::SetRemove {
+        key,
+        members,
+        context: None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::kind::{Counter, Kind, Lww, MvReg, Set};
     use super::*;
-    use crate::eventual::ReadValue;
+    use crate::eventual::{ReadContext, ReadValue};
 
     /// A node that answered a read with another kind's value is a protocol error, never a
     /// value of the wrong type.
@@ -941,11 +945,15 @@ mod tests {
         );
         assert_eq!(Counter::decode(ReadValue::Counter(-3)), Some(-3));
         let members = vec![Bytes::from_static(b"m")];
-        assert_eq!(Set::decode(ReadValue::Set(members.clone())), Some(members));
+        let set = ReadValue::Set {
+            members: members.clone(),
+            context: ReadContext(Default::default()),
+        };
+        assert_eq!(Set::decode(set), Some(members));
         assert!(Counter::decode(lww.clone()).is_none());
         assert!(Set::decode(ReadValue::Counter(1)).is_none());
         assert!(MvReg::decode(lww).is_none());
-        assert!(Lww::decode(ReadValue::Set(Vec::new())).is_none());
+        assert!(Lww::decode(ReadValue::Counter(0)).is_none());
     }
 
     #[test]
