@@ -167,10 +167,9 @@ impl Sim {
             value,
             at: Some(at),
         } = &planned
+            && self.rng.chance(0.3)
         {
-            if self.rng.chance(0.3) {
-                self.clients[client].resend = Some((key.clone(), value.clone(), *at));
-            }
+            self.clients[client].resend = Some((key.clone(), value.clone(), *at));
         }
         self.issue_planned(client, node, keyspace, key, planned);
     }
