@@ -1,4 +1,4 @@
-//! The async client library over QUIC (ALPN `capdial-client/1`), used by the CLI, the demo,
+//! The async client library over QUIC (ALPN `capdial-client/2`), used by the CLI, the demo,
 //! the integration tests and the benchmark.
 //!
 //! One [`Client`] holds one quinn endpoint per address family and caches one connection per

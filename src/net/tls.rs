@@ -36,8 +36,11 @@ pub const ANY_NODE_SERVER_NAME: &str = "node.capdial";
 
 /// ALPN protocol between nodes.
 pub const ALPN_PEER: &[u8] = b"capdial-peer/1";
-/// ALPN protocol between a client and a node.
-pub const ALPN_CLIENT: &[u8] = b"capdial-client/1";
+/// ALPN protocol between a client and a node. The number changes with the shape of the
+/// client protocol's frames, so a client built for another shape is refused at the handshake
+/// (no common protocol) instead of sending frames the node cannot decode. 2: requests carry
+/// `written_at`, set removals a context, set reads their context.
+pub const ALPN_CLIENT: &[u8] = b"capdial-client/2";
 
 /// How long a node or client certificate is valid unless `--days` says otherwise.
 pub const LEAF_DAYS_DEFAULT: u32 = 365;

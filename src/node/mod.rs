@@ -3,7 +3,7 @@
 //! ```text
 //!            one quinn endpoint (mutual TLS, cluster CA)
 //!   ALPN capdial-peer/1 ──▶ Transport ──Inbound──▶ ┐
-//!   ALPN capdial-client/1 ─▶ server ──ClientInput─▶ ├─▶ driver (one task) ─▶ core::NodeCore
+//!   ALPN capdial-client/2 ─▶ server ──ClientInput─▶ ├─▶ driver (one task) ─▶ core::NodeCore
 //!                                                   │     (sans-IO: group 0 (catalog), strong
 //!                        timers (poll_timeout) ───▶ ┘     groups, eventual engines, waiting
 //!                                                          requests), one redb Store

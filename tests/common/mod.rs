@@ -241,7 +241,7 @@ impl Drop for NodeProcess {
     }
 }
 
-/// A raw QUIC client endpoint that speaks `capdial-client/1` with a certificate from `certs`.
+/// A raw QUIC client endpoint that speaks `capdial-client/2` with a certificate from `certs`.
 pub fn client_endpoint(certs: &Path, name: &str) -> quinn::Endpoint {
     let identity = Identity::load(certs, Party::Client, name).expect("load the client identity");
     let config = identity
