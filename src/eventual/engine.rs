@@ -299,7 +299,8 @@ impl AntiEntropy {
     /// [`AntiEntropy::local_write`] of a write whose client chose its time: an `lww` write is
     /// stamped `at` instead of by this node's clock, so each attempt of one write, through any
     /// node, stores the same `(time, value)` and a resend cannot overwrite a newer write. The
-    /// clock moves past `at`; a time more than `clock_skew_max` ahead is refused. Other value
+    /// clock moves past `at`. A time more than `clock_skew_max` ahead of the wall clock, or
+    /// that far behind this node's clock, is refused (see `check_client_time`). Other value
     /// types ignore `at`.
     #[allow(clippy::too_many_arguments)]
     pub fn local_write_at(
