@@ -123,7 +123,8 @@ pub enum ReadValue {
     Set {
         /// The members.
         members: Vec<Bytes>,
-        /// Pass back with a removal to remove exactly the adds this read saw.
+        /// The adds of these members. Pass back with a removal to remove exactly the adds
+        /// this read saw.
         context: ReadContext,
     },
 }
@@ -339,12 +340,18 @@ impl KeyState {
             }
             Crdt::Counter(counter) => ReadValue::Counter(counter_value(counter)),
             Crdt::Set(set) => {
-                let read = set.read();
-                let mut members: Vec<Bytes> = read.val.into_iter().collect();
+                let mut members: Vec<Bytes> = set.read().val.into_iter().collect();
                 members.sort();
+                // The dots of the members' adds, not the set's whole clock (which also keeps
+                // the dots of removed adds): replicas that agree on the members agree on this
+                // too, and a removal needs no more.
+                let mut context = VClock::new();
+                for member in &members {
+                    context.merge(set.contains(member).rm_clock);
+                }
                 ReadValue::Set {
                     members,
-                    context: ReadContext(read.rm_clock),
+                    context: ReadContext(context),
                 }
             }
         }
