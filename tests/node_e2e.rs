@@ -17,7 +17,6 @@ use capdial::protocol::{
     Answer, ClientError, ClientRequest, ClientResponse, KeyspaceMode, Operation, Position,
     ReadLevel, Receipt, Served, WriteLevel, WriteTime,
 };
-use capdial::strong::ClientId;
 use capdial::strong::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use capdial::types::NodeId;
 use common::{Cluster, READY_DEADLINE, Run, b, op, poll_until};
@@ -704,18 +703,12 @@ async fn retried_write_applies_once(cluster: &Cluster) {
     let connection = common::connect_raw(&endpoint, cluster.node(leader).address)
         .await
         .expect("connect to the leader");
-    let request = ToNode::Data(ClientRequest {
-        client: ClientId(0x5eed),
-        seq: 1,
-        first_unacked: 1,
-        opens_session: true,
-        keyspace: ORDERS.to_string(),
-        operation: op::put("retried", "once"),
-        read: None,
-        write: None,
-        session: None,
-        written_at: None,
-    });
+    let request = ToNode::Data(common::request(
+        0x5eed,
+        ORDERS,
+        1,
+        op::put("retried", "once"),
+    ));
     let mut revisions = Vec::new();
     for _ in 0..2 {
         let answer = common::request_raw(&connection, &request).await;

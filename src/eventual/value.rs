@@ -340,15 +340,16 @@ impl KeyState {
             }
             Crdt::Counter(counter) => ReadValue::Counter(counter_value(counter)),
             Crdt::Set(set) => {
-                let mut members: Vec<Bytes> = set.read().val.into_iter().collect();
-                members.sort();
                 // The dots of the members' adds, not the set's whole clock (which also keeps
                 // the dots of removed adds): replicas that agree on the members agree on this
-                // too, and a removal needs no more.
+                // too, and a removal needs no more. One pass over the entries gives both.
+                let mut members = Vec::new();
                 let mut context = VClock::new();
-                for member in &members {
-                    context.merge(set.contains(member).rm_clock);
+                for entry in set.iter() {
+                    members.push(entry.val.clone());
+                    context.merge(entry.rm_clock);
                 }
+                members.sort();
                 ReadValue::Set {
                     members,
                     context: ReadContext(context),

@@ -59,18 +59,7 @@ mod tests {
     use bytes::Bytes;
 
     fn data(operation: Operation) -> ToNode {
-        ToNode::Data(ClientRequest {
-            client: ClientId(1),
-            seq: 1,
-            keyspace: "ks".into(),
-            operation,
-            read: None,
-            write: None,
-            session: None,
-            written_at: None,
-            first_unacked: 1,
-            opens_session: true,
-        })
+        ToNode::Data(ClientRequest::new(ClientId(1), 1, "ks", operation))
     }
 
     fn key() -> Bytes {

@@ -215,6 +215,31 @@ pub struct ClientRequest {
     pub written_at: Option<WriteTime>,
 }
 
+impl ClientRequest {
+    /// Request `seq` of session `client`, as a raw client sends it: it acknowledges nothing
+    /// (`first_unacked` 1), may open the session, takes the keyspace's default levels and
+    /// carries no write time. The client library fills these from its session instead.
+    pub fn new(
+        client: ClientId,
+        seq: u64,
+        keyspace: impl Into<String>,
+        operation: Operation,
+    ) -> ClientRequest {
+        ClientRequest {
+            client,
+            seq,
+            first_unacked: 1,
+            opens_session: true,
+            keyspace: keyspace.into(),
+            operation,
+            read: None,
+            write: None,
+            session: None,
+            written_at: None,
+        }
+    }
+}
+
 /// A client's hybrid-logical time for a write: wall-clock milliseconds, then a counter within
 /// one millisecond (see [`crate::eventual::hlc`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -564,18 +589,7 @@ mod tests {
     use super::*;
 
     fn request(operation: Operation) -> ClientRequest {
-        ClientRequest {
-            client: ClientId(1),
-            seq: 1,
-            first_unacked: 1,
-            opens_session: true,
-            keyspace: "orders".to_string(),
-            operation,
-            read: None,
-            write: None,
-            session: None,
-            written_at: None,
-        }
+        ClientRequest::new(ClientId(1), 1, "orders", operation)
     }
 
     fn key(text: &str) -> Bytes {

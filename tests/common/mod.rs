@@ -627,18 +627,12 @@ pub fn request(
     seq: u64,
     operation: capdial::protocol::Operation,
 ) -> capdial::protocol::ClientRequest {
-    capdial::protocol::ClientRequest {
-        client: capdial::strong::ClientId(client),
+    capdial::protocol::ClientRequest::new(
+        capdial::strong::ClientId(client),
         seq,
-        first_unacked: 1,
-        opens_session: true,
-        keyspace: keyspace.to_string(),
+        keyspace,
         operation,
-        read: None,
-        write: None,
-        session: None,
-        written_at: None,
-    }
+    )
 }
 
 /// Bytes of a string, for keys, values and members.

@@ -70,22 +70,12 @@ mod tests {
     }
 
     fn put(client: ClientId) -> ToNode {
-        ToNode::Data(ClientRequest {
-            client,
-            seq: 1,
-            keyspace: "ks".into(),
-            operation: Operation::Put {
-                key: Bytes::from_static(b"k"),
-                value: Bytes::from_static(b"v"),
-                context: None,
-            },
-            read: None,
-            write: None,
-            session: None,
-            written_at: None,
-            first_unacked: 1,
-            opens_session: true,
-        })
+        let operation = Operation::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            context: None,
+        };
+        ToNode::Data(ClientRequest::new(client, 1, "ks", operation))
     }
 
     fn session(admitted: &Admitted) -> ClientId {

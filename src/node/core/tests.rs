@@ -208,18 +208,8 @@ impl OneNode {
 #[test]
 fn a_resent_write_applies_once_and_never_after_its_session_expired() {
     let mut node = OneNode::serving_strong("st");
-    let request = |seq: u64, operation: Operation| ClientRequest {
-        client: ClientId(42),
-        seq,
-        first_unacked: 1,
-        opens_session: true,
-        keyspace: "st".to_string(),
-        operation,
-        read: None,
-        write: None,
-        session: None,
-        written_at: None,
-    };
+    let request =
+        |seq: u64, operation: Operation| ClientRequest::new(ClientId(42), seq, "st", operation);
     let cas = request(
         1,
         Operation::Cas {
