@@ -67,6 +67,7 @@ impl Cluster {
             join,
             cache_bytes: 8 << 20,
             clock_skew_max: std::time::Duration::from_secs(300),
+            watch: Default::default(),
         };
         let mut stopped = self.stop.subscribe();
         tokio::spawn(async move {

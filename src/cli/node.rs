@@ -40,8 +40,17 @@ pub struct NodeArgs {
     /// be off by as much either way, and an `lww` delete is forgotten only once it is that old.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
     clock_skew_max_secs: Option<u64>,
+    /// How many recent changes each keyspace keeps for watches (default 10000): a strong
+    /// watch may resume from a revision that far back, an eventual feed position that far
+    /// back; older ones are refused (`Compacted`, `FeedGap`). Memory, not disk.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    watch_history: Option<u64>,
+    /// At most this many MiB of keys and values per keyspace in that history (default 64).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    watch_history_mb: Option<u32>,
     /// A TOML file with the same settings (id, listen, initial_cluster, data_dir, certs, join,
-    /// cache_mb, clock_skew_max_secs); flags given on the command line win.
+    /// cache_mb, clock_skew_max_secs, watch_history, watch_history_mb); flags given on the
+    /// command line win.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -60,6 +69,8 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         join: args.join.then_some(true),
         cache_mb: args.cache_mb.map(|mb| mb as usize),
         clock_skew_max_secs: args.clock_skew_max_secs,
+        watch_history: args.watch_history.map(|n| n as usize),
+        watch_history_mb: args.watch_history_mb.map(|mb| mb as usize),
     };
     let config = file.overridden_by(flags).resolve()?;
     // Colours only on a terminal: the demo and the tests write node logs to files.

@@ -1,5 +1,6 @@
 //! The commands that talk to a running cluster: data (`put`, `get`, `delete`, `cas`, `scan`,
-//! `incr`, `decr`, `sadd`, `srem`, `smembers`), `keyspace`, `member`, `fault` and `status`.
+//! `incr`, `decr`, `sadd`, `srem`, `smembers`, `watch`), `keyspace`, `member`, `fault` and
+//! `status`.
 //!
 //! Every command takes the connection flags (`--endpoint`, `--certs`, `--client-name`,
 //! `--json`, `--timeout`, `--pin`). A value or set member too long for the command line comes
@@ -13,6 +14,7 @@ mod live_tests;
 pub(crate) mod parse;
 mod scan;
 pub(crate) mod show;
+mod watch;
 
 use crate::client::conn::{Client, ClientOptions, ConnError, DEFAULT_CLIENT_NAME};
 use crate::eventual::{ReadContext, SessionToken};
@@ -229,6 +231,8 @@ pub enum OpsCommand {
     Srem(MembersArgs),
     /// The members of a set (eventual set keyspaces)
     Smembers(KeyArgs),
+    /// Print changes to keys under a prefix as they happen, until Ctrl-C (any keyspace)
+    Watch(watch::WatchArgs),
     /// Create, list and drop keyspaces
     Keyspace(cluster::KeyspaceArgs),
     /// Add, remove and list members
@@ -248,6 +252,7 @@ impl OpsCommand {
             OpsCommand::Delete(args) => &args.conn,
             OpsCommand::Cas(args) => &args.conn,
             OpsCommand::Scan(args) => &args.conn,
+            OpsCommand::Watch(args) => &args.conn,
             OpsCommand::Incr(args) | OpsCommand::Decr(args) => &args.conn,
             OpsCommand::Sadd(args) | OpsCommand::Srem(args) => &args.conn,
             OpsCommand::Keyspace(args) => &args.conn,
@@ -396,8 +401,8 @@ pub fn write_answer(
 pub enum Prepared<'a> {
     /// A data command, ready to send.
     Data(DataRequest<'a>),
-    /// `scan` (a request per page), `keyspace`, `member`, `fault` or `status`: they read no
-    /// values.
+    /// `scan` (a request per page), `watch` (a poll after another), `keyspace`, `member`,
+    /// `fault` or `status`: they read no values.
     Other(&'a OpsCommand),
 }
 
@@ -420,6 +425,9 @@ pub async fn execute(
         Prepared::Data(request) => request,
         Prepared::Other(OpsCommand::Scan(args)) => {
             return scan::execute(client, args, run, out).await;
+        }
+        Prepared::Other(OpsCommand::Watch(args)) => {
+            return watch::execute(client, args, run, out).await;
         }
         Prepared::Other(command) => return cluster::execute(client, command, run, out).await,
     };

@@ -263,7 +263,7 @@ impl Failures {
 }
 
 fn is_write(operation: &Operation) -> bool {
-    !matches!(operation, Operation::Get { .. } | Operation::Scan { .. })
+    operation.is_write()
 }
 
 /// Whether sending the operation twice has the effect of sending it once. Strong writes are

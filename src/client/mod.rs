@@ -7,9 +7,11 @@ pub mod conn;
 pub mod scan;
 pub mod session;
 pub mod typed;
+pub mod watch;
 
 pub use conn::{Client, ClientOptions, ConnError, Resend};
 pub use scan::{ScanPage, ScanRequest, Scanner};
+pub use watch::Watch;
 pub use typed::{
     CounterKeyspace, EventualKeyspace, LwwKeyspace, MvRegKeyspace, OpenError, SetKeyspace,
     StrongKeyspace,

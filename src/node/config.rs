@@ -9,6 +9,8 @@
 //! join = false   # true on a node added to a running cluster (see `capdial member add`)
 //! cache_mb = 64   # the storage engine's page cache: with it, what a node holds in memory
 //! clock_skew_max_secs = 300   # lww states stamped further ahead of this node's clock are refused
+//! watch_history = 10000   # changes each keyspace keeps for watches
+//! watch_history_mb = 64   # ... and at most this many MiB of their keys and values
 //! ```
 //!
 //! `initial_cluster` may also be a table: `[initial_cluster]` with `n1 = "127.0.0.1:7001"`.
@@ -40,6 +42,8 @@ pub struct NodeConfig {
     /// How far ahead of this node's wall clock an `lww` state from a peer may be stamped;
     /// one stamped further ahead is refused (see `eventual::EngineConfig::clock_skew_max`).
     pub clock_skew_max: std::time::Duration,
+    /// What each keyspace keeps of its recent changes for watches.
+    pub watch: crate::node::core::WatchLimits,
 }
 
 impl NodeConfig {
@@ -123,6 +127,8 @@ pub struct PartialConfig {
     pub join: Option<bool>,
     pub cache_mb: Option<usize>,
     pub clock_skew_max_secs: Option<u64>,
+    pub watch_history: Option<usize>,
+    pub watch_history_mb: Option<usize>,
 }
 
 /// The initial cluster as a string or as a table.
@@ -157,6 +163,8 @@ impl PartialConfig {
             join: flags.join.or(self.join),
             cache_mb: flags.cache_mb.or(self.cache_mb),
             clock_skew_max_secs: flags.clock_skew_max_secs.or(self.clock_skew_max_secs),
+            watch_history: flags.watch_history.or(self.watch_history),
+            watch_history_mb: flags.watch_history_mb.or(self.watch_history_mb),
         }
     }
 
@@ -204,7 +212,16 @@ impl PartialConfig {
                 self.clock_skew_max_secs
                     .unwrap_or(NodeConfig::CLOCK_SKEW_MAX_SECS_DEFAULT),
             ),
+            watch: watch_limits(self.watch_history, self.watch_history_mb),
         })
+    }
+}
+
+fn watch_limits(changes: Option<usize>, mb: Option<usize>) -> crate::node::core::WatchLimits {
+    use crate::node::core::WatchLimits;
+    WatchLimits {
+        changes: changes.unwrap_or(WatchLimits::CHANGES_DEFAULT),
+        bytes: mb.map_or(WatchLimits::BYTES_DEFAULT, |mb| mb.saturating_mul(1 << 20)),
     }
 }
 

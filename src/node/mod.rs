@@ -86,6 +86,7 @@ pub async fn run(
     );
     core_config.join = config.join;
     core_config.clock_skew_max = config.clock_skew_max;
+    core_config.watch = config.watch;
     let driver = driver::Driver::boot(core_config, store, transport.clone())?;
     tokio::spawn(server::accept_loop(
         endpoint.clone(),

@@ -12,6 +12,7 @@
 use crate::eventual::{HlcTimestamp, ReadContext, ReadValue, SessionToken, ValueType};
 use crate::net::tls::Role;
 use crate::strong::{ClientId, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX, Versioned};
+use super::watch::{FeedPosition, WatchEvent, WatchFrom};
 use crate::types::{LogIndex, NodeId, Term};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -132,6 +133,16 @@ pub enum Operation {
         members: Vec<Bytes>,
         context: Option<ReadContext>,
     },
+    /// Strong and eventual: the changes to keys starting with `prefix` from `from` on, at most
+    /// `limit` of them; held by the node up to `wait_ms` (at most
+    /// [`WATCH_WAIT_MAX_MS`](super::WATCH_WAIT_MAX_MS)) while there are none. See
+    /// [`super::watch`].
+    Watch {
+        prefix: Bytes,
+        from: WatchFrom,
+        limit: u32,
+        wait_ms: u32,
+    },
 }
 
 impl Operation {
@@ -147,15 +158,19 @@ impl Operation {
             Operation::Add { .. } => "incr",
             Operation::SetAdd { .. } => "sadd",
             Operation::SetRemove { .. } => "srem",
+            Operation::Watch { .. } => "watch",
         }
     }
 
     /// Whether the operation changes data (and so needs a role that may write).
     pub fn is_write(&self) -> bool {
-        !matches!(self, Operation::Get { .. } | Operation::Scan { .. })
+        !matches!(
+            self,
+            Operation::Get { .. } | Operation::Scan { .. } | Operation::Watch { .. }
+        )
     }
 
-    /// The key the operation names (a scan's prefix).
+    /// The key the operation names (a scan's or a watch's prefix).
     pub fn key(&self) -> &Bytes {
         match self {
             Operation::Put { key, .. }
@@ -165,7 +180,7 @@ impl Operation {
             | Operation::Add { key, .. }
             | Operation::SetAdd { key, .. }
             | Operation::SetRemove { key, .. } => key,
-            Operation::Scan { prefix, .. } => prefix,
+            Operation::Scan { prefix, .. } | Operation::Watch { prefix, .. } => prefix,
         }
     }
 
@@ -183,6 +198,13 @@ impl Operation {
             Operation::Cas { .. } | Operation::Scan { .. } => mode == Strong,
             Operation::Add { .. } => mode == Eventual(Counter),
             Operation::SetAdd { .. } | Operation::SetRemove { .. } => mode == Eventual(Set),
+            // A strong watch counts revisions, an eventual one a node's feed.
+            Operation::Watch { from, .. } => matches!(
+                (from, mode),
+                (WatchFrom::Now, _)
+                    | (WatchFrom::Revision(_), Strong)
+                    | (WatchFrom::Feed(_), Eventual(_))
+            ),
         }
     }
 }
@@ -310,6 +332,11 @@ pub enum Answer {
     Eventual(ReadValue),
     /// Eventual: a write was acknowledged; `acks` replicas have stored it.
     Acknowledged { acks: u32 },
+    /// A watch poll's changes, in order, and where the next poll starts.
+    Watch {
+        events: Vec<WatchEvent>,
+        next: WatchFrom,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -376,6 +403,23 @@ pub enum ClientError {
     },
     #[error("scan limit {limit} is outside 1..={limit_max}")]
     ScanLimit { limit: u32, limit_max: u32 },
+    #[error("watch limit {limit} is outside 1..={limit_max}")]
+    WatchLimit { limit: u32, limit_max: u32 },
+    #[error(
+        "revision {from} is no longer in this node's watch history, which starts at revision \
+         {oldest}: read the keys again (scan) and watch on from the scan's revision",
+        from = from.0,
+        oldest = oldest.0
+    )]
+    Compacted { from: LogIndex, oldest: LogIndex },
+    #[error(
+        "{from} is no longer in this node's change feed, which now starts at {oldest}: changes \
+         may have been missed; read the keys again and follow the feed from there"
+    )]
+    FeedGap {
+        from: FeedPosition,
+        oldest: FeedPosition,
+    },
     #[error("timed out; the write {}", if *may_have_applied { "may still apply" } else { "was not applied" })]
     Timeout { may_have_applied: bool },
     #[error(
@@ -550,6 +594,7 @@ pub fn check_request(request: &ClientRequest, mode: KeyspaceMode) -> Result<(), 
         Operation::Scan {
             after: Some(after), ..
         } => check_size("key", after.len(), KEY_BYTES_MAX),
+        Operation::Watch { prefix, limit, .. } => super::watch::check_watch(prefix, *limit),
         _ => Ok(()),
     }
 }
@@ -562,6 +607,10 @@ fn check_levels(request: &ClientRequest, mode: KeyspaceMode) -> Result<(), Clien
     let Some(level) = request.read else {
         return Ok(());
     };
+    // A watch follows what the serving node applied: it has no read levels.
+    if matches!(request.operation, Operation::Watch { .. }) {
+        return Err(ClientError::ReadLevelNotApplicable { level, mode });
+    }
     let strong_level = matches!(
         level,
         ReadLevel::Linearizable | ReadLevel::Lease | ReadLevel::Follower | ReadLevel::Stale

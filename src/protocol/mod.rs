@@ -5,5 +5,9 @@
 pub mod access;
 pub mod admin;
 pub mod data;
+pub mod watch;
 
 pub use data::*;
+pub use watch::{
+    FeedPosition, WATCH_BYTES_MAX, WATCH_LIMIT_MAX, WATCH_WAIT_MAX_MS, WatchEvent, WatchFrom,
+};

@@ -106,6 +106,15 @@ pub enum ReadFailure {
 /// Changes to keys not yet durable: `None` is a delete.
 type Overlay = BTreeMap<Bytes, Option<Versioned>>;
 
+/// One change an applied entry made to a key, for watches: the key's new version, or
+/// `None` when it was deleted (only a key that existed is reported deleted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub revision: LogIndex,
+    pub key: Bytes,
+    pub version: Option<Versioned>,
+}
+
 /// The strong keyspace state machine.
 ///
 /// Protocol: the shell feeds it every committed entry in log order — [`StrongMachine::apply`]
@@ -142,6 +151,8 @@ pub struct StrongMachine {
     handed_applied: LogIndex,
     /// The applied index of the store's committed state.
     durable_applied: LogIndex,
+    /// Changes applied since the last `take_changes`, in order.
+    changed: Vec<Change>,
 }
 
 impl StrongMachine {
@@ -168,6 +179,7 @@ impl StrongMachine {
             clock: WallMillis(0),
             handed_applied: LogIndex(0),
             durable_applied: LogIndex(0),
+            changed: Vec::new(),
         };
         machine.reload()?;
         Ok(machine)
@@ -179,6 +191,7 @@ impl StrongMachine {
         let meta = self.store.load(self.group)?;
         self.changes.clear();
         self.flushing.clear();
+        self.changed.clear();
         self.sessions = SessionTable::load(meta.sessions);
         self.applied = meta.applied;
         self.clock = meta.clock;
@@ -357,6 +370,9 @@ impl StrongMachine {
             Command::Delete { key } => {
                 let existed = self.get(key)?.is_some();
                 self.changes.insert(key.clone(), None);
+                if existed {
+                    self.record(index, key, None);
+                }
                 Outcome::Delete {
                     revision: index,
                     existed,
@@ -407,6 +423,9 @@ impl StrongMachine {
         value: Option<&Bytes>,
     ) -> Result<Option<Versioned>, StoreError> {
         let Some(value) = value else {
+            if self.get(key)?.is_some() {
+                self.record(index, key, None);
+            }
             self.changes.insert(key.clone(), None);
             return Ok(None);
         };
@@ -419,7 +438,23 @@ impl StrongMachine {
             mod_revision: index,
         };
         self.changes.insert(key.clone(), Some(version.clone()));
+        self.record(index, key, Some(version.clone()));
         Ok(Some(version))
+    }
+
+    fn record(&mut self, revision: LogIndex, key: &Bytes, version: Option<Versioned>) {
+        let key = key.clone();
+        self.changed.push(Change {
+            revision,
+            key,
+            version,
+        });
+    }
+
+    /// The changes applied since the last call, in log order (cheap: keys and values are
+    /// shared). A snapshot install drops those not taken: they are older than it.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changed)
     }
 
     /// What changed since the last call, for the shell to make durable; reads keep seeing

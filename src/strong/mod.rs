@@ -36,7 +36,7 @@ pub use command::{
 #[cfg(feature = "sim-bugs")]
 pub use machine::MachineBug;
 pub use machine::{
-    ApplyError, MachineConfig, MalformedEntry, ReadFailure, Response, StrongMachine,
+    ApplyError, Change, MachineConfig, MalformedEntry, ReadFailure, Response, StrongMachine,
 };
 pub use replica::{
     Answer, Applied, ApplyFault, BootError, CONFIRMED_READS_MAX, Completion, DurableState,

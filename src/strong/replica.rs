@@ -219,6 +219,9 @@ pub struct Applied<T> {
     pub replies: Vec<Completion<T>>,
     /// The committed entries applied, in order (for checkers and metrics).
     pub entries: Vec<Entry>,
+    /// What those entries changed, in order (for watches). After an installed snapshot, only
+    /// the changes of entries applied after it.
+    pub changes: Vec<crate::strong::machine::Change>,
     /// Anything that broke the replica's invariants.
     pub faults: Vec<ApplyFault>,
     /// A compaction to persist: its meta replaces the durable snapshot's, and durable
@@ -492,6 +495,7 @@ impl<T> Replica<T> {
         let mut done = Applied {
             replies: std::mem::take(&mut self.orphans),
             entries: Vec::new(),
+            changes: Vec::new(),
             faults: std::mem::take(&mut self.faults),
             compacted: None,
         };
@@ -499,6 +503,7 @@ impl<T> Replica<T> {
             self.raft_persisted(ready, &mut done);
         }
         self.serve_confirmed(&mut done.replies);
+        done.changes = self.machine.take_changes();
         done.compacted = self.maybe_compact();
         done
     }

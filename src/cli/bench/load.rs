@@ -197,7 +197,7 @@ impl Issuer {
     }
 
     async fn execute(&mut self, operation: Operation) -> Result<(Answer, Receipt), ConnError> {
-        let write = !matches!(operation, Operation::Get { .. } | Operation::Scan { .. });
+        let write = operation.is_write();
         let strong = self.plan.mode == KeyspaceMode::Strong;
         let read = (!write).then(|| self.plan.read_level());
         let write_level = (write && !strong).then(|| self.plan.write.unwrap_or(WriteLevel::Local));

@@ -49,6 +49,7 @@ fn start() -> Cluster {
             join: false,
             cache_bytes: 8 << 20,
             clock_skew_max: std::time::Duration::from_secs(300),
+            watch: Default::default(),
         };
         let mut stopped = stop.subscribe();
         tokio::spawn(async move {

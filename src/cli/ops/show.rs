@@ -3,7 +3,7 @@
 
 use super::parse::{format_context, format_session, hex};
 use crate::eventual::{HlcTimestamp, ReadValue};
-use crate::protocol::{Answer, Position, Receipt, Served, WriteLevel};
+use crate::protocol::{Answer, Position, Receipt, Served, WatchEvent, WriteLevel};
 use crate::strong::Versioned;
 use crate::types::NodeId;
 use serde_json::{Value, json};
@@ -166,6 +166,54 @@ pub fn value_lines(answer: &Answer) -> Vec<String> {
             lines
         }
         Answer::Eventual(value) => vec![eventual_text(value)],
+        Answer::Watch { events, .. } => events.iter().map(event_line).collect(),
+    }
+}
+
+/// One line per watch event: `put KEY = VALUE (revision R)`, `delete KEY (revision R)`,
+/// `changed KEY = VALUE`.
+pub fn event_line(event: &WatchEvent) -> String {
+    match event {
+        WatchEvent::Put { key, value } => format!(
+            "put {} = {} (revision {})",
+            text(key),
+            text(&value.value),
+            value.mod_revision.0
+        ),
+        WatchEvent::Delete { key, revision } => {
+            format!("delete {} (revision {})", text(key), revision.0)
+        }
+        WatchEvent::Changed { key, value, .. } => {
+            format!("changed {} = {}", text(key), eventual_text(value))
+        }
+    }
+}
+
+/// A watch event as one JSON object.
+pub fn event_json(event: &WatchEvent) -> Value {
+    match event {
+        WatchEvent::Put { key, value } => json!({
+            "event": "put",
+            "key": text(key),
+            "value": versioned_json(Some(value)),
+            "revision": value.mod_revision.0,
+        }),
+        WatchEvent::Delete { key, revision } => json!({
+            "event": "delete",
+            "key": text(key),
+            "revision": revision.0,
+        }),
+        WatchEvent::Changed {
+            key,
+            value,
+            position,
+        } => json!({
+            "event": "changed",
+            "key": text(key),
+            "value": eventual_json(value),
+            "feed": format!("{:016x}", position.feed),
+            "position": position.seq,
+        }),
     }
 }
 
@@ -226,6 +274,10 @@ fn answer_json(answer: &Answer) -> Value {
         }
         Answer::Eventual(value) => eventual_json(value),
         Answer::Acknowledged { acks } => json!({ "acks": acks }),
+        Answer::Watch { events, next } => json!({
+            "events": events.iter().map(event_json).collect::<Vec<_>>(),
+            "next": next.to_string(),
+        }),
     }
 }
 

@@ -77,6 +77,7 @@ pub use request::{
 };
 
 use super::conn::{Client, ConnError};
+use super::watch::Watch;
 use crate::protocol::admin::{AdminAnswer, AdminRequest};
 use crate::protocol::{KeyspaceMode, Operation};
 use bytes::Bytes;
@@ -678,6 +679,26 @@ impl StrongKeyspace {
     pub fn scan(&self, prefix: impl IntoBytes) -> Scan {
         Scan::new(self.target.clone(), prefix.into_bytes())
     }
+
+    /// Follows the changes to keys starting with `prefix`: every put and delete, once, in
+    /// revision order, from the next change on or from a revision
+    /// ([`Watch::from_revision`]); see [`Watch`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+    /// let orders = cluster.client().strong("orders");
+    /// let rev = orders.put("o-1", "paid").await?.revision;
+    /// let event = orders.watch("o-").from_revision(rev).next().await?;
+    /// assert_eq!(event.revision(), Some(rev));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn watch(&self, prefix: impl IntoBytes) -> Watch {
+        Watch::new(&self.target.client, &self.target.name, prefix.into_bytes())
+    }
 }
 
 impl<K: Kind> EventualKeyspace<K> {
@@ -717,6 +738,29 @@ impl<K: Kind> EventualKeyspace<K> {
                 key: key.into_bytes(),
             },
         )
+    }
+
+    /// Follows the change feed of the node asked (pin it with [`Watch::at`]): each key
+    /// starting with `prefix` whose merged state changes there, with its value, at least
+    /// once; see [`Watch`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use capdial::{eventual::ValueType, protocol::KeyspaceMode};
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("carts", KeyspaceMode::Eventual(ValueType::Set)).await?;
+    /// let carts = cluster.client().set("carts");
+    /// let node = cluster.endpoints()[0].clone();
+    /// let mut watch = carts.watch("alice").at(node.clone());
+    /// watch.poll().await?; // takes the feed's current position
+    /// carts.add("alice", ["book"]).at(node).await?;
+    /// assert_eq!(watch.next().await?.key(), "alice");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn watch(&self, prefix: impl IntoBytes) -> Watch {
+        Watch::new(&self.target.client, &self.target.name, prefix.into_bytes())
     }
 
     fn write(&self, operation: Operation) -> EventualWrite<K> {

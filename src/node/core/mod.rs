@@ -29,6 +29,7 @@ pub mod catalog;
 mod requests;
 mod translate;
 mod waiting;
+pub mod watch;
 
 use crate::eventual::{self, AntiEntropy, EngineConfig, GossipMessage, KeyspaceStore, StateStore};
 use crate::protocol::KeyspaceMode;
@@ -49,6 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 pub use waiting::ReplyTo;
 use waiting::WaitTable;
+pub use watch::WatchLimits;
 
 /// What nodes send each other.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -133,6 +135,8 @@ pub struct CoreConfig {
     /// A strong keyspace forgets a client session idle this long by the log clock (the
     /// leaders' wall clocks). Every node of a cluster must use the same value.
     pub session_timeout: Duration,
+    /// What each keyspace keeps for watches.
+    pub watch: WatchLimits,
     #[cfg(feature = "sim-bugs")]
     pub bug: Option<NodeBug>,
 }
@@ -164,6 +168,7 @@ impl CoreConfig {
             gossip_round_bytes: 1024 * 1024,
             clock_skew_max: Duration::from_secs(300),
             session_timeout: crate::strong::SESSION_TIMEOUT_DEFAULT,
+            watch: WatchLimits::default(),
             #[cfg(feature = "sim-bugs")]
             bug: None,
         }
@@ -212,6 +217,8 @@ pub enum CoreError {
 struct StrongKeyspace {
     name: String,
     replica: Replica<u64>,
+    /// Recent changes, for watches.
+    history: watch::History,
 }
 
 /// An eventual keyspace on this node.
@@ -220,12 +227,15 @@ struct EventualKeyspace {
     engine: AntiEntropy,
     /// When this node last finished an anti-entropy round, for status.
     last_round_at: Option<Instant>,
+    /// The keys that changed here lately, for watches.
+    feed: watch::Feed,
 }
 
 /// The batch in flight: what to hand back to the cores once it is durable.
 struct InFlight {
     readies: Vec<(GroupId, ReplicaReady)>,
-    persists: Vec<(KeyspaceId, eventual::PersistId)>,
+    /// Each engine batch, with the keys it changes (for the keyspace's feed).
+    persists: Vec<(KeyspaceId, eventual::PersistId, Vec<bytes::Bytes>)>,
 }
 
 /// Everything a node decides.
@@ -244,6 +254,8 @@ pub struct NodeCore {
     /// The keyspaces running here, by name.
     names: BTreeMap<String, (KeyspaceId, KeyspaceMode)>,
     waiting: WaitTable,
+    /// The watch polls in `waiting`, by keyspace.
+    watchers: BTreeSet<(KeyspaceId, u64)>,
     /// Proposal ids start at a random point per incarnation (they must never repeat in a
     /// group, across nodes and restarts).
     next_proposal: u64,
@@ -284,6 +296,7 @@ impl NodeCore {
             eventual: BTreeMap::new(),
             names: BTreeMap::new(),
             waiting: WaitTable::new(),
+            watchers: BTreeSet::new(),
             next_proposal: random.next_u64() >> 1,
             admin_client: ClientId(random.next_u64()),
             next_admin_seq: 1,
@@ -303,7 +316,12 @@ impl NodeCore {
         };
         let replica = core.boot_replica(CATALOG_GROUP, voters)?;
         let name = CATALOG_NAME.to_string();
-        let catalog = StrongKeyspace { name, replica };
+        let history = watch::History::new(replica.machine().applied());
+        let catalog = StrongKeyspace {
+            name,
+            replica,
+            history,
+        };
         core.groups.insert(CATALOG_GROUP, catalog);
         core.reconcile()?;
         Ok(core)
@@ -469,7 +487,14 @@ impl NodeCore {
                 });
             }
             while let Some(persist) = keyspace.engine.poll_persist() {
-                in_flight.persists.push((*id, persist.id));
+                // A row deleted is a collected tombstone: no change a reader sees.
+                let changed = persist
+                    .keys
+                    .iter()
+                    .filter(|(_, row)| row.is_some())
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                in_flight.persists.push((*id, persist.id, changed));
                 batch.eventual_persist(*id, persist);
             }
         }
@@ -490,9 +515,10 @@ impl NodeCore {
         for (group, ready) in in_flight.readies {
             self.ready_persisted(group, ready)?;
         }
-        for (id, batch) in in_flight.persists {
+        for (id, batch, changed) in in_flight.persists {
             if let Some(keyspace) = self.eventual.get_mut(&id) {
                 keyspace.engine.persisted(self.now, batch);
+                self.record_feed(id, changed);
             }
         }
         self.drain_engines();
@@ -503,9 +529,9 @@ impl NodeCore {
         let Some(keyspace) = self.groups.get_mut(&group) else {
             return Ok(()); // Dropped while its batch was in flight.
         };
-        let installed = ready.raft.as_ref().is_some_and(|raft| {
+        let installed = ready.raft.as_ref().and_then(|raft| {
             push_raft(&mut self.transmits, group, &raft.persisted_messages);
-            raft.snapshot.is_some()
+            raft.snapshot.as_ref().map(|meta| meta.index)
         });
         let mut applied = keyspace.replica.on_persisted(ready);
         check_faults(group, std::mem::take(&mut applied.faults))?;
@@ -514,12 +540,13 @@ impl NodeCore {
         }
         // The catalog's new keyspaces must run here before a create is acknowledged (and a
         // snapshot install may change the catalog without entries).
-        if group == CATALOG_GROUP && (installed || !applied.entries.is_empty()) {
+        if group == CATALOG_GROUP && (installed.is_some() || !applied.entries.is_empty()) {
             self.reconcile()?;
         }
         for completion in applied.replies {
             self.complete_strong(group, completion);
         }
+        self.record_changes(group, applied.changes, installed);
         Ok(())
     }
 
@@ -614,8 +641,13 @@ impl NodeCore {
             KeyspaceMode::Strong => {
                 let replica = self.boot_replica(GroupId(info.id.0), entry.voters.clone())?;
                 let name = name.to_string();
-                self.groups
-                    .insert(GroupId(info.id.0), StrongKeyspace { name, replica });
+                let history = watch::History::new(replica.machine().applied());
+                let keyspace = StrongKeyspace {
+                    name,
+                    replica,
+                    history,
+                };
+                self.groups.insert(GroupId(info.id.0), keyspace);
             }
             KeyspaceMode::Eventual(value_type) => {
                 let engine = self.boot_engine(info.id, value_type)?;
@@ -623,6 +655,7 @@ impl NodeCore {
                     name: name.to_string(),
                     engine,
                     last_round_at: None,
+                    feed: watch::Feed::new(self.random.next_u64()),
                 };
                 self.eventual.insert(info.id, keyspace);
             }
@@ -640,6 +673,7 @@ impl NodeCore {
         };
         self.groups.remove(&GroupId(id.0));
         self.eventual.remove(&id);
+        self.watchers.retain(|(keyspace, _)| *keyspace != id);
         if !self.config.planted(NodeBug::DropKeepsRows) {
             self.drops.insert(id);
         }
@@ -836,9 +870,14 @@ impl NodeCore {
         }
     }
 
-    /// Answers a waiting request that ran out of time.
+    /// Answers a waiting request that ran out of time (a watch poll whose wait is over
+    /// answers with no events).
     fn time_out(&mut self, tag: u64) {
         if let Some(pending) = self.waiting.get_mut(tag) {
+            if let (waiting::Waiting::Watch(_), Some(id)) = (&pending.waiting, pending.keyspace) {
+                self.serve_watch(id, tag, true);
+                return;
+            }
             let may_have_applied = pending.waiting.is_write();
             self.fail(
                 tag,

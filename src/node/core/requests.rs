@@ -62,6 +62,10 @@ impl NodeCore {
             self.answer(reply, FromNode::data_error(error));
             return;
         }
+        if let Operation::Watch { .. } = request.operation {
+            self.watch_request(id, request, reply, deadline);
+            return;
+        }
         match mode {
             KeyspaceMode::Strong => self.strong_request(GroupId(id.0), request, reply, deadline),
             KeyspaceMode::Eventual(_) => self.eventual_request(id, request, reply, deadline),
@@ -214,7 +218,7 @@ impl NodeCore {
                 }
                 return;
             }
-            Waiting::Eventual(_) => return,
+            Waiting::Eventual(_) | Waiting::Watch(_) => return,
         };
         let result = self.strong_result(group, served, completion.answer);
         self.answer(pending.reply, data_answer(result));
@@ -270,7 +274,7 @@ impl NodeCore {
         ClientError::Unavailable { reason }
     }
 
-    fn strong_receipt(&self, group: GroupId, served: Served, applied: Option<LogIndex>) -> Receipt {
+    pub(super) fn strong_receipt(&self, group: GroupId, served: Served, applied: Option<LogIndex>) -> Receipt {
         // The highest commit this node knows of (a follower learns it from heartbeats), so
         // a stale or follower read can say how far behind it served.
         let (term, commit, machine_applied) = self
@@ -435,7 +439,7 @@ impl NodeCore {
         self.answer(pending.reply, data_answer(result));
     }
 
-    fn eventual_receipt(
+    pub(super) fn eventual_receipt(
         &self,
         id: KeyspaceId,
         served: Served,

@@ -35,6 +35,8 @@ pub(super) fn strong_command(operation: Operation) -> Command {
         Operation::Add { key, .. }
         | Operation::SetAdd { key, .. }
         | Operation::SetRemove { key, .. } => Command::Get { key },
+        // Watches are served from the watch history, never through the log.
+        Operation::Watch { prefix, .. } => Command::Get { key: prefix },
     }
 }
 
@@ -135,7 +137,10 @@ pub(super) fn eventual_ops(
                 (key.clone(), Op::SetRemove { member, seen })
             })
             .collect(),
-        Operation::Get { .. } | Operation::Cas { .. } | Operation::Scan { .. } => Vec::new(),
+        Operation::Get { .. }
+        | Operation::Cas { .. }
+        | Operation::Scan { .. }
+        | Operation::Watch { .. } => Vec::new(),
     }
 }
 

@@ -31,6 +31,8 @@ pub(super) enum Waiting {
     /// A catalog change waiting for a read index of group 0, to be checked against a
     /// catalog at least as new as the request before it is proposed.
     Admin(Box<AdminRequest>),
+    /// A watch poll waiting for a change (its deadline is the end of its wait).
+    Watch(super::watch::WatchWait),
 }
 
 /// A catalog change waiting to commit.
@@ -78,7 +80,7 @@ impl Waiting {
             Waiting::Eventual(wait) => wait.writes_left > 0,
             Waiting::Catalog(_) => true,
             // Not started on any keyspace yet, nor proposed.
-            Waiting::Lookup(_) | Waiting::Admin(_) => false,
+            Waiting::Lookup(_) | Waiting::Admin(_) | Waiting::Watch(_) => false,
         }
     }
 
@@ -131,6 +133,10 @@ impl WaitTable {
         let pending = self.pending.remove(&tag)?;
         self.deadlines.remove(&(pending.deadline, tag));
         Some(pending)
+    }
+
+    pub fn get(&self, tag: u64) -> Option<&Pending> {
+        self.pending.get(&tag)
     }
 
     pub fn get_mut(&mut self, tag: u64) -> Option<&mut Pending> {
