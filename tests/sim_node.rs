@@ -115,6 +115,17 @@ mod planted {
         );
     }
 
+    // The watch history leaves out every fifth revision's change: the watcher's gap check
+    // finds a completed write its watch never showed.
+    #[test]
+    fn a_watch_history_that_skips_changes_is_caught_by_the_gap_check() {
+        let (seed, violations) = first_catch("node-watch-skips-change", 50);
+        assert!(
+            violations.iter().any(|v| v.starts_with("watch gap")),
+            "seed {seed}: {violations:?}"
+        );
+    }
+
     // A dropped keyspace's rows stay in the store: every seed drops a keyspace that held
     // data, and the end check lists each member's stored keyspaces.
     #[test]

@@ -27,7 +27,7 @@ pub struct SimArgs {
     /// Switch on a planted bug by name (builds with the `sim-bugs` feature only). Strong:
     /// commit-old-term, vote-without-persist, read-index-no-heartbeat, lease-ignores-drift,
     /// no-dedup. Eventual: mvreg-drop-sibling, early-tombstone-gc, merkle-forget-key. Node:
-    /// node-lease-read-stale, node-drop-keeps-rows.
+    /// node-lease-read-stale, node-drop-keeps-rows, node-watch-skips-change.
     #[arg(long)]
     bug: Option<String>,
     /// Print every seed's one-line summary, not only the failing ones.

@@ -90,15 +90,22 @@ pub enum NodeBug {
     LeaseReadStale,
     /// A dropped keyspace's rows are never deleted.
     DropKeepsRows,
+    /// A strong keyspace's watch history leaves out every fifth revision's change.
+    WatchSkipsChange,
 }
 
 impl NodeBug {
-    pub const NAMES: &'static [&'static str] = &["node-lease-read-stale", "node-drop-keeps-rows"];
+    pub const NAMES: &'static [&'static str] = &[
+        "node-lease-read-stale",
+        "node-drop-keeps-rows",
+        "node-watch-skips-change",
+    ];
 
     pub fn from_name(name: &str) -> Option<NodeBug> {
         match name {
             "node-lease-read-stale" => Some(NodeBug::LeaseReadStale),
             "node-drop-keeps-rows" => Some(NodeBug::DropKeepsRows),
+            "node-watch-skips-change" => Some(NodeBug::WatchSkipsChange),
             _ => None,
         }
     }

@@ -421,11 +421,14 @@ impl NodeCore {
     pub(super) fn record_changes(
         &mut self,
         group: GroupId,
-        changes: Vec<Change>,
+        mut changes: Vec<Change>,
         installed: Option<LogIndex>,
     ) {
         if group == CATALOG_GROUP {
             return;
+        }
+        if self.config.planted(super::NodeBug::WatchSkipsChange) {
+            changes.retain(|change| change.revision.0 % 5 != 0);
         }
         let limits = self.config.watch;
         let Some(keyspace) = self.groups.get_mut(&group) else {

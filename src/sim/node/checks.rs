@@ -39,9 +39,11 @@ impl Run {
     /// same keyspaces with the same eventual digests. A violation past the bound.
     pub(super) fn liveness_probe(&mut self, since: crate::types::Instant) {
         let clients_done = self.clients.iter().all(|client| client.finished);
-        if clients_done && self.admin.finished() && self.converged() {
+        let watched = self.watcher.caught_up(&self.history);
+        if clients_done && watched && self.admin.finished() && self.converged() {
             self.converged_at = Some(self.now);
             self.phase = Phase::Quiet { since: self.now };
+            self.watcher.stop();
             return;
         }
         if self.now <= since + LIVENESS_BOUND {
@@ -50,7 +52,7 @@ impl Run {
         let stuck = self.clients.iter().filter(|c| !c.finished).count();
         let text = format!(
             "liveness: {LIVENESS_BOUND:?} after the faults stopped, {stuck} clients still \
-             busy, admin {}, members agree: {}; {}",
+             busy, watcher caught up: {watched}, admin {}, members agree: {}; {}",
             if self.admin.finished() {
                 "done"
             } else {
@@ -167,6 +169,8 @@ impl Run {
             self.check_member(*id);
         }
         let reads = self.collect_final_reads();
+        let watched = self.watcher.check(&self.history);
+        self.world.violations.extend(watched);
         self.oplog.close();
         for (name, keyspace) in self.catalog.ever_live() {
             if keyspace.stage != Stage::Live {
@@ -365,7 +369,8 @@ impl Run {
             "node seed {} n={} clients={}: strong ok={ok} indeterminate={indeterminate} \
              failed={failed} reads(lin/lease/follower/stale)={}/{}/{}/{} retries={retries} \
              timeouts={timeouts} unknown-keyspace={unknown} sessions-expired={expired} | eventual acked={acked} \
-             indeterminate={maybe} failed={refused} | admin actions={} attempts={} spare={} | \
+             indeterminate={maybe} failed={refused} | watch polls={} events={} compacted={} \
+             gaps={} | admin actions={} attempts={} spare={} | \
              faults: partitions={} crashes={} pauses={} jumps={} (beyond={}) | requests={} \
              answers={} commits={} spins={} | msgs sent={} delivered={} | converged {} | \
              sim {:.1}s | lin: {} keys {} ops {} inconclusive{}",
@@ -376,6 +381,10 @@ impl Run {
             reads[1],
             reads[2],
             reads[3],
+            self.watcher.stats.polls,
+            self.watcher.stats.events,
+            self.watcher.stats.compacted,
+            self.watcher.stats.gaps,
             self.admin.stats.done,
             self.admin.stats.attempts,
             if self.hosts.contains_key(&self.spare) {

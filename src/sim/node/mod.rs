@@ -56,6 +56,7 @@ mod faults;
 mod host;
 mod ledger;
 mod oplog;
+mod watcher;
 
 use crate::node::core;
 use crate::protocol::admin::{FromNode, ToNode};
@@ -72,6 +73,7 @@ use client::DataClient;
 use host::Host;
 use ledger::Ledger;
 use oplog::EventualLog;
+use watcher::Watcher;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -115,6 +117,12 @@ const CHECKER: NodeId = NodeId(99);
 /// Data clients have node ids from here up; the admin client has `ADMIN`.
 const CLIENT_BASE: u64 = 100;
 const ADMIN: NodeId = NodeId(98);
+const WATCHER: NodeId = NodeId(97);
+/// What each keyspace keeps for watches: small, so the history is trimmed within a run.
+const WATCH_LIMITS: core::WatchLimits = core::WatchLimits {
+    changes: 8,
+    bytes: 16 * 1024,
+};
 
 /// What travels between clients and nodes: a request with the client's own id for it, or the
 /// answer to one.
@@ -240,6 +248,7 @@ struct Run {
     jumps: BTreeMap<NodeId, Vec<(Instant, Duration)>>,
     clients: Vec<DataClient>,
     admin: AdminClient,
+    watcher: Watcher,
     catalog: Catalog,
     history: History,
     oplog: EventualLog,
@@ -282,6 +291,7 @@ impl Run {
             })
             .collect();
         let admin = AdminClient::new(rng.fork(5), ids.clone(), spare, horizon);
+        let watcher = Watcher::new(WATCHER, rng.fork(6), ids.clone());
         let mut run = Run {
             config: config.clone(),
             bug,
@@ -298,6 +308,7 @@ impl Run {
             jumps: BTreeMap::new(),
             clients,
             admin,
+            watcher,
             catalog,
             history: History::new(),
             oplog: EventualLog::default(),
@@ -339,6 +350,7 @@ impl Run {
         config.compact_every = COMPACT_EVERY;
         config.snapshot_chunk_bytes = SNAPSHOT_CHUNK_BYTES;
         config.session_timeout = SESSION_TIMEOUT;
+        config.watch = WATCH_LIMITS;
         #[cfg(feature = "sim-bugs")]
         {
             config.bug = self.bug;
@@ -388,6 +400,7 @@ impl Run {
             hosts,
             clients,
             self.admin.deadline(),
+            self.watcher.deadline(),
             Some(self.next_watchdog),
         ]
         .into_iter()
@@ -422,6 +435,13 @@ impl Run {
             .position(|c| c.deadline().is_some_and(|at| at <= now))
         {
             self.client_act(index);
+            return;
+        }
+        if self.watcher.deadline().is_some_and(|at| at <= now) {
+            for (to, id, request) in self.watcher.act(now) {
+                let wire = ClientWire::Request { id, request };
+                self.wires.send(now, WATCHER, to, wire);
+            }
             return;
         }
         if let Some(delivery) = self.wires.pop_due(now) {
@@ -535,6 +555,11 @@ impl Run {
     }
 
     fn answer_arrived(&mut self, to: NodeId, id: u64, answer: FromNode) {
+        if to == WATCHER {
+            let violations = &mut self.world.violations;
+            self.watcher.on_answer(self.now, id, answer, violations);
+            return;
+        }
         if to == ADMIN {
             let out = self
                 .admin
