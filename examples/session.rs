@@ -54,7 +54,10 @@ async fn main() -> anyhow::Result<ExitCode> {
         .await?;
     let profiles = cluster.client().lww("profiles");
     let (writer, reader) = (&cluster.nodes()[0], &cluster.nodes()[1]);
-    println!("writes go through {}, reads through {}", writer.id, reader.id);
+    println!(
+        "writes go through {}, reads through {}",
+        writer.id, reader.id
+    );
 
     slow_down(&cluster, writer).await;
     let key = format!("{}/alice/theme", common::run_id());
@@ -64,7 +67,10 @@ async fn main() -> anyhow::Result<ExitCode> {
     for round in 1..=args.rounds {
         let value = format!("theme-{round}");
         let acked = profiles.put(&key, &value).at(&writer.endpoint).await?;
-        println!("round {round}: put {value} -> {}", receipt_line(&acked.receipt));
+        println!(
+            "round {round}: put {value} -> {}",
+            receipt_line(&acked.receipt)
+        );
         if read_without_token(&profiles, reader, &key, &value).await? {
             plain_saw += 1;
         }
@@ -83,7 +89,10 @@ async fn main() -> anyhow::Result<ExitCode> {
     checks.check(
         "session",
         session_saw == args.rounds,
-        format!("{session_saw}/{} reads with the token saw their write", args.rounds),
+        format!(
+            "{session_saw}/{} reads with the token saw their write",
+            args.rounds
+        ),
     );
     Ok(checks.finish())
 }
@@ -102,7 +111,10 @@ async fn slow_down(cluster: &Cluster, writer: &Node) {
         })
         .collect();
     match cluster.set_faults(&rules).await {
-        Ok(()) => println!("fault: {} talks to the other nodes with {SLOW_LINK:?} delay", writer.id),
+        Ok(()) => println!(
+            "fault: {} talks to the other nodes with {SLOW_LINK:?} delay",
+            writer.id
+        ),
         // Without the delay the example still checks read-your-writes; plain reads just
         // see the write more often.
         Err(error) => println!("skipping the slow link (fault rules refused: {error:#})"),
@@ -157,11 +169,18 @@ async fn read_with_token(
         shown(read.value.as_deref()),
         if saw { "saw it" } else { "MISSED IT" },
         receipt_line(&read.receipt),
-        if not_seen > 0 { format!(" (after {not_seen} SessionNotSeen)") } else { String::new() }
+        if not_seen > 0 {
+            format!(" (after {not_seen} SessionNotSeen)")
+        } else {
+            String::new()
+        }
     );
     Ok(saw)
 }
 
 fn shown(value: Option<&[u8]>) -> String {
-    value.map_or_else(|| "(absent)".to_string(), |bytes| String::from_utf8_lossy(bytes).into_owned())
+    value.map_or_else(
+        || "(absent)".to_string(),
+        |bytes| String::from_utf8_lossy(bytes).into_owned(),
+    )
 }

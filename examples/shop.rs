@@ -151,10 +151,15 @@ impl Shop {
 
     async fn stock_up(&self) -> anyhow::Result<()> {
         for item in ITEMS {
-            let written = self.inventory.put(self.item_key(item), STOCK_INITIAL.to_string());
+            let written = self
+                .inventory
+                .put(self.item_key(item), STOCK_INITIAL.to_string());
             written.await?;
         }
-        println!("stock: {STOCK_INITIAL} of each of {ITEMS:?} (run {})", self.run);
+        println!(
+            "stock: {STOCK_INITIAL} of each of {ITEMS:?} (run {})",
+            self.run
+        );
         Ok(())
     }
 }
@@ -230,27 +235,42 @@ fn start_buyers(cluster: &Cluster, shop: &Shop, rush: &Arc<Rush>) -> Buyers {
 /// Cuts off a node that leads neither strong keyspace once a quarter of the checkouts are
 /// done, and heals once the majority side did another quarter. Returns the node cut off.
 async fn partition_midway(cluster: &Cluster, rush: &Rush) -> anyhow::Result<NodeId> {
-    rush.wait("the first checkouts", |p| p.done >= CUT_AFTER).await?;
+    rush.wait("the first checkouts", |p| p.done >= CUT_AFTER)
+        .await?;
     // Cutting off a leader would only add an election; cut a follower of both groups.
-    let leaders = [cluster.leader("inventory").await?, cluster.leader("orders").await?];
+    let leaders = [
+        cluster.leader("inventory").await?,
+        cluster.leader("orders").await?,
+    ];
     let minority = cluster
         .nodes()
         .iter()
         .map(|node| node.id)
         .find(|id| !leaders.contains(&Some(*id)))
         .context("3 nodes, 2 leaders: one node leads neither")?;
-    let majority: Vec<NodeId> = cluster.nodes().iter().map(|node| node.id).filter(|id| *id != minority).collect();
+    let majority: Vec<NodeId> = cluster
+        .nodes()
+        .iter()
+        .map(|node| node.id)
+        .filter(|id| *id != minority)
+        .collect();
     cluster.partition(&[&majority, &[minority]]).await?;
     rush.cut.send_replace(Some(minority));
     println!(
         "partition after {} checkouts: {} | {minority} (leaders: inventory {}, orders {})",
         rush.progress.borrow().done,
-        majority.iter().map(NodeId::to_string).collect::<Vec<_>>().join(","),
+        majority
+            .iter()
+            .map(NodeId::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         leader_name(leaders[0]),
         leader_name(leaders[1]),
     );
 
-    let majority_buyers = (0..BUYERS).filter(|b| cluster.nodes()[b % cluster.nodes().len()].id != minority).count();
+    let majority_buyers = (0..BUYERS)
+        .filter(|b| cluster.nodes()[b % cluster.nodes().len()].id != minority)
+        .count();
     rush.wait("the majority side's checkouts", |p| {
         let finished = p.finished.iter().filter(|home| **home != minority).count();
         p.done_by_majority_in_cut >= HEAL_AFTER || finished == majority_buyers
@@ -327,7 +347,10 @@ async fn buy(shop: &Shop, rush: &Rush, buyer: usize, home: Node) -> anyhow::Resu
             Checkout::SoldOut => tally.sold_out += 1,
             Checkout::Unavailable(reason) => {
                 let side = if pin.is_some() { ", cut off" } else { "" };
-                println!("buyer {buyer} on {}{side}: checkout failed: {reason}", home.id);
+                println!(
+                    "buyer {buyer} on {}{side}: checkout failed: {reason}",
+                    home.id
+                );
                 tally.unavailable += 1;
             }
             Checkout::GaveUp => tally.gave_up += 1,
@@ -335,7 +358,8 @@ async fn buy(shop: &Shop, rush: &Rush, buyer: usize, home: Node) -> anyhow::Resu
         }
         rush.checkout_done(home.id);
     }
-    rush.progress.send_modify(|progress| progress.finished.push(home.id));
+    rush.progress
+        .send_modify(|progress| progress.finished.push(home.id));
     Ok(tally)
 }
 
@@ -343,14 +367,24 @@ async fn buy(shop: &Shop, rush: &Rush, buyer: usize, home: Node) -> anyhow::Resu
 /// writes on every node, on both sides of a partition. Only acknowledged ones are expected
 /// after the heal.
 async fn browse(shop: &Shop, home: &Node, buyer: usize, item: &str, tally: &mut Tally) {
-    match shop.views.incr(shop.item_key(item), 1).at(&home.endpoint).await {
+    match shop
+        .views
+        .incr(shop.item_key(item), 1)
+        .at(&home.endpoint)
+        .await
+    {
         Ok(_) => *tally.views_acked.entry(item.to_string()).or_default() += 1,
         Err(error) => {
             println!("buyer {buyer}: view not counted: {error}");
             tally.views_failed += 1;
         }
     }
-    match shop.carts.add(shop.cart_key(buyer), [item]).at(&home.endpoint).await {
+    match shop
+        .carts
+        .add(shop.cart_key(buyer), [item])
+        .at(&home.endpoint)
+        .await
+    {
         Ok(_) => {
             tally.cart_acked.insert(item.to_string());
         }
@@ -361,7 +395,12 @@ async fn browse(shop: &Shop, home: &Node, buyer: usize, item: &str, tally: &mut 
 /// Takes one of `key` from stock: read the stock and its revision, then a cas that applies
 /// only if the revision is still the one read. When another buyer got there first, the cas
 /// fails and says what the stock is now; try again from there.
-async fn checkout(shop: &Shop, key: &str, pin: Option<&str>, tally: &mut Tally) -> anyhow::Result<Checkout> {
+async fn checkout(
+    shop: &Shop,
+    key: &str,
+    pin: Option<&str>,
+    tally: &mut Tally,
+) -> anyhow::Result<Checkout> {
     let get = shop.inventory.get(key);
     let read = match pin {
         Some(endpoint) => get.at(endpoint).await,
@@ -379,7 +418,11 @@ async fn checkout(shop: &Shop, key: &str, pin: Option<&str>, tally: &mut Tally) 
         if stock == 0 {
             return Ok(Checkout::SoldOut);
         }
-        let cas = shop.inventory.cas(key).expect(row.mod_revision).put((stock - 1).to_string());
+        let cas = shop
+            .inventory
+            .cas(key)
+            .expect(row.mod_revision)
+            .put((stock - 1).to_string());
         let sent = match pin {
             Some(endpoint) => cas.at(endpoint).await,
             None => cas.await,
@@ -388,7 +431,10 @@ async fn checkout(shop: &Shop, key: &str, pin: Option<&str>, tally: &mut Tally) 
             Ok(outcome) => (outcome.succeeded, outcome.current),
             // The cas may have applied: resend it under its own identity, so it applies at
             // most once in all and the answer says whether it did.
-            Err(ConnError::Timeout { resend: Some(resend), .. }) => match settle(&shop.client, resend).await? {
+            Err(ConnError::Timeout {
+                resend: Some(resend),
+                ..
+            }) => match settle(&shop.client, resend).await? {
                 Some(settled) => settled,
                 None => return Ok(Checkout::Unknown),
             },
@@ -406,17 +452,28 @@ async fn checkout(shop: &Shop, key: &str, pin: Option<&str>, tally: &mut Tally) 
 
 fn stock_of(row: &Versioned) -> anyhow::Result<u64> {
     let text = std::str::from_utf8(&row.value).context("stock is not text")?;
-    text.parse().with_context(|| format!("stock {text:?} is not a count of at least 0"))
+    text.parse()
+        .with_context(|| format!("stock {text:?} is not a count of at least 0"))
 }
 
 /// Resends a cas whose outcome was unknown until the cluster answers it: `(succeeded, the
 /// key now)`, or `None` if it still cannot say.
-async fn settle(client: &Client, mut resend: Resend) -> anyhow::Result<Option<(bool, Option<Versioned>)>> {
+async fn settle(
+    client: &Client,
+    mut resend: Resend,
+) -> anyhow::Result<Option<(bool, Option<Versioned>)>> {
     for _ in 0..RESENDS_MAX {
         match client.resend(resend).await {
-            Ok((Answer::Cas { succeeded, current, .. }, _)) => return Ok(Some((succeeded, current))),
+            Ok((
+                Answer::Cas {
+                    succeeded, current, ..
+                },
+                _,
+            )) => return Ok(Some((succeeded, current))),
             Ok((other, _)) => bail!("a cas was answered with {other:?}"),
-            Err(ConnError::Timeout { resend: Some(next), .. }) => resend = next,
+            Err(ConnError::Timeout {
+                resend: Some(next), ..
+            }) => resend = next,
             Err(_) => return Ok(None),
         }
     }
@@ -427,10 +484,13 @@ async fn settle(client: &Client, mut resend: Resend) -> anyhow::Result<Option<(b
 /// failed checkout; anything else is a real error.
 fn unavailable(error: ConnError) -> anyhow::Result<Checkout> {
     match &error {
-        ConnError::Client(refusal @ (ClientError::Unavailable { .. } | ClientError::NotLeader { .. })) => {
-            Ok(Checkout::Unavailable(refusal.to_string()))
-        }
-        ConnError::Timeout { may_have_applied: false, .. } => Ok(Checkout::Unavailable(error.to_string())),
+        ConnError::Client(
+            refusal @ (ClientError::Unavailable { .. } | ClientError::NotLeader { .. }),
+        ) => Ok(Checkout::Unavailable(refusal.to_string())),
+        ConnError::Timeout {
+            may_have_applied: false,
+            ..
+        } => Ok(Checkout::Unavailable(error.to_string())),
         _ => Err(error).context("checkout"),
     }
 }
@@ -518,7 +578,8 @@ impl Tally {
     }
 
     fn print(&self, cut: NodeId) {
-        let tries = self.bought.len() + self.sold_out + self.unavailable + self.gave_up + self.unknown;
+        let tries =
+            self.bought.len() + self.sold_out + self.unavailable + self.gave_up + self.unknown;
         println!(
             "checkouts: attempts={tries} ok={} sold_out={} unavailable={} gave_up={} unknown={}",
             self.bought.len(),
@@ -539,13 +600,25 @@ async fn check_stock(shop: &Shop, total: &Tally, checks: &mut Checks) -> anyhow:
     let mut held = total.unknown == 0;
     let mut lines = Vec::new();
     for item in ITEMS {
-        let row = shop.inventory.get(shop.item_key(item)).await?.value.context("stock record")?;
+        let row = shop
+            .inventory
+            .get(shop.item_key(item))
+            .await?
+            .value
+            .context("stock record")?;
         let remaining = stock_of(&row);
-        let sold = total.bought.iter().filter(|(bought, _)| bought == item).count() as u64;
+        let sold = total
+            .bought
+            .iter()
+            .filter(|(bought, _)| bought == item)
+            .count() as u64;
         match remaining {
             Ok(remaining) => {
                 held &= sold + remaining == STOCK_INITIAL;
-                lines.push(format!("{item} sold {sold} + remaining {remaining} = {}", sold + remaining));
+                lines.push(format!(
+                    "{item} sold {sold} + remaining {remaining} = {}",
+                    sold + remaining
+                ));
             }
             Err(error) => {
                 held = false;
@@ -553,7 +626,11 @@ async fn check_stock(shop: &Shop, total: &Tally, checks: &mut Checks) -> anyhow:
             }
         }
     }
-    let detail = format!("{}; initial {STOCK_INITIAL} each; {} unknown outcomes", lines.join("; "), total.unknown);
+    let detail = format!(
+        "{}; initial {STOCK_INITIAL} each; {} unknown outcomes",
+        lines.join("; "),
+        total.unknown
+    );
     checks.check("stock", held, detail);
     Ok(())
 }
@@ -561,23 +638,43 @@ async fn check_stock(shop: &Shop, total: &Tally, checks: &mut Checks) -> anyhow:
 /// One order record per successful checkout: the same keys, no more, no fewer.
 async fn check_orders(shop: &Shop, total: &Tally, checks: &mut Checks) -> anyhow::Result<()> {
     let scanned = shop.orders.scan(shop.order_prefix()).await?;
-    let recorded: BTreeSet<Vec<u8>> = scanned.entries.iter().map(|(key, _)| key.to_vec()).collect();
-    let expected: BTreeSet<Vec<u8>> = total.bought.iter().map(|(_, order)| order.as_bytes().to_vec()).collect();
+    let recorded: BTreeSet<Vec<u8>> = scanned
+        .entries
+        .iter()
+        .map(|(key, _)| key.to_vec())
+        .collect();
+    let expected: BTreeSet<Vec<u8>> = total
+        .bought
+        .iter()
+        .map(|(_, order)| order.as_bytes().to_vec())
+        .collect();
     let held = recorded == expected && expected.len() == total.bought.len();
-    let detail = format!("{} order records for {} successful checkouts", recorded.len(), total.bought.len());
+    let detail = format!(
+        "{} order records for {} successful checkouts",
+        recorded.len(),
+        total.bought.len()
+    );
     checks.check("orders", held, detail);
     Ok(())
 }
 
 /// Every node holds the same carts after the heal, each with every acknowledged add.
-async fn check_carts(cluster: &Cluster, shop: &Shop, tallies: &[Tally], checks: &mut Checks) -> anyhow::Result<()> {
+async fn check_carts(
+    cluster: &Cluster,
+    shop: &Shop,
+    tallies: &[Tally],
+    checks: &mut Checks,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let agreed = poll(SETTLE, "carts to agree on every node", async || {
         let mut views = Vec::new();
         for node in cluster.nodes() {
             views.push(carts_on(shop, node, tallies).await?);
         }
-        let complete = tallies.iter().zip(&views[0]).all(|(tally, cart)| cart.is_superset(&tally.cart_acked));
+        let complete = tallies
+            .iter()
+            .zip(&views[0])
+            .all(|(tally, cart)| cart.is_superset(&tally.cart_acked));
         (views.iter().all(|view| *view == views[0]) && complete).then(|| views.swap_remove(0))
     })
     .await;
@@ -599,15 +696,31 @@ async fn check_carts(cluster: &Cluster, shop: &Shop, tallies: &[Tally], checks: 
 async fn carts_on(shop: &Shop, node: &Node, tallies: &[Tally]) -> Option<Vec<BTreeSet<String>>> {
     let mut carts = Vec::new();
     for tally in tallies {
-        let read = shop.carts.members(shop.cart_key(tally.buyer)).local().at(&node.endpoint).await.ok()?;
-        carts.push(read.value.iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect());
+        let read = shop
+            .carts
+            .members(shop.cart_key(tally.buyer))
+            .local()
+            .at(&node.endpoint)
+            .await
+            .ok()?;
+        carts.push(
+            read.value
+                .iter()
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .collect(),
+        );
     }
     Some(carts)
 }
 
 /// Every node counts the same views after the heal: every acknowledged increment, and at
 /// most the ones whose acknowledgement was lost on top.
-async fn check_views(cluster: &Cluster, shop: &Shop, total: &Tally, checks: &mut Checks) -> anyhow::Result<()> {
+async fn check_views(
+    cluster: &Cluster,
+    shop: &Shop,
+    total: &Tally,
+    checks: &mut Checks,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let acked: i64 = total.views_acked.values().sum();
     let failed = total.views_failed as i64;
@@ -616,7 +729,13 @@ async fn check_views(cluster: &Cluster, shop: &Shop, total: &Tally, checks: &mut
         for node in cluster.nodes() {
             let mut on_node = 0;
             for item in ITEMS {
-                let read = shop.views.get(shop.item_key(item)).local().at(&node.endpoint).await.ok()?;
+                let read = shop
+                    .views
+                    .get(shop.item_key(item))
+                    .local()
+                    .at(&node.endpoint)
+                    .await
+                    .ok()?;
                 on_node += read.value;
             }
             counts.push(on_node);

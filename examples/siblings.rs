@@ -67,13 +67,21 @@ async fn main() -> anyhow::Result<ExitCode> {
         (read.value.values.len() == 2).then_some(read)
     })
     .await?;
-    println!("siblings on {}: {:?} -> {}", a.id, texts(&read.value), receipt_line(&read.receipt));
+    println!(
+        "siblings on {}: {:?} -> {}",
+        a.id,
+        texts(&read.value),
+        receipt_line(&read.receipt)
+    );
     let mut checks = Checks::default();
     let expected: BTreeSet<String> = [edit_a, edit_b].into();
     checks.check(
         "siblings",
         texts(&read.value) == expected,
-        format!("both sides' edits came back as siblings: {:?}", texts(&read.value)),
+        format!(
+            "both sides' edits came back as siblings: {:?}",
+            texts(&read.value)
+        ),
     );
 
     let merged = merge(&read.value);
@@ -84,17 +92,24 @@ async fn main() -> anyhow::Result<ExitCode> {
         .context(read.value.context)
         .at(&a.endpoint)
         .await?;
-    println!("put merged {merged} with the read's context -> {}", receipt_line(&acked.receipt));
+    println!(
+        "put merged {merged} with the read's context -> {}",
+        receipt_line(&acked.receipt)
+    );
 
     let mut converged = true;
     let only_merged = BTreeSet::from([merged.clone()]);
     for node in nodes {
         let mut last = BTreeSet::new();
-        let one = poll(SETTLE, &format!("only the merge on {}", node.id), async || {
-            let read = docs.get(&key).local().at(&node.endpoint).await.ok()?;
-            last = texts(&read.value);
-            (last == only_merged).then_some(())
-        })
+        let one = poll(
+            SETTLE,
+            &format!("only the merge on {}", node.id),
+            async || {
+                let read = docs.get(&key).local().at(&node.endpoint).await.ok()?;
+                last = texts(&read.value);
+                (last == only_merged).then_some(())
+            },
+        )
         .await;
         println!("{}: {last:?}", node.id);
         converged &= one.is_ok();
@@ -120,12 +135,19 @@ async fn edit(docs: &MvRegKeyspace, node: &Node, key: &str, item: &str) -> anyho
         .context(read.value.context)
         .at(&node.endpoint)
         .await?;
-    println!("{}: read {seen:?}, put {list} -> {}", node.id, receipt_line(&acked.receipt));
+    println!(
+        "{}: read {seen:?}, put {list} -> {}",
+        node.id,
+        receipt_line(&acked.receipt)
+    );
     Ok(list)
 }
 
 fn names(side: &[Node]) -> String {
-    side.iter().map(|node| node.id.to_string()).collect::<Vec<_>>().join(",")
+    side.iter()
+        .map(|node| node.id.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The app's merge: a list holds every item any sibling holds.

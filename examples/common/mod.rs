@@ -10,13 +10,15 @@
 #![allow(dead_code)]
 
 use anyhow::{Context, bail};
+use capdial::LocalCluster;
 use capdial::client::{Client, ClientOptions, ConnError};
 use capdial::eventual::WriteLevel;
 use capdial::net::faults::{FaultRule, FaultRules};
 use capdial::protocol::admin::{AdminAnswer, AdminError, AdminRequest, RaftRole};
-use capdial::protocol::{ClientError, KeyspaceMode, Operation, Position, ReadLevel, Receipt, Served};
+use capdial::protocol::{
+    ClientError, KeyspaceMode, Operation, Position, ReadLevel, Receipt, Served,
+};
 use capdial::types::NodeId;
-use capdial::LocalCluster;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -103,7 +105,11 @@ impl Cluster {
                 endpoint: node.address.clone(),
             })
             .collect();
-        println!("cluster: local, {} nodes at {}", nodes.len(), node_list(&nodes));
+        println!(
+            "cluster: local, {} nodes at {}",
+            nodes.len(),
+            node_list(&nodes)
+        );
         Ok(Cluster {
             client: local.client().clone(),
             local: Some(local),
@@ -123,7 +129,10 @@ impl Cluster {
     /// Fails unless the cluster has at least `count` nodes.
     pub fn need_nodes(&self, count: usize, why: &str) -> anyhow::Result<()> {
         if self.nodes.len() < count {
-            bail!("this example needs {count} nodes ({why}); the cluster has {}", self.nodes.len());
+            bail!(
+                "this example needs {count} nodes ({why}); the cluster has {}",
+                self.nodes.len()
+            );
         }
         Ok(())
     }
@@ -151,7 +160,8 @@ impl Cluster {
     }
 
     async fn check_mode(&self, name: &str, mode: KeyspaceMode) -> anyhow::Result<()> {
-        let AdminAnswer::Keyspaces(keyspaces) = self.client.admin(AdminRequest::ListKeyspaces).await?
+        let AdminAnswer::Keyspaces(keyspaces) =
+            self.client.admin(AdminRequest::ListKeyspaces).await?
         else {
             bail!("listing the keyspaces gave another answer");
         };
@@ -174,7 +184,9 @@ impl Cluster {
             key: "examples-probe".into(),
         };
         poll(SETTLE, &format!("{name} on {}", node.id), async || {
-            let read = self.client.execute_at(&node.endpoint, name, probe(), Some(level), None, None);
+            let read =
+                self.client
+                    .execute_at(&node.endpoint, name, probe(), Some(level), None, None);
             read.await.ok()
         })
         .await
@@ -188,13 +200,17 @@ impl Cluster {
         }
         let mut leader: Option<(capdial::types::Term, NodeId)> = None;
         for node in &self.nodes {
-            let answer = self.client.admin_at(&node.endpoint, AdminRequest::Status).await?;
+            let answer = self
+                .client
+                .admin_at(&node.endpoint, AdminRequest::Status)
+                .await?;
             let AdminAnswer::Status(status) = answer else {
                 bail!("a status request to {} gave another answer", node.id);
             };
-            let leads = status.strong.iter().find(|group| {
-                group.keyspace == name && group.role == RaftRole::Leader
-            });
+            let leads = status
+                .strong
+                .iter()
+                .find(|group| group.keyspace == name && group.role == RaftRole::Leader);
             if let Some(group) = leads
                 && leader.is_none_or(|(term, _)| group.term > term)
             {
@@ -296,7 +312,11 @@ pub fn receipt_line(receipt: &Receipt) -> String {
         Position::Raft { term, applied, .. } => {
             parts.push(format!("term {} applied {}", term.0, applied.0));
         }
-        Position::Eventual { token, stamp, vector } => {
+        Position::Eventual {
+            token,
+            stamp,
+            vector,
+        } => {
             if let Some(token) = token {
                 parts.push(format!("token {}:{}", token.node, token.seq));
             }
@@ -305,7 +325,10 @@ pub fn receipt_line(receipt: &Receipt) -> String {
                 parts.push(format!("stamp {}.{}", stamp.physical_ms, stamp.logical));
             }
             if !vector.is_empty() {
-                let seen: Vec<String> = vector.iter().map(|(node, n)| format!("{node}={n}")).collect();
+                let seen: Vec<String> = vector
+                    .iter()
+                    .map(|(node, n)| format!("{node}={n}"))
+                    .collect();
                 parts.push(format!("has {}", seen.join(",")));
             }
         }
