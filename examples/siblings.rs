@@ -27,7 +27,8 @@ use std::process::ExitCode;
 /// siblings in the app and writes the merge back with their context.
 ///
 /// Against an existing cluster (--endpoint), the partition is made with fault rules through
-/// the admin path (`capdial fault`), so the client certificate needs the admin role.
+/// the admin path (`capdial fault`), so the client certificate needs the admin role: without
+/// a partition there are no concurrent edits to show, and the example stops with the error.
 #[derive(Debug, Parser)]
 struct Args {
     #[command(flatten)]

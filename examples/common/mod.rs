@@ -142,16 +142,20 @@ impl Cluster {
         if let Some(local) = &self.local {
             return Ok(local.create_keyspace(name, mode).await?);
         }
-        let create = AdminRequest::CreateKeyspace {
-            name: name.to_string(),
-            mode,
-        };
-        match self.client.admin(create).await {
-            Ok(_) => {}
-            Err(ConnError::Admin(AdminError::KeyspaceExists { .. })) => {
-                self.check_mode(name, mode).await?;
+        // Ask first: a keyspace that exists needs no admin certificate.
+        if !self.exists(name, mode).await? {
+            let create = AdminRequest::CreateKeyspace {
+                name: name.to_string(),
+                mode,
+            };
+            match self.client.admin(create).await {
+                Ok(_) => {}
+                // Created meanwhile by someone else: fine if in the same mode.
+                Err(ConnError::Admin(AdminError::KeyspaceExists { .. })) => {
+                    self.exists(name, mode).await?;
+                }
+                Err(error) => return Err(error).context(format!("creating keyspace {name}")),
             }
-            Err(error) => return Err(error).context(format!("creating keyspace {name}")),
         }
         for node in &self.nodes {
             self.wait_served(node, name, mode).await?;
@@ -159,17 +163,17 @@ impl Cluster {
         Ok(())
     }
 
-    async fn check_mode(&self, name: &str, mode: KeyspaceMode) -> anyhow::Result<()> {
-        let AdminAnswer::Keyspaces(keyspaces) =
-            self.client.admin(AdminRequest::ListKeyspaces).await?
-        else {
+    /// Whether keyspace `name` exists in `mode`; an error if it exists in another mode.
+    async fn exists(&self, name: &str, mode: KeyspaceMode) -> anyhow::Result<bool> {
+        let listed = self.client.admin(AdminRequest::ListKeyspaces).await;
+        let AdminAnswer::Keyspaces(keyspaces) = listed.context("listing the keyspaces")? else {
             bail!("listing the keyspaces gave another answer");
         };
         match keyspaces.iter().find(|keyspace| keyspace.name == name) {
             Some(keyspace) if keyspace.mode != mode => {
                 bail!("keyspace {name} exists as {}, not {mode}", keyspace.mode)
             }
-            _ => Ok(()),
+            found => Ok(found.is_some()),
         }
     }
 
@@ -239,21 +243,14 @@ impl Cluster {
         if let Some(local) = &self.local {
             return Ok(local.set_faults(set).await?);
         }
+        // One request per node: the client library retries what a wait can cure (a node
+        // not reachable yet); a refusal, such as a certificate without the admin role, is final.
         for node in &self.nodes {
-            let what = format!("fault rules on {}", node.id);
-            let mut last = None;
-            let set_on_node = poll(SETTLE, &what, async || {
-                let request = AdminRequest::SetFaults(set.clone());
-                match self.client.admin_at(&node.endpoint, request).await {
-                    Ok(_) => Some(()),
-                    Err(error) => {
-                        last = Some(error.to_string());
-                        None
-                    }
-                }
-            })
-            .await;
-            set_on_node.with_context(|| format!("last error: {}", last.unwrap_or_default()))?;
+            let request = AdminRequest::SetFaults(set.clone());
+            self.client
+                .admin_at(&node.endpoint, request)
+                .await
+                .with_context(|| format!("setting the fault rules on {}", node.id))?;
         }
         Ok(())
     }
