@@ -750,23 +750,20 @@ async fn check_views(
     let acked: i64 = total.views_acked.values().sum();
     let failed = total.views_failed as i64;
     let agreed = poll(SETTLE, "views to agree on every node", async || {
-        let mut counts = Vec::new();
+        // Each node's count per item.
+        let mut counts: Vec<Vec<i64>> = Vec::new();
         for node in cluster.nodes() {
-            let mut on_node = 0;
+            let mut on_node = Vec::new();
             for item in ITEMS {
-                let read = shop
-                    .views
-                    .get(shop.item_key(item))
-                    .local()
-                    .at(&node.endpoint)
-                    .await
-                    .ok()?;
-                on_node += read.value;
+                let key = shop.item_key(item);
+                let read = shop.views.get(key).local().at(&node.endpoint).await.ok()?;
+                on_node.push(read.value);
             }
             counts.push(on_node);
         }
-        let equal = counts.iter().all(|count| *count == counts[0]);
-        (equal && (acked..=acked + failed).contains(&counts[0])).then_some(counts[0])
+        let equal = counts.iter().all(|on_node| *on_node == counts[0]);
+        let sum: i64 = counts[0].iter().sum();
+        (equal && (acked..=acked + failed).contains(&sum)).then_some(sum)
     })
     .await;
     let detail = match &agreed {
