@@ -19,7 +19,7 @@ use std::time::Duration;
 const RUN_DEADLINE: Duration = Duration::from_secs(300);
 /// How long building the examples may take when they are stale.
 const BUILD_DEADLINE: Duration = Duration::from_secs(900);
-const EXAMPLES: [&str; 3] = ["shop", "session", "siblings"];
+const EXAMPLES: [&str; 4] = ["shop", "session", "siblings", "watch"];
 
 /// One example at a time (see the module doc).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -282,4 +282,18 @@ fn help_says_how_to_run_against_an_existing_cluster() {
         assert!(output.contains("--certs <DIR>"), "{name}:\n{output}");
         assert!(output.contains("admin"), "{name}:\n{output}");
     }
+}
+
+#[test]
+fn a_watched_view_equals_a_scan_across_a_leader_kill() {
+    let output = run_example("watch", &["--writes", "60"]);
+    assert_checks_passed(&output, &["order", "view"]);
+    line(&output, "killed n");
+    let watched = line(&output, "watch: ");
+    let events: u64 = watched
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no event count in {watched:?}"));
+    assert_eq!(events, 60, "every write is one event: {watched}");
 }

@@ -224,6 +224,24 @@ impl Cluster {
         Ok(leader.map(|(_, node)| node))
     }
 
+    /// Kills `node` (SIGKILL) if this example started the cluster; `false` if it did not (a
+    /// cluster that already runs is not the example's to kill).
+    pub fn kill(&self, node: NodeId) -> anyhow::Result<bool> {
+        let Some(local) = &self.local else {
+            return Ok(false);
+        };
+        local.kill(node)?;
+        Ok(true)
+    }
+
+    /// Starts a node [`Cluster::kill`] killed again, on its data.
+    pub async fn restart(&self, node: NodeId) -> anyhow::Result<()> {
+        if let Some(local) = &self.local {
+            local.restart(node).await?;
+        }
+        Ok(())
+    }
+
     /// Splits the nodes into sides that cannot reach each other: the `capdial fault` path.
     /// Clients still reach every node.
     pub async fn partition(&self, sides: &[&[NodeId]]) -> anyhow::Result<()> {
