@@ -92,8 +92,8 @@ impl Cluster {
     }
 
     async fn start_local() -> anyhow::Result<Cluster> {
-        // The `capdial` binary is found beside the example (target/debug/capdial), or
-        // through $CAPDIAL_BIN.
+        // The `capdial` binary is found beside the example (target/PROFILE/capdial), through
+        // $CAPDIAL_BIN, or built on the spot in this checkout (see LocalClusterBuilder::binary).
         let local = LocalCluster::start(LOCAL_NODES)
             .await
             .context("starting a local cluster")?;

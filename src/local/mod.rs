@@ -191,8 +191,10 @@ impl LocalClusterBuilder {
     /// else the running executable if it is `capdial`, else a `capdial` beside it or one
     /// directory up (so a test under `target/debug/deps/` finds `target/debug/capdial`; an
     /// integration test of this crate can pass `env!("CARGO_BIN_EXE_capdial")`), else this
-    /// crate's own `target/PROFILE/capdial`, else `capdial` on the `PATH`
-    /// (`cargo install capdial`).
+    /// crate's own `target/PROFILE/capdial`, else, when this library was built from a checkout
+    /// of capdial, that checkout's binary built on the spot (`cargo build --bin capdial`, once
+    /// per process, blocking: a fresh clone's doc tests and examples need nothing built first),
+    /// else `capdial` on the `PATH` (`cargo install capdial`).
     ///
     /// ```
     /// // In an integration test of a crate that builds capdial itself:

@@ -120,7 +120,10 @@ impl Drop for Processes {
 /// Where the `capdial` binary is: `explicit`, else `$CAPDIAL_BIN`, else this executable if it
 /// is `capdial`, else a `capdial` beside this executable or one directory up (an integration
 /// test runs from `target/PROFILE/deps/`), else this crate's own build
-/// (`target/PROFILE/capdial`, for its doc tests), else `capdial` on the `PATH`.
+/// (`target/PROFILE/capdial`, for its doc tests), else, when this library was built from a
+/// checkout of capdial, that checkout's binary built now (`cargo build --bin capdial`: so
+/// `cargo test --doc` and `cargo run --example` work before anything else was built), else
+/// `capdial` on the `PATH`.
 pub(crate) fn find_binary(explicit: Option<&Path>) -> Result<PathBuf, LocalClusterError> {
     if let Some(path) = explicit {
         return Ok(path.to_path_buf());
@@ -128,17 +131,98 @@ pub(crate) fn find_binary(explicit: Option<&Path>) -> Result<PathBuf, LocalClust
     if let Some(path) = std::env::var_os(BINARY_ENV) {
         return Ok(PathBuf::from(path));
     }
-    let candidates = binary_candidates();
-    candidates
+    let (built, on_path) = binary_candidates();
+    if let Some(found) = built.iter().find(|path| path.is_file()) {
+        return Ok(found.clone());
+    }
+    if let Some(path) = build_in_checkout() {
+        return Ok(path);
+    }
+    on_path
         .iter()
         .find(|path| path.is_file())
         .cloned()
         .ok_or(LocalClusterError::BinaryNotFound {
-            searched: candidates,
+            searched: built.into_iter().chain(on_path).collect(),
         })
 }
 
-fn binary_candidates() -> Vec<PathBuf> {
+/// The profile this library was built in, as cargo names its directory.
+fn profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
+/// This crate's checkout, when the library was built from one (not from a registry's copy,
+/// where building would write into cargo's cache).
+fn own_checkout() -> Option<&'static Path> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let registry = manifest.components().any(|c| c.as_os_str() == "registry");
+    (!registry && manifest.join("src/main.rs").is_file()).then_some(manifest)
+}
+
+/// The target directory this process was built into: the one its executable sits in
+/// (`T/PROFILE/deps/x`, `T/PROFILE/examples/x`), else `$CARGO_TARGET_DIR`, else the
+/// checkout's `target`.
+fn target_dir(checkout: &Path) -> PathBuf {
+    let exe = std::env::current_exe().ok();
+    let from_exe = exe.as_deref().and_then(|exe| {
+        let kind = exe.parent()?;
+        let profile_dir = kind.parent()?;
+        let known = matches!(kind.file_name()?.to_str()?, "deps" | "examples");
+        (known && profile_dir.file_name()? == profile()).then(|| profile_dir.parent())?
+    });
+    from_exe
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| checkout.join("target"))
+}
+
+/// Builds the checkout's `capdial` in this library's profile, once per process; `None` if
+/// there is no checkout or the build failed (cargo's own output says why, on stderr).
+fn build_in_checkout() -> Option<PathBuf> {
+    static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(path) = built.as_ref().filter(|path| path.is_file()) {
+        return Some(path.clone());
+    }
+    let checkout = own_checkout()?;
+    let target = target_dir(checkout);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command
+        .current_dir(checkout)
+        .args(["build", "--bin", BINARY_NAME, "--target-dir"])
+        .arg(&target);
+    if profile() == "release" {
+        command.arg("--release");
+    }
+    // What cargo sets for a test or a build script: passed on, a dependency's build script
+    // (ring's) would see a changed environment and rebuild, and the next build undo it.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_", "CARGO_CRATE_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || name == "CARGO_PRIMARY_PACKAGE"
+            || name == "CARGO_TARGET_TMPDIR";
+        if set_by_cargo {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let status = command.status().ok()?;
+    let path = target.join(profile()).join(BINARY_NAME);
+    (status.success() && path.is_file()).then(|| {
+        *built = Some(path.clone());
+        path
+    })
+}
+
+/// Where a built binary may be, and then each directory of the `PATH`.
+fn binary_candidates() -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut candidates = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
         if exe.file_stem().is_some_and(|stem| stem == BINARY_NAME) {
@@ -148,17 +232,16 @@ fn binary_candidates() -> Vec<PathBuf> {
             candidates.push(dir.join(BINARY_NAME));
         }
     }
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    candidates.push(manifest.join("target").join(profile).join(BINARY_NAME));
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|dir| dir.join(BINARY_NAME)));
-    }
-    candidates
+    candidates.push(manifest.join("target").join(profile()).join(BINARY_NAME));
+    let on_path = std::env::var_os("PATH")
+        .map(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(BINARY_NAME))
+                .collect()
+        })
+        .unwrap_or_default();
+    (candidates, on_path)
 }
 
 /// Picks `count` distinct free UDP ports on 127.0.0.1: binds that many sockets to port 0,
