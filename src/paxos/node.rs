@@ -87,6 +87,8 @@ pub struct PaxosNode {
     pub(crate) pending: usize,
     /// The last operation sequence number issued in this run.
     pub(crate) op_seq: u64,
+    /// The last round this run issued a ballot in, over all keys: rounds only rise.
+    pub(crate) last_round: u64,
     pub(crate) outbox: Outbox,
     pub(crate) ready_seq: u64,
     /// The `Ready` handed out and not yet advanced.
@@ -117,6 +119,7 @@ impl PaxosNode {
             proposers: BTreeMap::new(),
             pending: 0,
             op_seq: 0,
+            last_round: 0,
             outbox: Outbox::default(),
             ready_seq: 0,
             inflight_ready: None,

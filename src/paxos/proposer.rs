@@ -83,7 +83,11 @@ impl PaxosNode {
         };
         let front = keyed.queue.front_mut().expect("a key proposer has work");
         front.attempts += 1;
-        let round = keyed.round_seen.max(local) + 1;
+        // Above the node's last round too: a key's proposer is dropped when its queue
+        // empties, and its own acceptor may not have seen that round (the prepare to itself
+        // lost), so only a node-wide counter keeps this run's ballots unique.
+        let round = keyed.round_seen.max(local).max(self.last_round) + 1;
+        self.last_round = round;
         keyed.round_seen = round;
         keyed.ballot = Ballot { round, proposer };
         keyed.stage = Stage::Preparing {
@@ -148,6 +152,9 @@ impl PaxosNode {
 
     /// A quorum promised: build on the highest accepted register, or answer a read at once.
     fn promised_by_quorum(&mut self, key: &Bytes) {
+        // The fast path needs a true majority's agreement (the planted bug moves on with
+        // fewer promises, and then only to the accept phase it is about).
+        let quorum = self.config.quorum();
         let fast_path = self.config.read_fast_path;
         let keyed = self
             .proposers
@@ -158,7 +165,7 @@ impl PaxosNode {
         };
         let promises = std::mem::take(promises);
         let front = keyed.queue.front_mut().expect("a key proposer has work");
-        if fast_path && !front.operation.is_write() {
+        if fast_path && promises.len() >= quorum && !front.operation.is_write() {
             if let Some((ballot, register)) = agreed_register(&promises) {
                 let current = register.current();
                 let acceptors = promises.keys().copied().collect();

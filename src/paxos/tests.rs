@@ -490,3 +490,23 @@ fn the_core_names_no_io_clock_or_process_rng() {
         }
     }
 }
+
+// The story (found by the simulator's ballot-uniqueness check, seed 1016 with 5 nodes): a
+// key's proposer is dropped when its queue empties, and the next operation took its round
+// from the node's own acceptor. When the prepare to itself had been lost, that acceptor
+// had never seen the round, so the next operation reissued the same ballot with another
+// register: two values under one ballot. Rounds now come from a node-wide counter too.
+#[test]
+fn consecutive_operations_never_share_a_ballot() {
+    let mut cluster = Cluster::new(3);
+    let to_itself = |e: &Envelope| e.from == NodeId(1) && e.to == NodeId(1);
+    let first = cluster.propose(1, put("a"));
+    cluster.run(to_itself);
+    let second = cluster.propose(1, put("b"));
+    cluster.run(to_itself);
+    let ballot = |request| match &cluster.answer(request).result {
+        Ok((_, receipt)) => receipt.ballot,
+        Err(error) => panic!("{error}"),
+    };
+    assert!(ballot(second) > ballot(first));
+}
