@@ -33,16 +33,16 @@ fn assert_seeds_pass(nodes: usize, seeds: std::ops::Range<u64>) {
 }
 
 // Goal: correct code passes the linearizability check, the running checks and liveness
-// under every fault the schedule draws. Method: a few dozen seeds of each cluster size
+// under every fault the schedule draws. Method: 150 seeds of 3 nodes and 100 of 5
 // (thousands run from the command line: `capdial sim --mode paxos --seeds 2000`).
 #[test]
 fn three_node_seeds_pass_every_checker() {
-    assert_seeds_pass(3, 0..40);
+    assert_seeds_pass(3, 0..150);
 }
 
 #[test]
 fn five_node_seeds_pass_every_checker() {
-    assert_seeds_pass(5, 1_000..1_025);
+    assert_seeds_pass(5, 1_000..1_100);
 }
 
 #[test]
@@ -80,13 +80,16 @@ fn bad_configurations_are_typed_errors() {
 }
 
 // A proposer that moves to the accept phase on its first promise builds on one acceptor's
-// register and can miss a chosen one: writes are lost and reads go back in time. Caught by
-// the running chain check (a chosen register that does not build on an earlier one) or by
-// linearizability, on most seeds.
+// register and can miss a chosen one: writes are lost and reads go back in time. The run
+// goes on after the running chain check fires, so the linearizability checker must catch
+// it on its own too. Measured over seeds 0..200 (`capdial sim --mode paxos --seeds 200
+// --bug paxos-accept-without-promise-quorum`): caught on 190 (3 nodes) and 194 (5 nodes),
+// by linearizability on 177 and 188.
 #[cfg(feature = "sim-bugs")]
 #[test]
-fn accept_without_promise_quorum_is_caught() {
+fn accept_without_promise_quorum_is_caught_by_linearizability() {
     let mut caught = 0;
+    let mut by_linearizability = 0;
     for seed in 0..20 {
         let nodes = if seed % 2 == 0 { 3 } else { 5 };
         let config = SimConfig {
@@ -94,13 +97,23 @@ fn accept_without_promise_quorum_is_caught() {
             ..config(seed, nodes)
         };
         let report = run(&config);
-        if let Some(first) = report.violations.first() {
+        for violation in &report.violations {
             assert!(
-                first.starts_with("chosen chain") || first.starts_with("linearizability"),
-                "seed {seed}: {first}"
+                violation.starts_with("chosen chain") || violation.starts_with("linearizability"),
+                "seed {seed}: {violation}"
             );
-            caught += 1;
         }
+        caught += usize::from(!report.passed());
+        by_linearizability += usize::from(
+            report
+                .violations
+                .iter()
+                .any(|violation| violation.starts_with("linearizability")),
+        );
     }
-    assert!(caught >= 10, "caught on {caught} of 20 seeds");
+    assert!(caught >= 15, "caught on {caught} of 20 seeds");
+    assert!(
+        by_linearizability >= 12,
+        "linearizability caught {by_linearizability} of 20 seeds"
+    );
 }

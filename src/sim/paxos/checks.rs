@@ -15,6 +15,9 @@ use crate::types::NodeId;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Findings kept per check (by the text before the first colon).
+const VIOLATIONS_PER_CHECK_MAX: usize = 3;
+
 /// What the chain check keeps of a chosen register.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Chosen {
@@ -55,8 +58,18 @@ impl Checker {
         }
     }
 
+    /// Records a finding. Each check reports at most a few, so a broken run (which now
+    /// goes on to the end) does not print thousands of lines.
     pub(crate) fn violation(&mut self, text: String) {
-        self.violations.push(text);
+        let kind = text.split(':').next().unwrap_or_default().to_string();
+        let same = self
+            .violations
+            .iter()
+            .filter(|seen| seen.split(':').next() == Some(kind.as_str()))
+            .count();
+        if same < VIOLATIONS_PER_CHECK_MAX {
+            self.violations.push(text);
+        }
     }
 
     /// Registers chosen so far, over all keys.

@@ -22,10 +22,11 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// An operation with no answer after this long is abandoned. Above the core's own bound on
-/// an operation (attempts x (round timeout + backoff)) with a few operations queued ahead on
-/// the key, so it fires only when the node crashed or stayed paused.
-pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(4);
+/// An operation with no answer after this long is abandoned. About twice the core's own
+/// bound on one operation (10 attempts x (a round timeout of at most 80 ms + a backoff of at
+/// most 32 ms)), so it fires when the node crashed, stayed paused, or had several operations
+/// queued ahead on the key; an abandoned write stays indeterminate.
+pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The liveness phase's operations: one write, then one read.
 const FINAL_OPERATIONS: u32 = 2;
 
