@@ -165,15 +165,17 @@ impl PaxosNode {
         };
         let promises = std::mem::take(promises);
         let front = keyed.queue.front_mut().expect("a key proposer has work");
-        if fast_path && promises.len() >= quorum && !front.operation.is_write() {
-            if let Some((ballot, register)) = agreed_register(&promises) {
-                let current = register.current();
-                let acceptors = promises.keys().copied().collect();
-                let receipt = Receipt { ballot, acceptors };
-                let answer = Ok((Outcome::Get { current }, receipt));
-                self.finish_front(key, answer);
-                return;
-            }
+        if fast_path
+            && promises.len() >= quorum
+            && !front.operation.is_write()
+            && let Some((ballot, register)) = agreed_register(&promises)
+        {
+            let current = register.current();
+            let acceptors = promises.keys().copied().collect();
+            let receipt = Receipt { ballot, acceptors };
+            let answer = Ok((Outcome::Get { current }, receipt));
+            self.finish_front(key, answer);
+            return;
         }
         let base = promises
             .values()

@@ -68,8 +68,9 @@ pub fn bug_names() -> Vec<&'static str> {
 
 #[cfg(feature = "sim-bugs")]
 type Bug = Option<crate::paxos::PlantedBug>;
+/// Without `sim-bugs` no bug can be named: the type has no value but `None`.
 #[cfg(not(feature = "sim-bugs"))]
-type Bug = ();
+type Bug = Option<std::convert::Infallible>;
 
 #[cfg(feature = "sim-bugs")]
 fn parse_bug(name: Option<&str>) -> Result<Bug, SimError> {
@@ -87,7 +88,7 @@ fn parse_bug(name: Option<&str>) -> Result<Bug, SimError> {
 #[cfg(not(feature = "sim-bugs"))]
 fn parse_bug(name: Option<&str>) -> Result<Bug, SimError> {
     match name {
-        None => Ok(()),
+        None => Ok(None),
         Some(_) => Err(SimError::BugsNotBuilt),
     }
 }
