@@ -12,6 +12,7 @@ pub mod eventual;
 pub mod local;
 pub mod net;
 pub mod node;
+pub mod paxos;
 pub mod protocol;
 pub mod raft;
 pub mod rng;

@@ -27,7 +27,8 @@ pub struct SimArgs {
     /// Switch on a planted bug by name (builds with the `sim-bugs` feature only). Strong:
     /// commit-old-term, vote-without-persist, read-index-no-heartbeat, lease-ignores-drift,
     /// no-dedup. Eventual: mvreg-drop-sibling, early-tombstone-gc, merkle-forget-key. Node:
-    /// node-lease-read-stale, node-drop-keeps-rows, node-watch-skips-change.
+    /// node-lease-read-stale, node-drop-keeps-rows, node-watch-skips-change. Paxos:
+    /// paxos-accept-without-promise-quorum.
     #[arg(long)]
     bug: Option<String>,
     /// Print every seed's one-line summary, not only the failing ones.
@@ -44,6 +45,8 @@ enum Mode {
     Eventual,
     /// The node layer: catalog, many groups and engines per node, routing, waiting requests.
     Node,
+    /// Leaderless per-key Paxos (CASPaxos): every key a linearizable register.
+    Paxos,
     All,
 }
 
@@ -54,10 +57,12 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         Mode::Strong => vec![("strong", crate::sim::strong::run_seed)],
         Mode::Eventual => vec![("eventual", crate::sim::eventual::run_seed)],
         Mode::Node => vec![("node", crate::sim::node::run_seed)],
+        Mode::Paxos => vec![("paxos", crate::sim::paxos::run_seed)],
         Mode::All => vec![
             ("strong", crate::sim::strong::run_seed),
             ("eventual", crate::sim::eventual::run_seed),
             ("node", crate::sim::node::run_seed),
+            ("paxos", crate::sim::paxos::run_seed),
         ],
     };
     let mut violations_total = 0;

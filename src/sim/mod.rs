@@ -17,6 +17,7 @@ pub mod history;
 pub mod linearizability;
 pub mod net;
 pub mod node;
+pub mod paxos;
 pub(crate) mod session;
 pub mod strong;
 
