@@ -65,7 +65,11 @@ async fn main() -> anyhow::Result<ExitCode> {
 
     // The view starts from a scan, and the watch from the revision after it.
     let (view, revision) = scan(&inventory, &prefix).await?;
-    println!("view: {} keys from a scan at revision {}", view.len(), revision.0);
+    println!(
+        "view: {} keys from a scan at revision {}",
+        view.len(),
+        revision.0
+    );
     let watch = inventory
         .watch(prefix.clone())
         .from_revision(LogIndex(revision.0 + 1));
@@ -97,7 +101,11 @@ async fn main() -> anyhow::Result<ExitCode> {
     );
     let equal = watched.view == scanned;
     let detail = if equal {
-        format!("{} keys equal to a scan at revision {}", scanned.len(), at.0)
+        format!(
+            "{} keys equal to a scan at revision {}",
+            scanned.len(),
+            at.0
+        )
     } else {
         format!("view {:?}\n  scan {:?}", watched.view, scanned)
     };
@@ -164,7 +172,9 @@ async fn kill_leader(cluster: &Cluster) -> anyhow::Result<Option<capdial::types:
         return Ok(None);
     };
     if !cluster.kill(leader)? {
-        println!("skipped: the leader ({leader}) of a cluster this example did not start is not killed");
+        println!(
+            "skipped: the leader ({leader}) of a cluster this example did not start is not killed"
+        );
         return Ok(None);
     }
     println!("killed {leader}, the leader of inventory: the watch moves to another node");

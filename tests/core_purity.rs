@@ -1,5 +1,5 @@
 //! Keeps the cores honest: nothing under `src/raft/`, `src/eventual/`, `src/strong/` (the
-//! strong state machine and `Replica`) or `src/node/core/` (the node core), which the
+//! strong state machine and `Replica`), `src/node/core/` (the node core) or `src/paxos/`, which the
 //! simulators drive, may reach for IO, a clock or the process RNG. Those are what make a core untestable in the simulator, and they
 //! creep in one convenient call at a time. Comment lines are skipped, so docs may name them.
 //! The shells draw OS randomness in one place, `capdial::rng::os_seed`; cores take seeds.
@@ -7,7 +7,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const CORES: [&str; 4] = ["src/raft", "src/eventual", "src/strong", "src/node/core"];
+const CORES: [&str; 5] = [
+    "src/raft",
+    "src/eventual",
+    "src/strong",
+    "src/node/core",
+    "src/paxos",
+];
 
 const FORBIDDEN: [&str; 17] = [
     "tokio",

@@ -4,12 +4,12 @@
 
 mod common;
 
+use bytes::Bytes;
 use capdial::LocalCluster;
 use capdial::client::{Client, ClientOptions, ConnError};
 use capdial::eventual::{ReadValue, ValueType};
 use capdial::protocol::{ClientError, KeyspaceMode, WatchEvent, WatchFrom};
 use capdial::types::{LogIndex, NodeId};
-use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -70,7 +70,9 @@ async fn watch_while_writing(
     mut last: tokio::sync::oneshot::Receiver<LogIndex>,
 ) -> (Vec<WatchEvent>, usize, Vec<NodeId>) {
     let leader = cluster.leader("orders").await.expect("leader lookup");
-    let leader = cluster.endpoint(leader.expect("a leader")).expect("its address");
+    let leader = cluster
+        .endpoint(leader.expect("a leader"))
+        .expect("its address");
     let mut endpoints = cluster.endpoints();
     endpoints.retain(|endpoint| endpoint != leader);
     endpoints.insert(0, leader.to_string());
@@ -90,7 +92,10 @@ async fn watch_while_writing(
         {
             return (events, failed_polls, answered_by);
         }
-        assert!(Instant::now() < deadline, "the watch saw {events:?}, not up to {until:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the watch saw {events:?}, not up to {until:?}"
+        );
         match watch.poll().await {
             Ok(polled) => {
                 events.extend(polled);
@@ -129,7 +134,10 @@ async fn a_strong_watch_sees_every_write_once_in_order_across_a_leader_kill() {
     );
     let seen: BTreeSet<LogIndex> = revisions.iter().copied().collect();
     let missing: Vec<&LogIndex> = written.keys().filter(|r| !seen.contains(r)).collect();
-    assert!(missing.is_empty(), "acknowledged writes missing: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes missing: {missing:?}"
+    );
     for event in &events {
         let revision = event.revision().expect("strong events have revisions");
         let (key, value) = written
@@ -143,7 +151,10 @@ async fn a_strong_watch_sees_every_write_once_in_order_across_a_leader_kill() {
         }
     }
     let answered_by: BTreeSet<_> = answered_by.into_iter().collect();
-    assert!(answered_by.len() >= 2, "polls moved to another node: {answered_by:?}");
+    assert!(
+        answered_by.len() >= 2,
+        "polls moved to another node: {answered_by:?}"
+    );
     eprintln!(
         "{} writes, {} events, {failed_polls} failed polls, answered by {answered_by:?}",
         written.len(),
@@ -163,7 +174,10 @@ async fn a_strong_watch_follows_writes_made_while_it_waits() {
     // The first poll takes the next revision as the start, and waits.
     assert!(watch.poll().await.expect("first poll").is_empty());
     let WatchFrom::Revision(start) = watch.position() else {
-        panic!("a strong watch's position is a revision: {:?}", watch.position());
+        panic!(
+            "a strong watch's position is a revision: {:?}",
+            watch.position()
+        );
     };
     let writer = {
         let orders = orders.clone();
@@ -171,7 +185,10 @@ async fn a_strong_watch_follows_writes_made_while_it_waits() {
             let mut revisions = Vec::new();
             for i in 0..20 {
                 let written = orders.put(format!("o/{i}"), "x").await.expect("put");
-                orders.put(format!("p/{i}"), "other prefix").await.expect("put");
+                orders
+                    .put(format!("p/{i}"), "other prefix")
+                    .await
+                    .expect("put");
                 revisions.push(written.revision);
             }
             revisions

@@ -14,6 +14,7 @@ mod live_tests;
 pub(crate) mod parse;
 mod scan;
 pub(crate) mod show;
+mod txn;
 mod watch;
 
 use crate::client::conn::{Client, ClientOptions, ConnError, DEFAULT_CLIENT_NAME};
@@ -233,6 +234,9 @@ pub enum OpsCommand {
     Smembers(KeyArgs),
     /// Print changes to keys under a prefix as they happen, until Ctrl-C (any keyspace)
     Watch(watch::WatchArgs),
+    /// A transaction: --if compares, --then changes, --else changes, atomic at one revision
+    /// (strong keyspaces)
+    Txn(txn::TxnArgs),
     /// Create, list and drop keyspaces
     Keyspace(cluster::KeyspaceArgs),
     /// Add, remove and list members
@@ -253,6 +257,7 @@ impl OpsCommand {
             OpsCommand::Cas(args) => &args.conn,
             OpsCommand::Scan(args) => &args.conn,
             OpsCommand::Watch(args) => &args.conn,
+            OpsCommand::Txn(args) => &args.conn,
             OpsCommand::Incr(args) | OpsCommand::Decr(args) => &args.conn,
             OpsCommand::Sadd(args) | OpsCommand::Srem(args) => &args.conn,
             OpsCommand::Keyspace(args) => &args.conn,
@@ -349,6 +354,10 @@ pub fn data_request<'a>(
                 },
             };
             (&a.target.keyspace, op, &a.levels)
+        }
+        OpsCommand::Txn(a) => {
+            let (keyspace, txn) = txn::request(a)?;
+            return Ok(Some((keyspace, txn, &txn::NO_LEVELS)));
         }
         _ => return Ok(None),
     };

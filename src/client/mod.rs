@@ -11,8 +11,8 @@ pub mod watch;
 
 pub use conn::{Client, ClientOptions, ConnError, Resend};
 pub use scan::{ScanPage, ScanRequest, Scanner};
-pub use watch::Watch;
 pub use typed::{
     CounterKeyspace, EventualKeyspace, LwwKeyspace, MvRegKeyspace, OpenError, SetKeyspace,
     StrongKeyspace,
 };
+pub use watch::Watch;

@@ -185,7 +185,9 @@ fn target_dir(checkout: &Path) -> PathBuf {
 /// there is no checkout or the build failed (cargo's own output says why, on stderr).
 fn build_in_checkout() -> Option<PathBuf> {
     static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(path) = built.as_ref().filter(|path| path.is_file()) {
         return Some(path.clone());
     }
@@ -204,9 +206,14 @@ fn build_in_checkout() -> Option<PathBuf> {
     // (ring's) would see a changed environment and rebuild, and the next build undo it.
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        let set_by_cargo = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_", "CARGO_CRATE_"]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
+        let set_by_cargo = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
             || name == "CARGO_PRIMARY_PACKAGE"
             || name == "CARGO_TARGET_TMPDIR";
         if set_by_cargo {

@@ -446,51 +446,6 @@ fn limits_and_configurations_are_typed_errors() {
     );
 }
 
-// The core stays sans-IO: no file of it names IO, a clock or the process RNG. (The same
-// check as tests/core_purity.rs, which covers the other cores.)
-#[test]
-fn the_core_names_no_io_clock_or_process_rng() {
-    let sources = [
-        include_str!("mod.rs"),
-        include_str!("acceptor.rs"),
-        include_str!("config.rs"),
-        include_str!("message.rs"),
-        include_str!("node.rs"),
-        include_str!("proposer.rs"),
-        include_str!("register.rs"),
-    ];
-    let forbidden = [
-        "tokio",
-        "quinn",
-        "redb",
-        "Instant::now",
-        "SystemTime::now",
-        "thread_rng",
-        "rand::rng(",
-        "OsRng",
-        "from_entropy",
-        "from_os_rng",
-        "os_seed",
-        "getrandom",
-        "RandomState",
-        "std::env",
-        "std::fs",
-        "std::net",
-        "async fn",
-    ];
-    for source in sources {
-        for line in source.lines() {
-            let code = line.trim_start();
-            if code.starts_with("//") {
-                continue;
-            }
-            for word in forbidden {
-                assert!(!code.contains(word), "the paxos core names {word}: {line}");
-            }
-        }
-    }
-}
-
 // The story (found by the simulator's ballot-uniqueness check, seed 1016 with 5 nodes): a
 // key's proposer is dropped when its queue empties, and the next operation took its round
 // from the node's own acceptor. When the prepare to itself had been lost, that acceptor

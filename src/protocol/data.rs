@@ -9,10 +9,13 @@
 //! [`check_request`], so the node, the client library and the CLI all refuse the same things
 //! with the same typed [`ClientError`].
 
+use super::watch::{FeedPosition, WatchEvent, WatchFrom};
 use crate::eventual::{HlcTimestamp, ReadContext, ReadValue, SessionToken, ValueType};
 use crate::net::tls::Role;
-use crate::strong::{ClientId, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX, Versioned};
-use super::watch::{FeedPosition, WatchEvent, WatchFrom};
+use crate::strong::{
+    ClientId, CommandError, Compare, KEY_BYTES_MAX, SCAN_LIMIT_MAX, TxnOp, TxnPart,
+    VALUE_BYTES_MAX, Versioned,
+};
 use crate::types::{LogIndex, NodeId, Term};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -143,6 +146,15 @@ pub enum Operation {
         limit: u32,
         wait_ms: u32,
     },
+    /// Strong only: a transaction in one log entry: if every compare holds the `success`
+    /// changes apply, else the `failure` ones, all at one revision; [`Answer::Txn`] says which.
+    /// At most [`TXN_OPS_MAX`](crate::strong::TXN_OPS_MAX) compares and changes per branch,
+    /// no key twice in a branch.
+    Txn {
+        compares: Vec<Compare>,
+        success: Vec<TxnOp>,
+        failure: Vec<TxnOp>,
+    },
 }
 
 impl Operation {
@@ -159,6 +171,7 @@ impl Operation {
             Operation::SetAdd { .. } => "sadd",
             Operation::SetRemove { .. } => "srem",
             Operation::Watch { .. } => "watch",
+            Operation::Txn { .. } => "txn",
         }
     }
 
@@ -181,6 +194,7 @@ impl Operation {
             | Operation::SetAdd { key, .. }
             | Operation::SetRemove { key, .. } => key,
             Operation::Scan { prefix, .. } | Operation::Watch { prefix, .. } => prefix,
+            Operation::Txn { .. } => &NO_KEY,
         }
     }
 
@@ -195,7 +209,9 @@ impl Operation {
                 Eventual(MvReg) => true,
                 Eventual(Counter | Set) => false,
             },
-            Operation::Cas { .. } | Operation::Scan { .. } => mode == Strong,
+            Operation::Cas { .. } | Operation::Scan { .. } | Operation::Txn { .. } => {
+                mode == Strong
+            }
             Operation::Add { .. } => mode == Eventual(Counter),
             Operation::SetAdd { .. } | Operation::SetRemove { .. } => mode == Eventual(Set),
             // A strong watch counts revisions, an eventual one a node's feed.
@@ -337,6 +353,9 @@ pub enum Answer {
         events: Vec<WatchEvent>,
         next: WatchFrom,
     },
+    /// A transaction applied at `revision`; `succeeded`: its compares held and its success
+    /// branch ran, else its failure branch did.
+    Txn { succeeded: bool, revision: LogIndex },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -403,23 +422,6 @@ pub enum ClientError {
     },
     #[error("scan limit {limit} is outside 1..={limit_max}")]
     ScanLimit { limit: u32, limit_max: u32 },
-    #[error("watch limit {limit} is outside 1..={limit_max}")]
-    WatchLimit { limit: u32, limit_max: u32 },
-    #[error(
-        "revision {from} is no longer in this node's watch history, which starts at revision \
-         {oldest}: read the keys again (scan) and watch on from the scan's revision",
-        from = from.0,
-        oldest = oldest.0
-    )]
-    Compacted { from: LogIndex, oldest: LogIndex },
-    #[error(
-        "{from} is no longer in this node's change feed, which now starts at {oldest}: changes \
-         may have been missed; read the keys again and follow the feed from there"
-    )]
-    FeedGap {
-        from: FeedPosition,
-        oldest: FeedPosition,
-    },
     #[error("timed out; the write {}", if *may_have_applied { "may still apply" } else { "was not applied" })]
     Timeout { may_have_applied: bool },
     #[error(
@@ -529,6 +531,38 @@ pub enum ClientError {
         /// The least role that may.
         needs: Role,
     },
+    // Added with watches: at the end, so the frames of the errors above keep their shape.
+    /// A watch poll asked for no events, or more than one answer carries.
+    #[error("watch limit {limit} is outside 1..={limit_max}")]
+    WatchLimit { limit: u32, limit_max: u32 },
+    /// A strong watch's revision is older than the serving node's watch history.
+    #[error(
+        "revision {from} is no longer in this node's watch history, which starts at revision \
+         {oldest}: read the keys again (scan) and watch on from the scan's revision",
+        from = from.0,
+        oldest = oldest.0
+    )]
+    Compacted { from: LogIndex, oldest: LogIndex },
+    /// An eventual watch's feed position is of another feed (the node restarted) or older
+    /// than what the node keeps.
+    #[error(
+        "{from} is no longer in this node's change feed, which now starts at {oldest}: changes \
+         may have been missed; read the keys again and follow the feed from there"
+    )]
+    FeedGap {
+        from: FeedPosition,
+        oldest: FeedPosition,
+    },
+    /// A transaction holds more compares, or more changes in a branch, than it may.
+    #[error("a transaction's {what} holds {count}, more than the limit of {count_max}")]
+    TxnTooLong {
+        what: TxnPart,
+        count: usize,
+        count_max: usize,
+    },
+    /// A transaction's branch changes one key twice.
+    #[error("a transaction's {branch} changes key {key:?} twice", key = String::from_utf8_lossy(key))]
+    TxnDuplicateKey { branch: TxnPart, key: Bytes },
 }
 
 fn permission_denied(role: Role, operation: &str, needs: Role) -> String {
@@ -595,9 +629,61 @@ pub fn check_request(request: &ClientRequest, mode: KeyspaceMode) -> Result<(), 
             after: Some(after), ..
         } => check_size("key", after.len(), KEY_BYTES_MAX),
         Operation::Watch { prefix, limit, .. } => super::watch::check_watch(prefix, *limit),
+        Operation::Txn {
+            compares,
+            success,
+            failure,
+        } => check_txn(compares, success, failure),
         _ => Ok(()),
     }
 }
+
+/// A transaction's limits, as the state machine checks them, refused before it is proposed.
+fn check_txn(
+    compares: &[Compare],
+    success: &[TxnOp],
+    failure: &[TxnOp],
+) -> Result<(), ClientError> {
+    let command = crate::strong::Command::Txn {
+        compares: compares.to_vec(),
+        success: success.to_vec(),
+        failure: failure.to_vec(),
+    };
+    crate::strong::validate(&command).map_err(txn_error)
+}
+
+/// A strong command's refusal of a transaction's shape, in the client protocol's terms.
+pub fn txn_error(error: CommandError) -> ClientError {
+    match error {
+        CommandError::TxnTooLong {
+            what,
+            count,
+            count_max,
+        } => ClientError::TxnTooLong {
+            what,
+            count,
+            count_max,
+        },
+        CommandError::TxnDuplicateKey { branch, key } => {
+            ClientError::TxnDuplicateKey { branch, key }
+        }
+        CommandError::TooLarge {
+            what,
+            bytes,
+            bytes_max,
+        } => ClientError::TooLarge {
+            what: what.to_string(),
+            bytes,
+            bytes_max,
+        },
+        other => ClientError::Malformed {
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// What a transaction's "key" is, for the checks that take one: none.
+static NO_KEY: Bytes = Bytes::new();
 
 fn check_levels(request: &ClientRequest, mode: KeyspaceMode) -> Result<(), ClientError> {
     let strong = mode == KeyspaceMode::Strong;

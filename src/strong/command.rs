@@ -36,6 +36,12 @@ pub fn scan_entry_bytes(key: &[u8], version: &Versioned) -> usize {
     key.len() + version.value.len() + SCAN_ENTRY_OVERHEAD_BYTES
 }
 
+/// The most compares, and the most operations of each branch, one transaction may hold.
+pub const TXN_OPS_MAX: usize = 128;
+/// The most bytes of keys and values one transaction may hold: like one value, so the entry
+/// that carries it fits a frame.
+pub const TXN_BYTES_MAX: usize = VALUE_BYTES_MAX;
+
 /// A client session, chosen by the client (unique per client process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ClientId(pub u64);
@@ -118,7 +124,61 @@ pub enum Command {
         limit: u32,
         after: Option<Bytes>,
     },
+    /// A transaction, atomic in one entry: if every compare holds, the `success` operations
+    /// apply, else the `failure` ones; all at this entry's revision. A branch names a key at
+    /// most once.
+    Txn {
+        compares: Vec<Compare>,
+        success: Vec<TxnOp>,
+        failure: Vec<TxnOp>,
+    },
 }
+
+/// What a transaction checks of one key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Compare {
+    /// The key's mod revision is `revision` (`None`: the key is absent).
+    Revision {
+        key: Bytes,
+        revision: Option<LogIndex>,
+    },
+    /// The key's value is `value` (`None`: the key is absent).
+    Value { key: Bytes, value: Option<Bytes> },
+}
+
+impl Compare {
+    pub fn key(&self) -> &Bytes {
+        match self {
+            Compare::Revision { key, .. } | Compare::Value { key, .. } => key,
+        }
+    }
+
+    /// Whether the key's `current` version passes.
+    pub fn holds(&self, current: Option<&Versioned>) -> bool {
+        match self {
+            Compare::Revision { revision, .. } => current.map(|v| v.mod_revision) == *revision,
+            Compare::Value { value, .. } => current.map(|v| &v.value) == value.as_ref(),
+        }
+    }
+}
+
+/// One change of a transaction's branch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    Put { key: Bytes, value: Bytes },
+    Delete { key: Bytes },
+}
+
+impl TxnOp {
+    pub fn key(&self) -> &Bytes {
+        match self {
+            TxnOp::Put { key, .. } | TxnOp::Delete { key } => key,
+        }
+    }
+}
+
+/// What a transaction's "key" is, for the checks that take one: none.
+static NO_KEY: Bytes = Bytes::new();
 
 impl Command {
     /// The key this command touches (the prefix, for a scan).
@@ -129,6 +189,7 @@ impl Command {
             | Command::Cas { key, .. }
             | Command::Get { key } => key,
             Command::Scan { prefix, .. } => prefix,
+            Command::Txn { .. } => &NO_KEY,
         }
     }
 
@@ -136,7 +197,10 @@ impl Command {
     pub fn is_write(&self) -> bool {
         matches!(
             self,
-            Command::Put { .. } | Command::Delete { .. } | Command::Cas { .. }
+            Command::Put { .. }
+                | Command::Delete { .. }
+                | Command::Cas { .. }
+                | Command::Txn { .. }
         )
     }
 }
@@ -206,6 +270,9 @@ pub enum Outcome {
         entries: Vec<(Bytes, Versioned)>,
         more: bool,
     },
+    /// The transaction applied at `revision`; `succeeded`: its compares held and its
+    /// `success` branch ran (else its `failure` branch).
+    Txn { revision: LogIndex, succeeded: bool },
 }
 
 /// Which part of a command broke a size limit.
@@ -273,6 +340,34 @@ pub enum CommandError {
     /// All sessions together hold as many result bytes as the machine keeps. Not applied.
     #[error("client sessions hold {bytes} bytes of results, the limit {bytes_max}; not applied")]
     SessionsFull { bytes: usize, bytes_max: usize },
+    /// A transaction with more compares, or more operations in a branch, than it may hold.
+    #[error("a transaction's {what} holds {count}, more than the limit of {count_max}")]
+    TxnTooLong {
+        what: TxnPart,
+        count: usize,
+        count_max: usize,
+    },
+    /// A transaction's branch names a key twice.
+    #[error("a transaction's {branch} changes key {key:?} twice", key = String::from_utf8_lossy(key))]
+    TxnDuplicateKey { branch: TxnPart, key: Bytes },
+}
+
+/// A part of a transaction, for its errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnPart {
+    Compares,
+    Success,
+    Failure,
+}
+
+impl fmt::Display for TxnPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TxnPart::Compares => "compares",
+            TxnPart::Success => "success branch",
+            TxnPart::Failure => "failure branch",
+        })
+    }
 }
 
 /// Checks the limits. Clients call it before submitting; the state machine calls it again at
@@ -296,8 +391,64 @@ pub fn validate(command: &Command) -> Result<(), CommandError> {
                 limit_max: SCAN_LIMIT_MAX,
             })
         }
+        Command::Txn {
+            compares,
+            success,
+            failure,
+        } => validate_txn(compares, success, failure),
         _ => Ok(()),
     }
+}
+
+/// A transaction's limits: counts, sizes, and no key twice in a branch.
+fn validate_txn(
+    compares: &[Compare],
+    success: &[TxnOp],
+    failure: &[TxnOp],
+) -> Result<(), CommandError> {
+    let too_long = |what, count| {
+        (count > TXN_OPS_MAX).then_some(CommandError::TxnTooLong {
+            what,
+            count,
+            count_max: TXN_OPS_MAX,
+        })
+    };
+    let parts = [
+        (TxnPart::Compares, compares.len()),
+        (TxnPart::Success, success.len()),
+        (TxnPart::Failure, failure.len()),
+    ];
+    if let Some(error) = parts.into_iter().find_map(|(what, n)| too_long(what, n)) {
+        return Err(error);
+    }
+    let mut bytes = 0;
+    for compare in compares {
+        check_size(Field::Key, compare.key().len(), KEY_BYTES_MAX)?;
+        bytes += compare.key().len();
+        if let Compare::Value {
+            value: Some(value), ..
+        } = compare
+        {
+            check_size(Field::Value, value.len(), VALUE_BYTES_MAX)?;
+            bytes += value.len();
+        }
+    }
+    for (branch, ops) in [(TxnPart::Success, success), (TxnPart::Failure, failure)] {
+        let mut keys = std::collections::BTreeSet::new();
+        for op in ops {
+            check_size(Field::Key, op.key().len(), KEY_BYTES_MAX)?;
+            if !keys.insert(op.key()) {
+                let key = op.key().clone();
+                return Err(CommandError::TxnDuplicateKey { branch, key });
+            }
+            bytes += op.key().len();
+            if let TxnOp::Put { value, .. } = op {
+                check_size(Field::Value, value.len(), VALUE_BYTES_MAX)?;
+                bytes += value.len();
+            }
+        }
+    }
+    check_size(Field::Value, bytes, TXN_BYTES_MAX)
 }
 
 fn check_size(what: Field, bytes: usize, bytes_max: usize) -> Result<(), CommandError> {

@@ -1,8 +1,8 @@
 //! The strong keyspace's state machine: an ordered map with revisions and client sessions.
 
 use super::command::{
-    ClientId, Command, CommandError, Outcome, Request, SCAN_BYTES_MAX, Session, Versioned,
-    scan_entry_bytes, validate,
+    ClientId, Command, CommandError, Compare, Outcome, Request, SCAN_BYTES_MAX, Session, TxnOp,
+    Versioned, scan_entry_bytes, validate,
 };
 use super::sessions::{
     Refusal, SESSION_BYTES_MAX_DEFAULT, SESSION_TIMEOUT_DEFAULT, SESSIONS_MAX_DEFAULT, SessionTable,
@@ -412,6 +412,39 @@ impl StrongMachine {
                     unreachable!("the scan was validated before execution: {error}")
                 }
             },
+            Command::Txn {
+                compares,
+                success,
+                failure,
+            } => self.transact(index, compares, success, failure)?,
+        })
+    }
+
+    /// Checks the compares, then applies the branch they pick, every change at `index`.
+    fn transact(
+        &mut self,
+        index: LogIndex,
+        compares: &[Compare],
+        success: &[TxnOp],
+        failure: &[TxnOp],
+    ) -> Result<Outcome, StoreError> {
+        let mut succeeded = true;
+        for compare in compares {
+            if !compare.holds(self.get(compare.key())?.as_ref()) {
+                succeeded = false;
+                break;
+            }
+        }
+        let branch = if succeeded { success } else { failure };
+        for op in branch {
+            match op {
+                TxnOp::Put { key, value } => self.write(index, key, Some(value))?,
+                TxnOp::Delete { key } => self.write(index, key, None)?,
+            };
+        }
+        Ok(Outcome::Txn {
+            revision: index,
+            succeeded,
         })
     }
 
@@ -600,6 +633,110 @@ mod tests {
         machine
             .apply(index, &request(client, seq, command))
             .unwrap()
+    }
+
+    fn txn(compares: Vec<Compare>, success: Vec<TxnOp>, failure: Vec<TxnOp>) -> Command {
+        Command::Txn {
+            compares,
+            success,
+            failure,
+        }
+    }
+
+    fn txn_put(key: &str, value: &str) -> TxnOp {
+        TxnOp::Put {
+            key: bytes(key),
+            value: bytes(value),
+        }
+    }
+
+    #[test]
+    fn a_transaction_runs_the_branch_its_compares_pick_at_one_revision() {
+        let mut machine = StrongMachine::new(MachineConfig::default());
+        let stock = apply(&mut machine, 1, 1, put("stock", "5"));
+        let Ok(Outcome::Put { revision }) = stock.result else {
+            panic!("{stock:?}");
+        };
+        machine.take_changes();
+        let sell = |at| {
+            let holds = vec![
+                Compare::Revision {
+                    key: bytes("stock"),
+                    revision: Some(at),
+                },
+                Compare::Value {
+                    key: bytes("stock"),
+                    value: Some(bytes("5")),
+                },
+            ];
+            let then = vec![txn_put("stock", "4"), txn_put("order", "o-9")];
+            let otherwise = vec![TxnOp::Delete { key: bytes("hold") }];
+            txn(holds, then, otherwise)
+        };
+        let sold = apply(&mut machine, 1, 2, sell(revision));
+        assert_eq!(
+            sold.result,
+            Ok(Outcome::Txn {
+                revision: LogIndex(2),
+                succeeded: true
+            })
+        );
+        for key in [b"stock".as_slice(), b"order"] {
+            let row = machine.get(key).unwrap().expect("written");
+            assert_eq!(
+                row.mod_revision,
+                LogIndex(2),
+                "every change at one revision"
+            );
+        }
+        let changes = machine.take_changes();
+        assert_eq!(changes.len(), 2, "watches see both changes: {changes:?}");
+        assert!(changes.iter().all(|c| c.revision == LogIndex(2)));
+
+        apply(&mut machine, 1, 3, put("hold", "x"));
+        let again = apply(&mut machine, 1, 4, sell(revision));
+        assert_eq!(
+            again.result,
+            Ok(Outcome::Txn {
+                revision: LogIndex(4),
+                succeeded: false
+            })
+        );
+        assert_eq!(machine.get(b"hold").unwrap(), None, "the else branch ran");
+        assert_eq!(machine.get(b"stock").unwrap().unwrap().value, bytes("4"));
+
+        let retried = apply(&mut machine, 1, 2, sell(revision));
+        assert!(retried.duplicate, "a retry answers its first result");
+        assert_eq!(retried.result, sold.result);
+    }
+
+    #[test]
+    fn a_transaction_over_its_limits_is_refused_with_nothing_applied() {
+        let mut machine = StrongMachine::new(MachineConfig::default());
+        let twice = txn(vec![], vec![txn_put("k", "a"), txn_put("k", "b")], vec![]);
+        let refused = apply(&mut machine, 1, 1, twice);
+        assert!(matches!(
+            refused.result,
+            Err(CommandError::TxnDuplicateKey { .. })
+        ));
+        let many = (0..=crate::strong::TXN_OPS_MAX)
+            .map(|i| txn_put(&format!("k{i}"), "v"))
+            .collect();
+        let refused = apply(&mut machine, 1, 2, txn(vec![], many, vec![]));
+        assert!(matches!(
+            refused.result,
+            Err(CommandError::TxnTooLong { .. })
+        ));
+        let big = txn_put("k", &"x".repeat(VALUE_BYTES_MAX));
+        let refused = apply(
+            &mut machine,
+            1,
+            3,
+            txn(vec![], vec![big.clone(), txn_put("j", "y")], vec![]),
+        );
+        assert!(matches!(refused.result, Err(CommandError::TooLarge { .. })));
+        assert_eq!(machine.get(b"k").unwrap(), None);
+        assert!(machine.take_changes().is_empty());
     }
 
     #[test]

@@ -30,8 +30,9 @@ pub mod sessions;
 pub mod store;
 
 pub use command::{
-    ClientId, Command, CommandError, Field, KEY_BYTES_MAX, Outcome, Request, SCAN_BYTES_MAX,
-    SCAN_LIMIT_MAX, Session, VALUE_BYTES_MAX, Versioned, result_bytes, scan_entry_bytes, validate,
+    ClientId, Command, CommandError, Compare, Field, KEY_BYTES_MAX, Outcome, Request,
+    SCAN_BYTES_MAX, SCAN_LIMIT_MAX, Session, TXN_BYTES_MAX, TXN_OPS_MAX, TxnOp, TxnPart,
+    VALUE_BYTES_MAX, Versioned, result_bytes, scan_entry_bytes, validate,
 };
 #[cfg(feature = "sim-bugs")]
 pub use machine::MachineBug;

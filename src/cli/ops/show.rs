@@ -167,6 +167,17 @@ pub fn value_lines(answer: &Answer) -> Vec<String> {
         }
         Answer::Eventual(value) => vec![eventual_text(value)],
         Answer::Watch { events, .. } => events.iter().map(event_line).collect(),
+        Answer::Txn {
+            succeeded: true,
+            revision,
+        } => vec![format!(
+            "OK: the compares held, the then-branch ran (revision {})",
+            revision.0
+        )],
+        Answer::Txn { revision, .. } => vec![format!(
+            "the compares failed, the else-branch ran (revision {})",
+            revision.0
+        )],
     }
 }
 
@@ -278,6 +289,10 @@ fn answer_json(answer: &Answer) -> Value {
             "events": events.iter().map(event_json).collect::<Vec<_>>(),
             "next": next.to_string(),
         }),
+        Answer::Txn {
+            succeeded,
+            revision,
+        } => json!({ "succeeded": succeeded, "revision": revision.0 }),
     }
 }
 

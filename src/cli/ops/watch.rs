@@ -41,9 +41,9 @@ pub async fn execute(
     run: &Run,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
-    let from = args
-        .from_revision
-        .map_or(WatchFrom::Now, |revision| WatchFrom::Revision(LogIndex(revision)));
+    let from = args.from_revision.map_or(WatchFrom::Now, |revision| {
+        WatchFrom::Revision(LogIndex(revision))
+    });
     let prefix = Bytes::copy_from_slice(args.prefix.as_bytes());
     let mut watch = Watch::new(client, &args.keyspace, prefix).from(from);
     if let Some(endpoint) = &run.pinned {

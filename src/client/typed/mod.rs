@@ -73,7 +73,7 @@ mod request;
 
 pub use request::{
     Acked, CasExpect, CasOutcome, CasStart, CasWrite, EventualGet, EventualWrite, Response, Scan,
-    Scanned, Siblings, StrongGet, StrongWrite, Value, Written,
+    Scanned, Siblings, StrongGet, StrongWrite, Txn, TxnOutcome, Value, Written,
 };
 
 use super::conn::{Client, ConnError};
@@ -698,6 +698,25 @@ impl StrongKeyspace {
     /// ```
     pub fn watch(&self, prefix: impl IntoBytes) -> Watch {
         Watch::new(&self.target.client, &self.target.name, prefix.into_bytes())
+    }
+
+    /// A transaction: compares, then changes if they all hold, else others, atomic at one
+    /// revision; see [`Txn`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cluster = capdial::LocalCluster::start(1).await?;
+    /// # cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+    /// let orders = cluster.client().strong("orders");
+    /// let first = orders.txn().if_absent("o-1").then_put("o-1", "paid").await?;
+    /// let second = orders.txn().if_absent("o-1").then_put("o-1", "twice").await?;
+    /// assert!(first.succeeded && !second.succeeded);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn txn(&self) -> Txn {
+        Txn::new(self.target.clone())
     }
 }
 

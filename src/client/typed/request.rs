@@ -105,6 +105,32 @@ pub struct CasOutcome {
     pub receipt: Receipt,
 }
 
+/// How a transaction went: which branch ran, at which revision (every change of it has
+/// this mod revision).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let cluster = capdial::LocalCluster::start(1).await?;
+/// # cluster.create_keyspace("orders", capdial::protocol::KeyspaceMode::Strong).await?;
+/// let orders = cluster.client().strong("orders");
+/// let made = orders.txn().if_absent("o-1").then_put("o-1", "paid").then_put("o-1/items", "2").await?;
+/// assert!(made.succeeded);
+/// let row = orders.get("o-1/items").await?.value.expect("written by the transaction");
+/// assert_eq!(row.mod_revision, made.revision);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnOutcome {
+    /// Whether every compare held, so the `then` branch ran (else the `else` branch did).
+    pub succeeded: bool,
+    /// The log index the transaction applied at.
+    pub revision: LogIndex,
+    /// The leader that decided it and its position.
+    pub receipt: Receipt,
+}
+
 /// A scan's keys in order, with one receipt per page (each page is a read of its own).
 ///
 /// ```
@@ -606,6 +632,151 @@ answered_by!(
         receipt,
     }
 );
+
+/// A transaction on a strong keyspace, atomic in one log entry: compares (`if_*`), then the
+/// changes to make if every compare holds (`then_*`), else others (`else_*`); `.await`
+/// sends it. Like etcd's `Txn`: every change lands at one revision, and a retry applies once.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let cluster = capdial::LocalCluster::start(1).await?;
+/// # cluster.create_keyspace("shop", capdial::protocol::KeyspaceMode::Strong).await?;
+/// let shop = cluster.client().strong("shop");
+/// let stock = shop.put("stock/pen", "5").await?.revision;
+/// // Sell one pen and record the order, only if nobody sold one since the read.
+/// let sold = shop
+///     .txn()
+///     .if_revision("stock/pen", stock)
+///     .then_put("stock/pen", "4")
+///     .then_put("order/o-9", "pen")
+///     .else_put("audit/o-9", "retry")
+///     .await?;
+/// assert!(sold.succeeded);
+/// let again = shop.txn().if_revision("stock/pen", stock).then_put("stock/pen", "3").await?;
+/// assert!(!again.succeeded, "the stock changed at revision {}", sold.revision.0);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use = "a request does nothing until it is awaited"]
+pub struct Txn {
+    /// The keyspace and pinned node; its operation is filled in when sent.
+    call: Call,
+    compares: Vec<crate::strong::Compare>,
+    success: Vec<crate::strong::TxnOp>,
+    failure: Vec<crate::strong::TxnOp>,
+}
+
+impl Txn {
+    pub(super) fn new(target: Target) -> Txn {
+        let placeholder = Operation::Get { key: Bytes::new() };
+        Txn {
+            call: Call::new(target, placeholder),
+            compares: Vec::new(),
+            success: Vec::new(),
+            failure: Vec::new(),
+        }
+    }
+
+    /// Holds if `key`'s mod revision is `revision`.
+    pub fn if_revision(mut self, key: impl super::IntoBytes, revision: LogIndex) -> Self {
+        let (key, revision) = (key.into_bytes(), Some(revision));
+        self.compares
+            .push(crate::strong::Compare::Revision { key, revision });
+        self
+    }
+
+    /// Holds if `key` is absent.
+    pub fn if_absent(mut self, key: impl super::IntoBytes) -> Self {
+        let key = key.into_bytes();
+        self.compares.push(crate::strong::Compare::Revision {
+            key,
+            revision: None,
+        });
+        self
+    }
+
+    /// Holds if `key`'s value is `value`.
+    pub fn if_value(mut self, key: impl super::IntoBytes, value: impl super::IntoBytes) -> Self {
+        let (key, value) = (key.into_bytes(), Some(value.into_bytes()));
+        self.compares
+            .push(crate::strong::Compare::Value { key, value });
+        self
+    }
+
+    /// If every compare holds: set `key` to `value`.
+    pub fn then_put(mut self, key: impl super::IntoBytes, value: impl super::IntoBytes) -> Self {
+        self.success.push(txn_put(key, value));
+        self
+    }
+
+    /// If every compare holds: delete `key`.
+    pub fn then_delete(mut self, key: impl super::IntoBytes) -> Self {
+        self.success.push(txn_delete(key));
+        self
+    }
+
+    /// If a compare fails: set `key` to `value`.
+    pub fn else_put(mut self, key: impl super::IntoBytes, value: impl super::IntoBytes) -> Self {
+        self.failure.push(txn_put(key, value));
+        self
+    }
+
+    /// If a compare fails: delete `key`.
+    pub fn else_delete(mut self, key: impl super::IntoBytes) -> Self {
+        self.failure.push(txn_delete(key));
+        self
+    }
+
+    at!(concat!(
+        "```\n",
+        strong_setup!(),
+        "let n1 = cluster.endpoints()[0].clone();\n",
+        "orders.txn().then_put(\"o-1\", \"paid\").at(&n1).await?;\n",
+        "# Ok(()) }\n```"
+    ));
+}
+
+fn txn_put(key: impl super::IntoBytes, value: impl super::IntoBytes) -> crate::strong::TxnOp {
+    let (key, value) = (key.into_bytes(), value.into_bytes());
+    crate::strong::TxnOp::Put { key, value }
+}
+
+fn txn_delete(key: impl super::IntoBytes) -> crate::strong::TxnOp {
+    crate::strong::TxnOp::Delete {
+        key: key.into_bytes(),
+    }
+}
+
+impl IntoFuture for Txn {
+    type Output = Result<TxnOutcome, ConnError>;
+    type IntoFuture = Response<TxnOutcome>;
+
+    fn into_future(mut self) -> Self::IntoFuture {
+        self.call.operation = Operation::Txn {
+            compares: self.compares,
+            success: self.success,
+            failure: self.failure,
+        };
+        Box::pin(async move {
+            match self.call.send().await? {
+                (
+                    Answer::Txn {
+                        succeeded,
+                        revision,
+                    },
+                    receipt,
+                ) => Ok(TxnOutcome {
+                    succeeded,
+                    revision,
+                    receipt,
+                }),
+                (answer, _) => Err(mismatch("a transaction", &answer)),
+            }
+        })
+    }
+}
 
 /// A prefix scan of a strong keyspace; `.await` pages through every key (or up to
 /// [`limit`](Self::limit)).

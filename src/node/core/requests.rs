@@ -274,7 +274,12 @@ impl NodeCore {
         ClientError::Unavailable { reason }
     }
 
-    pub(super) fn strong_receipt(&self, group: GroupId, served: Served, applied: Option<LogIndex>) -> Receipt {
+    pub(super) fn strong_receipt(
+        &self,
+        group: GroupId,
+        served: Served,
+        applied: Option<LogIndex>,
+    ) -> Receipt {
         // The highest commit this node knows of (a follower learns it from heartbeats), so
         // a stale or follower read can say how far behind it served.
         let (term, commit, machine_applied) = self

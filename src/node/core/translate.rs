@@ -37,6 +37,15 @@ pub(super) fn strong_command(operation: Operation) -> Command {
         | Operation::SetRemove { key, .. } => Command::Get { key },
         // Watches are served from the watch history, never through the log.
         Operation::Watch { prefix, .. } => Command::Get { key: prefix },
+        Operation::Txn {
+            compares,
+            success,
+            failure,
+        } => Command::Txn {
+            compares,
+            success,
+            failure,
+        },
     }
 }
 
@@ -54,6 +63,16 @@ pub(super) fn outcome_answer(outcome: Outcome) -> (Answer, Option<LogIndex>) {
                 succeeded,
                 revision,
                 current,
+            },
+            Some(revision),
+        ),
+        Outcome::Txn {
+            revision,
+            succeeded,
+        } => (
+            Answer::Txn {
+                succeeded,
+                revision,
             },
             Some(revision),
         ),
@@ -90,6 +109,9 @@ pub(super) fn command_error(error: CommandError) -> ClientError {
         }
         CommandError::SessionsFull { bytes, bytes_max } => {
             ClientError::SessionsFull { bytes, bytes_max }
+        }
+        error @ (CommandError::TxnTooLong { .. } | CommandError::TxnDuplicateKey { .. }) => {
+            crate::protocol::txn_error(error)
         }
     }
 }
@@ -140,7 +162,8 @@ pub(super) fn eventual_ops(
         Operation::Get { .. }
         | Operation::Cas { .. }
         | Operation::Scan { .. }
-        | Operation::Watch { .. } => Vec::new(),
+        | Operation::Watch { .. }
+        | Operation::Txn { .. } => Vec::new(),
     }
 }
 

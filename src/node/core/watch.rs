@@ -151,7 +151,9 @@ impl History {
     }
 
     /// The changes to keys under `prefix` from revision `from` on, of a machine that has
-    /// applied up to `applied`. One entry changes one key, so a page never splits a revision.
+    /// applied up to `applied`. A page holds whole revisions only (a transaction changes many
+    /// keys at one revision), so the next poll starts at a revision boundary; a revision that
+    /// alone passes the page's bounds comes whole (a transaction's changes are bounded).
     pub fn poll(
         &self,
         from: LogIndex,
@@ -167,18 +169,31 @@ impl History {
         }
         let start = self.changes.partition_point(|c| c.revision < from);
         let mut page = Collector::new(limit);
-        for change in self.changes.range(start..) {
-            if !change.key.starts_with(prefix) {
+        let matching = self
+            .changes
+            .range(start..)
+            .filter(|c| c.key.starts_with(prefix));
+        for change in matching {
+            if page.admit(strong_event(change)) {
                 continue;
             }
-            if !page.admit(strong_event(change)) {
-                // Everything before this change was looked at.
-                let next = WatchFrom::Revision(change.revision);
+            let cut = change.revision;
+            page.events.retain(|event| event.revision() != Some(cut));
+            if !page.events.is_empty() {
                 return Ok(Page {
                     events: page.events,
-                    next,
+                    next: WatchFrom::Revision(cut),
                 });
             }
+            let whole = self.changes.range(start..).filter(|c| c.revision == cut);
+            let events = whole
+                .filter(|c| c.key.starts_with(prefix))
+                .map(strong_event)
+                .collect();
+            return Ok(Page {
+                events,
+                next: WatchFrom::Revision(LogIndex(cut.0 + 1)),
+            });
         }
         let next = LogIndex(from.0.max(applied.0 + 1));
         Ok(Page {
@@ -494,7 +509,11 @@ mod tests {
         let mut history = History::new(LogIndex(4));
         let changes = vec![put(3, "a/x"), put(5, "a/x"), put(7, "b/y"), put(8, "a/z")];
         history.extend(changes, limits);
-        assert_eq!(history.oldest(), LogIndex(5), "revision 3 predates the history");
+        assert_eq!(
+            history.oldest(),
+            LogIndex(5),
+            "revision 3 predates the history"
+        );
         let page = history.poll(LogIndex(5), b"a/", 10, LogIndex(9)).unwrap();
         assert_eq!(revisions(&page), [5, 8]);
         assert_eq!(page.next, WatchFrom::Revision(LogIndex(10)));
@@ -509,10 +528,41 @@ mod tests {
         );
         let page = history.poll(LogIndex(6), b"", 2, LogIndex(10)).unwrap();
         assert_eq!(revisions(&page), [7, 8]);
-        assert_eq!(page.next, WatchFrom::Revision(LogIndex(10)), "cut at the limit");
+        assert_eq!(
+            page.next,
+            WatchFrom::Revision(LogIndex(10)),
+            "cut at the limit"
+        );
         let ahead = history.poll(LogIndex(12), b"", 2, LogIndex(10)).unwrap();
         assert!(ahead.events.is_empty());
-        assert_eq!(ahead.next, WatchFrom::Revision(LogIndex(12)), "never goes back");
+        assert_eq!(
+            ahead.next,
+            WatchFrom::Revision(LogIndex(12)),
+            "never goes back"
+        );
+    }
+
+    #[test]
+    fn a_page_never_splits_a_revision() {
+        let mut history = History::new(LogIndex(0));
+        let limits = WatchLimits::default();
+        // Revision 2 is a transaction of three changes.
+        let changes = vec![
+            put(1, "a"),
+            put(2, "b"),
+            put(2, "c"),
+            put(2, "d"),
+            put(3, "e"),
+        ];
+        history.extend(changes, limits);
+        let page = history.poll(LogIndex(1), b"", 2, LogIndex(3)).unwrap();
+        assert_eq!(revisions(&page), [1], "revision 2 does not fit whole");
+        assert_eq!(page.next, WatchFrom::Revision(LogIndex(2)));
+        let page = history.poll(LogIndex(2), b"", 2, LogIndex(3)).unwrap();
+        assert_eq!(revisions(&page), [2, 2, 2], "alone, a revision comes whole");
+        assert_eq!(page.next, WatchFrom::Revision(LogIndex(3)));
+        let page = history.poll(LogIndex(3), b"", 2, LogIndex(3)).unwrap();
+        assert_eq!(revisions(&page), [3]);
     }
 
     #[test]

@@ -73,10 +73,10 @@ use client::DataClient;
 use host::Host;
 use ledger::Ledger;
 use oplog::EventualLog;
-use watcher::Watcher;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use watcher::Watcher;
 
 pub use crate::sim::strong::{
     DRIFT_PPM_MAX, ELECTION_TIMEOUT, HEARTBEAT_INTERVAL, JUMP_BUDGET, JUMP_WITHIN_MAX,

@@ -296,9 +296,9 @@ impl Watcher {
 
 fn revision_of(returned: &Return) -> Option<LogIndex> {
     match returned {
-        Return::Put { revision } | Return::Delete { revision, .. } | Return::Cas { revision, .. } => {
-            Some(LogIndex(*revision))
-        }
+        Return::Put { revision }
+        | Return::Delete { revision, .. }
+        | Return::Cas { revision, .. } => Some(LogIndex(*revision)),
         Return::Get { .. } => None,
     }
 }
@@ -342,7 +342,13 @@ fn changed_at(op: &crate::sim::history::Operation) -> Option<LogIndex> {
     };
     match (returned, &op.call) {
         (Return::Put { revision }, _) => Some(LogIndex(*revision)),
-        (Return::Delete { revision, existed: true }, _) => Some(LogIndex(*revision)),
+        (
+            Return::Delete {
+                revision,
+                existed: true,
+            },
+            _,
+        ) => Some(LogIndex(*revision)),
         (
             Return::Cas {
                 revision,
