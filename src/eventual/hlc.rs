@@ -39,7 +39,9 @@ pub struct HlcTimestamp {
     pub physical_ms: u64,
     /// Counts events within one `physical_ms`.
     pub logical: u32,
-    /// The node that issued the timestamp: the tie-breaker.
+    /// The tie-breaker: the node that issued the timestamp, or, for an `lww` write the client
+    /// timed itself (`ClientRequest::written_at`), the client's session id in a `NodeId`
+    /// (so it prints as a very large `n...`).
     pub node: NodeId,
 }
 
