@@ -5,21 +5,12 @@
 
 mod common;
 
-use capdial::LocalCluster;
 use capdial::client::typed::StrongKeyspace;
 use capdial::protocol::{KeyspaceMode, WatchEvent};
 use capdial::types::LogIndex;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-async fn cluster() -> LocalCluster {
-    LocalCluster::builder()
-        .nodes(3)
-        .binary(env!("CARGO_BIN_EXE_capdial"))
-        .start()
-        .await
-        .expect("a local 3-node cluster starts")
-}
 
 const STOCK: u32 = 12;
 const BUYERS: u32 = 4;
@@ -62,7 +53,7 @@ async fn buy(shop: &StrongKeyspace, order: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buyers_take_stock_and_record_orders_atomically_across_a_leader_kill() {
-    let cluster = cluster().await;
+    let cluster = common::local_cluster().await;
     cluster
         .create_keyspace("shop", KeyspaceMode::Strong)
         .await
@@ -148,7 +139,7 @@ fn capdial_txn_runs_the_branch_its_compares_pick() {
         .enable_all()
         .build()
         .expect("runtime");
-    let cluster = runtime.block_on(cluster());
+    let cluster = runtime.block_on(common::local_cluster());
     let stock = runtime.block_on(async {
         cluster
             .create_keyspace("inventory", KeyspaceMode::Strong)

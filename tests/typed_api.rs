@@ -4,7 +4,6 @@
 
 mod common;
 
-use capdial::LocalCluster;
 use capdial::client::ConnError;
 use capdial::client::typed::{OpenError, StrongKeyspace};
 use capdial::eventual::{ValueType, WriteLevel};
@@ -12,14 +11,6 @@ use capdial::protocol::{ClientError, KeyspaceMode, Position, ReadLevel, Served};
 use capdial::types::NodeId;
 use common::{READY_DEADLINE, poll_until};
 
-async fn cluster() -> LocalCluster {
-    LocalCluster::builder()
-        .nodes(3)
-        .binary(env!("CARGO_BIN_EXE_capdial"))
-        .start()
-        .await
-        .expect("a local 3-node cluster starts")
-}
 
 const SET: KeyspaceMode = KeyspaceMode::Eventual(ValueType::Set);
 const COUNTER: KeyspaceMode = KeyspaceMode::Eventual(ValueType::Counter);
@@ -28,7 +19,7 @@ const MVREG: KeyspaceMode = KeyspaceMode::Eventual(ValueType::MvReg);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strong_handle_operations_levels_and_receipts() {
-    let cluster = cluster().await;
+    let cluster = common::local_cluster().await;
     cluster
         .create_keyspace("orders", KeyspaceMode::Strong)
         .await
@@ -138,7 +129,7 @@ async fn strong_handle_operations_levels_and_receipts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eventual_handles_operations_levels_and_a_refused_open() {
-    let cluster = cluster().await;
+    let cluster = common::local_cluster().await;
     for (name, mode) in [
         ("carts", SET),
         ("views", COUNTER),
@@ -268,7 +259,7 @@ async fn eventual_handles_operations_levels_and_a_refused_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_through_the_cluster_then_heal_and_restart() {
-    let cluster = cluster().await;
+    let cluster = common::local_cluster().await;
     cluster
         .create_keyspace("orders", KeyspaceMode::Strong)
         .await

@@ -13,14 +13,6 @@ use capdial::types::{LogIndex, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-async fn cluster() -> LocalCluster {
-    LocalCluster::builder()
-        .nodes(3)
-        .binary(env!("CARGO_BIN_EXE_capdial"))
-        .start()
-        .await
-        .expect("a local 3-node cluster starts")
-}
 
 /// How long a watcher may take to see what was written.
 const WATCH_DEADLINE: Duration = Duration::from_secs(60);
@@ -112,7 +104,7 @@ async fn watch_while_writing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strong_watch_sees_every_write_once_in_order_across_a_leader_kill() {
-    let cluster = cluster().await;
+    let cluster = common::local_cluster().await;
     cluster
         .create_keyspace("orders", KeyspaceMode::Strong)
         .await
@@ -164,7 +156,7 @@ async fn a_strong_watch_sees_every_write_once_in_order_across_a_leader_kill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strong_watch_follows_writes_made_while_it_waits() {
-    let cluster = cluster().await;
+    let cluster = common::local_cluster().await;
     cluster
         .create_keyspace("orders", KeyspaceMode::Strong)
         .await
@@ -209,7 +201,7 @@ async fn a_strong_watch_follows_writes_made_while_it_waits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_nodes_feed_lists_every_acknowledged_eventual_write() {
-    let cluster = cluster().await;
+    let cluster = common::local_cluster().await;
     cluster
         .create_keyspace("carts", KeyspaceMode::Eventual(ValueType::Set))
         .await
@@ -264,7 +256,7 @@ fn capdial_watch_prints_events_from_a_revision() {
         .enable_all()
         .build()
         .expect("runtime");
-    let cluster = runtime.block_on(cluster());
+    let cluster = runtime.block_on(common::local_cluster());
     let first = runtime.block_on(async {
         cluster
             .create_keyspace("orders", KeyspaceMode::Strong)

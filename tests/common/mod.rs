@@ -25,6 +25,17 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tempfile::TempDir;
 
+/// A 3-node `LocalCluster` of this build's binary: for tests of the public API, which start
+/// their cluster the way an application's tests would.
+pub async fn local_cluster() -> capdial::LocalCluster {
+    capdial::LocalCluster::builder()
+        .nodes(3)
+        .binary(env!("CARGO_BIN_EXE_capdial"))
+        .start()
+        .await
+        .expect("a local 3-node cluster starts")
+}
+
 /// How long a cluster may take to elect the catalog's leader, a keyspace to appear, a node
 /// to catch up.
 pub const READY_DEADLINE: Duration = Duration::from_secs(20);
