@@ -11,7 +11,6 @@ use capdial::types::LogIndex;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-
 const STOCK: u32 = 12;
 const BUYERS: u32 = 4;
 const DEADLINE: Duration = Duration::from_secs(90);

@@ -11,7 +11,6 @@ use capdial::protocol::{ClientError, KeyspaceMode, Position, ReadLevel, Served};
 use capdial::types::NodeId;
 use common::{READY_DEADLINE, poll_until};
 
-
 const SET: KeyspaceMode = KeyspaceMode::Eventual(ValueType::Set);
 const COUNTER: KeyspaceMode = KeyspaceMode::Eventual(ValueType::Counter);
 const LWW: KeyspaceMode = KeyspaceMode::Eventual(ValueType::Lww);

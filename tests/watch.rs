@@ -13,7 +13,6 @@ use capdial::types::{LogIndex, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-
 /// How long a watcher may take to see what was written.
 const WATCH_DEADLINE: Duration = Duration::from_secs(60);
 const WRITES: usize = 120;

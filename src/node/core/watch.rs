@@ -326,17 +326,28 @@ impl NodeCore {
         reply: ReplyTo,
         deadline: Instant,
     ) {
+        let ClientRequest {
+            keyspace: name,
+            operation,
+            ..
+        } = request;
         let Operation::Watch {
             prefix,
             from,
             limit,
             wait_ms,
-        } = request.operation
+        } = operation
         else {
+            let reason = "not a watch".to_string();
+            let error = ClientError::Malformed { reason };
+            self.answer(reply, FromNode::data_error(error));
             return;
         };
+        // `route` found the keyspace running here; answered all the same if it is not.
         let Some(from) = self.watch_start(id, from) else {
-            return; // `check_request` let through only keyspaces that run here.
+            let error = ClientError::UnknownKeyspace { name };
+            self.answer(reply, FromNode::data_error(error));
+            return;
         };
         let wait = WatchWait {
             prefix,
