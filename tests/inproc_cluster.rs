@@ -24,9 +24,13 @@ struct Cluster {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> SocketAddr {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap()
+/// Ports below the ephemeral range, which no client socket can take before a node binds them.
+fn free_addresses(count: u64) -> Vec<SocketAddr> {
+    let ports = capdial::local::free_loopback_ports(count as usize).unwrap();
+    ports
+        .into_iter()
+        .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        .collect()
 }
 
 /// Starts nodes n1..=n`nodes`; certificates are made for `certified` nodes, so more can
@@ -36,7 +40,7 @@ async fn start(nodes: u64, certified: u64) -> Cluster {
     let certs = dir.path().join("certs");
     let names: Vec<String> = (1..=certified).map(|i| format!("n{i}")).collect();
     tls::init(&certs, &names, &["admin".to_string()]).unwrap();
-    let addresses: Vec<SocketAddr> = (0..certified).map(|_| free_port()).collect();
+    let addresses = free_addresses(certified);
     let (stop, _) = watch::channel(false);
     let cluster = Cluster {
         addresses,

@@ -31,7 +31,7 @@ use crate::protocol::admin::NodeStatus;
 use crate::types::NodeId;
 pub(crate) use ops::{catalog_leader, node_status};
 pub(crate) use process::Processes;
-pub use process::{BINARY_ENV, LocalNode};
+pub use process::{BINARY_ENV, LocalNode, free_loopback_ports};
 use retry::RETRY_PAUSE;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -251,17 +251,54 @@ fn binary_candidates() -> (Vec<PathBuf>, Vec<PathBuf>) {
     (candidates, on_path)
 }
 
-/// Picks `count` distinct free UDP ports on 127.0.0.1: binds that many sockets to port 0,
-/// reads the ports, and releases them. Another process could take a port in between; the
-/// node then fails to bind and the launcher reports it.
-pub(crate) fn pick_ports(count: usize) -> std::io::Result<Vec<u16>> {
-    let sockets = (0..count)
-        .map(|_| UdpSocket::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    sockets
-        .iter()
+/// Picks `count` distinct free UDP ports on 127.0.0.1 for nodes to listen on, below the
+/// kernel's ephemeral range: the ports a socket bound to port 0 gets (every QUIC client's)
+/// come from that range, so a client starting meanwhile, in this process or another, cannot
+/// take a port between this pick and the node's bind. (Picked from the ephemeral range, with
+/// tests running side by side, a node sometimes found its port taken.) Each port is bound
+/// once to see that it is free, then released for the node.
+///
+/// ```
+/// let ports = capdial::local::free_loopback_ports(3)?;
+/// assert_eq!(ports.len(), 3);
+/// assert!(ports.iter().all(|port| *port >= 10_000));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn free_loopback_ports(count: usize) -> std::io::Result<Vec<u16>> {
+    const LOW: u16 = 10_000;
+    let high = ephemeral_low()
+        .unwrap_or(32_768)
+        .saturating_sub(1)
+        .max(LOW + 1_000);
+    let mut random = crate::rng::SeededRng::new(crate::rng::os_seed());
+    let mut held = Vec::new();
+    for _ in 0..count.saturating_mul(200) {
+        if held.len() == count {
+            break;
+        }
+        let port = random.range_u64(u64::from(LOW), u64::from(high)) as u16;
+        if let Ok(socket) = UdpSocket::bind(("127.0.0.1", port)) {
+            held.push(socket);
+        }
+    }
+    if held.len() < count {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "found only {} free ports of {count} between {LOW} and {high}",
+                held.len()
+            ),
+        ));
+    }
+    held.iter()
         .map(|socket| socket.local_addr().map(|address| address.port()))
         .collect()
+}
+
+/// The first port of the kernel's ephemeral range (Linux), if it says.
+fn ephemeral_low() -> Option<u16> {
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
 }
 
 /// `n1=ADDR,n2=ADDR,...`, the `--initial-cluster` value.
@@ -297,7 +334,7 @@ pub(crate) fn parse_nodes(text: &str, count: usize) -> Result<Vec<LocalNode>, St
 }
 
 fn fresh_nodes(count: usize) -> std::io::Result<Vec<LocalNode>> {
-    let ports = pick_ports(count)?;
+    let ports = free_loopback_ports(count)?;
     Ok((1..)
         .zip(ports)
         .map(|(number, port)| LocalNode {
@@ -394,7 +431,7 @@ mod tests {
 
     #[test]
     fn picked_ports_are_distinct_and_nonzero() {
-        let ports = pick_ports(3).expect("loopback sockets bind");
+        let ports = free_loopback_ports(3).expect("loopback sockets bind");
         assert_eq!(ports.len(), 3);
         assert!(ports.iter().all(|port| *port != 0));
         let mut unique = ports.clone();

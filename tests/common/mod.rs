@@ -18,7 +18,7 @@ use capdial::protocol::{ClientError, KeyspaceMode};
 use capdial::wire;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -80,21 +80,10 @@ pub async fn poll_for<T>(
     }
 }
 
-/// Loopback UDP ports nobody holds right now. All are held at once so they are distinct; a
-/// race with another process binding one before the node does is possible but rare.
+/// Loopback UDP ports nobody holds right now, below the ephemeral range, so no client's
+/// socket can take one before the node binds it (see `capdial::local::free_loopback_ports`).
 pub fn free_ports(count: usize) -> Vec<u16> {
-    let sockets: Vec<UdpSocket> = (0..count)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind a loopback UDP port"))
-        .collect();
-    sockets
-        .iter()
-        .map(|socket| {
-            socket
-                .local_addr()
-                .expect("bound socket has an address")
-                .port()
-        })
-        .collect()
+    capdial::local::free_loopback_ports(count).expect("free loopback UDP ports")
 }
 
 /// Node ids `n1..=nN`.
