@@ -43,6 +43,14 @@ pub const WATCH_BYTES_MAX: usize = crate::strong::SCAN_BYTES_MAX;
 pub const WATCH_WAIT_MAX_MS: u32 = 10_000;
 
 /// Where a watch (poll) starts.
+///
+/// ```
+/// use capdial::protocol::{FeedPosition, WatchFrom};
+/// use capdial::types::LogIndex;
+/// assert_eq!(WatchFrom::Revision(LogIndex(7)).to_string(), "revision 7");
+/// let feed = WatchFrom::Feed(FeedPosition { feed: 0xab, seq: 3 });
+/// assert_eq!(feed.to_string(), "feed 00000000000000ab position 3");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WatchFrom {
     /// From the next change the node applies (strong) or hears of (eventual).
@@ -64,6 +72,12 @@ impl fmt::Display for WatchFrom {
 }
 
 /// A position in one node's change feed of an eventual keyspace.
+///
+/// ```
+/// use capdial::protocol::FeedPosition;
+/// let later = FeedPosition { feed: 1, seq: 9 };
+/// assert!(later > FeedPosition { feed: 1, seq: 2 });
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct FeedPosition {
     /// Which feed: drawn afresh each time the node starts the keyspace.
@@ -79,6 +93,14 @@ impl fmt::Display for FeedPosition {
 }
 
 /// One change a watch reports.
+///
+/// ```
+/// use capdial::protocol::WatchEvent;
+/// use capdial::types::LogIndex;
+/// let deleted = WatchEvent::Delete { key: "o-1".into(), revision: LogIndex(9) };
+/// assert_eq!(deleted.key(), "o-1");
+/// assert_eq!(deleted.revision(), Some(LogIndex(9)));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WatchEvent {
     /// Strong: the key was set (a put, or a cas that set it), at `value.mod_revision`.

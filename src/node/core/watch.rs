@@ -26,7 +26,15 @@ use bytes::Bytes;
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
-/// How much a node keeps per keyspace for watches.
+/// How much a node keeps per keyspace for watches (`capdial node --watch-history`,
+/// `--watch-history-mb`).
+///
+/// ```
+/// use capdial::node::core::WatchLimits;
+/// let limits = WatchLimits::default();
+/// assert_eq!(limits.changes, 10_000);
+/// assert_eq!(limits.bytes, 64 << 20);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WatchLimits {
     /// Changes (strong) or changed keys (eventual).
