@@ -133,11 +133,7 @@ async fn buyers_take_stock_and_record_orders_atomically_across_a_leader_kill() {
 
 #[test]
 fn capdial_txn_runs_the_branch_its_compares_pick() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = common::runtime();
     let cluster = runtime.block_on(common::local_cluster());
     let stock = runtime.block_on(async {
         cluster
@@ -148,16 +144,8 @@ fn capdial_txn_runs_the_branch_its_compares_pick() {
         inventory.put("item-1", "5").await.expect("put").revision
     });
     let txn = |clauses: &[String]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_capdial"))
-            .arg("txn")
-            .args(clauses)
-            .args(["--endpoint", &cluster.endpoints().join(",")])
-            .arg("--certs")
-            .arg(cluster.certs())
-            .output()
-            .expect("capdial txn runs");
-        assert!(output.status.success(), "capdial txn: {output:?}");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        let args = std::iter::once("txn").chain(clauses.iter().map(String::as_str));
+        common::capdial_cli(&cluster, args)
     };
     let clauses = [
         "--if".to_string(),

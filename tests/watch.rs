@@ -250,11 +250,7 @@ async fn every_nodes_feed_lists_every_acknowledged_eventual_write() {
 
 #[test]
 fn capdial_watch_prints_events_from_a_revision() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = common::runtime();
     let cluster = runtime.block_on(common::local_cluster());
     let first = runtime.block_on(async {
         cluster
@@ -267,16 +263,17 @@ fn capdial_watch_prints_events_from_a_revision() {
         orders.delete("o/1").await.expect("delete");
         first
     });
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_capdial"))
-        .args(["watch", "orders", "o/", "--count", "3"])
-        .args(["--from-revision", &first.0.to_string()])
-        .args(["--endpoint", &cluster.endpoints().join(",")])
-        .arg("--certs")
-        .arg(cluster.certs())
-        .output()
-        .expect("capdial watch runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "capdial watch: {output:?}");
+    let from = first.0.to_string();
+    let args = [
+        "watch",
+        "orders",
+        "o/",
+        "--count",
+        "3",
+        "--from-revision",
+        &from,
+    ];
+    let stdout = common::capdial_cli(&cluster, args);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
     assert!(lines[0].starts_with(&format!("put o/1 = paid (revision {})", first.0)));

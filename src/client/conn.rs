@@ -262,10 +262,6 @@ impl Failures {
     }
 }
 
-fn is_write(operation: &Operation) -> bool {
-    operation.is_write()
-}
-
 /// Whether sending the operation twice has the effect of sending it once. Strong writes are
 /// deduplicated by `(client, seq)`; eventual writes are not, but they keep their identity: an
 /// `lww` write carries its time (`written_at`), a set removal the context of the adds it
@@ -503,7 +499,7 @@ impl Client {
         let operation = self
             .with_removal_context(pinned, keyspace, operation)
             .await?;
-        let written_at = is_write(&operation).then(|| self.inner.clock.now());
+        let written_at = operation.is_write().then(|| self.inner.clock.now());
         let ticket = self.inner.sessions.current().begin();
         let request = ClientRequest {
             client: ticket.client(),
@@ -581,7 +577,7 @@ impl Client {
             let policy = Policy {
                 route: pending.request.keyspace.clone(),
                 pinned: pending.pinned.clone(),
-                write: is_write(&pending.request.operation),
+                write: pending.request.operation.is_write(),
                 resend_safe: resend_is_safe(&pending.request.operation),
             };
             // A clone shares the key and value bytes; the handle keeps the request.
@@ -1117,8 +1113,8 @@ mod tests {
         };
         assert!(!resend_is_safe(&add));
         assert!(resend_is_safe(&put));
-        assert!(is_write(&put) && is_write(&add));
-        assert!(!is_write(&get));
+        assert!(put.is_write() && add.is_write());
+        assert!(!get.is_write());
     }
 
     #[test]

@@ -36,6 +36,32 @@ pub async fn local_cluster() -> capdial::LocalCluster {
         .expect("a local 3-node cluster starts")
 }
 
+/// A runtime for a test that also runs blocking work (a CLI child process) between awaits.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Runs `capdial ARGS --endpoint ... --certs ...` against `cluster`; fails unless it exits 0,
+/// and returns what it printed.
+pub fn capdial_cli<S: AsRef<std::ffi::OsStr>>(
+    cluster: &capdial::LocalCluster,
+    args: impl IntoIterator<Item = S>,
+) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_capdial"))
+        .args(args)
+        .args(["--endpoint", &cluster.endpoints().join(",")])
+        .arg("--certs")
+        .arg(cluster.certs())
+        .output()
+        .expect("capdial runs");
+    assert!(output.status.success(), "capdial: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// How long a cluster may take to elect the catalog's leader, a keyspace to appear, a node
 /// to catch up.
 pub const READY_DEADLINE: Duration = Duration::from_secs(20);
