@@ -13,8 +13,8 @@ use super::watch::{FeedPosition, WatchEvent, WatchFrom};
 use crate::eventual::{HlcTimestamp, ReadContext, ReadValue, SessionToken, ValueType};
 use crate::net::tls::Role;
 use crate::strong::{
-    ClientId, CommandError, Compare, KEY_BYTES_MAX, SCAN_LIMIT_MAX, TxnOp, TxnPart,
-    VALUE_BYTES_MAX, Versioned,
+    ClientId, CommandError, Compare, KEY_BYTES_MAX, SCAN_LIMIT_MAX, StepOutcome, TxnId, TxnOp,
+    TxnPart, TxnStep, VALUE_BYTES_MAX, Versioned,
 };
 use crate::types::{LogIndex, NodeId, Term};
 use bytes::Bytes;
@@ -155,6 +155,10 @@ pub enum Operation {
         success: Vec<TxnOp>,
         failure: Vec<TxnOp>,
     },
+    /// Strong only: one step of a transaction across keyspaces, as its coordinator (the
+    /// client library's [`crate::txn`]) or whoever resolves its intents sends it. See
+    /// [`crate::strong::twophase`].
+    TxnStep(TxnStep),
 }
 
 impl Operation {
@@ -172,6 +176,7 @@ impl Operation {
             Operation::SetRemove { .. } => "srem",
             Operation::Watch { .. } => "watch",
             Operation::Txn { .. } => "txn",
+            Operation::TxnStep(_) => "txn step",
         }
     }
 
@@ -194,7 +199,7 @@ impl Operation {
             | Operation::SetAdd { key, .. }
             | Operation::SetRemove { key, .. } => key,
             Operation::Scan { prefix, .. } | Operation::Watch { prefix, .. } => prefix,
-            Operation::Txn { .. } => &NO_KEY,
+            Operation::Txn { .. } | Operation::TxnStep(_) => &NO_KEY,
         }
     }
 
@@ -209,9 +214,10 @@ impl Operation {
                 Eventual(MvReg) => true,
                 Eventual(Counter | Set) => false,
             },
-            Operation::Cas { .. } | Operation::Scan { .. } | Operation::Txn { .. } => {
-                mode == Strong
-            }
+            Operation::Cas { .. }
+            | Operation::Scan { .. }
+            | Operation::Txn { .. }
+            | Operation::TxnStep(_) => mode == Strong,
             Operation::Add { .. } => mode == Eventual(Counter),
             Operation::SetAdd { .. } | Operation::SetRemove { .. } => mode == Eventual(Set),
             // A strong watch counts revisions, an eventual one a node's feed.
@@ -356,6 +362,11 @@ pub enum Answer {
     /// A transaction applied at `revision`; `succeeded`: its compares held and its success
     /// branch ran, else its failure branch did.
     Txn { succeeded: bool, revision: LogIndex },
+    /// Strong: a transaction step applied at `revision`.
+    TxnStep {
+        revision: LogIndex,
+        outcome: StepOutcome,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -563,6 +574,20 @@ pub enum ClientError {
     /// A transaction's branch changes one key twice.
     #[error("a transaction's {branch} changes key {key:?} twice", key = String::from_utf8_lossy(key))]
     TxnDuplicateKey { branch: TxnPart, key: Bytes },
+    /// A transaction across keyspaces holds the key and is not resolved yet. The client
+    /// library resolves it from the transaction's record on `anchor` and retries.
+    #[error(
+        "key {key:?} is held by {txn} (its record is on keyspace {anchor}); resolve it and retry",
+        key = String::from_utf8_lossy(key)
+    )]
+    Locked {
+        key: Bytes,
+        txn: TxnId,
+        anchor: String,
+    },
+    /// The key starts with the prefix strong keyspaces keep transaction rows under.
+    #[error("key {key:?} is under a reserved prefix (\\xff\\xff\\xff/txn/)", key = String::from_utf8_lossy(key))]
+    ReservedKey { key: Bytes },
 }
 
 fn permission_denied(role: Role, operation: &str, needs: Role) -> String {
@@ -606,6 +631,10 @@ pub fn check_request(request: &ClientRequest, mode: KeyspaceMode) -> Result<(), 
     }
     check_levels(request, mode)?;
     check_size("key", operation.key().len(), KEY_BYTES_MAX)?;
+    if mode == KeyspaceMode::Strong && crate::strong::twophase::is_reserved(operation.key()) {
+        let key = operation.key().clone();
+        return Err(ClientError::ReservedKey { key });
+    }
     match operation {
         Operation::Put { value, .. }
         | Operation::Cas {
@@ -634,6 +663,10 @@ pub fn check_request(request: &ClientRequest, mode: KeyspaceMode) -> Result<(), 
             success,
             failure,
         } => check_txn(compares, success, failure),
+        Operation::TxnStep(step) => {
+            crate::strong::validate(&crate::strong::Command::TxnStep(step.clone()))
+                .map_err(txn_error)
+        }
         _ => Ok(()),
     }
 }
@@ -667,6 +700,8 @@ pub fn txn_error(error: CommandError) -> ClientError {
         CommandError::TxnDuplicateKey { branch, key } => {
             ClientError::TxnDuplicateKey { branch, key }
         }
+        CommandError::Locked { key, txn, anchor } => ClientError::Locked { key, txn, anchor },
+        CommandError::ReservedKey { key } => ClientError::ReservedKey { key },
         CommandError::TooLarge {
             what,
             bytes,

@@ -1,6 +1,7 @@
 //! The commands a strong keyspace's state machine applies, what they return, and the limits
 //! they are checked against (at submission by [`validate`], and again at apply).
 
+use super::twophase::{self, StepOutcome, TxnId, TxnStep};
 use crate::types::{LogIndex, WallMillis};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -96,6 +97,13 @@ pub fn result_bytes(result: &Result<Outcome, CommandError>) -> usize {
                 .iter()
                 .map(|(key, version)| scan_entry_bytes(key, version))
                 .sum(),
+            Ok(Outcome::TxnStep {
+                outcome: StepOutcome::Prepared { reads, .. },
+                ..
+            }) => reads
+                .iter()
+                .map(|(key, version)| key.len() + version.as_ref().map_or(0, |v| v.value.len()))
+                .sum(),
             _ => 0,
         }
 }
@@ -132,6 +140,8 @@ pub enum Command {
         success: Vec<TxnOp>,
         failure: Vec<TxnOp>,
     },
+    /// A step of a transaction across keyspaces (see [`twophase`]).
+    TxnStep(TxnStep),
 }
 
 /// What a transaction checks of one key.
@@ -189,7 +199,7 @@ impl Command {
             | Command::Cas { key, .. }
             | Command::Get { key } => key,
             Command::Scan { prefix, .. } => prefix,
-            Command::Txn { .. } => &NO_KEY,
+            Command::Txn { .. } | Command::TxnStep(_) => &NO_KEY,
         }
     }
 
@@ -201,6 +211,7 @@ impl Command {
                 | Command::Delete { .. }
                 | Command::Cas { .. }
                 | Command::Txn { .. }
+                | Command::TxnStep(_)
         )
     }
 }
@@ -273,6 +284,11 @@ pub enum Outcome {
     /// The transaction applied at `revision`; `succeeded`: its compares held and its
     /// `success` branch ran (else its `failure` branch).
     Txn { revision: LogIndex, succeeded: bool },
+    /// A transaction step applied at `revision`.
+    TxnStep {
+        revision: LogIndex,
+        outcome: StepOutcome,
+    },
 }
 
 /// Which part of a command broke a size limit.
@@ -350,6 +366,23 @@ pub enum CommandError {
     /// A transaction's branch names a key twice.
     #[error("a transaction's {branch} changes key {key:?} twice", key = String::from_utf8_lossy(key))]
     TxnDuplicateKey { branch: TxnPart, key: Bytes },
+    /// The key is held by a transaction across keyspaces that is not resolved yet: resolve
+    /// it from its record on `anchor`, then send the command again (as a new request).
+    #[error(
+        "key {key:?} is held by {txn}, whose record is on keyspace {anchor}; resolve it and retry",
+        key = String::from_utf8_lossy(key)
+    )]
+    Locked {
+        key: Bytes,
+        txn: TxnId,
+        anchor: String,
+    },
+    /// The key is under the prefix the machine keeps its own rows in.
+    #[error("keys starting with {prefix:?} are reserved", prefix = String::from_utf8_lossy(twophase::RESERVED_PREFIX))]
+    ReservedKey { key: Bytes },
+    /// A transaction step is out of its bounds.
+    #[error("transaction step refused: {reason}")]
+    BadTxnStep { reason: String },
 }
 
 /// A part of a transaction, for its errors.
@@ -374,6 +407,7 @@ impl fmt::Display for TxnPart {
 /// apply, because an entry may come from a node built with other limits.
 pub fn validate(command: &Command) -> Result<(), CommandError> {
     check_size(Field::Key, command.key().len(), KEY_BYTES_MAX)?;
+    check_keys(command)?;
     if let Command::Scan {
         after: Some(after), ..
     } = command
@@ -396,7 +430,77 @@ pub fn validate(command: &Command) -> Result<(), CommandError> {
             success,
             failure,
         } => validate_txn(compares, success, failure),
+        Command::TxnStep(step) => validate_step(step),
         _ => Ok(()),
+    }
+}
+
+/// Refuses a command that names a reserved key (a scan may cover the reserved rows: it skips
+/// them).
+fn check_keys(command: &Command) -> Result<(), CommandError> {
+    let reserved = |key: &Bytes| {
+        twophase::is_reserved(key)
+            .then(|| CommandError::ReservedKey { key: key.clone() })
+            .map_or(Ok(()), Err)
+    };
+    match command {
+        Command::Txn {
+            compares,
+            success,
+            failure,
+        } => compares
+            .iter()
+            .map(Compare::key)
+            .chain(success.iter().chain(failure).map(TxnOp::key))
+            .try_for_each(reserved),
+        Command::TxnStep(TxnStep::Prepare { part, .. }) => part.keys().iter().try_for_each(reserved),
+        Command::TxnStep(TxnStep::Resolve { keys, .. }) => keys.iter().try_for_each(reserved),
+        Command::TxnStep(TxnStep::Decide { .. }) => Ok(()),
+        other => reserved(other.key()),
+    }
+}
+
+/// A transaction step's bounds: a prepare's part as a transaction's, its reads as many as a
+/// branch, a sane record lifetime and anchor name, a resolve's keys.
+fn validate_step(step: &TxnStep) -> Result<(), CommandError> {
+    let bad = |reason: &str| {
+        Err(CommandError::BadTxnStep {
+            reason: reason.to_string(),
+        })
+    };
+    match step {
+        TxnStep::Prepare {
+            anchor,
+            ttl_ms,
+            part,
+            ..
+        } => {
+            if anchor.is_empty() || anchor.len() > twophase::ANCHOR_BYTES_MAX {
+                return bad("the anchor keyspace name is empty or too long");
+            }
+            if ttl_ms.is_some_and(|ttl| ttl == 0 || ttl > twophase::TTL_MS_MAX) {
+                return bad("the record's lifetime is outside 1 ms ..= 10 min");
+            }
+            if part.reads.len() > TXN_OPS_MAX {
+                return Err(CommandError::TxnTooLong {
+                    what: TxnPart::Compares,
+                    count: part.reads.len(),
+                    count_max: TXN_OPS_MAX,
+                });
+            }
+            for key in &part.reads {
+                check_size(Field::Key, key.len(), KEY_BYTES_MAX)?;
+            }
+            validate_txn(&part.compares, &part.success, &part.failure)
+        }
+        TxnStep::Resolve { keys, .. } => {
+            if keys.len() > twophase::RESOLVE_KEYS_MAX {
+                return bad("a resolve names more keys than a part can hold");
+            }
+            keys.iter()
+                .try_for_each(|key| check_size(Field::Key, key.len(), KEY_BYTES_MAX))
+        }
+        TxnStep::Decide { .. } => Ok(()),
     }
 }
 

@@ -8,12 +8,15 @@ use super::sessions::{
     Refusal, SESSION_BYTES_MAX_DEFAULT, SESSION_TIMEOUT_DEFAULT, SESSIONS_MAX_DEFAULT, SessionTable,
 };
 use super::store::{MachineStore, MachineWrites, MemoryMachineStore, StoreError, row_bytes};
+use super::twophase;
 use crate::types::{GroupId, LogIndex, WallMillis};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod intents;
 
 /// Planted bugs of the state machine (for the simulator's teeth).
 #[cfg(feature = "sim-bugs")]
@@ -228,6 +231,17 @@ impl StrongMachine {
         self.store.get(self.group, key)
     }
 
+    /// A key's current version for a client's read: `Locked` while a transaction across
+    /// keyspaces holds a write to it (it may have committed already).
+    pub fn read(&self, key: &[u8]) -> Result<Option<Versioned>, ReadFailure> {
+        if let Some(locked) = self.lock_on(&Command::Get {
+            key: Bytes::copy_from_slice(key),
+        })? {
+            return Err(ReadFailure::Command(locked));
+        }
+        Ok(self.get(key)?)
+    }
+
     /// One page of the keys starting with `prefix` (those after `after`, when given), in
     /// order, and whether more follow it. A page holds at most `limit` entries and at most
     /// [`SCAN_BYTES_MAX`] of them as [`scan_entry_bytes`] counts (but always the first), so
@@ -243,9 +257,25 @@ impl StrongMachine {
             limit,
             after: after.map(Bytes::copy_from_slice),
         })?;
+        let first = scan_start(prefix, after);
+        let (entries, more) = self.scan_from(prefix, first.clone(), limit)?;
+        let last = entries.last().map(|(key, _)| key).filter(|_| more);
+        if let Some(locked) = self.scan_lock(prefix, &first, last)? {
+            return Err(ReadFailure::Command(locked));
+        }
+        Ok((entries, more))
+    }
+
+    /// A page of the client keys under `prefix` from `start` on (the machine's own rows are
+    /// left out), and whether more follow.
+    fn scan_from(
+        &self,
+        prefix: &[u8],
+        mut start: Bytes,
+        limit: u32,
+    ) -> Result<(Vec<(Bytes, Versioned)>, bool), StoreError> {
         let overlay = self.overlay_with(prefix);
         let mut page = Page::new(limit as usize);
-        let mut start = scan_start(prefix, after);
         loop {
             // Stored rows come in batches bounded by count and bytes, so a scan of large
             // values never reads much more than the page it returns.
@@ -272,6 +302,9 @@ impl StrongMachine {
                 };
             }
             for (key, version) in merged {
+                if twophase::is_reserved(&key) {
+                    continue;
+                }
                 if !page.admits(&key, &version) {
                     return Ok((page.entries, true));
                 }
@@ -355,10 +388,25 @@ impl StrongMachine {
         index: LogIndex,
         command: &Command,
     ) -> Result<Result<Outcome, CommandError>, StoreError> {
-        Ok(match validate(command) {
-            Ok(()) => Ok(self.execute(index, command)?),
-            Err(error) => Err(error),
-        })
+        if let Err(error) = validate(command) {
+            return Ok(Err(error));
+        }
+        if let Some(locked) = self.lock_on(command)? {
+            return Ok(Err(locked));
+        }
+        match command {
+            Command::Scan {
+                prefix,
+                limit,
+                after,
+            } => match self.scan(prefix, after.as_deref(), *limit) {
+                Ok((entries, more)) => Ok(Ok(Outcome::Scan { entries, more })),
+                Err(ReadFailure::Store(error)) => Err(error),
+                Err(ReadFailure::Command(error)) => Ok(Err(error)),
+            },
+            Command::TxnStep(step) => self.step(index, step),
+            _ => Ok(Ok(self.execute(index, command)?)),
+        }
     }
 
     fn execute(&mut self, index: LogIndex, command: &Command) -> Result<Outcome, StoreError> {
@@ -401,22 +449,13 @@ impl StrongMachine {
             Command::Get { key } => Outcome::Get {
                 current: self.get(key)?,
             },
-            Command::Scan {
-                prefix,
-                limit,
-                after,
-            } => match self.scan(prefix, after.as_deref(), *limit) {
-                Ok((entries, more)) => Outcome::Scan { entries, more },
-                Err(ReadFailure::Store(error)) => return Err(error),
-                Err(ReadFailure::Command(error)) => {
-                    unreachable!("the scan was validated before execution: {error}")
-                }
-            },
             Command::Txn {
                 compares,
                 success,
                 failure,
             } => self.transact(index, compares, success, failure)?,
+            // `execute_checked` runs these itself: they may be refused.
+            Command::Scan { .. } | Command::TxnStep(_) => Outcome::Get { current: None },
         })
     }
 

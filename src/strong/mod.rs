@@ -28,6 +28,7 @@ pub mod machine;
 pub mod replica;
 pub mod sessions;
 pub mod store;
+pub mod twophase;
 
 pub use command::{
     ClientId, Command, CommandError, Compare, Field, KEY_BYTES_MAX, Outcome, Request,
@@ -46,5 +47,8 @@ pub use replica::{
 pub use sessions::{
     SESSION_BYTES_MAX_DEFAULT, SESSION_RESULT_BYTES_MAX, SESSION_TIMEOUT_DEFAULT,
     SESSIONS_MAX_DEFAULT, UNACKED_RESULTS_MAX,
+};
+pub use twophase::{
+    Decision, Intent, Part, Resolution, StepOutcome, TxnId, TxnRecord, TxnState, TxnStep,
 };
 pub use store::{MachineStore, MachineWrites, MemoryMachineStore, StoreError};

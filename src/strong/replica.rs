@@ -560,12 +560,13 @@ impl<T> Replica<T> {
     }
 
     fn read_now(&mut self, key: &Bytes) -> Answer {
-        match self.machine.get(key) {
+        match self.machine.read(key) {
             Ok(current) => Answer::Read {
                 current,
                 applied: self.machine.applied(),
             },
-            Err(error) => {
+            Err(ReadFailure::Command(error)) => Answer::Written(Err(error)),
+            Err(ReadFailure::Store(error)) => {
                 self.faults.push(ApplyFault::Store(error));
                 Answer::Refused { leader_hint: None }
             }

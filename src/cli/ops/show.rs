@@ -178,6 +178,10 @@ pub fn value_lines(answer: &Answer) -> Vec<String> {
             "the compares failed, the else-branch ran (revision {})",
             revision.0
         )],
+        // The CLI never sends a step itself; shown raw for whoever does.
+        Answer::TxnStep { revision, outcome } => {
+            vec![format!("{outcome:?} (revision {})", revision.0)]
+        }
     }
 }
 
@@ -293,6 +297,9 @@ fn answer_json(answer: &Answer) -> Value {
             succeeded,
             revision,
         } => json!({ "succeeded": succeeded, "revision": revision.0 }),
+        Answer::TxnStep { revision, outcome } => {
+            json!({ "revision": revision.0, "step": format!("{outcome:?}") })
+        }
     }
 }
 

@@ -46,6 +46,7 @@ pub(super) fn strong_command(operation: Operation) -> Command {
             success,
             failure,
         },
+        Operation::TxnStep(step) => Command::TxnStep(step),
     }
 }
 
@@ -76,6 +77,9 @@ pub(super) fn outcome_answer(outcome: Outcome) -> (Answer, Option<LogIndex>) {
             },
             Some(revision),
         ),
+        Outcome::TxnStep { revision, outcome } => {
+            (Answer::TxnStep { revision, outcome }, Some(revision))
+        }
         Outcome::Get { current } => (Answer::Strong(current), None),
         Outcome::Scan { entries, more } => {
             // The machine never cuts a page short before its first entry.
@@ -110,9 +114,11 @@ pub(super) fn command_error(error: CommandError) -> ClientError {
         CommandError::SessionsFull { bytes, bytes_max } => {
             ClientError::SessionsFull { bytes, bytes_max }
         }
-        error @ (CommandError::TxnTooLong { .. } | CommandError::TxnDuplicateKey { .. }) => {
-            crate::protocol::txn_error(error)
-        }
+        error @ (CommandError::TxnTooLong { .. }
+        | CommandError::TxnDuplicateKey { .. }
+        | CommandError::Locked { .. }
+        | CommandError::ReservedKey { .. }
+        | CommandError::BadTxnStep { .. }) => crate::protocol::txn_error(error),
     }
 }
 
@@ -163,7 +169,8 @@ pub(super) fn eventual_ops(
         | Operation::Cas { .. }
         | Operation::Scan { .. }
         | Operation::Watch { .. }
-        | Operation::Txn { .. } => Vec::new(),
+        | Operation::Txn { .. }
+        | Operation::TxnStep(_) => Vec::new(),
     }
 }
 

@@ -487,7 +487,10 @@ fn call_of(command: &Command) -> Call {
             value: value.clone(),
         },
         // The strong simulator's clients issue neither; a scan is recorded as a read.
-        Command::Get { .. } | Command::Scan { .. } | Command::Txn { .. } => Call::Get {
+        Command::Get { .. }
+        | Command::Scan { .. }
+        | Command::Txn { .. }
+        | Command::TxnStep(_) => Call::Get {
             level: ReadPath::Linearizable,
         },
     }
