@@ -19,6 +19,7 @@ pub mod rng;
 pub mod sim;
 pub mod storage;
 pub mod strong;
+pub mod txn;
 pub mod types;
 pub mod wire;
 
