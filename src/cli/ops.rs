@@ -356,8 +356,8 @@ pub fn data_request<'a>(
             (&a.target.keyspace, op, &a.levels)
         }
         OpsCommand::Txn(a) => {
-            let (keyspace, txn) = txn::request(a)?;
-            return Ok(Some((keyspace, txn, &txn::NO_LEVELS)));
+            // Across keyspaces it is no single request: `execute` runs it.
+            return Ok(txn::request(a)?.map(|(keyspace, txn)| (keyspace, txn, &txn::NO_LEVELS)));
         }
         _ => return Ok(None),
     };
@@ -437,6 +437,9 @@ pub async fn execute(
         }
         Prepared::Other(OpsCommand::Watch(args)) => {
             return watch::execute(client, args, run, out).await;
+        }
+        Prepared::Other(OpsCommand::Txn(args)) => {
+            return txn::execute(client, args, run, out).await;
         }
         Prepared::Other(command) => return cluster::execute(client, command, run, out).await,
     };

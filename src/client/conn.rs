@@ -459,7 +459,9 @@ impl Client {
     }
 
     /// Runs one data operation, following leader hints and retrying with the same
-    /// `(client, seq)` until it is answered, refused for good, or the deadline passes.
+    /// `(client, seq)` until it is answered, refused for good, or the deadline passes. A key
+    /// held by an unresolved transaction across keyspaces (`Locked`) is resolved from the
+    /// transaction's record, and the operation sent again as a new request.
     pub async fn execute(
         &self,
         keyspace: &str,
@@ -468,8 +470,24 @@ impl Client {
         write: Option<WriteLevel>,
         session: Option<SessionToken>,
     ) -> Result<(Answer, Receipt), ConnError> {
-        self.execute_on(None, keyspace, operation, read, write, session)
-            .await
+        let deadline = std::time::Instant::now() + self.inner.options.timeout;
+        loop {
+            let attempt = operation.clone();
+            let result = self
+                .execute_on(None, keyspace, attempt, read, write, session.clone())
+                .await;
+            match result {
+                // A transaction across keyspaces holds a key: resolve it from its record
+                // (boxed: resolving runs `execute` too), then run the request again.
+                Err(ConnError::Client(ClientError::Locked { key, txn, anchor }))
+                    if !super::txn::is_step(&operation)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    Box::pin(self.resolve_intent(keyspace, key, txn, &anchor, deadline)).await?;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Like [`Client::execute`], but asks `endpoint` only: a `NotLeader` or `Unavailable`

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod conn;
 pub mod scan;
 pub mod session;
+pub mod txn;
 pub mod typed;
 pub mod watch;
 
@@ -15,4 +16,5 @@ pub use typed::{
     CounterKeyspace, EventualKeyspace, LwwKeyspace, MvRegKeyspace, OpenError, SetKeyspace,
     StrongKeyspace,
 };
+pub use txn::{Transaction, TransactionOutcome};
 pub use watch::Watch;

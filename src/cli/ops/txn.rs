@@ -1,11 +1,15 @@
-//! `capdial txn`: a transaction on a strong keyspace from `--if`, `--then` and `--else`
-//! clauses, each naming its keyspace (so the same clauses will span keyspaces once they may).
+//! `capdial txn`: a transaction from `--if`, `--then` and `--else` clauses, each naming its
+//! keyspace. Clauses that name one keyspace make one log entry (`Operation::Txn`); clauses
+//! across keyspaces make a two-phase commit through the client library's [`Transaction`].
 
-use super::{Levels, UsageError, bytes};
+use super::{Levels, Run, UsageError, bytes};
+use crate::client::{Client, Transaction, TransactionOutcome};
 use crate::protocol::Operation;
-use crate::strong::{Compare, TxnOp};
+use crate::strong::{Compare, Part, TxnOp};
 use crate::types::LogIndex;
 use clap::Args;
+use std::collections::BTreeMap;
+use std::io::Write;
 
 /// `txn`'s arguments.
 #[derive(Clone, Debug, Args)]
@@ -17,10 +21,11 @@ Clauses (quote each one):
   --then 'put KS KEY VALUE'  (VALUE is the rest of the clause, spaces included)
   --then 'delete KS KEY'
   --else ...                 as --then, for when a compare fails
-Every clause must name the same strong keyspace: transactions across keyspaces are not
-supported yet. The answer says which branch ran and the revision every change took.
+Clauses may name several strong keyspaces: the transaction is then committed on all of them
+atomically (two-phase commit), serializable with every other transaction and request. The
+answer says which branch ran and the revision it took on each keyspace.
 Example: capdial txn --if 'inventory item-1 rev=5' --then 'put inventory item-1 4' \\
-  --then 'put inventory order/o-9 paid'")]
+  --then 'put orders o-9 paid'")]
 pub struct TxnArgs {
     /// A compare: 'KS KEY rev=N', 'KS KEY absent' or 'KS KEY value=TEXT' (all must hold)
     #[arg(long = "if", value_name = "CLAUSE")]
@@ -42,41 +47,128 @@ pub static NO_LEVELS: Levels = Levels {
     session: None,
 };
 
-/// The keyspace the clauses name and the transaction they make.
-pub fn request(args: &TxnArgs) -> Result<(&str, Operation), UsageError> {
-    let mut keyspace: Option<&str> = None;
-    let mut same = |named| match keyspace {
-        Some(first) if first != named => Err(UsageError(format!(
-            "the clauses name keyspaces {first} and {named}: a transaction across keyspaces \
-             is not supported yet"
-        ))),
-        Some(_) => Ok(()),
-        None => {
-            keyspace = Some(named);
-            Ok(())
-        }
-    };
-    let mut compares = Vec::new();
+/// The clauses, by the keyspace they name.
+fn parts(args: &TxnArgs) -> Result<BTreeMap<&str, Part>, UsageError> {
+    let mut parts: BTreeMap<&str, Part> = BTreeMap::new();
     for clause in &args.compares {
         let (named, compare) = parse_compare(clause)?;
-        same(named)?;
-        compares.push(compare);
+        parts.entry(named).or_default().compares.push(compare);
     }
-    let (mut success, mut failure) = (Vec::new(), Vec::new());
-    for (clauses, ops) in [(&args.success, &mut success), (&args.failure, &mut failure)] {
+    for (then, clauses) in [(true, &args.success), (false, &args.failure)] {
         for clause in clauses {
             let (named, op) = parse_change(clause)?;
-            same(named)?;
-            ops.push(op);
+            let part = parts.entry(named).or_default();
+            if then { &mut part.success } else { &mut part.failure }.push(op);
         }
     }
-    let keyspace = keyspace.ok_or_else(|| UsageError("a transaction needs a clause".into()))?;
-    let txn = Operation::Txn {
-        compares,
-        success,
-        failure,
+    if parts.is_empty() {
+        return Err(UsageError("a transaction needs a clause".into()));
+    }
+    Ok(parts)
+}
+
+/// The keyspace and the one-entry transaction, when the clauses name one keyspace (`None`
+/// when they name several: see [`execute`]).
+pub fn request(args: &TxnArgs) -> Result<Option<(&str, Operation)>, UsageError> {
+    let parts = parts(args)?;
+    if parts.len() > 1 {
+        return Ok(None);
+    }
+    let Some((keyspace, part)) = parts.into_iter().next() else {
+        return Err(UsageError("a transaction needs a clause".into()));
     };
-    Ok((keyspace, txn))
+    let txn = Operation::Txn {
+        compares: part.compares,
+        success: part.success,
+        failure: part.failure,
+    };
+    Ok(Some((keyspace, txn)))
+}
+
+/// The transaction across keyspaces the clauses make.
+fn transaction(client: &Client, args: &TxnArgs) -> Result<Transaction, UsageError> {
+    let mut txn = client.transaction();
+    for (keyspace, part) in parts(args)? {
+        for compare in part.compares {
+            txn = match compare {
+                Compare::Revision {
+                    key,
+                    revision: Some(revision),
+                } => txn.if_revision(keyspace, key, revision),
+                Compare::Revision {
+                    key,
+                    revision: None,
+                } => txn.if_absent(keyspace, key),
+                Compare::Value {
+                    key,
+                    value: Some(value),
+                } => txn.if_value(keyspace, key, value),
+                Compare::Value { key, value: None } => txn.if_absent(keyspace, key),
+            };
+        }
+        for op in part.success {
+            txn = match op {
+                TxnOp::Put { key, value } => txn.then_put(keyspace, key, value),
+                TxnOp::Delete { key } => txn.then_delete(keyspace, key),
+            };
+        }
+        for op in part.failure {
+            txn = match op {
+                TxnOp::Put { key, value } => txn.else_put(keyspace, key, value),
+                TxnOp::Delete { key } => txn.else_delete(keyspace, key),
+            };
+        }
+    }
+    Ok(txn)
+}
+
+/// Runs a transaction across keyspaces and prints which branch ran and where.
+pub async fn execute(
+    client: &Client,
+    args: &TxnArgs,
+    run: &Run,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    if run.pinned.is_some() {
+        return Err(UsageError(
+            "a transaction across keyspaces goes to each keyspace's leader: --pin does not apply"
+                .into(),
+        )
+        .into());
+    }
+    let outcome = transaction(client, args)?.await?;
+    write_outcome(out, run.json, &outcome)?;
+    Ok(())
+}
+
+fn write_outcome(
+    out: &mut dyn Write,
+    json: bool,
+    outcome: &TransactionOutcome,
+) -> std::io::Result<()> {
+    let revisions: BTreeMap<&str, u64> = outcome
+        .revisions
+        .iter()
+        .map(|(keyspace, revision)| (keyspace.as_str(), revision.0))
+        .collect();
+    if json {
+        let object = serde_json::json!({
+            "command": "txn",
+            "succeeded": outcome.succeeded,
+            "revisions": revisions,
+        });
+        return writeln!(out, "{object}");
+    }
+    let branch = if outcome.succeeded {
+        "OK: the compares held, the then-branch ran"
+    } else {
+        "the compares failed, the else-branch ran"
+    };
+    let places: Vec<String> = revisions
+        .iter()
+        .map(|(keyspace, revision)| format!("{keyspace} at revision {revision}"))
+        .collect();
+    writeln!(out, "{branch} ({})", places.join(", "))
 }
 
 /// `KS KEY rev=N` / `KS KEY absent` / `KS KEY value=TEXT`.
@@ -150,7 +242,8 @@ mod tests {
     fn parse(args: &[&str]) -> Result<(String, Operation), UsageError> {
         let cli = Cli::try_parse_from(std::iter::once("txn").chain(args.iter().copied()))
             .expect("clap accepts it");
-        request(&cli.txn).map(|(keyspace, txn)| (keyspace.to_string(), txn))
+        let (keyspace, txn) = request(&cli.txn)?.expect("one keyspace");
+        Ok((keyspace.to_string(), txn))
     }
 
     #[test]
@@ -194,9 +287,12 @@ mod tests {
     }
 
     #[test]
-    fn a_second_keyspace_or_a_bad_clause_is_a_usage_error() {
-        let across = parse(&["--then", "put a k v", "--then", "put b k v"]);
-        assert!(across.is_err_and(|e| e.0.contains("across keyspaces")));
+    fn clauses_across_keyspaces_make_parts_and_a_bad_clause_is_a_usage_error() {
+        let cli = Cli::try_parse_from(["txn", "--if", "a k absent", "--then", "put b k v"])
+            .expect("clap accepts it");
+        assert!(request(&cli.txn).unwrap().is_none(), "two keyspaces: two-phase commit");
+        let parts = parts(&cli.txn).unwrap();
+        assert_eq!((parts["a"].compares.len(), parts["b"].success.len()), (1, 1));
         let bad = parse(&["--if", "a k rev=x", "--then", "put a k v"]);
         assert!(bad.is_err_and(|e| e.0.contains("rev=N")));
         let verb = parse(&["--then", "get a k"]);
