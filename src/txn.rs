@@ -223,8 +223,7 @@ impl Coordinator {
                     return self.decide();
                 }
                 self.stage = Stage::PrepareOthers;
-                let mut sends: Vec<Send> =
-                    others.iter().map(|ks| self.prepare(ks, None)).collect();
+                let mut sends: Vec<Send> = others.iter().map(|ks| self.prepare(ks, None)).collect();
                 if self.bug == Some(CoordinatorBug::CommitWithoutAllPrepares) {
                     sends.extend(self.decide());
                 }
@@ -310,10 +309,13 @@ impl Coordinator {
             succeeded: self.succeeded,
         };
         let anchor = self.anchor.clone();
-        let mut sends = vec![self.send(&anchor, TxnStep::Decide {
-            txn: self.txn,
-            decision,
-        })];
+        let mut sends = vec![self.send(
+            &anchor,
+            TxnStep::Decide {
+                txn: self.txn,
+                decision,
+            },
+        )];
         if self.bug == Some(CoordinatorBug::ReleaseBeforeDecision) && decides == 1 {
             let resolution = Resolution::Commit {
                 succeeded: self.succeeded,
@@ -389,10 +391,13 @@ impl Coordinator {
         let decision = Decision::Abort {
             only_if_expired: false,
         };
-        vec![self.send(&anchor, TxnStep::Decide {
-            txn: self.txn,
-            decision,
-        })]
+        vec![self.send(
+            &anchor,
+            TxnStep::Decide {
+                txn: self.txn,
+                decision,
+            },
+        )]
     }
 
     fn aborting(
@@ -568,12 +573,17 @@ mod tests {
             };
             let machine = self.machines.get_mut(keyspace).unwrap();
             let index = crate::types::LogIndex(machine.applied().0 + 1);
-            machine.apply(index, &request.encode().unwrap()).unwrap().result
+            machine
+                .apply(index, &request.encode().unwrap())
+                .unwrap()
+                .result
         }
 
         fn step(&mut self, send: &Send) -> StepResult {
             match self.apply(&send.keyspace, Command::TxnStep(send.step.clone())) {
-                Ok(Outcome::TxnStep { revision, outcome }) => StepResult::Done { revision, outcome },
+                Ok(Outcome::TxnStep { revision, outcome }) => {
+                    StepResult::Done { revision, outcome }
+                }
                 Err(CommandError::Locked { key, txn, anchor }) => {
                     StepResult::Locked { key, txn, anchor }
                 }
@@ -639,10 +649,13 @@ mod tests {
     fn a_transfer_commits_on_both_keyspaces() {
         let mut world = World::new(&["a", "b"]);
         world
-            .apply("a", Command::Put {
-                key: bytes("x"),
-                value: bytes("10"),
-            })
+            .apply(
+                "a",
+                Command::Put {
+                    key: bytes("x"),
+                    value: bytes("10"),
+                },
+            )
             .unwrap();
         let end = run(&mut world, transfer(), None, |_| false);
         let TxnEnd::Committed {
@@ -663,17 +676,22 @@ mod tests {
     #[test]
     fn a_lost_prepare_aborts_everywhere() {
         let mut world = World::new(&["a", "b"]);
-        let lost_b = |send: &Send| {
-            send.keyspace == "b" && matches!(send.step, TxnStep::Prepare { .. })
-        };
+        let lost_b =
+            |send: &Send| send.keyspace == "b" && matches!(send.step, TxnStep::Prepare { .. });
         let end = run(&mut world, transfer(), None, lost_b);
-        assert!(matches!(end, TxnEnd::Aborted(AbortReason::Failed { .. })), "{end:?}");
+        assert!(
+            matches!(end, TxnEnd::Aborted(AbortReason::Failed { .. })),
+            "{end:?}"
+        );
         assert_eq!(world.value("a", "x"), None);
         world
-            .apply("a", Command::Put {
-                key: bytes("x"),
-                value: bytes("free"),
-            })
+            .apply(
+                "a",
+                Command::Put {
+                    key: bytes("x"),
+                    value: bytes("free"),
+                },
+            )
             .expect("the anchor's intents were dropped");
     }
 
@@ -681,10 +699,13 @@ mod tests {
     fn a_conflicting_prepare_aborts_and_names_the_holder() {
         let mut world = World::new(&["a", "b"]);
         world
-            .apply("a", Command::Put {
-                key: bytes("x"),
-                value: bytes("10"),
-            })
+            .apply(
+                "a",
+                Command::Put {
+                    key: bytes("x"),
+                    value: bytes("10"),
+                },
+            )
             .unwrap();
         let first = run(&mut world, transfer(), None, |send| {
             matches!(send.step, TxnStep::Resolve { .. })
@@ -692,7 +713,13 @@ mod tests {
         assert!(matches!(first, TxnEnd::Committed { .. }));
         // b's intent on y is unresolved (its resolve was lost): the next transfer meets it.
         let second = run(&mut world, transfer(), None, |_| false);
-        let TxnEnd::Aborted(AbortReason::Conflict { keyspace, anchor, txn, .. }) = second else {
+        let TxnEnd::Aborted(AbortReason::Conflict {
+            keyspace,
+            anchor,
+            txn,
+            ..
+        }) = second
+        else {
             panic!("a conflict, not {second:?}");
         };
         assert_eq!((keyspace.as_str(), anchor.as_str()), ("b", "a"));

@@ -480,8 +480,7 @@ impl Client {
                 // A transaction across keyspaces holds a key: resolve it from its record
                 // (boxed: resolving runs `execute` too), then run the request again.
                 Err(ConnError::Client(ClientError::Locked { key, txn, anchor }))
-                    if !super::txn::is_step(&operation)
-                        && std::time::Instant::now() < deadline =>
+                    if !super::txn::is_step(&operation) && std::time::Instant::now() < deadline =>
                 {
                     Box::pin(self.resolve_intent(keyspace, key, txn, &anchor, deadline)).await?;
                 }

@@ -12,9 +12,9 @@ pub mod watch;
 
 pub use conn::{Client, ClientOptions, ConnError, Resend};
 pub use scan::{ScanPage, ScanRequest, Scanner};
+pub use txn::{Transaction, TransactionOutcome};
 pub use typed::{
     CounterKeyspace, EventualKeyspace, LwwKeyspace, MvRegKeyspace, OpenError, SetKeyspace,
     StrongKeyspace,
 };
-pub use txn::{Transaction, TransactionOutcome};
 pub use watch::Watch;

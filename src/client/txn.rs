@@ -81,7 +81,9 @@ impl Transaction {
     /// Holds if `key` of `keyspace` has mod revision `revision`.
     pub fn if_revision(mut self, keyspace: &str, key: impl IntoBytes, revision: LogIndex) -> Self {
         let (key, revision) = (key.into_bytes(), Some(revision));
-        self.part(keyspace).compares.push(Compare::Revision { key, revision });
+        self.part(keyspace)
+            .compares
+            .push(Compare::Revision { key, revision });
         self
     }
 
@@ -99,7 +101,9 @@ impl Transaction {
     /// Holds if `key` of `keyspace` has value `value`.
     pub fn if_value(mut self, keyspace: &str, key: impl IntoBytes, value: impl IntoBytes) -> Self {
         let (key, value) = (key.into_bytes(), Some(value.into_bytes()));
-        self.part(keyspace).compares.push(Compare::Value { key, value });
+        self.part(keyspace)
+            .compares
+            .push(Compare::Value { key, value });
         self
     }
 
@@ -155,7 +159,9 @@ impl Transaction {
                     let reads = reads
                         .into_iter()
                         .flat_map(|(ks, reads)| {
-                            reads.into_iter().map(move |(key, v)| ((ks.clone(), key), v))
+                            reads
+                                .into_iter()
+                                .map(move |(key, v)| ((ks.clone(), key), v))
                         })
                         .collect();
                     return Ok(TransactionOutcome {
@@ -260,7 +266,10 @@ async fn coordinate(client: &Client, txn: TxnId, parts: BTreeMap<String, Part>) 
 /// Sends one step as a strong write and says how it ended.
 async fn step(client: &Client, send: &Send) -> StepResult {
     let operation = Operation::TxnStep(send.step.clone());
-    match client.execute(&send.keyspace, operation, None, None, None).await {
+    match client
+        .execute(&send.keyspace, operation, None, None, None)
+        .await
+    {
         Ok((Answer::TxnStep { revision, outcome }, _)) => StepResult::Done { revision, outcome },
         Ok((answer, _)) => StepResult::Unknown(format!("a step was answered with {answer:?}")),
         Err(ConnError::Client(ClientError::Locked { key, txn, anchor })) => {

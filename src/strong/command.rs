@@ -453,7 +453,9 @@ fn check_keys(command: &Command) -> Result<(), CommandError> {
             .map(Compare::key)
             .chain(success.iter().chain(failure).map(TxnOp::key))
             .try_for_each(reserved),
-        Command::TxnStep(TxnStep::Prepare { part, .. }) => part.keys().iter().try_for_each(reserved),
+        Command::TxnStep(TxnStep::Prepare { part, .. }) => {
+            part.keys().iter().try_for_each(reserved)
+        }
         Command::TxnStep(TxnStep::Resolve { keys, .. }) => keys.iter().try_for_each(reserved),
         Command::TxnStep(TxnStep::Decide { .. }) => Ok(()),
         other => reserved(other.key()),

@@ -48,7 +48,7 @@ pub use sessions::{
     SESSION_BYTES_MAX_DEFAULT, SESSION_RESULT_BYTES_MAX, SESSION_TIMEOUT_DEFAULT,
     SESSIONS_MAX_DEFAULT, UNACKED_RESULTS_MAX,
 };
+pub use store::{MachineStore, MachineWrites, MemoryMachineStore, StoreError};
 pub use twophase::{
     Decision, Intent, Part, Resolution, StepOutcome, TxnId, TxnRecord, TxnState, TxnStep,
 };
-pub use store::{MachineStore, MachineWrites, MemoryMachineStore, StoreError};

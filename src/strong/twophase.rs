@@ -102,9 +102,13 @@ impl Intent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnState {
     /// Prepared on the anchor, undecided; after `expires_at` (log clock) anyone may abort it.
-    Pending { expires_at: WallMillis },
+    Pending {
+        expires_at: WallMillis,
+    },
     /// Committed: the `success` branch ran if `succeeded` (every compare held), else `failure`.
-    Committed { succeeded: bool },
+    Committed {
+        succeeded: bool,
+    },
     Aborted,
 }
 

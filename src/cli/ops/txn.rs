@@ -58,7 +58,12 @@ fn parts(args: &TxnArgs) -> Result<BTreeMap<&str, Part>, UsageError> {
         for clause in clauses {
             let (named, op) = parse_change(clause)?;
             let part = parts.entry(named).or_default();
-            if then { &mut part.success } else { &mut part.failure }.push(op);
+            if then {
+                &mut part.success
+            } else {
+                &mut part.failure
+            }
+            .push(op);
         }
     }
     if parts.is_empty() {
@@ -290,9 +295,15 @@ mod tests {
     fn clauses_across_keyspaces_make_parts_and_a_bad_clause_is_a_usage_error() {
         let cli = Cli::try_parse_from(["txn", "--if", "a k absent", "--then", "put b k v"])
             .expect("clap accepts it");
-        assert!(request(&cli.txn).unwrap().is_none(), "two keyspaces: two-phase commit");
+        assert!(
+            request(&cli.txn).unwrap().is_none(),
+            "two keyspaces: two-phase commit"
+        );
         let parts = parts(&cli.txn).unwrap();
-        assert_eq!((parts["a"].compares.len(), parts["b"].success.len()), (1, 1));
+        assert_eq!(
+            (parts["a"].compares.len(), parts["b"].success.len()),
+            (1, 1)
+        );
         let bad = parse(&["--if", "a k rev=x", "--then", "put a k v"]);
         assert!(bad.is_err_and(|e| e.0.contains("rev=N")));
         let verb = parse(&["--then", "get a k"]);

@@ -487,11 +487,10 @@ fn call_of(command: &Command) -> Call {
             value: value.clone(),
         },
         // The strong simulator's clients issue neither; a scan is recorded as a read.
-        Command::Get { .. }
-        | Command::Scan { .. }
-        | Command::Txn { .. }
-        | Command::TxnStep(_) => Call::Get {
-            level: ReadPath::Linearizable,
-        },
+        Command::Get { .. } | Command::Scan { .. } | Command::Txn { .. } | Command::TxnStep(_) => {
+            Call::Get {
+                level: ReadPath::Linearizable,
+            }
+        }
     }
 }

@@ -231,7 +231,10 @@ impl StrongMachine {
                 keys: Vec::new(),
             };
             self.put_row(index, record_key(txn), &record)?;
-            return Ok(Ok(step_outcome(index, StepOutcome::Record(TxnState::Aborted))));
+            return Ok(Ok(step_outcome(
+                index,
+                StepOutcome::Record(TxnState::Aborted),
+            )));
         };
         let TxnState::Pending { expires_at } = record.state else {
             return Ok(Ok(step_outcome(index, StepOutcome::Record(record.state))));
@@ -317,7 +320,11 @@ mod tests {
     }
 
     /// Applies `command` as the next entry, proposed at `at_ms` by the leader's clock.
-    fn run(machine: &mut StrongMachine, at_ms: u64, command: Command) -> Result<Outcome, CommandError> {
+    fn run(
+        machine: &mut StrongMachine,
+        at_ms: u64,
+        command: Command,
+    ) -> Result<Outcome, CommandError> {
         let seq = machine.applied().0 + 1;
         let request = Request {
             client: ClientId(1),
@@ -400,12 +407,25 @@ mod tests {
 
         // Writes to any held key wait; reads wait only where the transaction writes.
         assert!(is_locked(run(&mut machine, 0, put("x", "9"))));
-        assert!(is_locked(run(&mut machine, 0, put("r", "9"))), "a read lock");
-        assert!(matches!(machine.read(b"x"), Err(ReadFailure::Command(CommandError::Locked { .. }))));
+        assert!(
+            is_locked(run(&mut machine, 0, put("r", "9"))),
+            "a read lock"
+        );
+        assert!(matches!(
+            machine.read(b"x"),
+            Err(ReadFailure::Command(CommandError::Locked { .. }))
+        ));
         assert_eq!(machine.read(b"r").unwrap().unwrap().value, bytes("seen"));
-        assert!(matches!(machine.scan(b"", None, 10), Err(ReadFailure::Command(_))));
+        assert!(matches!(
+            machine.scan(b"", None, 10),
+            Err(ReadFailure::Command(_))
+        ));
         let (entries, _) = machine.scan(b"r", None, 10).unwrap();
-        assert_eq!(entries.len(), 1, "the lock on r alone does not stop a scan, nor shows");
+        assert_eq!(
+            entries.len(),
+            1,
+            "the lock on r alone does not stop a scan, nor shows"
+        );
         // Another transaction cannot prepare over it.
         let other = TxnStep::Prepare {
             txn: TxnId { number: 2, ..TXN },
@@ -420,9 +440,16 @@ mod tests {
             keys: part().keys(),
             resolution: Resolution::Commit { succeeded: true },
         };
-        assert_eq!(step(&mut machine, 0, resolve.clone()), StepOutcome::Resolved);
+        assert_eq!(
+            step(&mut machine, 0, resolve.clone()),
+            StepOutcome::Resolved
+        );
         assert_eq!(machine.read(b"x").unwrap().unwrap().value, bytes("2"));
-        assert_eq!(machine.read(b"y").unwrap(), None, "deleted by the success branch");
+        assert_eq!(
+            machine.read(b"y").unwrap(),
+            None,
+            "deleted by the success branch"
+        );
         run(&mut machine, 0, put("x", "3")).expect("released");
         // A resolve sent again changes nothing.
         step(&mut machine, 0, resolve);
@@ -450,7 +477,10 @@ mod tests {
         let pending = TxnState::Pending {
             expires_at: WallMillis(1_500),
         };
-        assert_eq!(step(&mut machine, 1_200, early.clone()), StepOutcome::Record(pending));
+        assert_eq!(
+            step(&mut machine, 1_200, early.clone()),
+            StepOutcome::Record(pending)
+        );
         let commit = TxnStep::Decide {
             txn: TXN,
             decision: Decision::Commit { succeeded: false },
@@ -474,13 +504,19 @@ mod tests {
                 only_if_expired: true,
             },
         };
-        assert_eq!(step(&mut machine, 200, abort), StepOutcome::Record(TxnState::Aborted));
+        assert_eq!(
+            step(&mut machine, 200, abort),
+            StepOutcome::Record(TxnState::Aborted)
+        );
         assert_eq!(machine.read(b"x").unwrap(), None, "the intents are dropped");
         let commit = TxnStep::Decide {
             txn: TXN,
             decision: Decision::Commit { succeeded: true },
         };
-        assert_eq!(step(&mut machine, 200, commit), StepOutcome::Record(TxnState::Aborted));
+        assert_eq!(
+            step(&mut machine, 200, commit),
+            StepOutcome::Record(TxnState::Aborted)
+        );
 
         // A decide that finds no record (its prepare not applied yet) aborts it for good.
         let other = TxnId { number: 5, ..TXN };
@@ -490,14 +526,20 @@ mod tests {
                 only_if_expired: true,
             },
         };
-        assert_eq!(step(&mut machine, 300, decide), StepOutcome::Record(TxnState::Aborted));
+        assert_eq!(
+            step(&mut machine, 300, decide),
+            StepOutcome::Record(TxnState::Aborted)
+        );
         let late = TxnStep::Prepare {
             txn: other,
             anchor: "a".to_string(),
             ttl_ms: Some(100),
             part: part(),
         };
-        assert_eq!(step(&mut machine, 300, late), StepOutcome::Record(TxnState::Aborted));
+        assert_eq!(
+            step(&mut machine, 300, late),
+            StepOutcome::Record(TxnState::Aborted)
+        );
         run(&mut machine, 300, put("x", "free")).expect("nothing was placed");
     }
 
@@ -505,7 +547,14 @@ mod tests {
     fn reserved_keys_are_refused() {
         let mut machine = StrongMachine::new(MachineConfig::default());
         let key = crate::strong::twophase::intent_key(b"x");
-        let refused = run(&mut machine, 0, Command::Put { key, value: bytes("v") });
+        let refused = run(
+            &mut machine,
+            0,
+            Command::Put {
+                key,
+                value: bytes("v"),
+            },
+        );
         assert!(matches!(refused, Err(CommandError::ReservedKey { .. })));
     }
 }
