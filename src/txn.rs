@@ -153,6 +153,17 @@ impl Coordinator {
         parts: BTreeMap<String, Part>,
         bug: Option<CoordinatorBug>,
     ) -> (Coordinator, Vec<Send>) {
+        Coordinator::with_ttl(txn, parts, RECORD_TTL_MS, bug)
+    }
+
+    /// Like [`Coordinator::with_bug`], with the record pending for `ttl_ms` (the simulator's
+    /// is short, so records expire within a run).
+    pub fn with_ttl(
+        txn: TxnId,
+        parts: BTreeMap<String, Part>,
+        ttl_ms: u64,
+        bug: Option<CoordinatorBug>,
+    ) -> (Coordinator, Vec<Send>) {
         let anchor = parts.keys().next().cloned().unwrap_or_default();
         let mut coordinator = Coordinator {
             txn,
@@ -175,7 +186,7 @@ impl Coordinator {
             });
             return (coordinator, Vec::new());
         }
-        let prepare = coordinator.prepare(&anchor, Some(RECORD_TTL_MS));
+        let prepare = coordinator.prepare(&anchor, Some(ttl_ms));
         (coordinator, vec![prepare])
     }
 

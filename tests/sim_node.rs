@@ -56,6 +56,8 @@ fn a_seed_replays_exactly_and_does_real_work() {
     assert!(!summary.contains("strong ok=0 "), "{summary}");
     assert!(!summary.contains("eventual acked=0 "), "{summary}");
     assert!(!summary.contains("converged never"), "{summary}");
+    assert!(!summary.contains("bank transfers=0 "), "{summary}");
+    assert!(!summary.contains(" audits=0 "), "{summary}");
     let other = run(&SimConfig {
         seed: 43,
         ..config.clone()
@@ -122,6 +124,29 @@ mod planted {
         let (seed, violations) = first_catch("node-watch-skips-change", 50);
         assert!(
             violations.iter().any(|v| v.starts_with("watch gap")),
+            "seed {seed}: {violations:?}"
+        );
+    }
+
+    // The coordinator commits as soon as the anchor prepared: a transfer whose other
+    // prepare was refused (its key held by another transaction) applies on one keyspace
+    // only, and a later audit sees money made or lost.
+    #[test]
+    fn a_commit_without_every_prepare_is_caught_by_the_bank_audit() {
+        let (seed, violations) = first_catch("txn-commit-without-prepares", 50);
+        assert!(
+            violations.iter().any(|v| v.starts_with("bank:")),
+            "seed {seed}: {violations:?}"
+        );
+    }
+
+    // The coordinator resolves the other participants before the anchor's decide answered:
+    // a transfer whose record was aborted (it expired) applies on one keyspace only.
+    #[test]
+    fn a_release_before_the_decision_is_caught_by_the_bank_audit() {
+        let (seed, violations) = first_catch("txn-release-before-decision", 50);
+        assert!(
+            violations.iter().any(|v| v.starts_with("bank:")),
             "seed {seed}: {violations:?}"
         );
     }

@@ -50,11 +50,13 @@ impl Catalog {
         keyspace.stage = stage;
     }
 
-    /// Keyspaces a data client may use now (acknowledged, no drop sent), by name.
+    /// Keyspaces a data client may use now (acknowledged, no drop sent), by name. The bank's
+    /// keyspaces are the bank clients' alone.
     pub(crate) fn live(&self) -> Vec<(&str, KeyspaceMode, bool)> {
         self.keyspaces
             .iter()
             .filter(|(_, keyspace)| keyspace.stage == Stage::Live)
+            .filter(|(name, _)| !super::bank::KEYSPACES.contains(&name.as_str()))
             .map(|(name, keyspace)| (name.as_str(), keyspace.mode, keyspace.base))
             .collect()
     }
@@ -72,6 +74,9 @@ pub(crate) fn base_keyspaces(strong: usize) -> Vec<(String, KeyspaceMode)> {
     let mut keyspaces: Vec<(String, KeyspaceMode)> = (0..strong)
         .map(|index| (format!("strong{index}"), KeyspaceMode::Strong))
         .collect();
+    for name in super::bank::KEYSPACES {
+        keyspaces.push((name.to_string(), KeyspaceMode::Strong));
+    }
     keyspaces.push((
         "counters".to_string(),
         KeyspaceMode::Eventual(ValueType::Counter),

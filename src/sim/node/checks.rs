@@ -38,7 +38,8 @@ impl Run {
     /// Liveness: done when every client and the admin finished and every member holds the
     /// same keyspaces with the same eventual digests. A violation past the bound.
     pub(super) fn liveness_probe(&mut self, since: crate::types::Instant) {
-        let clients_done = self.clients.iter().all(|client| client.finished);
+        let clients_done = self.clients.iter().all(|client| client.finished)
+            && self.banks.iter().all(|bank| bank.finished);
         let watched = self.watcher.caught_up(&self.history);
         if clients_done && watched && self.admin.finished() && self.converged() {
             self.converged_at = Some(self.now);
@@ -365,12 +366,22 @@ impl Run {
             unknown += client.stats.unknown_keyspace;
             expired += client.stats.sessions_expired;
         }
+        let mut bank = super::bank::BankStats::default();
+        for client in &self.banks {
+            let s = client.stats;
+            bank.transfers += s.transfers;
+            bank.audits += s.audits;
+            bank.aborted += s.aborted;
+            bank.unknown += s.unknown;
+            bank.resolved += s.resolved;
+        }
         format!(
             "node seed {} n={} clients={}: strong ok={ok} indeterminate={indeterminate} \
              failed={failed} reads(lin/lease/follower/stale)={}/{}/{}/{} retries={retries} \
              timeouts={timeouts} unknown-keyspace={unknown} sessions-expired={expired} | eventual acked={acked} \
              indeterminate={maybe} failed={refused} | watch polls={} events={} compacted={} \
-             gaps={} | admin actions={} attempts={} spare={} | \
+             gaps={} | bank transfers={} audits={} aborted={} unknown={} resolved={} | \
+             admin actions={} attempts={} spare={} | \
              faults: partitions={} crashes={} pauses={} jumps={} (beyond={}) | requests={} \
              answers={} commits={} spins={} | msgs sent={} delivered={} | converged {} | \
              sim {:.1}s | lin: {} keys {} ops {} inconclusive{}",
@@ -385,6 +396,11 @@ impl Run {
             self.watcher.stats.events,
             self.watcher.stats.compacted,
             self.watcher.stats.gaps,
+            bank.transfers,
+            bank.audits,
+            bank.aborted,
+            bank.unknown,
+            bank.resolved,
             self.admin.stats.done,
             self.admin.stats.attempts,
             if self.hosts.contains_key(&self.spare) {

@@ -49,6 +49,7 @@
 //! `node-drop-keeps-rows`.
 
 mod admin;
+mod bank;
 mod catalog;
 mod checks;
 mod client;
@@ -68,6 +69,7 @@ use crate::sim::session::SessionGroup;
 use crate::sim::{SeedReport, SimConfig, SimError};
 use crate::types::{Instant, NodeId};
 use admin::AdminClient;
+use bank::BankClient;
 use catalog::Catalog;
 use client::DataClient;
 use host::Host;
@@ -118,6 +120,9 @@ const CHECKER: NodeId = NodeId(99);
 const CLIENT_BASE: u64 = 100;
 const ADMIN: NodeId = NodeId(98);
 const WATCHER: NodeId = NodeId(97);
+/// Bank clients have node ids from here up (below the admin).
+const BANK_BASE: u64 = 80;
+const BANK_CLIENTS: u64 = 2;
 /// What each keyspace keeps for watches: small, so the history is trimmed within a run.
 const WATCH_LIMITS: core::WatchLimits = core::WatchLimits {
     changes: 8,
@@ -132,10 +137,15 @@ pub(crate) enum ClientWire {
     Answer { id: u64, answer: FromNode },
 }
 
-/// The planted bugs this harness knows, by name.
+/// The planted bugs this harness knows, by name: the node core's and the transaction
+/// coordinator's.
 pub fn bug_names() -> Vec<&'static str> {
     #[cfg(feature = "sim-bugs")]
-    return core::NodeBug::NAMES.to_vec();
+    return core::NodeBug::NAMES
+        .iter()
+        .chain(crate::txn::CoordinatorBug::NAMES)
+        .copied()
+        .collect();
     #[cfg(not(feature = "sim-bugs"))]
     Vec::new()
 }
@@ -150,6 +160,9 @@ fn parse_bug(name: Option<&str>) -> Result<Bug, SimError> {
     let Some(name) = name else {
         return Ok(None);
     };
+    if crate::txn::CoordinatorBug::from_name(name).is_some() {
+        return Ok(None); // The bank clients' coordinators carry it.
+    }
     core::NodeBug::from_name(name)
         .map(Some)
         .ok_or_else(|| SimError::UnknownBug {
@@ -249,6 +262,7 @@ struct Run {
     clients: Vec<DataClient>,
     admin: AdminClient,
     watcher: Watcher,
+    banks: Vec<BankClient>,
     catalog: Catalog,
     history: History,
     oplog: EventualLog,
@@ -292,6 +306,17 @@ impl Run {
             .collect();
         let admin = AdminClient::new(rng.fork(5), ids.clone(), spare, horizon);
         let watcher = Watcher::new(WATCHER, rng.fork(6), ids.clone());
+        let txn_bug = txn_bug(config);
+        let banks = (0..BANK_CLIENTS)
+            .map(|i| {
+                BankClient::new(
+                    NodeId(BANK_BASE + i),
+                    rng.fork(200 + i),
+                    ids.clone(),
+                    txn_bug,
+                )
+            })
+            .collect();
         let mut run = Run {
             config: config.clone(),
             bug,
@@ -309,6 +334,7 @@ impl Run {
             clients,
             admin,
             watcher,
+            banks,
             catalog,
             history: History::new(),
             oplog: EventualLog::default(),
@@ -393,7 +419,9 @@ impl Run {
             .filter_map(|h| h.deadline(self.now))
             .min();
         let clients = self.clients.iter().filter_map(DataClient::deadline).min();
+        let banks = self.banks.iter().filter_map(BankClient::deadline).min();
         [
+            banks,
             fault,
             self.wires.next_delivery_at(),
             self.world.peers.next_delivery_at(),
@@ -435,6 +463,21 @@ impl Run {
             .position(|c| c.deadline().is_some_and(|at| at <= now))
         {
             self.client_act(index);
+            return;
+        }
+        if let Some(index) = self
+            .banks
+            .iter()
+            .position(|b| b.deadline().is_some_and(|at| at <= now))
+        {
+            let may_issue = self.phase == Phase::Safety;
+            let bank = &mut self.banks[index];
+            let sends = bank.act(now, may_issue, &mut self.world.violations);
+            let from = bank.addr;
+            for (to, id, request) in sends {
+                self.wires
+                    .send(now, from, to, ClientWire::Request { id, request });
+            }
             return;
         }
         if self.watcher.deadline().is_some_and(|at| at <= now) {
@@ -560,6 +603,14 @@ impl Run {
             self.watcher.on_answer(self.now, id, answer, violations);
             return;
         }
+        if let Some(bank) = self.banks.iter_mut().find(|bank| bank.addr == to) {
+            let sends = bank.on_answer(self.now, id, answer, &mut self.world.violations);
+            for (node, id, request) in sends {
+                self.wires
+                    .send(self.now, to, node, ClientWire::Request { id, request });
+            }
+            return;
+        }
         if to == ADMIN {
             let out = self
                 .admin
@@ -670,6 +721,9 @@ impl Run {
         for client in &mut self.clients {
             client.enter_liveness();
         }
+        for bank in &mut self.banks {
+            bank.enter_liveness();
+        }
         self.admin.enter_liveness(self.now);
     }
 
@@ -712,6 +766,20 @@ impl Run {
             )
         });
         format!(" ({node} knows members {members:?}{catalog})")
+    }
+}
+
+/// The planted coordinator bug the seed's config names, if any.
+fn txn_bug(config: &SimConfig) -> Option<crate::txn::CoordinatorBug> {
+    #[cfg(feature = "sim-bugs")]
+    return config
+        .bug
+        .as_deref()
+        .and_then(crate::txn::CoordinatorBug::from_name);
+    #[cfg(not(feature = "sim-bugs"))]
+    {
+        let _ = config;
+        None
     }
 }
 
