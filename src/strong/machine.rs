@@ -156,6 +156,9 @@ pub struct StrongMachine {
     durable_applied: LogIndex,
     /// Changes applied since the last `take_changes`, in order.
     changed: Vec<Change>,
+    /// How many intents of transactions across keyspaces the map holds: while none, no
+    /// request pays for looking one up.
+    intents: u64,
 }
 
 impl StrongMachine {
@@ -183,6 +186,7 @@ impl StrongMachine {
             handed_applied: LogIndex(0),
             durable_applied: LogIndex(0),
             changed: Vec::new(),
+            intents: 0,
         };
         machine.reload()?;
         Ok(machine)
@@ -195,6 +199,7 @@ impl StrongMachine {
         self.changes.clear();
         self.flushing.clear();
         self.changed.clear();
+        self.intents = self.count_intents()?;
         self.sessions = SessionTable::load(meta.sessions);
         self.applied = meta.applied;
         self.clock = meta.clock;

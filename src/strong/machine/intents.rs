@@ -24,7 +24,49 @@ type Stepped = Result<Result<Outcome, CommandError>, StoreError>;
 impl StrongMachine {
     /// The intent on `key`, if a transaction holds it.
     pub(super) fn intent(&self, key: &[u8]) -> Result<Option<Intent>, StoreError> {
+        if self.intents == 0 {
+            return Ok(None);
+        }
         self.row(&intent_key(key))
+    }
+
+    /// The intents the store holds (on open, and after a snapshot replaced the store): a scan
+    /// of their prefix only.
+    pub(super) fn count_intents(&self) -> Result<u64, StoreError> {
+        let prefix = intent_key(b"");
+        let mut from = prefix.clone();
+        let mut count = 0;
+        loop {
+            let rows = self.store.scan(
+                self.group,
+                &from,
+                &prefix,
+                INTENT_BATCH_ROWS,
+                super::SCAN_BYTES_MAX,
+            )?;
+            count += rows.len() as u64;
+            match rows.last() {
+                Some((row, _)) if rows.len() == INTENT_BATCH_ROWS => from = super::successor(row),
+                _ => return Ok(count),
+            }
+        }
+    }
+
+    fn place_intent(
+        &mut self,
+        index: LogIndex,
+        key: &Bytes,
+        intent: &Intent,
+    ) -> Result<(), StoreError> {
+        if self.get(&intent_key(key))?.is_none() {
+            self.intents += 1;
+        }
+        self.put_row(index, intent_key(key), intent)
+    }
+
+    fn drop_intent(&mut self, key: &Bytes) {
+        self.intents = self.intents.saturating_sub(1);
+        self.delete_row(intent_key(key));
     }
 
     fn record_of(&self, txn: TxnId) -> Result<Option<TxnRecord>, StoreError> {
@@ -112,6 +154,9 @@ impl StrongMachine {
         start: &[u8],
         last: Option<&Bytes>,
     ) -> Result<Option<CommandError>, StoreError> {
+        if self.intents == 0 {
+            return Ok(None);
+        }
         let rows_prefix = intent_key(prefix);
         let mut from = intent_key(start);
         let overlay: BTreeMap<Bytes, Option<Versioned>> = prefixed(&self.flushing, &rows_prefix)
@@ -213,7 +258,7 @@ impl StrongMachine {
             reads.push((key.clone(), self.get(key)?));
         }
         for key in &keys {
-            self.put_row(index, intent_key(key), &part.intent(txn, anchor, key))?;
+            self.place_intent(index, key, &part.intent(txn, anchor, key))?;
         }
         Ok(Ok(step_outcome(
             index,
@@ -280,7 +325,7 @@ impl StrongMachine {
                     None => {}
                 }
             }
-            self.delete_row(intent_key(key));
+            self.drop_intent(key);
         }
         Ok(())
     }
@@ -541,6 +586,34 @@ mod tests {
             StepOutcome::Record(TxnState::Aborted)
         );
         run(&mut machine, 300, put("x", "free")).expect("nothing was placed");
+    }
+
+    #[test]
+    fn intents_survive_a_restart_from_the_store() {
+        use crate::strong::store::{MachineStore, MemoryMachineStore};
+        use crate::types::GroupId;
+        use std::sync::Arc;
+        let store = Arc::new(MemoryMachineStore::new());
+        let shared: Arc<dyn MachineStore> = store.clone();
+        let mut machine =
+            StrongMachine::open(MachineConfig::default(), GroupId(3), shared).unwrap();
+        step(&mut machine, 0, prepare(None));
+        store.commit(GroupId(3), &machine.take_writes());
+        machine.writes_persisted();
+        let shared: Arc<dyn MachineStore> = store.clone();
+        let mut restarted =
+            StrongMachine::open(MachineConfig::default(), GroupId(3), shared).unwrap();
+        assert!(
+            is_locked(run(&mut restarted, 0, put("x", "9"))),
+            "still held after a restart"
+        );
+        let resolve = TxnStep::Resolve {
+            txn: TXN,
+            keys: part().keys(),
+            resolution: Resolution::Abort,
+        };
+        step(&mut restarted, 0, resolve);
+        run(&mut restarted, 0, put("x", "9")).expect("released");
     }
 
     #[test]
