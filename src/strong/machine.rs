@@ -399,23 +399,16 @@ impl StrongMachine {
         if let Some(locked) = self.lock_on(command)? {
             return Ok(Err(locked));
         }
-        match command {
-            Command::Scan {
-                prefix,
-                limit,
-                after,
-            } => match self.scan(prefix, after.as_deref(), *limit) {
-                Ok((entries, more)) => Ok(Ok(Outcome::Scan { entries, more })),
-                Err(ReadFailure::Store(error)) => Err(error),
-                Err(ReadFailure::Command(error)) => Ok(Err(error)),
-            },
-            Command::TxnStep(step) => self.step(index, step),
-            _ => Ok(Ok(self.execute(index, command)?)),
-        }
+        self.execute(index, command)
     }
 
-    fn execute(&mut self, index: LogIndex, command: &Command) -> Result<Outcome, StoreError> {
-        Ok(match command {
+    /// Applies a checked command: its outcome, or a refusal every replica agrees on.
+    fn execute(
+        &mut self,
+        index: LogIndex,
+        command: &Command,
+    ) -> Result<Result<Outcome, CommandError>, StoreError> {
+        Ok(Ok(match command {
             Command::Put { key, value } => {
                 self.write(index, key, Some(value))?;
                 Outcome::Put { revision: index }
@@ -437,31 +430,36 @@ impl StrongMachine {
                 value,
             } => {
                 let current = self.get(key)?;
-                if current.as_ref().map(|version| version.mod_revision) != *expected {
-                    return Ok(Outcome::Cas {
-                        revision: index,
-                        succeeded: false,
-                        current,
-                    });
-                }
-                let current = self.write(index, key, value.as_ref())?;
+                let succeeded = current.as_ref().map(|version| version.mod_revision) == *expected;
+                let current = match succeeded {
+                    true => self.write(index, key, value.as_ref())?,
+                    false => current,
+                };
                 Outcome::Cas {
                     revision: index,
-                    succeeded: true,
+                    succeeded,
                     current,
                 }
             }
             Command::Get { key } => Outcome::Get {
                 current: self.get(key)?,
             },
+            Command::Scan {
+                prefix,
+                limit,
+                after,
+            } => match self.scan(prefix, after.as_deref(), *limit) {
+                Ok((entries, more)) => Outcome::Scan { entries, more },
+                Err(ReadFailure::Store(error)) => return Err(error),
+                Err(ReadFailure::Command(error)) => return Ok(Err(error)),
+            },
             Command::Txn {
                 compares,
                 success,
                 failure,
             } => self.transact(index, compares, success, failure)?,
-            // `execute_checked` runs these itself: they may be refused.
-            Command::Scan { .. } | Command::TxnStep(_) => Outcome::Get { current: None },
-        })
+            Command::TxnStep(step) => return self.step(index, step),
+        }))
     }
 
     /// Checks the compares, then applies the branch they pick, every change at `index`.
