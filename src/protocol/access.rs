@@ -19,7 +19,11 @@ pub fn needs(request: &ToNode) -> Role {
             | AdminRequest::DropKeyspace { .. }
             | AdminRequest::AddMember { .. }
             | AdminRequest::RemoveMember { .. }
-            | AdminRequest::SetFaults(_) => Role::Admin,
+            | AdminRequest::SetFaults(_)
+            | AdminRequest::BackupOpen { .. }
+            | AdminRequest::BackupRead { .. }
+            | AdminRequest::RestoreKeyspace { .. }
+            | AdminRequest::RestoreChunk { .. } => Role::Admin,
             AdminRequest::ListKeyspaces
             | AdminRequest::Members
             | AdminRequest::Faults
