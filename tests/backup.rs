@@ -183,6 +183,32 @@ fn a_backup_taken_under_writes_restores_every_keyspace_and_strong_revisions() {
             "revisions go on from the backup's"
         );
 
+        // A node restarts from what the restore made durable: the installed snapshot.
+        let restarted = target.nodes()[2].id;
+        target.kill(restarted).expect("kill");
+        target.restart(restarted).await.expect("restart");
+        let endpoint = target.endpoint(restarted).expect("address").to_string();
+        common::poll_until(
+            SERVE_DEADLINE,
+            "the restarted node to catch up",
+            async || {
+                let status = target.status(restarted).await.ok()?;
+                let group = status
+                    .strong
+                    .iter()
+                    .find(|group| group.keyspace == "orders")?;
+                (group.applied >= next.revision).then_some(())
+            },
+        )
+        .await;
+        let row = orders
+            .get("o-0000")
+            .stale()
+            .at(endpoint)
+            .await
+            .expect("stale get");
+        assert_eq!(row.value.as_ref(), before.get(&Bytes::from("o-0000")));
+
         // Every node holds every eventual state (each was sent the whole backup).
         for node in target.nodes() {
             let endpoint = target.endpoint(node.id).expect("address").to_string();
