@@ -26,6 +26,8 @@ const MVREG: KeyspaceMode = KeyspaceMode::Eventual(ValueType::MvReg);
 const SERVE_DEADLINE: Duration = Duration::from_secs(30);
 /// Strong keys written before the backup: with 2 KiB values, several backup pages.
 const STRONG_KEYS: usize = 300;
+/// `lww` keys of 2 KiB: several pages too.
+const EVENTUAL_KEYS: usize = 300;
 
 /// Runs the CLI against `cluster` and returns its output, whatever its exit status.
 fn cli(cluster: &LocalCluster, args: &[&str]) -> Output {
@@ -90,6 +92,15 @@ async fn fill(cluster: &LocalCluster) -> BTreeMap<Bytes, Versioned> {
     let profiles = db.lww("profiles");
     profiles.put("alice", "v1").all().await.expect("put");
     profiles.put("alice", "v2").all().await.expect("put");
+    // Enough for several backup pages of an eventual keyspace.
+    for i in 0..EVENTUAL_KEYS {
+        let value = format!("{i}-{}", "p".repeat(2048));
+        profiles
+            .put(format!("p-{i:04}"), value)
+            .all()
+            .await
+            .expect("put");
+    }
     profiles.put("gone", "x").all().await.expect("put");
     profiles.delete("gone").all().await.expect("delete");
     let docs = db.mvreg("docs");
@@ -134,6 +145,15 @@ fn a_backup_taken_under_writes_restores_every_keyspace_and_strong_revisions() {
     assert!(
         stderr.contains("backup orders:"),
         "progress lines: {stderr}"
+    );
+    let profiles = printed
+        .lines()
+        .find(|line| line.starts_with("profiles ("))
+        .expect("a line for profiles");
+    // Its keys and the deleted one's tombstone, over several pages.
+    assert!(
+        profiles.contains(&format!("{} keys", EVENTUAL_KEYS + 2)),
+        "{profiles}"
     );
     let during = runtime.block_on(writer).expect("writer");
 
@@ -220,6 +240,14 @@ fn a_backup_taken_under_writes_restores_every_keyspace_and_strong_revisions() {
             assert_eq!(views.await.expect("get").value, 38);
             let alice = db.lww("profiles").get("alice").at(endpoint.clone());
             assert_eq!(alice.await.expect("get").value, Some(Bytes::from("v2")));
+            for i in (0..EVENTUAL_KEYS).step_by(37) {
+                let read = db
+                    .lww("profiles")
+                    .get(format!("p-{i:04}"))
+                    .at(endpoint.clone());
+                let value = read.await.expect("get").value.expect("restored");
+                assert!(value.starts_with(format!("{i}-").as_bytes()));
+            }
             let gone = db.lww("profiles").get("gone").at(endpoint.clone());
             assert_eq!(gone.await.expect("get").value, None);
             let docs = db.mvreg("docs").get("readme").at(endpoint);

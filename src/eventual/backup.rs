@@ -46,9 +46,20 @@ impl AntiEntropy {
         bytes_max: usize,
     ) -> (Vec<(Bytes, KeyState)>, bool) {
         let start = after.map_or(0, |(hash, _)| *hash);
-        // One more than the page, so a full page knows whether more follow; rows at or
-        // before the cursor (same hash) are read again and skipped.
-        let rows = self.installed_range(start, None, limit.saturating_add(1).max(2));
+        // Two more than the page: the cursor's own row is read again (and skipped), and one
+        // past a full page tells whether more follow.
+        let window = limit.saturating_add(2);
+        // The installed rows are the stored ones overlaid with those installed since the
+        // last batch. A full window of stored rows ends where the page must end: past it,
+        // an installed row may come after stored rows the window did not read, and the
+        // next page's cursor would skip them.
+        let stored = self
+            .read_store(|store| store.range((start, &[]), None, window))
+            .unwrap_or_default();
+        let window_end = (stored.len() == window)
+            .then(|| stored.last().map(|(key, _)| (key_hash(key), key.clone())))
+            .flatten();
+        let rows = self.installed_range(start, None, window);
         let mut page = Vec::new();
         let mut bytes = 0;
         let mut more = false;
@@ -56,14 +67,18 @@ impl AntiEntropy {
             if after.is_some_and(|(at_hash, at_key)| (hash, &key) <= (*at_hash, at_key)) {
                 continue;
             }
-            if page.len() == limit || bytes >= bytes_max {
+            let past_window = window_end
+                .as_ref()
+                .is_some_and(|(end_hash, end_key)| (hash, &key) > (*end_hash, end_key));
+            if page.len() == limit || bytes >= bytes_max || past_window {
                 more = true;
                 break;
             }
             bytes += entry_bytes(&key, &row.state);
             page.push((key, row.state));
         }
-        (page, more)
+        // A full window may have more rows behind it, even if every row of it was taken.
+        (page, more || window_end.is_some())
     }
 
     /// Merges a backed-up state into this node's, as a peer's would be (persisted with the
