@@ -14,10 +14,11 @@ use std::path::PathBuf;
 #[command(after_help = "\
 Writes every keyspace while the cluster serves: each strong keyspace from one point-in-time
 image at a linearizable read index (its revision is recorded), each eventual keyspace's merged
-states (tombstones included) with the node's version vector, and the catalog (names and modes).
+states (tombstones included) with its version vector, as the node asked holds them (every write
+acknowledged at `all`, and whatever gossip brought it), and the catalog (names and modes).
 The file is versioned and checksummed, written as FILE.tmp-PID and renamed to FILE once
 complete. Pages stream from the nodes to the file: memory stays the same whatever the data
-set. A progress line goes to stderr per page of a large keyspace.")]
+set. A keyspace of more than 16 pages (about 4 MiB) gets a progress line on stderr every 16.")]
 pub struct BackupArgs {
     /// The backup file to write (replaced if it exists, once the new one is complete)
     #[arg(long, value_name = "FILE")]
@@ -47,7 +48,7 @@ pub struct RestoreArgs {
 const PROGRESS_EVERY_PAGES: u64 = 16;
 
 fn progress_line(verb: &str, progress: &Progress) {
-    if progress.done || progress.chunks % PROGRESS_EVERY_PAGES == 0 {
+    if progress.done || progress.chunks.is_multiple_of(PROGRESS_EVERY_PAGES) {
         let state = if progress.done { "done" } else { "..." };
         eprintln!(
             "{verb} {}: {} keys in {} pages, {:.1} MiB {state}",
