@@ -6,6 +6,7 @@
 //! and hand back what to persist, send and apply. That is what lets the deterministic
 //! simulator ([`sim`]) drive them from one seed and check them on every step.
 
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod eventual;

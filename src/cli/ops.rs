@@ -7,6 +7,7 @@
 //! from stdin (`-`) or a file (`--value-file`, `--member-file`): see [`input`]. The demo's
 //! shell runs the same commands on an open client through [`run_line`].
 
+mod backup;
 mod cluster;
 pub(crate) mod input;
 #[cfg(test)]
@@ -245,6 +246,10 @@ pub enum OpsCommand {
     Fault(cluster::FaultArgs),
     /// Every member's state: Raft groups, eventual keyspaces, fault rules
     Status(cluster::StatusArgs),
+    /// Write a consistent backup of every keyspace to a file, while the cluster serves
+    Backup(backup::BackupArgs),
+    /// Load a backup into a fresh, empty cluster (revisions of strong keyspaces preserved)
+    Restore(backup::RestoreArgs),
 }
 
 impl OpsCommand {
@@ -264,6 +269,8 @@ impl OpsCommand {
             OpsCommand::Member(args) => &args.conn,
             OpsCommand::Fault(args) => &args.conn,
             OpsCommand::Status(args) => &args.conn,
+            OpsCommand::Backup(args) => &args.conn,
+            OpsCommand::Restore(args) => &args.conn,
         }
     }
 }
@@ -440,6 +447,12 @@ pub async fn execute(
         }
         Prepared::Other(OpsCommand::Txn(args)) => {
             return txn::execute(client, args, run, out).await;
+        }
+        Prepared::Other(OpsCommand::Backup(args)) => {
+            return backup::execute_backup(client, args, run, out).await;
+        }
+        Prepared::Other(OpsCommand::Restore(args)) => {
+            return backup::execute_restore(client, args, run, out).await;
         }
         Prepared::Other(command) => return cluster::execute(client, command, run, out).await,
     };

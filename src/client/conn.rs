@@ -656,6 +656,8 @@ impl Client {
                 | AdminRequest::Members
                 | AdminRequest::Faults
                 | AdminRequest::Status
+                | AdminRequest::BackupOpen { .. }
+                | AdminRequest::BackupRead { .. }
         );
         let policy = Policy {
             route: CATALOG_ROUTE.to_string(),

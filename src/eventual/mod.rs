@@ -94,6 +94,7 @@
 //!   [`AntiEntropy::live_entries`] read every row; each engine holds a dense Merkle tree of
 //!   69,905 hashes (~560 KB) and at most [`FENCES_MAX`] tombstone barriers.
 
+pub mod backup;
 mod config;
 mod engine;
 mod error;

@@ -19,7 +19,11 @@ pub fn needs(request: &ToNode) -> Role {
             | AdminRequest::DropKeyspace { .. }
             | AdminRequest::AddMember { .. }
             | AdminRequest::RemoveMember { .. }
-            | AdminRequest::SetFaults(_) => Role::Admin,
+            | AdminRequest::SetFaults(_)
+            | AdminRequest::BackupOpen { .. }
+            | AdminRequest::BackupRead { .. }
+            | AdminRequest::RestoreKeyspace { .. }
+            | AdminRequest::RestoreChunk { .. } => Role::Admin,
             AdminRequest::ListKeyspaces
             | AdminRequest::Members
             | AdminRequest::Faults
@@ -79,9 +83,23 @@ mod tests {
         let faults = ToNode::Admin(AdminRequest::SetFaults(FaultRules::none()));
         let drop = ToNode::Admin(AdminRequest::DropKeyspace { name: "ks".into() });
         let remove = ToNode::Admin(AdminRequest::RemoveMember { id: NodeId(2) });
+        // A backup reads every key of the cluster, a restore writes whole keyspaces: admin.
+        let backup = ToNode::Admin(AdminRequest::BackupOpen {
+            keyspace: "ks".into(),
+        });
+        let page = ToNode::Admin(AdminRequest::BackupRead {
+            backup: 1,
+            cursor: Bytes::new(),
+        });
+        let restore = ToNode::Admin(AdminRequest::RestoreChunk {
+            name: "ks".into(),
+            seq: 0,
+            data: Bytes::new(),
+            last: true,
+        });
         let reads = [&get, &status];
         let writes = [&put, &add];
-        let changes = [&faults, &drop, &remove];
+        let changes = [&faults, &drop, &remove, &backup, &page, &restore];
         for request in reads {
             assert!(authorize(Role::Readonly, request).is_ok(), "{request:?}");
         }

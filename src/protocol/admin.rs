@@ -61,6 +61,31 @@ pub enum AdminError {
     InvalidAddress { address: String },
     #[error("invalid fault rule: {reason}")]
     InvalidFaultRule { reason: String },
+    /// A restore into a cluster that already holds keyspaces (or another restore's).
+    #[error("the cluster already holds keyspace {name:?}: a restore needs an empty cluster")]
+    ClusterNotEmpty { name: String },
+    /// A backup handle this node does not hold (never opened here, expired, or the node
+    /// restarted): open the keyspace's backup again.
+    #[error("backup {backup} is not open on this node (expired or never opened here)")]
+    UnknownBackup { backup: u64 },
+    #[error("at most {max} backups may be open on a node at once")]
+    TooManyBackups { max: u32 },
+    /// A restore chunk that is not the one expected next.
+    #[error("restore of {name:?} expects chunk {expected}, got {got}")]
+    RestoreOutOfOrder {
+        name: String,
+        expected: u64,
+        got: u64,
+    },
+    /// A restore chunk for a keyspace this node is not restoring.
+    #[error("keyspace {name:?} is not being restored on this node")]
+    NotRestoring { name: String },
+    /// A restore chunk whose content does not decode or does not fit its keyspace.
+    #[error("restore chunk for {name:?} refused: {reason}")]
+    BadRestoreChunk { name: String, reason: String },
+    /// The node could not read a backup's image from its storage.
+    #[error("reading the backup on the node failed: {reason}")]
+    BackupFailed { reason: String },
 }
 
 /// An admin request.
@@ -86,6 +111,36 @@ pub enum AdminRequest {
     Faults,
     /// The node's status.
     Status,
+    /// Opens a backup of `keyspace` on the node asked (admin). A strong keyspace is read
+    /// at a linearizable read index (its leader answers; others refuse with its address):
+    /// the node keeps a point-in-time image at or past that index, which
+    /// [`AdminRequest::BackupRead`] pages through, however many writes follow. An eventual
+    /// keyspace is paged from the node's merged state.
+    BackupOpen { keyspace: String },
+    /// The page of an open backup at `cursor` (empty: the first). Ask the node that opened
+    /// it (see [`BackupOpened::address`]).
+    BackupRead { backup: u64, cursor: bytes::Bytes },
+    /// Creates `name` for a restore (admin; group 0 leader). Refused with
+    /// [`AdminError::ClusterNotEmpty`] if the catalog holds a keyspace that is not part of
+    /// the same restore (`restore`, a number the restoring client picks). A strong keyspace
+    /// (with its backed-up `revision`) is held on every node until that node received its
+    /// image through [`AdminRequest::RestoreChunk`]; its Raft group then starts from the
+    /// image as an installed snapshot at `revision`.
+    RestoreKeyspace {
+        name: String,
+        mode: KeyspaceMode,
+        revision: Option<LogIndex>,
+        restore: u64,
+    },
+    /// Chunk `seq` (from 0) of a keyspace's backed-up data, for the node asked only (every
+    /// node is sent every chunk). Answered once it is durable there; after the `last` one
+    /// of a strong keyspace, once the node runs the group.
+    RestoreChunk {
+        name: String,
+        seq: u64,
+        data: bytes::Bytes,
+        last: bool,
+    },
 }
 
 impl AdminRequest {
@@ -101,6 +156,10 @@ impl AdminRequest {
             AdminRequest::SetFaults(_) => "set faults",
             AdminRequest::Faults => "list faults",
             AdminRequest::Status => "status",
+            AdminRequest::BackupOpen { .. } => "open backup",
+            AdminRequest::BackupRead { .. } => "read backup",
+            AdminRequest::RestoreKeyspace { .. } => "restore keyspace",
+            AdminRequest::RestoreChunk { .. } => "restore chunk",
         }
     }
 }
@@ -114,6 +173,25 @@ pub enum AdminAnswer {
     Members(Vec<MemberInfo>),
     Faults(FaultRules),
     Status(Box<NodeStatus>),
+    BackupOpened(BackupOpened),
+    /// A page of an open backup, and the cursor of the next (`None`: this was the last).
+    BackupChunk {
+        data: bytes::Bytes,
+        next: Option<bytes::Bytes>,
+    },
+}
+
+/// An open backup: its handle on the node that answered, and the point it reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupOpened {
+    pub backup: u64,
+    pub keyspace: KeyspaceInfo,
+    /// A strong keyspace's revision (log index) the image holds: at or past a linearizable
+    /// read index taken after the request arrived.
+    pub revision: Option<LogIndex>,
+    /// The node that holds the backup open, and its address: ask it for the pages.
+    pub node: NodeId,
+    pub address: String,
 }
 
 /// One catalog entry.

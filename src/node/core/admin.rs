@@ -46,6 +46,10 @@ impl NodeCore {
                 Err(ClientError::Malformed { reason }.into())
             }
             AdminRequest::Status => Ok(AdminAnswer::Status(Box::new(self.status()))),
+            AdminRequest::BackupOpen { .. }
+            | AdminRequest::BackupRead { .. }
+            | AdminRequest::RestoreKeyspace { .. }
+            | AdminRequest::RestoreChunk { .. } => return self.backup_request(request, reply),
         };
         self.answer(reply, FromNode::Admin(result));
     }
@@ -112,6 +116,12 @@ impl NodeCore {
                 let command = catalog::member_remove_command(id);
                 Ok((command, CatalogChange::Member))
             }
+            AdminRequest::RestoreKeyspace {
+                name,
+                mode,
+                revision,
+                restore,
+            } => self.restore_change(name, mode, revision, restore),
             other => {
                 let reason = format!("{other:?} changes nothing in the catalog");
                 Err(ClientError::Malformed { reason }.into())

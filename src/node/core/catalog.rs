@@ -12,7 +12,7 @@
 use crate::protocol::admin::{AdminError, KeyspaceInfo};
 use crate::protocol::{KEYSPACE_NAME_BYTES_MAX, KeyspaceMode};
 use crate::strong::{Command, StrongMachine};
-use crate::types::{GroupId, KeyspaceId, NodeId};
+use crate::types::{GroupId, KeyspaceId, LogIndex, NodeId};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -91,11 +91,62 @@ struct KeyspaceDef {
     voters: Vec<NodeId>,
 }
 
+/// What the catalog holds for a keyspace created by a restore: a [`KeyspaceDef`] and the
+/// restore's mark. A separate type (tried first, then [`KeyspaceDef`]) so that catalogs
+/// written before restores existed still decode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct RestoredDef {
+    mode: KeyspaceMode,
+    voters: Vec<NodeId>,
+    restore: RestoreMark,
+}
+
+/// How a keyspace created by a restore came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreMark {
+    /// The restore it belongs to (a number the restoring client picked).
+    pub restore: u64,
+    /// A strong keyspace's backed-up revision: its group starts from an image at this index.
+    pub revision: Option<LogIndex>,
+}
+
 /// A keyspace in the catalog, with the first voters of its Raft group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub info: KeyspaceInfo,
     pub voters: Vec<NodeId>,
+    /// Set for a keyspace a restore created.
+    pub restore: Option<RestoreMark>,
+}
+
+/// The command that creates `name` for a restore unless it exists.
+pub fn restore_command(
+    name: &str,
+    mode: KeyspaceMode,
+    voters: Vec<NodeId>,
+    restore: RestoreMark,
+) -> Command {
+    let def = RestoredDef {
+        mode,
+        voters,
+        restore,
+    };
+    let value = crate::wire::encode(&def)
+        .expect("invariant: a keyspace definition always encodes (members are bounded)");
+    Command::Cas {
+        key: keyspace_key(name),
+        expected: None,
+        value: Some(Bytes::from(value)),
+    }
+}
+
+/// A catalog value: a restored keyspace's definition, or a plain one.
+fn decode_def(bytes: &[u8]) -> Option<(KeyspaceMode, Vec<NodeId>, Option<RestoreMark>)> {
+    if let Ok((def, _)) = crate::wire::decode::<RestoredDef>(bytes) {
+        return Some((def.mode, def.voters, Some(def.restore)));
+    }
+    let (def, _) = crate::wire::decode::<KeyspaceDef>(bytes).ok()?;
+    Some((def.mode, def.voters, None))
 }
 
 /// The command that creates `name` unless it exists.
@@ -133,16 +184,20 @@ pub fn keyspaces_scanned(machine: &StrongMachine) -> (BTreeMap<String, Entry>, b
         let Ok(name) = std::str::from_utf8(&key[KEYSPACE_PREFIX.len()..]) else {
             continue;
         };
-        let Ok((def, _)) = crate::wire::decode::<KeyspaceDef>(&version.value) else {
+        let Some((mode, voters, restore)) = decode_def(&version.value) else {
             continue;
         };
         let info = KeyspaceInfo {
             name: name.to_string(),
             id: KeyspaceId(version.create_revision.0),
-            mode: def.mode,
+            mode,
         };
-        let voters = def.voters;
-        keyspaces.insert(name.to_string(), Entry { info, voters });
+        let entry = Entry {
+            info,
+            voters,
+            restore,
+        };
+        keyspaces.insert(name.to_string(), entry);
     }
     (keyspaces, !more)
 }
@@ -174,7 +229,6 @@ mod tests {
     use super::*;
     use crate::eventual::ValueType;
     use crate::strong::{ClientId, MachineConfig, Request};
-    use crate::types::LogIndex;
 
     fn apply(machine: &mut StrongMachine, index: u64, seq: u64, command: Command) {
         let request = Request {
@@ -214,6 +268,24 @@ mod tests {
         let found = keyspaces(&machine);
         assert_eq!(found["orders"].info.id, KeyspaceId(5));
         assert_eq!(found["orders"].info.mode, set);
+        assert_eq!(found["orders"].restore, None);
+        let mark = RestoreMark {
+            restore: 7,
+            revision: Some(LogIndex(40)),
+        };
+        let restored = restore_command("sales", KeyspaceMode::Strong, vec![NodeId(1)], mark);
+        apply(&mut machine, 6, 6, restored);
+        let found = keyspaces(&machine);
+        assert_eq!(
+            found["sales"].restore,
+            Some(mark),
+            "a restored keyspace keeps its mark"
+        );
+        assert_eq!(found["sales"].voters, vec![NodeId(1)]);
+        assert_eq!(
+            found["orders"].restore, None,
+            "plain definitions still decode"
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@
 
 mod admin;
 mod admit;
+pub mod backup;
 pub mod catalog;
 mod requests;
 mod translate;
@@ -243,6 +244,8 @@ struct InFlight {
     readies: Vec<(GroupId, ReplicaReady)>,
     /// Each engine batch, with the keys it changes (for the keyspace's feed).
     persists: Vec<(KeyspaceId, eventual::PersistId, Vec<bytes::Bytes>)>,
+    /// Restore chunks the batch carries.
+    restore: backup::RestoreBatch,
 }
 
 /// Everything a node decides.
@@ -279,6 +282,8 @@ pub struct NodeCore {
     transmits: VecDeque<Transmit>,
     answers: VecDeque<(ReplyTo, FromNode)>,
     random: SeededRng,
+    /// Open backups and keyspaces being restored.
+    backups: backup::Backups,
 }
 
 impl NodeCore {
@@ -314,6 +319,7 @@ impl NodeCore {
             transmits: VecDeque::new(),
             answers: VecDeque::new(),
             random,
+            backups: backup::Backups::default(),
         };
         // A joiner waits for the leader's configuration (see `CoreConfig::join`).
         let voters = if core.config.join {
@@ -441,6 +447,7 @@ impl NodeCore {
             }
         }
         self.drain_engines();
+        self.close_idle_backups();
         for tag in self.waiting.expired(now) {
             self.time_out(tag);
         }
@@ -471,9 +478,11 @@ impl NodeCore {
         for id in std::mem::take(&mut self.drops) {
             batch.drop_keyspace(id);
         }
+        let restore = self.take_restore_batch(&mut batch);
         let mut in_flight = InFlight {
             readies: Vec::new(),
             persists: Vec::new(),
+            restore,
         };
         for (group, keyspace) in &mut self.groups {
             let Some(mut ready) = keyspace.replica.take_ready() else {
@@ -506,6 +515,8 @@ impl NodeCore {
             }
         }
         if batch.is_empty() && in_flight.readies.is_empty() && in_flight.persists.is_empty() {
+            // Restore chunks that changed nothing durable are answered now.
+            self.restore_persisted(in_flight.restore)?;
             return Ok(None);
         }
         self.in_flight = Some(in_flight);
@@ -529,6 +540,8 @@ impl NodeCore {
             }
         }
         self.drain_engines();
+        self.restore_persisted(in_flight.restore)?;
+        self.open_ready_backups();
         Ok(())
     }
 
@@ -630,8 +643,11 @@ impl NodeCore {
                 self.stop_keyspace(&name);
             }
         }
+        if complete {
+            self.release_held(&desired);
+        }
         for (name, entry) in &desired {
-            if !self.names.contains_key(name) {
+            if !self.names.contains_key(name) && !self.hold_restored(name, entry)? {
                 self.start_keyspace(name, entry)?;
             }
         }
@@ -702,8 +718,9 @@ impl NodeCore {
         }
         let applied = self.groups[&CATALOG_GROUP].replica.status().applied;
         for id in self.durable.stored_keyspaces()? {
-            let running =
-                self.groups.contains_key(&GroupId(id.0)) || self.eventual.contains_key(&id);
+            let running = self.groups.contains_key(&GroupId(id.0))
+                || self.eventual.contains_key(&id)
+                || self.holds(id);
             let catalog = GroupId(id.0) == CATALOG_GROUP;
             if !catalog && !running && !desired.contains(&id) && id.0 <= applied.0 {
                 self.drops.insert(id);

@@ -218,6 +218,14 @@ impl NodeCore {
                 }
                 return;
             }
+            Waiting::Backup => {
+                let pending = super::waiting::Pending {
+                    waiting: Waiting::Backup,
+                    ..pending
+                };
+                self.backup_read_index(group, pending, completion.answer);
+                return;
+            }
             Waiting::Eventual(_) | Waiting::Watch(_) => return,
         };
         let result = self.strong_result(group, served, completion.answer);

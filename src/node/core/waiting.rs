@@ -33,6 +33,8 @@ pub(super) enum Waiting {
     Admin(Box<AdminRequest>),
     /// A watch poll waiting for a change (its deadline is the end of its wait).
     Watch(super::watch::WatchWait),
+    /// A strong keyspace's backup waiting for a read index, then for the store to hold it.
+    Backup,
 }
 
 /// A catalog change waiting to commit.
@@ -80,14 +82,16 @@ impl Waiting {
             Waiting::Eventual(wait) => wait.writes_left > 0,
             Waiting::Catalog(_) => true,
             // Not started on any keyspace yet, nor proposed.
-            Waiting::Lookup(_) | Waiting::Admin(_) | Waiting::Watch(_) => false,
+            Waiting::Lookup(_) | Waiting::Admin(_) | Waiting::Watch(_) | Waiting::Backup => false,
         }
     }
 
     /// The frame that carries `error` back for this kind of request.
     pub fn error_reply(&self, error: ClientError) -> FromNode {
         match self {
-            Waiting::Catalog(_) | Waiting::Admin(_) => FromNode::Admin(Err(error.into())),
+            Waiting::Catalog(_) | Waiting::Admin(_) | Waiting::Backup => {
+                FromNode::Admin(Err(error.into()))
+            }
             _ => FromNode::data_error(error),
         }
     }
