@@ -81,7 +81,7 @@ impl Plan {
     /// The level a write asks for, as results name it: `majority` for a strong write.
     pub(crate) fn write_name(&self) -> &'static str {
         match self.mode {
-            KeyspaceMode::Strong => "majority",
+            KeyspaceMode::Strong | KeyspaceMode::Paxos => "majority",
             KeyspaceMode::Eventual(_) => write_name(self.write.unwrap_or(WriteLevel::Local)),
         }
     }

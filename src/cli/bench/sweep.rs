@@ -25,6 +25,7 @@ use std::time::Duration;
 
 const STRONG_KEYSPACE: &str = "sweep-strong";
 const EVENTUAL_KEYSPACE: &str = "sweep-lww";
+const PAXOS_KEYSPACE: &str = "sweep-paxos";
 
 #[derive(Debug, Args)]
 pub(crate) struct SweepArgs {
@@ -152,6 +153,7 @@ fn keyspace_of(mode: KeyspaceMode) -> &'static str {
     match mode {
         KeyspaceMode::Strong => STRONG_KEYSPACE,
         KeyspaceMode::Eventual(_) => EVENTUAL_KEYSPACE,
+        KeyspaceMode::Paxos => PAXOS_KEYSPACE,
     }
 }
 

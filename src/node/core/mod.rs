@@ -26,6 +26,7 @@
 mod admin;
 mod admit;
 pub mod catalog;
+mod paxos;
 mod requests;
 mod translate;
 mod waiting;
@@ -63,6 +64,11 @@ pub enum PeerMessage {
         keyspace: KeyspaceId,
         message: GossipMessage,
     },
+    /// A paxos keyspace's message (added last: the wire encodes the variant's index).
+    Paxos {
+        keyspace: KeyspaceId,
+        envelope: crate::paxos::Envelope,
+    },
 }
 
 /// A message for a peer.
@@ -78,8 +84,17 @@ pub struct Transmit {
 /// through it as they run.
 pub trait Durable: MachineStore + StateStore {
     fn raft_restore(&self, group: GroupId) -> Result<RestoredState, StorageError>;
-    /// Every group and eventual keyspace id that has a row (group 0 included).
+    /// Every group, eventual and paxos keyspace id that has a row (group 0 included).
     fn stored_keyspaces(&self) -> Result<BTreeSet<KeyspaceId>, StorageError>;
+    /// `key`'s acceptor state in paxos keyspace `keyspace`, as the last persisted batch left
+    /// it (`None`: never persisted).
+    fn paxos_acceptor(
+        &self,
+        keyspace: KeyspaceId,
+        key: &[u8],
+    ) -> Result<Option<crate::paxos::AcceptorState>, StorageError>;
+    /// The highest paxos incarnation a start made durable (0: none).
+    fn paxos_incarnation(&self) -> Result<u64, StorageError>;
 }
 
 /// A deliberate bug at the node layer, to prove the node simulator's checkers catch it.
@@ -144,6 +159,11 @@ pub struct CoreConfig {
     pub session_timeout: Duration,
     /// What each keyspace keeps for watches.
     pub watch: WatchLimits,
+    /// A paxos round with no quorum of answers after this long is retried.
+    pub paxos_round_timeout: Duration,
+    /// Acceptor states each paxos keyspace holds in memory, at most (about: those changed
+    /// and not yet persisted come on top); the rest are read from the store.
+    pub paxos_cache_keys: usize,
     #[cfg(feature = "sim-bugs")]
     pub bug: Option<NodeBug>,
 }
@@ -176,6 +196,11 @@ impl CoreConfig {
             clock_skew_max: Duration::from_secs(300),
             session_timeout: crate::strong::SESSION_TIMEOUT_DEFAULT,
             watch: WatchLimits::default(),
+            // Room for two fsyncs and a round trip on a loaded machine: a shorter round
+            // retries rounds that were about to succeed, and retries collide.
+            paxos_round_timeout: Duration::from_millis(200),
+            // About 100 bytes a state plus the value: tens of MB for small values.
+            paxos_cache_keys: 100_000,
             #[cfg(feature = "sim-bugs")]
             bug: None,
         }
@@ -218,6 +243,14 @@ pub enum CoreError {
         #[source]
         fault: eventual::StoreError,
     },
+    /// A paxos keyspace could not read an acceptor state: an acceptor that answers from a
+    /// wrong read could break a promise, so the node stops.
+    #[error("paxos keyspace {} cannot read its storage", keyspace.0)]
+    PaxosStorage {
+        keyspace: KeyspaceId,
+        #[source]
+        fault: crate::paxos::StoreError,
+    },
 }
 
 /// A strong keyspace (or the catalog) on this node.
@@ -243,6 +276,10 @@ struct InFlight {
     readies: Vec<(GroupId, ReplicaReady)>,
     /// Each engine batch, with the keys it changes (for the keyspace's feed).
     persists: Vec<(KeyspaceId, eventual::PersistId, Vec<bytes::Bytes>)>,
+    /// Paxos Readies whose states the batch holds.
+    paxos: Vec<paxos::PaxosInFlight>,
+    /// Whether the batch holds this start's paxos incarnation.
+    incarnation: bool,
 }
 
 /// Everything a node decides.
@@ -258,6 +295,12 @@ pub struct NodeCore {
     /// Group 0 and every strong keyspace, by group id (= keyspace id).
     groups: BTreeMap<GroupId, StrongKeyspace>,
     eventual: BTreeMap<KeyspaceId, EventualKeyspace>,
+    paxos: BTreeMap<KeyspaceId, paxos::PaxosKeyspace>,
+    /// This start's paxos incarnation: one above the durable counter at boot.
+    paxos_incarnation: u64,
+    /// Whether a persisted batch holds `paxos_incarnation`: until then no paxos message
+    /// leaves (a crash before would let the next start reuse its ballots).
+    paxos_incarnation_durable: bool,
     /// The keyspaces running here, by name.
     names: BTreeMap<String, (KeyspaceId, KeyspaceMode)>,
     waiting: WaitTable,
@@ -292,6 +335,7 @@ impl NodeCore {
     ) -> Result<NodeCore, CoreError> {
         let mut random = SeededRng::new(seed);
         let members = config.initial_cluster.clone();
+        let paxos_incarnation = durable.paxos_incarnation()? + 1;
         let mut core = NodeCore {
             config,
             durable,
@@ -301,6 +345,9 @@ impl NodeCore {
             members,
             groups: BTreeMap::new(),
             eventual: BTreeMap::new(),
+            paxos: BTreeMap::new(),
+            paxos_incarnation,
+            paxos_incarnation_durable: false,
             names: BTreeMap::new(),
             waiting: WaitTable::new(),
             watchers: BTreeSet::new(),
@@ -381,6 +428,9 @@ impl NodeCore {
                     self.drain_engine(keyspace);
                 }
             }
+            PeerMessage::Paxos { keyspace, envelope } => {
+                self.handle_paxos(from, keyspace, envelope);
+            }
         }
     }
 
@@ -417,6 +467,7 @@ impl NodeCore {
         let idle = self.now + Duration::from_secs(1);
         groups
             .chain(engines)
+            .chain(self.paxos_poll_timeout())
             .chain(self.waiting.next_deadline())
             .fold(idle, Instant::min)
     }
@@ -441,6 +492,7 @@ impl NodeCore {
             }
         }
         self.drain_engines();
+        self.paxos_timeouts();
         for tag in self.waiting.expired(now) {
             self.time_out(tag);
         }
@@ -474,7 +526,15 @@ impl NodeCore {
         let mut in_flight = InFlight {
             readies: Vec::new(),
             persists: Vec::new(),
+            paxos: Vec::new(),
+            incarnation: false,
         };
+        // The first batch of a start makes its incarnation durable (see `paxos`).
+        if !self.paxos_incarnation_durable {
+            batch.paxos_incarnation(self.paxos_incarnation);
+            in_flight.incarnation = true;
+        }
+        in_flight.paxos = self.paxos_poll_persist(&mut batch)?;
         for (group, keyspace) in &mut self.groups {
             let Some(mut ready) = keyspace.replica.take_ready() else {
                 continue;
@@ -505,7 +565,10 @@ impl NodeCore {
                 batch.eventual_persist(*id, persist);
             }
         }
-        if batch.is_empty() && in_flight.readies.is_empty() && in_flight.persists.is_empty() {
+        let nothing = in_flight.readies.is_empty()
+            && in_flight.persists.is_empty()
+            && in_flight.paxos.is_empty();
+        if batch.is_empty() && nothing {
             return Ok(None);
         }
         self.in_flight = Some(in_flight);
@@ -519,6 +582,10 @@ impl NodeCore {
         let Some(in_flight) = self.in_flight.take() else {
             return Ok(());
         };
+        if in_flight.incarnation {
+            self.paxos_incarnation_durable = true;
+        }
+        self.paxos_persisted(in_flight.paxos);
         for (group, ready) in in_flight.readies {
             self.ready_persisted(group, ready)?;
         }
@@ -666,6 +733,12 @@ impl NodeCore {
                 };
                 self.eventual.insert(info.id, keyspace);
             }
+            KeyspaceMode::Paxos => {
+                let node = self.boot_paxos(info.id)?;
+                let name = name.to_string();
+                self.paxos
+                    .insert(info.id, paxos::PaxosKeyspace { name, node });
+            }
         }
         tracing::info!(keyspace = %name, id = info.id.0, mode = %info.mode, "keyspace started");
         self.names.insert(name.to_string(), (info.id, info.mode));
@@ -680,6 +753,7 @@ impl NodeCore {
         };
         self.groups.remove(&GroupId(id.0));
         self.eventual.remove(&id);
+        self.paxos.remove(&id);
         self.watchers.retain(|(keyspace, _)| *keyspace != id);
         if !self.config.planted(NodeBug::DropKeepsRows) {
             self.drops.insert(id);
@@ -702,8 +776,9 @@ impl NodeCore {
         }
         let applied = self.groups[&CATALOG_GROUP].replica.status().applied;
         for id in self.durable.stored_keyspaces()? {
-            let running =
-                self.groups.contains_key(&GroupId(id.0)) || self.eventual.contains_key(&id);
+            let running = self.groups.contains_key(&GroupId(id.0))
+                || self.eventual.contains_key(&id)
+                || self.paxos.contains_key(&id);
             let catalog = GroupId(id.0) == CATALOG_GROUP;
             if !catalog && !running && !desired.contains(&id) && id.0 <= applied.0 {
                 self.drops.insert(id);

@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
+mod paxos;
 mod workload;
 
 /// In the faulty phase a strong operation is abandoned after this long (the client
@@ -412,7 +413,7 @@ impl DataClient {
             (Operation::Get { .. }, Answer::Strong(current)) => {
                 let applied = match receipt.position {
                     Position::Raft { applied, .. } => applied.0,
-                    Position::Eventual { .. } => 0,
+                    Position::Eventual { .. } | Position::Paxos { .. } => 0,
                 };
                 self.revisions.insert(slot, revision_of(&current));
                 Return::Get {
@@ -546,7 +547,7 @@ impl DataClient {
                     Ok((Answer::Acknowledged { .. }, receipt)) => {
                         let (token, stamp) = match receipt.position {
                             Position::Eventual { token, stamp, .. } => (token, stamp),
-                            Position::Raft { .. } => (None, None),
+                            Position::Raft { .. } | Position::Paxos { .. } => (None, None),
                         };
                         if let Some(token) = token {
                             let slot = slot_of(&active.request);
