@@ -301,6 +301,9 @@ pub struct NodeCore {
     /// Whether a persisted batch holds `paxos_incarnation`: until then no paxos message
     /// leaves (a crash before would let the next start reuse its ballots).
     paxos_incarnation_durable: bool,
+    /// Paxos messages this node addressed to itself, handed back by the next
+    /// `poll_persist` (persisted ones only once their batch is durable).
+    paxos_loopback: VecDeque<(KeyspaceId, crate::paxos::Envelope)>,
     /// The keyspaces running here, by name.
     names: BTreeMap<String, (KeyspaceId, KeyspaceMode)>,
     waiting: WaitTable,
@@ -348,6 +351,7 @@ impl NodeCore {
             paxos: BTreeMap::new(),
             paxos_incarnation,
             paxos_incarnation_durable: false,
+            paxos_loopback: VecDeque::new(),
             names: BTreeMap::new(),
             waiting: WaitTable::new(),
             watchers: BTreeSet::new(),

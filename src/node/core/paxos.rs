@@ -76,13 +76,32 @@ impl AcceptorStore for KeyspaceAcceptors {
     }
 }
 
-fn push_paxos(transmits: &mut VecDeque<Transmit>, keyspace: KeyspaceId, envelopes: Vec<Envelope>) {
-    for envelope in envelopes {
-        let to = envelope.to;
-        let message = PeerMessage::Paxos { keyspace, envelope };
-        transmits.push_back(Transmit { to, message });
+/// Where a paxos core's envelopes go: to peers through the transport, and those a node
+/// addresses to itself (its proposer to its own acceptor) back into the core.
+struct Outlet<'a> {
+    me: crate::types::NodeId,
+    transmits: &'a mut VecDeque<Transmit>,
+    loopback: &'a mut VecDeque<(KeyspaceId, Envelope)>,
+}
+
+impl Outlet<'_> {
+    fn push(&mut self, keyspace: KeyspaceId, envelopes: Vec<Envelope>) {
+        for envelope in envelopes {
+            if envelope.to == self.me {
+                self.loopback.push_back((keyspace, envelope));
+                continue;
+            }
+            let to = envelope.to;
+            let message = PeerMessage::Paxos { keyspace, envelope };
+            self.transmits.push_back(Transmit { to, message });
+        }
     }
 }
+
+/// Rounds of handing self-addressed messages back within one `poll_persist`: a proposer's
+/// prepare to itself, its promise, its accept and its ack take a few; the rest wait for the
+/// next call (`poll_timeout` says it is due at once).
+const LOOPBACK_ROUNDS_MAX: usize = 4;
 
 impl NodeCore {
     /// A paxos core for keyspace `id`, reading its acceptor states from the store as it
@@ -186,12 +205,24 @@ impl NodeCore {
         }
     }
 
-    /// The earliest paxos timer.
+    /// The earliest paxos timer; now, when messages to this node wait to be handed back.
     pub(super) fn paxos_poll_timeout(&self) -> Option<Instant> {
+        let loopback = (!self.paxos_loopback.is_empty()).then_some(self.now);
         self.paxos
             .values()
             .filter_map(|paxos| paxos.node.poll_timeout())
+            .chain(loopback)
             .min()
+    }
+
+    /// Hands the messages this node addressed to itself back to their cores.
+    fn deliver_loopback(&mut self) {
+        let now = self.now;
+        while let Some((keyspace, envelope)) = self.paxos_loopback.pop_front() {
+            if let Some(paxos) = self.paxos.get_mut(&keyspace) {
+                paxos.node.handle_message(now, envelope);
+            }
+        }
     }
 
     /// Takes every paxos core's Ready: its states go into `batch`, its early messages and
@@ -203,36 +234,47 @@ impl NodeCore {
         batch: &mut crate::storage::Batch,
     ) -> Result<Vec<PaxosInFlight>, CoreError> {
         let durable = self.paxos_incarnation_durable;
-        let mut in_flight = Vec::new();
+        let mut in_flight: Vec<PaxosInFlight> = Vec::new();
         let mut answers = Vec::new();
-        for (id, paxos) in &mut self.paxos {
-            if let Some(fault) = paxos.node.fault() {
-                return Err(CoreError::PaxosStorage {
-                    keyspace: *id,
-                    fault: fault.clone(),
-                });
+        for _ in 0..LOOPBACK_ROUNDS_MAX {
+            self.deliver_loopback();
+            let mut outlet = Outlet {
+                me: self.config.id,
+                transmits: &mut self.transmits,
+                loopback: &mut self.paxos_loopback,
+            };
+            for (id, paxos) in &mut self.paxos {
+                if let Some(fault) = paxos.node.fault() {
+                    return Err(CoreError::PaxosStorage {
+                        keyspace: *id,
+                        fault: fault.clone(),
+                    });
+                }
+                while let Some(ready) = paxos.node.ready() {
+                    answers.extend(ready.answers);
+                    if ready.persist.is_empty() && durable {
+                        outlet.push(*id, ready.messages);
+                        outlet.push(*id, ready.persisted_messages);
+                        paxos.node.advance(ready.id);
+                        continue;
+                    }
+                    let mut after_persist = ready.persisted_messages;
+                    if durable {
+                        outlet.push(*id, ready.messages);
+                    } else {
+                        after_persist.extend(ready.messages);
+                    }
+                    batch.paxos_persist(*id, ready.persist);
+                    in_flight.push(PaxosInFlight {
+                        keyspace: *id,
+                        ready: ready.id,
+                        after_persist,
+                    });
+                    break; // One Ready per core per batch: the next waits for `advance`.
+                }
             }
-            while let Some(ready) = paxos.node.ready() {
-                answers.extend(ready.answers);
-                if ready.persist.is_empty() && durable {
-                    push_paxos(&mut self.transmits, *id, ready.messages);
-                    push_paxos(&mut self.transmits, *id, ready.persisted_messages);
-                    paxos.node.advance(ready.id);
-                    continue;
-                }
-                let mut after_persist = ready.persisted_messages;
-                if durable {
-                    push_paxos(&mut self.transmits, *id, ready.messages);
-                } else {
-                    after_persist.extend(ready.messages);
-                }
-                batch.paxos_persist(*id, ready.persist);
-                in_flight.push(PaxosInFlight {
-                    keyspace: *id,
-                    ready: ready.id,
-                    after_persist,
-                });
-                break; // One Ready per core per batch: the next waits for `advance`.
+            if self.paxos_loopback.is_empty() {
+                break;
             }
         }
         for answer in answers {
@@ -248,7 +290,12 @@ impl NodeCore {
             let Some(paxos) = self.paxos.get_mut(&done.keyspace) else {
                 continue;
             };
-            push_paxos(&mut self.transmits, done.keyspace, done.after_persist);
+            let mut outlet = Outlet {
+                me: self.config.id,
+                transmits: &mut self.transmits,
+                loopback: &mut self.paxos_loopback,
+            };
+            outlet.push(done.keyspace, done.after_persist);
             paxos.node.advance(done.ready);
         }
     }
