@@ -266,6 +266,12 @@ impl DataClient {
             self.give_up(cx);
             return Vec::new();
         }
+        if self.paxos_resend_unsafe(cx) {
+            // Indeterminate, as the client library leaves it (see `draw_paxos`).
+            self.abandon(cx);
+            return Vec::new();
+        }
+        let active = self.active.as_mut().expect("an operation is active");
         self.attempt += 1;
         active.waiting = Some(cx.now + ATTEMPT_TIMEOUT);
         active.protected = cx.catalog.stage(&active.request.keyspace) == Some(Stage::Live);

@@ -3,12 +3,34 @@
 //! `keyspace/key`), so the linearizability checker judges them alike.
 
 use super::workload::strong_key;
-use super::{Context, DataClient, STRONG_KEYS};
+use super::{Active, Context, DataClient, STRONG_KEYS, Work};
+use crate::protocol::KeyspaceMode;
 use crate::protocol::Operation;
 use crate::types::LogIndex;
 use bytes::Bytes;
 
 impl DataClient {
+    /// Whether the active operation is a paxos write that an earlier attempt may have
+    /// applied: a paxos keyspace keeps no client sessions, so a resend would be a second
+    /// write (a cas that won would be answered as lost), and the operation must end
+    /// indeterminate instead.
+    pub(super) fn paxos_resend_unsafe(&self, cx: &Context<'_>) -> bool {
+        let Some(Active {
+            work:
+                Work::Strong {
+                    write: true,
+                    maybe_applied: true,
+                    ..
+                },
+            request,
+            ..
+        }) = &self.active
+        else {
+            return false;
+        };
+        cx.catalog.mode(&request.keyspace) == Some(KeyspaceMode::Paxos)
+    }
+
     /// Draws one operation on paxos keyspace `keyspace`: reads take the one level a paxos
     /// keyspace has (linearizable, the default), writes are put, delete and cas.
     pub(super) fn draw_paxos(&mut self, cx: &mut Context<'_>, keyspace: String) {

@@ -20,7 +20,7 @@ impl DataClient {
             let mut keys = VecDeque::new();
             let mut n = 0;
             for (name, mode, _) in cx.catalog.live() {
-                if mode != KeyspaceMode::Strong {
+                if !matches!(mode, KeyspaceMode::Strong | KeyspaceMode::Paxos) {
                     continue;
                 }
                 for key in 0..STRONG_KEYS {
