@@ -21,6 +21,7 @@
 //!   └─ plot.rs      SVG plots (plotters)
 //! ```
 
+mod failover;
 mod load;
 mod plot;
 mod report;
