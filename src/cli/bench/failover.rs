@@ -99,9 +99,13 @@ pub(crate) async fn measure(
         .await
         .map_err(|error| anyhow::anyhow!("probe write: {error}"))?;
     let stop = Arc::new(AtomicBool::new(false));
+    // Writers start at every node in turn, as clients spread over a cluster do: a strong
+    // keyspace sends them all on to its leader; a paxos one serves each where it arrives.
+    let addresses = target.addresses();
     let writers: Vec<_> = (0..WRITERS)
         .map(|index| {
-            let client = target.client.fork(None);
+            let preferred = addresses.get(index % addresses.len().max(1));
+            let client = target.client.fork(preferred.map(String::as_str));
             tokio::spawn(writer(client, keyspace.to_string(), index, stop.clone()))
         })
         .collect();
