@@ -158,6 +158,9 @@ fn a_sweep_writes_every_level_and_its_files() {
             "100ms",
             "--keys",
             "100",
+            "--failover",
+            "--failover-window",
+            "500ms",
             "--out",
             out_arg,
         ],
@@ -165,6 +168,26 @@ fn a_sweep_writes_every_level_and_its_files() {
     let results: Value =
         serde_json::from_str(&fs::read_to_string(out.join("results.json")).expect("results.json"))
             .expect("results.json is JSON");
+    // The failover rows: which node went and how writes fared; the stall is a measurement,
+    // reported, never judged here.
+    let failover: Value = serde_json::from_str(
+        &fs::read_to_string(out.join("failover.json")).expect("failover.json"),
+    )
+    .expect("failover.json is JSON");
+    let modes: Vec<&str> = failover["rows"]
+        .as_array()
+        .expect("failover rows")
+        .iter()
+        .map(|row| row["mode"].as_str().expect("mode"))
+        .collect();
+    assert_eq!(modes, ["strong", "paxos"]);
+    for row in failover["rows"].as_array().expect("rows") {
+        assert!(number(row, "writes_ok") > 0.0, "{row}");
+        assert!(
+            row["killed"].as_str().expect("killed").starts_with('n'),
+            "{row}"
+        );
+    }
     assert!(
         results["provenance"]["machine"]["cores"]
             .as_u64()
@@ -190,6 +213,8 @@ fn a_sweep_writes_every_level_and_its_files() {
         "eventual read local",
         "eventual read session",
         "eventual read quorum",
+        "paxos update majority",
+        "paxos read linearizable",
     ];
     assert_eq!(points, expected);
     for row in rows {

@@ -80,6 +80,15 @@ pub enum BackupError {
         #[source]
         source: Box<BackupError>,
     },
+    /// A keyspace whose mode backups do not cover (paxos: reading it consistently needs a
+    /// round per key). Nothing was written.
+    #[error(
+        "keyspace {keyspace:?} is a {mode} keyspace, which backups do not cover yet; nothing was written"
+    )]
+    Unsupported {
+        keyspace: String,
+        mode: crate::protocol::KeyspaceMode,
+    },
 }
 
 /// One record of the file.

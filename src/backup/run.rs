@@ -92,6 +92,14 @@ pub async fn backup(
         AdminAnswer::Keyspaces(keyspaces) => keyspaces,
         other => return Err(unexpected(&other)),
     };
+    // Refused before the file is created: a backup that leaves a keyspace out is no backup.
+    if let Some(info) = keyspaces
+        .iter()
+        .find(|info| info.mode == KeyspaceMode::Paxos)
+    {
+        let (keyspace, mode) = (info.name.clone(), info.mode);
+        return Err(BackupError::Unsupported { keyspace, mode });
+    }
     let mut writer = BackupWriter::create(out)?;
     match write_backup(client, &mut writer, keyspaces, progress).await {
         Ok(keyspaces) => {

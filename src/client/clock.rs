@@ -49,7 +49,7 @@ impl WriteClock {
         };
         let written = match &receipt.position {
             Position::Eventual { stamp, .. } => *stamp,
-            Position::Raft { .. } => None,
+            Position::Raft { .. } | Position::Paxos { .. } => None,
         };
         for stamp in read.into_iter().chain(written) {
             self.lock().observe(stamp);

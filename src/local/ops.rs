@@ -98,7 +98,8 @@ async fn wait_keyspace(
 ) -> Result<(), LocalClusterError> {
     let level = match mode {
         KeyspaceMode::Strong => ReadLevel::Stale,
-        KeyspaceMode::Eventual(_) => default_read(mode),
+        // A paxos read runs a round: it answers once a majority runs the keyspace.
+        KeyspaceMode::Eventual(_) | KeyspaceMode::Paxos => default_read(mode),
     };
     let read = || client.execute_at(endpoint, name, probe(), Some(level), None, None);
     retry_until(deadline, read)

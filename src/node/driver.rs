@@ -281,6 +281,8 @@ impl Driver {
             let lane = match transmit.message {
                 PeerMessage::Raft { .. } => Lane::Raft,
                 PeerMessage::Gossip { .. } => Lane::Gossip,
+                // Latency-bound like Raft: the client waits on every round.
+                PeerMessage::Paxos { .. } => Lane::Raft,
             };
             // Raft resends and anti-entropy repairs: a full queue or a lost message is safe.
             let _ = self.transport.send(transmit.to, lane, &transmit.message);
@@ -353,5 +355,17 @@ impl Durable for Store {
 
     fn stored_keyspaces(&self) -> Result<BTreeSet<KeyspaceId>, StorageError> {
         Ok(self.stored_ids()?.into_iter().map(KeyspaceId).collect())
+    }
+
+    fn paxos_acceptor(
+        &self,
+        keyspace: KeyspaceId,
+        key: &[u8],
+    ) -> Result<Option<crate::paxos::AcceptorState>, StorageError> {
+        Store::paxos_acceptor(self, keyspace, key)
+    }
+
+    fn paxos_incarnation(&self) -> Result<u64, StorageError> {
+        Store::paxos_incarnation(self)
     }
 }

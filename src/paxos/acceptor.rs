@@ -52,7 +52,9 @@ impl PaxosNode {
     /// A prepare from `from`. A refusal goes out at once (it promises nothing); a promise
     /// waits for the persist of the state it reports.
     pub(crate) fn on_prepare(&mut self, from: NodeId, key: Bytes, ballot: Ballot) {
-        let state = self.acceptors.entry(key.clone()).or_default();
+        let Some(state) = self.acceptor_mut(&key) else {
+            return; // The store failed: nothing more leaves this node.
+        };
         // Equal ballots are a duplicate: nothing new to persist.
         let changed = ballot > state.promised;
         let verdict = prepare(state, ballot);
@@ -70,7 +72,9 @@ impl PaxosNode {
         ballot: Ballot,
         register: Register,
     ) {
-        let state = self.acceptors.entry(key.clone()).or_default();
+        let Some(state) = self.acceptor_mut(&key) else {
+            return; // The store failed: nothing more leaves this node.
+        };
         // Ballots are unique, so the same accepted ballot means the same register: a
         // duplicate accept changes nothing.
         let accepted_before = state.accepted.as_ref().map(|(accepted, _)| *accepted);

@@ -48,8 +48,10 @@
 //! # Storage and restart
 //!
 //! The durable state is one [`AcceptorState`] per key (promised ballot, accepted ballot and
-//! register). On restart the shell passes exactly what was durable to [`PaxosNode::new`],
-//! with an `incarnation` no earlier start used. Proposer state is volatile: operations in
+//! register). On restart the shell passes exactly what was durable to [`PaxosNode::new`]
+//! (every state held in memory), or an [`AcceptorStore`] to [`PaxosNode::with_store`] (the
+//! node reads a key's state the first time it needs it and keeps a bounded cache; the store
+//! must show every advanced `Ready`'s persist), with an `incarnation` no earlier start used. Proposer state is volatile: operations in
 //! flight at a crash are lost (their clients time out; a write that had sent an accept may
 //! still take effect). Ballots carry the incarnation, so a restarted node never reissues a
 //! ballot its earlier run used, even though it keeps no ballot counter: the next round is
@@ -99,6 +101,7 @@ mod message;
 mod node;
 mod proposer;
 mod register;
+mod store;
 
 #[cfg(test)]
 mod tests;
@@ -110,3 +113,4 @@ pub use message::{
 };
 pub use node::{Answer, PaxosNode, Ready, ReadyId, Receipt, RequestId};
 pub use register::{Operation, Outcome, apply};
+pub use store::{AcceptorStore, MemoryAcceptors, StoreError};

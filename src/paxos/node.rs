@@ -6,11 +6,14 @@ use super::message::VALUE_BYTES_MAX;
 use super::message::{AcceptorState, Ballot, Envelope, KEY_BYTES_MAX, OpId, PaxosMessage};
 use super::proposer::{KeyProposer, Pending, Stage};
 use super::register::{Operation, Outcome};
+use super::store::{AcceptorStore, NoStore, StoreError};
 use crate::types::{Instant, NodeId};
 use bytes::Bytes;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
 
 /// Names a client operation, chosen by the caller and handed back in its [`Answer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,10 +80,25 @@ pub struct PaxosNode {
     pub(crate) rng: ChaCha8Rng,
     /// The latest time any call passed in (never decreases).
     pub(crate) now: Instant,
-    /// Every key's acceptor state, as this node holds it (durable, or in the next persist).
+    /// The acceptor states this node holds in memory: every key's newest state for the keys
+    /// it holds (durable, or in the next persist). A key it does not hold is read through
+    /// `store`. At most `cache_max` entries, apart from pinned ones (`dirty`, `unadvanced`).
     pub(crate) acceptors: BTreeMap<Bytes, AcceptorState>,
-    /// Keys whose state changed since the last `Ready` took the persist.
+    /// Keys whose state changed since the last `Ready` took the persist. Pinned in the cache:
+    /// the store does not have their newest state.
     pub(crate) dirty: BTreeSet<Bytes>,
+    /// The keys of the outstanding `Ready`'s persist: pinned until `advance`, since the store
+    /// may not hold them before.
+    pub(crate) unadvanced: BTreeSet<Bytes>,
+    /// Where states not in `acceptors` are read.
+    store: StoreHandle,
+    /// The cache's bound; `None`: unbounded (a node built by `new` has no store to fall back
+    /// on, so it keeps everything).
+    cache_max: Option<usize>,
+    /// Eviction goes round the keys from here, so a hot key is not the first to go each time.
+    evict_after: Bytes,
+    /// Set when the store failed a read: the node hands out no more `Ready`s.
+    fault: Option<StoreError>,
     /// Keys with operations queued here.
     pub(crate) proposers: BTreeMap<Bytes, KeyProposer>,
     /// Operations queued or running, over all keys. `<= config.pending_max`.
@@ -97,25 +115,61 @@ pub struct PaxosNode {
 
 impl PaxosNode {
     /// Builds a node from its configuration and the acceptor states that were durable at
-    /// (re)start. `rng_seed` drives every random choice (backoffs); `now` starts the clock.
+    /// (re)start, all held in memory (no store, no eviction: for the simulator and tests).
+    /// `rng_seed` drives every random choice (backoffs); `now` starts the clock.
     pub fn new(
         config: Config,
         restored: Vec<(Bytes, AcceptorState)>,
         rng_seed: u64,
         now: Instant,
     ) -> Result<PaxosNode, ConfigError> {
-        config.validate()?;
         let sane =
             |(key, state): &(Bytes, AcceptorState)| key.len() <= KEY_BYTES_MAX && state.is_sane();
         if !restored.iter().all(sane) {
             return Err(ConfigError::RestoredState);
         }
+        let mut node = PaxosNode::build(config, Arc::new(NoStore), None, rng_seed, now)?;
+        node.acceptors = restored.into_iter().collect();
+        node.check_invariants();
+        Ok(node)
+    }
+
+    /// Builds a node that reads acceptor states through `store` as it needs them and holds
+    /// at most about `cache_max` of them in memory (pinned keys aside: those changed and not
+    /// yet advanced). The store must show every advanced `Ready`'s persist (see
+    /// [`AcceptorStore`]). Nothing is read at start: a node with a million keys starts at once.
+    pub fn with_store(
+        config: Config,
+        store: Arc<dyn AcceptorStore>,
+        cache_max: usize,
+        rng_seed: u64,
+        now: Instant,
+    ) -> Result<PaxosNode, ConfigError> {
+        if cache_max == 0 {
+            return Err(ConfigError::Limit { name: "cache_max" });
+        }
+        PaxosNode::build(config, store, Some(cache_max), rng_seed, now)
+    }
+
+    fn build(
+        config: Config,
+        store: Arc<dyn AcceptorStore>,
+        cache_max: Option<usize>,
+        rng_seed: u64,
+        now: Instant,
+    ) -> Result<PaxosNode, ConfigError> {
+        config.validate()?;
         let node = PaxosNode {
             config,
             rng: ChaCha8Rng::seed_from_u64(rng_seed),
             now,
-            acceptors: restored.into_iter().collect(),
+            acceptors: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            unadvanced: BTreeSet::new(),
+            store: StoreHandle(store),
+            cache_max,
+            evict_after: Bytes::new(),
+            fault: None,
             proposers: BTreeMap::new(),
             pending: 0,
             op_seq: 0,
@@ -259,19 +313,94 @@ impl PaxosNode {
         self.proposers.values().map(|keyed| keyed.timer).min()
     }
 
+    /// Every acceptor, this node included.
+    pub fn acceptors(&self) -> &[NodeId] {
+        &self.config.nodes
+    }
+
     /// Operations queued or running here.
     pub fn pending(&self) -> usize {
         self.pending
     }
 
-    /// This node's acceptor state for `key`, if it has one (for tests and checkers).
+    /// This node's acceptor state for `key`, if it holds it in memory (for tests and
+    /// checkers: a node built by `new` holds every key it has).
     pub fn acceptor_state(&self, key: &[u8]) -> Option<&AcceptorState> {
         self.acceptors.get(key)
     }
 
-    /// The next batch of work, or `None` if there is none or the last one is not advanced.
+    /// Acceptor states held in memory.
+    pub fn cached(&self) -> usize {
+        self.acceptors.len()
+    }
+
+    /// Why the store failed a read, if it did. From then on the node hands out no `Ready`:
+    /// the shell must stop it (a restart reads the store afresh).
+    pub fn fault(&self) -> Option<&StoreError> {
+        self.fault.as_ref()
+    }
+
+    /// `key`'s acceptor state, read through the store when it is not held; `None` once the
+    /// store has failed (the caller then ignores its input: nothing more leaves the node).
+    pub(crate) fn acceptor_mut(&mut self, key: &Bytes) -> Option<&mut AcceptorState> {
+        if self.fault.is_some() {
+            return None;
+        }
+        if !self.acceptors.contains_key(key) {
+            match self.store.0.acceptor_state(key) {
+                Ok(state) => {
+                    let state = state.unwrap_or_default();
+                    if !state.is_sane() {
+                        self.fault = Some(StoreError {
+                            source: Arc::new(InsaneState),
+                        });
+                        return None;
+                    }
+                    self.acceptors.insert(key.clone(), state);
+                }
+                Err(error) => {
+                    self.fault = Some(error);
+                    return None;
+                }
+            }
+        }
+        self.acceptors.get_mut(key)
+    }
+
+    /// Drops unpinned states from the cache until it is back at its bound, going round the
+    /// keys from where the last eviction stopped.
+    fn evict(&mut self) {
+        let Some(cache_max) = self.cache_max else {
+            return;
+        };
+        let excess = self.acceptors.len().saturating_sub(cache_max);
+        if excess == 0 {
+            return;
+        }
+        let after = (Bound::Excluded(&self.evict_after[..]), Bound::Unbounded);
+        let upto = (Bound::Unbounded, Bound::Included(&self.evict_after[..]));
+        let pinned = |key: &&Bytes| self.dirty.contains(*key) || self.unadvanced.contains(*key);
+        let victims: Vec<Bytes> = self
+            .acceptors
+            .range::<[u8], _>(after)
+            .chain(self.acceptors.range::<[u8], _>(upto))
+            .map(|(key, _)| key)
+            .filter(|key| !pinned(key))
+            .take(excess)
+            .cloned()
+            .collect();
+        for key in &victims {
+            self.acceptors.remove(key);
+        }
+        if let Some(last) = victims.last() {
+            self.evict_after = last.clone();
+        }
+    }
+
+    /// The next batch of work, or `None` if there is none, the last one is not advanced, or
+    /// the store failed.
     pub fn ready(&mut self) -> Option<Ready> {
-        if self.inflight_ready.is_some() {
+        if self.inflight_ready.is_some() || self.fault.is_some() {
             return None;
         }
         let outbox = &self.outbox;
@@ -285,13 +414,16 @@ impl PaxosNode {
         self.ready_seq += 1;
         let id = ReadyId(self.ready_seq);
         self.inflight_ready = Some(id);
-        let persist = std::mem::take(&mut self.dirty)
-            .into_iter()
+        let dirty = std::mem::take(&mut self.dirty);
+        let persist = dirty
+            .iter()
             .map(|key| {
-                let state = self.acceptors.get(&key).cloned().unwrap_or_default();
-                (key, state)
+                let state = self.acceptors.get(key).cloned();
+                let state = state.expect("invariant: a dirty key is pinned in the cache");
+                (key.clone(), state)
             })
             .collect();
+        self.unadvanced = dirty;
         let outbox = std::mem::take(&mut self.outbox);
         Some(Ready {
             id,
@@ -311,6 +443,9 @@ impl PaxosNode {
             "advance takes the outstanding Ready's id"
         );
         self.inflight_ready = None;
+        // The store holds this Ready's states now: they may go from the cache.
+        self.unadvanced.clear();
+        self.evict();
     }
 
     fn observe(&mut self, now: Instant) {
@@ -339,5 +474,22 @@ impl PaxosNode {
         for state in self.acceptors.values() {
             assert!(state.is_sane(), "an acceptor accepted above its promise");
         }
+        for key in self.dirty.iter().chain(&self.unadvanced) {
+            assert!(self.acceptors.contains_key(key), "a pinned key is cached");
+        }
     }
 }
+
+/// The store, behind a `Debug` the node's derive can use.
+struct StoreHandle(Arc<dyn AcceptorStore>);
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AcceptorStore")
+    }
+}
+
+/// A stored state that breaks its invariant (accepted above its promise): corrupt storage.
+#[derive(Debug, thiserror::Error)]
+#[error("a stored acceptor state accepted a ballot above its promise")]
+struct InsaneState;

@@ -72,9 +72,10 @@ pub(crate) struct KeyProposer {
 impl PaxosNode {
     /// Starts a new round for `key`'s front operation under a ballot above every round seen.
     pub(crate) fn start_round(&mut self, key: &Bytes) {
+        // Read through the store if need be: a round above the local promise is not refused
+        // by this node's own acceptor. (A store fault leaves 0: the node is stopping.)
         let local = self
-            .acceptors
-            .get(key)
+            .acceptor_mut(key)
             .map_or(0, |state| state.promised.round);
         let proposer = self.config.proposer();
         let deadline = self.now + self.config.round_timeout;

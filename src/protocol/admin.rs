@@ -223,6 +223,21 @@ pub struct NodeStatus {
     pub faults: FaultRules,
     /// How long the node's driver task held on since it started (filled by the shell).
     pub driver: DriverStats,
+    /// Every paxos keyspace this node runs (added last: the wire encodes fields in order).
+    pub paxos: Vec<PaxosStatus>,
+}
+
+/// A paxos keyspace's state on one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaxosStatus {
+    pub keyspace: String,
+    pub id: KeyspaceId,
+    /// The acceptors (the members when the keyspace started here).
+    pub acceptors: Vec<NodeId>,
+    /// Operations queued or running on this node's proposer.
+    pub pending: u64,
+    /// Acceptor states held in memory (the rest are on disk).
+    pub cached: u64,
 }
 
 /// The driver task's longest stretches since the node started: a long one delays every

@@ -33,6 +33,9 @@ pub enum KeyspaceMode {
     Strong,
     /// CRDT values of one type, gossip and anti-entropy.
     Eventual(ValueType),
+    /// Leaderless per-key Paxos (CASPaxos), linearizable: every key a register, any node
+    /// proposes, no election. Strong's operations but `scan`, `txn` and `watch`.
+    Paxos,
 }
 
 impl fmt::Display for KeyspaceMode {
@@ -43,6 +46,7 @@ impl fmt::Display for KeyspaceMode {
             KeyspaceMode::Eventual(ValueType::MvReg) => f.write_str("eventual mvreg"),
             KeyspaceMode::Eventual(ValueType::Counter) => f.write_str("eventual counter"),
             KeyspaceMode::Eventual(ValueType::Set) => f.write_str("eventual set"),
+            KeyspaceMode::Paxos => f.write_str("paxos"),
         }
     }
 }
@@ -205,25 +209,27 @@ impl Operation {
 
     /// Whether the operation exists for a keyspace in `mode`.
     fn applies_to(&self, mode: KeyspaceMode) -> bool {
-        use KeyspaceMode::{Eventual, Strong};
+        use KeyspaceMode::{Eventual, Paxos, Strong};
         use ValueType::{Counter, Lww, MvReg, Set};
         match self {
             Operation::Get { .. } => true,
             Operation::Put { context, .. } | Operation::Delete { context, .. } => match mode {
-                Strong | Eventual(Lww) => context.is_none(),
+                Strong | Paxos | Eventual(Lww) => context.is_none(),
                 Eventual(MvReg) => true,
                 Eventual(Counter | Set) => false,
             },
-            Operation::Cas { .. }
-            | Operation::Scan { .. }
-            | Operation::Txn { .. }
-            | Operation::TxnStep(_) => mode == Strong,
+            Operation::Cas { .. } => matches!(mode, Strong | Paxos),
+            // A paxos keyspace has no order across keys to scan, commit or watch in, and no
+            // log for a transaction's steps.
+            Operation::Scan { .. } | Operation::Txn { .. } | Operation::TxnStep(_) => {
+                mode == Strong
+            }
             Operation::Add { .. } => mode == Eventual(Counter),
             Operation::SetAdd { .. } | Operation::SetRemove { .. } => mode == Eventual(Set),
             // A strong watch counts revisions, an eventual one a node's feed.
             Operation::Watch { from, .. } => matches!(
                 (from, mode),
-                (WatchFrom::Now, _)
+                (WatchFrom::Now, Strong | Eventual(_))
                     | (WatchFrom::Revision(_), Strong)
                     | (WatchFrom::Feed(_), Eventual(_))
             ),
@@ -307,6 +313,12 @@ pub enum Position {
         token: Option<SessionToken>,
         stamp: Option<HlcTimestamp>,
         vector: Vec<(NodeId, u64)>,
+    },
+    /// Paxos: the ballot the answer was chosen under and the acceptors (a majority) that
+    /// agreed to it. Revisions of a paxos keyspace count per key.
+    Paxos {
+        ballot: crate::paxos::Ballot,
+        acceptors: Vec<NodeId>,
     },
 }
 
@@ -722,12 +734,20 @@ static NO_KEY: Bytes = Bytes::new();
 
 fn check_levels(request: &ClientRequest, mode: KeyspaceMode) -> Result<(), ClientError> {
     let strong = mode == KeyspaceMode::Strong;
-    if strong && request.write.is_some() {
+    let paxos = mode == KeyspaceMode::Paxos;
+    if (strong || paxos) && request.write.is_some() {
         return Err(ClientError::WriteLevelNotApplicable);
     }
     let Some(level) = request.read else {
         return Ok(());
     };
+    // Every paxos read runs a round: it has one level.
+    if paxos {
+        if level != ReadLevel::Linearizable {
+            return Err(ClientError::ReadLevelNotApplicable { level, mode });
+        }
+        return Ok(());
+    }
     // A watch follows what the serving node applied: it has no read levels.
     if matches!(request.operation, Operation::Watch { .. }) {
         return Err(ClientError::ReadLevelNotApplicable { level, mode });
@@ -749,7 +769,7 @@ fn check_levels(request: &ClientRequest, mode: KeyspaceMode) -> Result<(), Clien
 /// The read level a request gets when it names none.
 pub fn default_read(mode: KeyspaceMode) -> ReadLevel {
     match mode {
-        KeyspaceMode::Strong => ReadLevel::Linearizable,
+        KeyspaceMode::Strong | KeyspaceMode::Paxos => ReadLevel::Linearizable,
         KeyspaceMode::Eventual(_) => ReadLevel::Local,
     }
 }

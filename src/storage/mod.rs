@@ -12,6 +12,7 @@
 //! tables (`machine`): a restart replays only the committed entries after its applied index.
 
 pub mod machine;
+pub mod paxos;
 pub mod states;
 pub mod tables;
 pub mod wal;
@@ -117,6 +118,10 @@ pub struct Batch {
     /// Keyspaces whose every row goes (a dropped keyspace).
     dropped: Vec<KeyspaceId>,
     sync: bool,
+    /// Paxos cores' persists: acceptor states, each replacing its key's row.
+    paxos: Vec<(KeyspaceId, Vec<(bytes::Bytes, crate::paxos::AcceptorState)>)>,
+    /// The node's new paxos incarnation (the first batch of a start).
+    paxos_incarnation: Option<u64>,
 }
 
 impl Batch {
@@ -129,6 +134,8 @@ impl Batch {
             && self.machine.is_empty()
             && self.eventual.is_empty()
             && self.dropped.is_empty()
+            && self.paxos.is_empty()
+            && self.paxos_incarnation.is_none()
     }
 
     /// Whether committing this batch needs an fsync.
@@ -180,8 +187,29 @@ impl Batch {
         self.sync = true;
     }
 
-    /// Deletes every row of a dropped keyspace: its Raft group (log, hard state, snapshot)
-    /// or its CRDT states and meta.
+    /// Adds a paxos core's persist (`paxos::Ready::persist`): each state replaces its key's.
+    /// Always synced: the promises and accepted acks it backs leave after the commit.
+    pub fn paxos_persist(
+        &mut self,
+        keyspace: KeyspaceId,
+        states: Vec<(bytes::Bytes, crate::paxos::AcceptorState)>,
+    ) {
+        if states.is_empty() {
+            return;
+        }
+        self.paxos.push((keyspace, states));
+        self.sync = true;
+    }
+
+    /// Records the node's paxos incarnation for this start (see
+    /// [`tables::META_PAXOS_INCARNATION`]). Synced: no ballot of it leaves before.
+    pub fn paxos_incarnation(&mut self, incarnation: u64) {
+        self.paxos_incarnation = Some(incarnation);
+        self.sync = true;
+    }
+
+    /// Deletes every row of a dropped keyspace: its Raft group (log, hard state, snapshot),
+    /// its CRDT states and meta, or its acceptor states.
     pub fn drop_keyspace(&mut self, keyspace: KeyspaceId) {
         self.sync = true;
         self.dropped.push(keyspace);
@@ -204,6 +232,7 @@ struct ReadCache {
     txn: Option<ReadTransaction>,
     machines: HashMap<GroupId, machine::ReadView>,
     eventual_rows: Option<states::RowsTable>,
+    paxos_acceptors: Option<paxos::AcceptorsTable>,
 }
 
 /// The cache's read transaction, begun if there is none.
@@ -361,6 +390,7 @@ impl Store {
             txn.open_table(RAFT_SNAPSHOTS).map_err(redb_error)?;
             states::EventualTables::open(&txn)?;
             machine::MachineTables::open(&txn)?;
+            paxos::PaxosTables::open(&txn)?;
         }
         txn.commit().map_err(redb_error)?;
         Ok(Store {
@@ -460,6 +490,18 @@ impl Store {
             }
             machines.collect_garbage()?;
         }
+        {
+            let mut acceptors = paxos::PaxosTables::open(&txn)?;
+            for (keyspace, states) in &batch.paxos {
+                acceptors.apply(*keyspace, states)?;
+            }
+            for keyspace in &batch.dropped {
+                acceptors.drop_keyspace(*keyspace)?;
+            }
+        }
+        if let Some(incarnation) = batch.paxos_incarnation {
+            paxos::write_incarnation(&txn, incarnation)?;
+        }
         txn.commit().map_err(redb_error)
     }
 
@@ -529,6 +571,7 @@ impl Store {
         }
         // Every commit that writes an eventual keyspace's rows writes its meta row too, and
         // a drop deletes both: the meta rows name every eventual keyspace with rows.
+        Store::paxos_ids(&txn, &mut ids)?;
         Ok(ids)
     }
 }

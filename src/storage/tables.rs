@@ -88,3 +88,15 @@ pub const META_NODE_ID: &str = "node_id";
 pub const META_WAL_SEQUENCE: &str = "wal_sequence";
 /// What a log record's payload is decoded as, for errors.
 pub const WAL_NAME: &str = "write-ahead log";
+
+/// The acceptor state of every key of every paxos keyspace on this node. Key: (keyspace id,
+/// key bytes). Value: a `paxos::AcceptorState` payload (promised ballot, accepted ballot and
+/// register). Written by each batch that carries a paxos `Ready`'s persist; a dropped
+/// keyspace's rows go with its drop. See `storage::paxos`.
+pub const PAXOS_ACCEPTORS_NAME: &str = "paxos_acceptors";
+pub const PAXOS_ACCEPTORS: TableDefinition<(u64, &[u8]), &[u8]> =
+    TableDefinition::new(PAXOS_ACCEPTORS_NAME);
+
+/// The `META` key of the paxos incarnation: raised by the first batch of every start, so no
+/// two starts of a node issue the same ballot (`paxos::Config::incarnation`).
+pub const META_PAXOS_INCARNATION: &str = "paxos_incarnation";

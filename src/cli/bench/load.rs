@@ -81,7 +81,7 @@ impl Plan {
     /// The level a write asks for, as results name it: `majority` for a strong write.
     pub(crate) fn write_name(&self) -> &'static str {
         match self.mode {
-            KeyspaceMode::Strong => "majority",
+            KeyspaceMode::Strong | KeyspaceMode::Paxos => "majority",
             KeyspaceMode::Eventual(_) => write_name(self.write.unwrap_or(WriteLevel::Local)),
         }
     }
@@ -198,9 +198,10 @@ impl Issuer {
 
     async fn execute(&mut self, operation: Operation) -> Result<(Answer, Receipt), ConnError> {
         let write = operation.is_write();
-        let strong = self.plan.mode == KeyspaceMode::Strong;
+        // Only eventual writes take a level: strong and paxos writes are always a majority's.
+        let eventual = matches!(self.plan.mode, KeyspaceMode::Eventual(_));
         let read = (!write).then(|| self.plan.read_level());
-        let write_level = (write && !strong).then(|| self.plan.write.unwrap_or(WriteLevel::Local));
+        let write_level = (write && eventual).then(|| self.plan.write.unwrap_or(WriteLevel::Local));
         let session = (read == Some(ReadLevel::Session))
             .then_some(self.token)
             .flatten();

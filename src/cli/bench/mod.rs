@@ -21,6 +21,7 @@
 //!   └─ plot.rs      SVG plots (plotters)
 //! ```
 
+mod failover;
 mod load;
 mod plot;
 mod report;
@@ -245,17 +246,19 @@ fn mode_of(mode: ModeArg, value_type: TypeArg) -> KeyspaceMode {
     }
 }
 
-/// `strong` or `eventual`, as results name a mode.
+/// `strong`, `eventual` or `paxos`, as results name a mode.
 pub(crate) fn mode_name(mode: KeyspaceMode) -> &'static str {
     match mode {
         KeyspaceMode::Strong => "strong",
         KeyspaceMode::Eventual(_) => "eventual",
+        KeyspaceMode::Paxos => "paxos",
     }
 }
 
 fn default_keyspace(mode: KeyspaceMode) -> String {
     match mode {
         KeyspaceMode::Strong => "bench-strong".to_string(),
+        KeyspaceMode::Paxos => "bench-paxos".to_string(),
         KeyspaceMode::Eventual(value_type) => format!("bench-{}", type_name(value_type)),
     }
 }
@@ -380,7 +383,7 @@ fn report(target: &Target, plan: &Plan, delay: Duration, outcome: &load::Outcome
     let ok = outcome.recorder.ok();
     let seconds = outcome.window.as_secs_f64();
     let value_type = match plan.mode {
-        KeyspaceMode::Strong => None,
+        KeyspaceMode::Strong | KeyspaceMode::Paxos => None,
         KeyspaceMode::Eventual(value_type) => Some(type_name(value_type).to_string()),
     };
     RunReport {

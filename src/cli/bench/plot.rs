@@ -322,7 +322,7 @@ fn per_category<'a>(
 }
 
 fn mode_rank(mode: &str) -> usize {
-    rank(&["strong", "eventual"], mode)
+    rank(&["strong", "paxos", "eventual"], mode)
 }
 
 /// By the word a label uses, so that update and insert rank alike.
@@ -358,7 +358,8 @@ fn family_colors<'a>(modes: impl Iterator<Item = &'a str>) -> Vec<RGBColor> {
     let (mut warm, mut cool) = (0, 0);
     modes
         .map(|mode| {
-            if mode == "strong" {
+            // Both linearizable modes warm: the dial reads strong to weak.
+            if mode == "strong" || mode == "paxos" {
                 warm += 1;
                 WARM[(warm - 1) % WARM.len()]
             } else {

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 const STRONG_KEYSPACE: &str = "visibility-strong";
 const EVENTUAL_KEYSPACE: &str = "visibility-lww";
+const PAXOS_KEYSPACE: &str = "visibility-paxos";
 
 #[derive(Debug, Args)]
 pub(crate) struct StalenessArgs {
@@ -82,6 +83,7 @@ fn keyspace_of(mode: KeyspaceMode) -> &'static str {
     match mode {
         KeyspaceMode::Strong => STRONG_KEYSPACE,
         KeyspaceMode::Eventual(_) => EVENTUAL_KEYSPACE,
+        KeyspaceMode::Paxos => PAXOS_KEYSPACE,
     }
 }
 
@@ -132,7 +134,9 @@ async fn trial(
     let client = target.client.fork(None);
     // An eventual write is taken by one chosen node at `local`; a strong one by the leader.
     let (_, receipt) = match probe.mode {
-        KeyspaceMode::Strong => client.execute(keyspace, put, None, None, None).await?,
+        KeyspaceMode::Strong | KeyspaceMode::Paxos => {
+            client.execute(keyspace, put, None, None, None).await?
+        }
         KeyspaceMode::Eventual(_) => {
             client
                 .execute_at(writer, keyspace, put, None, Some(WriteLevel::Local), None)

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 const STRONG_KEYSPACE: &str = "sweep-strong";
 const EVENTUAL_KEYSPACE: &str = "sweep-lww";
+const PAXOS_KEYSPACE: &str = "sweep-paxos";
 
 #[derive(Debug, Args)]
 pub(crate) struct SweepArgs {
@@ -60,6 +61,13 @@ pub(crate) struct SweepArgs {
     /// Seed of the key choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// After the points, kill the node serving writes mid-run, for strong (its leader) and
+    /// paxos, and report the longest write stall (needs --cluster).
+    #[arg(long)]
+    failover: bool,
+    /// Writes before and after the kill, each, in the failover measurement.
+    #[arg(long, default_value = "3s", value_parser = parse::duration)]
+    failover_window: Duration,
 }
 
 /// One point of the dial, before concurrency and delay.
@@ -110,6 +118,19 @@ fn points() -> Vec<Point> {
         eventual_read(ReadLevel::Local),
         eventual_read(ReadLevel::Session),
         eventual_read(ReadLevel::Quorum),
+        // Leaderless Paxos: a write and a read are each a round (or two) of a majority.
+        Point {
+            mode: KeyspaceMode::Paxos,
+            kind: OpKind::Update,
+            read: None,
+            write: None,
+        },
+        Point {
+            mode: KeyspaceMode::Paxos,
+            kind: OpKind::Read,
+            read: Some(ReadLevel::Linearizable),
+            write: None,
+        },
     ]
 }
 
@@ -120,6 +141,9 @@ impl SweepArgs {
         }
         if self.keys == 0 || self.value_size == 0 {
             bail!("--keys and --value-size must be at least 1");
+        }
+        if self.failover && !self.target.is_local() {
+            bail!("--failover kills a node: it needs the bench's own cluster (--cluster)");
         }
         Ok(())
     }
@@ -152,6 +176,7 @@ fn keyspace_of(mode: KeyspaceMode) -> &'static str {
     match mode {
         KeyspaceMode::Strong => STRONG_KEYSPACE,
         KeyspaceMode::Eventual(_) => EVENTUAL_KEYSPACE,
+        KeyspaceMode::Paxos => PAXOS_KEYSPACE,
     }
 }
 
@@ -159,9 +184,14 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Creates and preloads both keyspaces once, at no delay.
+/// Creates and preloads each mode's keyspace once, at no delay.
 async fn prepare(target: &Target, args: &SweepArgs, pools: &[Client]) -> anyhow::Result<()> {
-    for point in [points()[0], points()[5]] {
+    let mut modes: Vec<KeyspaceMode> = Vec::new();
+    for point in points() {
+        if modes.contains(&point.mode) {
+            continue;
+        }
+        modes.push(point.mode);
         let plan = args.plan(&point, 1);
         target.ensure_keyspace(&plan.keyspace, plan.mode).await?;
         load::preload(&plan, pools, &target.addresses(), false).await?;
@@ -331,7 +361,40 @@ pub(crate) fn run(args: &SweepArgs) -> anyhow::Result<ExitCode> {
     let healed = runtime.block_on(target.set_delay(Duration::ZERO));
     let rows = rows?;
     healed.context("clearing the delay after the sweep")?;
-    let written = write_all(&dir, &rows, args, &target.description)?;
+    let failover = if args.failover {
+        runtime.block_on(failovers(&target, args))?
+    } else {
+        Vec::new()
+    };
+    let mut written = write_all(&dir, &rows, args, &target.description)?;
+    if !failover.is_empty() {
+        let provenance = report::Provenance::here();
+        let file = FailoverFile {
+            provenance: &provenance,
+            target: &target.description,
+            window_s: args.failover_window.as_secs_f64(),
+            rows: &failover,
+        };
+        report::write_json(&dir, "failover.json", &file)?;
+        report::write(
+            &dir,
+            "failover.md",
+            &failover_summary(&failover, &provenance),
+        )?;
+        written.extend(["failover.json".to_string(), "failover.md".to_string()]);
+        for row in &failover {
+            println!(
+                "failover {}: killed {}, longest write stall {:.0} ms (longest gap before the \
+                 kill {:.0} ms), {} writes, {} failed",
+                row.mode,
+                row.killed,
+                row.longest_stall_ms,
+                row.longest_gap_before_ms,
+                row.writes_ok,
+                row.writes_failed
+            );
+        }
+    }
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
@@ -360,4 +423,67 @@ pub(crate) fn run(args: &SweepArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Keyspaces of the failover measurement: fresh ones, so the sweep's rows do not matter.
+const FAILOVER_KEYSPACES: [(&str, KeyspaceMode); 2] = [
+    ("failover-strong", KeyspaceMode::Strong),
+    ("failover-paxos", KeyspaceMode::Paxos),
+];
+
+/// Runs the failover measurement for strong, then paxos.
+async fn failovers(
+    target: &Target,
+    args: &SweepArgs,
+) -> anyhow::Result<Vec<super::failover::FailoverRow>> {
+    let cluster = target
+        .local()
+        .context("--failover needs the bench's own cluster")?;
+    let mut rows = Vec::new();
+    for (keyspace, mode) in FAILOVER_KEYSPACES {
+        let window = args.failover_window;
+        let row = super::failover::measure(target, cluster, keyspace, mode, window, window)
+            .await
+            .with_context(|| format!("failover of {keyspace}"))?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// What failover.json holds.
+#[derive(Serialize)]
+struct FailoverFile<'a> {
+    provenance: &'a report::Provenance,
+    target: &'a str,
+    window_s: f64,
+    rows: &'a [super::failover::FailoverRow],
+}
+
+/// failover.md: one row per mode.
+fn failover_summary(
+    rows: &[super::failover::FailoverRow],
+    provenance: &report::Provenance,
+) -> String {
+    let mut out = "# capdial bench sweep --failover\n\n".to_string();
+    out.push_str(&provenance.markdown());
+    out.push_str(
+        "\nThe node serving the writes (strong: the leader) is killed with SIGKILL mid-run; \
+         the stall is the longest time from the kill on with no write completing.\n\n",
+    );
+    out.push_str(
+        "| mode | killed | longest stall ms | longest gap before ms | writes | failed |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|\n");
+    for row in rows {
+        out.push_str(&format!(
+            "| {} | {} | {:.0} | {:.0} | {} | {} |\n",
+            row.mode,
+            row.killed,
+            row.longest_stall_ms,
+            row.longest_gap_before_ms,
+            row.writes_ok,
+            row.writes_failed
+        ));
+    }
+    out
 }

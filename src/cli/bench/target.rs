@@ -56,6 +56,13 @@ pub(crate) struct Target {
     options: ClientOptions,
 }
 
+impl TargetArgs {
+    /// Whether the bench starts its own local cluster.
+    pub(crate) fn is_local(&self) -> bool {
+        self.cluster
+    }
+}
+
 impl Target {
     /// Starts or reaches the cluster; the runtime must be entered (signal handling).
     pub(crate) fn open(
@@ -105,6 +112,11 @@ impl Target {
             description,
             options,
         })
+    }
+
+    /// The bench's own local cluster (`--cluster`), which can kill and restart nodes.
+    pub(crate) fn local(&self) -> Option<&LocalCluster> {
+        self._cluster.as_ref()
     }
 
     pub(crate) fn addresses(&self) -> Vec<String> {

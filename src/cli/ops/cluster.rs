@@ -32,6 +32,8 @@ pub enum ModeArg {
     Strong,
     /// CRDT values, writes accepted on every node, converging
     Eventual,
+    /// Leaderless per-key Paxos, linearizable; no election pause when a node is lost
+    Paxos,
 }
 
 /// The value type of an eventual keyspace.
@@ -53,7 +55,7 @@ pub enum KeyspaceCommand {
     Create {
         /// Name
         name: String,
-        /// strong or eventual
+        /// strong, eventual or paxos
         #[arg(long, value_enum)]
         mode: ModeArg,
         /// Value type of an eventual keyspace (default: lww)
@@ -183,6 +185,12 @@ pub fn keyspace_mode(
         (ModeArg::Strong, Some(_)) => {
             return Err(UsageError(
                 "--type applies to eventual keyspaces only: a strong keyspace holds bytes".into(),
+            ));
+        }
+        (ModeArg::Paxos, None) => KeyspaceMode::Paxos,
+        (ModeArg::Paxos, Some(_)) => {
+            return Err(UsageError(
+                "--type applies to eventual keyspaces only: a paxos keyspace holds bytes".into(),
             ));
         }
         (ModeArg::Eventual, value_type) => KeyspaceMode::Eventual(match value_type {
@@ -544,6 +552,18 @@ fn eventual_line(keyspace: &EventualStatus) -> String {
     line
 }
 
+/// A paxos keyspace's line: its acceptors, what waits on this node, what it caches.
+fn paxos_line(keyspace: &crate::protocol::admin::PaxosStatus) -> String {
+    let acceptors: Vec<String> = keyspace.acceptors.iter().map(ToString::to_string).collect();
+    format!(
+        "  {:<16} paxos     acceptors {} pending {} cached {}",
+        keyspace.keyspace,
+        acceptors.join(","),
+        keyspace.pending,
+        keyspace.cached
+    )
+}
+
 /// The text lines of one node's status.
 pub fn status_lines(
     id: NodeId,
@@ -558,6 +578,7 @@ pub fn status_lines(
     let mut lines = vec![format!("{id} {address} up {}s", status.uptime_ms / 1000)];
     lines.extend(status.strong.iter().map(group_line));
     lines.extend(status.eventual.iter().map(eventual_line));
+    lines.extend(status.paxos.iter().map(paxos_line));
     lines.push(format!("  faults: {}", rules_text(&status.faults)));
     let driver = &status.driver;
     lines.push(format!(
@@ -606,6 +627,17 @@ fn status_json(id: NodeId, address: &str, answer: &Result<AdminAnswer, ConnError
             })
         })
         .collect();
+    let paxos: Vec<Value> = status
+        .paxos
+        .iter()
+        .map(|p| {
+            json!({
+                "keyspace": p.keyspace, "id": p.id.0,
+                "acceptors": p.acceptors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "pending": p.pending, "cached": p.cached,
+            })
+        })
+        .collect();
     let faults: Vec<String> = status
         .faults
         .rules
@@ -614,7 +646,8 @@ fn status_json(id: NodeId, address: &str, answer: &Result<AdminAnswer, ConnError
         .collect();
     json!({
         "node": id.to_string(), "address": address, "reachable": true,
-        "uptime_ms": status.uptime_ms, "strong": strong, "eventual": eventual, "faults": faults,
+        "uptime_ms": status.uptime_ms, "strong": strong, "eventual": eventual, "paxos": paxos,
+        "faults": faults,
         "driver": {
             "rounds": status.driver.rounds,
             "round_max_us": status.driver.round_max_us,
@@ -739,6 +772,11 @@ mod tests {
             KeyspaceMode::Eventual(ValueType::Set)
         );
         assert!(keyspace_mode(ModeArg::Strong, Some(TypeArg::Counter)).is_err());
+        assert_eq!(
+            keyspace_mode(ModeArg::Paxos, None).unwrap(),
+            KeyspaceMode::Paxos
+        );
+        assert!(keyspace_mode(ModeArg::Paxos, Some(TypeArg::Lww)).is_err());
     }
 
     #[test]
@@ -768,6 +806,7 @@ mod tests {
                 round_max_us: 4_250,
                 busy_max_us: 900,
             },
+            paxos: vec![],
         };
         let answer = Ok(AdminAnswer::Status(Box::new(status)));
         let lines = status_lines(N1, "127.0.0.1:7001", &answer);

@@ -97,6 +97,13 @@ pub fn format_receipt(answer: &Answer, receipt: &Receipt) -> String {
                 parts.push(format!("stamp {}", stamp_text(stamp)));
             }
         }
+        (Position::Paxos { ballot, acceptors }, revision) => {
+            if let Some(revision) = revision {
+                parts.push(format!("revision {revision}"));
+            }
+            parts.push(format!("ballot {}", ballot_text(ballot)));
+            parts.push(format!("acceptors {}", nodes_text(acceptors)));
+        }
     }
     if let Answer::Strong(Some(versioned)) = answer {
         parts.push(format!("key revision {}", versioned.mod_revision.0));
@@ -348,6 +355,10 @@ fn receipt_json(answer: &Answer, receipt: &Receipt) -> Value {
                 "vector": vector,
             })
         }
+        Position::Paxos { ballot, acceptors } => json!({
+            "ballot": ballot_text(ballot),
+            "acceptors": acceptors.iter().map(|node| node.0).collect::<Vec<_>>(),
+        }),
     };
     if let (Value::Object(object), Value::Object(extra)) = (&mut object, extra) {
         object.extend(extra);
@@ -516,4 +527,18 @@ mod tests {
         );
         assert!(!scan_receipt(&none, &last, &first, 1).contains("pages"));
     }
+}
+
+/// A paxos ballot as `round.node.incarnation`: `7.n2.3` is round 7 of node 2's third start.
+fn ballot_text(ballot: &crate::paxos::Ballot) -> String {
+    format!(
+        "{}.{}.{}",
+        ballot.round, ballot.proposer.node, ballot.proposer.incarnation
+    )
+}
+
+/// Nodes as `n1,n2`.
+fn nodes_text(nodes: &[crate::types::NodeId]) -> String {
+    let names: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+    names.join(",")
 }

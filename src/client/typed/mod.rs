@@ -69,8 +69,10 @@
 //! # }
 //! ```
 
+mod paxos;
 mod request;
 
+pub use paxos::PaxosKeyspace;
 pub use request::{
     Acked, CasExpect, CasOutcome, CasStart, CasWrite, EventualGet, EventualWrite, Response, Scan,
     Scanned, Siblings, StrongGet, StrongWrite, Txn, TxnOutcome, Value, Written,

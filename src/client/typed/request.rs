@@ -197,7 +197,7 @@ impl Acked {
     pub fn token(&self) -> Option<SessionToken> {
         match &self.receipt.position {
             Position::Eventual { token, .. } => *token,
-            Position::Raft { .. } => None,
+            Position::Raft { .. } | Position::Paxos { .. } => None,
         }
     }
 
@@ -219,7 +219,7 @@ impl Acked {
     pub fn stamp(&self) -> Option<HlcTimestamp> {
         match &self.receipt.position {
             Position::Eventual { stamp, .. } => *stamp,
-            Position::Raft { .. } => None,
+            Position::Raft { .. } | Position::Paxos { .. } => None,
         }
     }
 }

@@ -273,6 +273,7 @@ impl NodeCore {
             // The shell fills in its transport's rules and its own timings.
             faults: Default::default(),
             driver: Default::default(),
+            paxos: self.paxos_status(),
         }
     }
 }

@@ -199,9 +199,14 @@ impl NodeCore {
                     self.complete_strong(group, completion);
                 }
             }
-            _ => {
+            KeyspaceMode::Eventual(_) => {
                 let opened = self.register_backup(id, None);
                 self.answer(reply, FromNode::Admin(opened));
+            }
+            KeyspaceMode::Paxos => {
+                let command = "backup".to_string();
+                let error = ClientError::WrongType { command, mode };
+                self.answer(reply, FromNode::Admin(Err(error.into())));
             }
         }
     }

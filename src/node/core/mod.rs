@@ -27,6 +27,7 @@ mod admin;
 mod admit;
 pub mod backup;
 pub mod catalog;
+mod paxos;
 mod requests;
 mod translate;
 mod waiting;
@@ -64,6 +65,11 @@ pub enum PeerMessage {
         keyspace: KeyspaceId,
         message: GossipMessage,
     },
+    /// A paxos keyspace's message (added last: the wire encodes the variant's index).
+    Paxos {
+        keyspace: KeyspaceId,
+        envelope: crate::paxos::Envelope,
+    },
 }
 
 /// A message for a peer.
@@ -79,8 +85,17 @@ pub struct Transmit {
 /// through it as they run.
 pub trait Durable: MachineStore + StateStore {
     fn raft_restore(&self, group: GroupId) -> Result<RestoredState, StorageError>;
-    /// Every group and eventual keyspace id that has a row (group 0 included).
+    /// Every group, eventual and paxos keyspace id that has a row (group 0 included).
     fn stored_keyspaces(&self) -> Result<BTreeSet<KeyspaceId>, StorageError>;
+    /// `key`'s acceptor state in paxos keyspace `keyspace`, as the last persisted batch left
+    /// it (`None`: never persisted).
+    fn paxos_acceptor(
+        &self,
+        keyspace: KeyspaceId,
+        key: &[u8],
+    ) -> Result<Option<crate::paxos::AcceptorState>, StorageError>;
+    /// The highest paxos incarnation a start made durable (0: none).
+    fn paxos_incarnation(&self) -> Result<u64, StorageError>;
 }
 
 /// A deliberate bug at the node layer, to prove the node simulator's checkers catch it.
@@ -145,6 +160,11 @@ pub struct CoreConfig {
     pub session_timeout: Duration,
     /// What each keyspace keeps for watches.
     pub watch: WatchLimits,
+    /// A paxos round with no quorum of answers after this long is retried.
+    pub paxos_round_timeout: Duration,
+    /// Acceptor states each paxos keyspace holds in memory, at most (about: those changed
+    /// and not yet persisted come on top); the rest are read from the store.
+    pub paxos_cache_keys: usize,
     #[cfg(feature = "sim-bugs")]
     pub bug: Option<NodeBug>,
 }
@@ -177,6 +197,11 @@ impl CoreConfig {
             clock_skew_max: Duration::from_secs(300),
             session_timeout: crate::strong::SESSION_TIMEOUT_DEFAULT,
             watch: WatchLimits::default(),
+            // Room for two fsyncs and a round trip on a loaded machine: a shorter round
+            // retries rounds that were about to succeed, and retries collide.
+            paxos_round_timeout: Duration::from_millis(200),
+            // About 100 bytes a state plus the value: tens of MB for small values.
+            paxos_cache_keys: 100_000,
             #[cfg(feature = "sim-bugs")]
             bug: None,
         }
@@ -219,6 +244,14 @@ pub enum CoreError {
         #[source]
         fault: eventual::StoreError,
     },
+    /// A paxos keyspace could not read an acceptor state: an acceptor that answers from a
+    /// wrong read could break a promise, so the node stops.
+    #[error("paxos keyspace {} cannot read its storage", keyspace.0)]
+    PaxosStorage {
+        keyspace: KeyspaceId,
+        #[source]
+        fault: crate::paxos::StoreError,
+    },
 }
 
 /// A strong keyspace (or the catalog) on this node.
@@ -246,6 +279,10 @@ struct InFlight {
     persists: Vec<(KeyspaceId, eventual::PersistId, Vec<bytes::Bytes>)>,
     /// Restore chunks the batch carries.
     restore: backup::RestoreBatch,
+    /// Paxos Readies whose states the batch holds.
+    paxos: Vec<paxos::PaxosInFlight>,
+    /// Whether the batch holds this start's paxos incarnation.
+    incarnation: bool,
 }
 
 /// Everything a node decides.
@@ -261,6 +298,15 @@ pub struct NodeCore {
     /// Group 0 and every strong keyspace, by group id (= keyspace id).
     groups: BTreeMap<GroupId, StrongKeyspace>,
     eventual: BTreeMap<KeyspaceId, EventualKeyspace>,
+    paxos: BTreeMap<KeyspaceId, paxos::PaxosKeyspace>,
+    /// This start's paxos incarnation: one above the durable counter at boot.
+    paxos_incarnation: u64,
+    /// Whether a persisted batch holds `paxos_incarnation`: until then no paxos message
+    /// leaves (a crash before would let the next start reuse its ballots).
+    paxos_incarnation_durable: bool,
+    /// Paxos messages this node addressed to itself, handed back by the next
+    /// `poll_persist` (persisted ones only once their batch is durable).
+    paxos_loopback: VecDeque<(KeyspaceId, crate::paxos::Envelope)>,
     /// The keyspaces running here, by name.
     names: BTreeMap<String, (KeyspaceId, KeyspaceMode)>,
     waiting: WaitTable,
@@ -297,6 +343,7 @@ impl NodeCore {
     ) -> Result<NodeCore, CoreError> {
         let mut random = SeededRng::new(seed);
         let members = config.initial_cluster.clone();
+        let paxos_incarnation = durable.paxos_incarnation()? + 1;
         let mut core = NodeCore {
             config,
             durable,
@@ -306,6 +353,10 @@ impl NodeCore {
             members,
             groups: BTreeMap::new(),
             eventual: BTreeMap::new(),
+            paxos: BTreeMap::new(),
+            paxos_incarnation,
+            paxos_incarnation_durable: false,
+            paxos_loopback: VecDeque::new(),
             names: BTreeMap::new(),
             waiting: WaitTable::new(),
             watchers: BTreeSet::new(),
@@ -387,6 +438,9 @@ impl NodeCore {
                     self.drain_engine(keyspace);
                 }
             }
+            PeerMessage::Paxos { keyspace, envelope } => {
+                self.handle_paxos(from, keyspace, envelope);
+            }
         }
     }
 
@@ -423,6 +477,7 @@ impl NodeCore {
         let idle = self.now + Duration::from_secs(1);
         groups
             .chain(engines)
+            .chain(self.paxos_poll_timeout())
             .chain(self.waiting.next_deadline())
             .fold(idle, Instant::min)
     }
@@ -448,6 +503,7 @@ impl NodeCore {
         }
         self.drain_engines();
         self.close_idle_backups();
+        self.paxos_timeouts();
         for tag in self.waiting.expired(now) {
             self.time_out(tag);
         }
@@ -483,7 +539,15 @@ impl NodeCore {
             readies: Vec::new(),
             persists: Vec::new(),
             restore,
+            paxos: Vec::new(),
+            incarnation: false,
         };
+        // The first batch of a start makes its incarnation durable (see `paxos`).
+        if !self.paxos_incarnation_durable {
+            batch.paxos_incarnation(self.paxos_incarnation);
+            in_flight.incarnation = true;
+        }
+        in_flight.paxos = self.paxos_poll_persist(&mut batch)?;
         for (group, keyspace) in &mut self.groups {
             let Some(mut ready) = keyspace.replica.take_ready() else {
                 continue;
@@ -514,7 +578,10 @@ impl NodeCore {
                 batch.eventual_persist(*id, persist);
             }
         }
-        if batch.is_empty() && in_flight.readies.is_empty() && in_flight.persists.is_empty() {
+        let nothing = in_flight.readies.is_empty()
+            && in_flight.persists.is_empty()
+            && in_flight.paxos.is_empty();
+        if batch.is_empty() && nothing {
             // Restore chunks that changed nothing durable are answered now.
             self.restore_persisted(in_flight.restore)?;
             return Ok(None);
@@ -530,6 +597,10 @@ impl NodeCore {
         let Some(in_flight) = self.in_flight.take() else {
             return Ok(());
         };
+        if in_flight.incarnation {
+            self.paxos_incarnation_durable = true;
+        }
+        self.paxos_persisted(in_flight.paxos);
         for (group, ready) in in_flight.readies {
             self.ready_persisted(group, ready)?;
         }
@@ -682,6 +753,12 @@ impl NodeCore {
                 };
                 self.eventual.insert(info.id, keyspace);
             }
+            KeyspaceMode::Paxos => {
+                let node = self.boot_paxos(info.id)?;
+                let name = name.to_string();
+                self.paxos
+                    .insert(info.id, paxos::PaxosKeyspace { name, node });
+            }
         }
         tracing::info!(keyspace = %name, id = info.id.0, mode = %info.mode, "keyspace started");
         self.names.insert(name.to_string(), (info.id, info.mode));
@@ -696,6 +773,7 @@ impl NodeCore {
         };
         self.groups.remove(&GroupId(id.0));
         self.eventual.remove(&id);
+        self.paxos.remove(&id);
         self.watchers.retain(|(keyspace, _)| *keyspace != id);
         if !self.config.planted(NodeBug::DropKeepsRows) {
             self.drops.insert(id);
@@ -720,7 +798,8 @@ impl NodeCore {
         for id in self.durable.stored_keyspaces()? {
             let running = self.groups.contains_key(&GroupId(id.0))
                 || self.eventual.contains_key(&id)
-                || self.holds(id);
+                || self.holds(id)
+                || self.paxos.contains_key(&id);
             let catalog = GroupId(id.0) == CATALOG_GROUP;
             if !catalog && !running && !desired.contains(&id) && id.0 <= applied.0 {
                 self.drops.insert(id);

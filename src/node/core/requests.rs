@@ -69,6 +69,7 @@ impl NodeCore {
         match mode {
             KeyspaceMode::Strong => self.strong_request(GroupId(id.0), request, reply, deadline),
             KeyspaceMode::Eventual(_) => self.eventual_request(id, request, reply, deadline),
+            KeyspaceMode::Paxos => self.paxos_request(id, request, reply, deadline),
         }
     }
 

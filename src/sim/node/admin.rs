@@ -368,9 +368,11 @@ fn draw_plan(rng: &mut SeededRng, horizon: Instant) -> VecDeque<(Instant, Action
             (Instant::ZERO, action)
         })
         .collect();
-    let extra_mode = |rng: &mut SeededRng| match rng.below(3) {
+    let extra_mode = |rng: &mut SeededRng| match rng.below(4) {
         0 => KeyspaceMode::Eventual(ValueType::Counter),
         1 => KeyspaceMode::Eventual(ValueType::Set),
+        // A dropped paxos keyspace must leave no acceptor rows behind.
+        2 => KeyspaceMode::Paxos,
         _ => KeyspaceMode::Strong,
     };
     let create = |name: &str, mode| Action::Create {

@@ -42,6 +42,10 @@ impl Catalog {
         self.keyspaces.get(name).map(|keyspace| keyspace.stage)
     }
 
+    pub(crate) fn mode(&self, name: &str) -> Option<KeyspaceMode> {
+        self.keyspaces.get(name).map(|keyspace| keyspace.mode)
+    }
+
     pub(crate) fn set_stage(&mut self, name: &str, mode: KeyspaceMode, base: bool, stage: Stage) {
         let keyspace =
             self.keyspaces
@@ -86,5 +90,7 @@ pub(crate) fn base_keyspaces(strong: usize) -> Vec<(String, KeyspaceMode)> {
         "registers".to_string(),
         KeyspaceMode::Eventual(ValueType::Lww),
     ));
+    // Added last, so the keyspace ids (catalog revisions) of the others stay as they were.
+    keyspaces.push(("locks".to_string(), KeyspaceMode::Paxos));
     keyspaces
 }

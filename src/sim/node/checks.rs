@@ -206,12 +206,14 @@ impl Run {
         }
         let mut known: BTreeSet<KeyspaceId> = status.eventual.iter().map(|e| e.id).collect();
         known.extend(status.strong.iter().map(|g| KeyspaceId(g.group.0)));
+        known.extend(status.paxos.iter().map(|p| p.id));
         known.insert(KeyspaceId(0));
         let names: BTreeSet<&str> = status
             .strong
             .iter()
             .map(|g| g.keyspace.as_str())
             .chain(status.eventual.iter().map(|e| e.keyspace.as_str()))
+            .chain(status.paxos.iter().map(|p| p.keyspace.as_str()))
             .collect();
         for (name, keyspace) in &self.catalog.keyspaces {
             if keyspace.stage == Stage::Dropped && names.contains(name.as_str()) {

@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
+mod paxos;
 mod workload;
 
 /// In the faulty phase a strong operation is abandoned after this long (the client
@@ -265,6 +266,12 @@ impl DataClient {
             self.give_up(cx);
             return Vec::new();
         }
+        if self.paxos_resend_unsafe(cx) {
+            // Indeterminate, as the client library leaves it (see `draw_paxos`).
+            self.abandon(cx);
+            return Vec::new();
+        }
+        let active = self.active.as_mut().expect("an operation is active");
         self.attempt += 1;
         active.waiting = Some(cx.now + ATTEMPT_TIMEOUT);
         active.protected = cx.catalog.stage(&active.request.keyspace) == Some(Stage::Live);
@@ -412,7 +419,7 @@ impl DataClient {
             (Operation::Get { .. }, Answer::Strong(current)) => {
                 let applied = match receipt.position {
                     Position::Raft { applied, .. } => applied.0,
-                    Position::Eventual { .. } => 0,
+                    Position::Eventual { .. } | Position::Paxos { .. } => 0,
                 };
                 self.revisions.insert(slot, revision_of(&current));
                 Return::Get {
@@ -546,7 +553,7 @@ impl DataClient {
                     Ok((Answer::Acknowledged { .. }, receipt)) => {
                         let (token, stamp) = match receipt.position {
                             Position::Eventual { token, stamp, .. } => (token, stamp),
-                            Position::Raft { .. } => (None, None),
+                            Position::Raft { .. } | Position::Paxos { .. } => (None, None),
                         };
                         if let Some(token) = token {
                             let slot = slot_of(&active.request);

@@ -109,6 +109,12 @@ const LOOP_STEPS_PER_STEP: u64 = 20_000;
 const COMPACT_EVERY: u64 = 16;
 /// Snapshots go in chunks of a few keys, so a transfer spans many chunks (and crashes).
 const SNAPSHOT_CHUNK_BYTES: usize = 160;
+/// A paxos keyspace holds so few acceptor states in memory that most rounds read through
+/// the store, so an eviction that loses a promise shows up as a checker violation.
+const PAXOS_CACHE_KEYS: usize = 3;
+/// The sim's links answer within a few ms: a round timeout of a third of the election
+/// timeout retries lost rounds as fast as Raft would notice a lost leader.
+const PAXOS_ROUND_TIMEOUT: Duration = Duration::from_millis(50);
 /// Client sessions expire after this much idleness by the log clock: short, so some expire
 /// within a run, and far above the clients' opening window plus the clocks' drift.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -377,6 +383,8 @@ impl Run {
         config.snapshot_chunk_bytes = SNAPSHOT_CHUNK_BYTES;
         config.session_timeout = SESSION_TIMEOUT;
         config.watch = WATCH_LIMITS;
+        config.paxos_cache_keys = PAXOS_CACHE_KEYS;
+        config.paxos_round_timeout = PAXOS_ROUND_TIMEOUT;
         #[cfg(feature = "sim-bugs")]
         {
             config.bug = self.bug;

@@ -20,7 +20,7 @@ impl DataClient {
             let mut keys = VecDeque::new();
             let mut n = 0;
             for (name, mode, _) in cx.catalog.live() {
-                if mode != KeyspaceMode::Strong {
+                if !matches!(mode, KeyspaceMode::Strong | KeyspaceMode::Paxos) {
                     continue;
                 }
                 for key in 0..STRONG_KEYS {
@@ -67,6 +67,7 @@ impl DataClient {
         match mode {
             KeyspaceMode::Strong => self.draw_strong(cx, name),
             KeyspaceMode::Eventual(value_type) => self.draw_eventual(cx, name, value_type),
+            KeyspaceMode::Paxos => self.draw_paxos(cx, name),
         }
         true
     }
@@ -110,7 +111,7 @@ impl DataClient {
         self.start_strong(cx, keyspace, key, operation, None);
     }
 
-    fn start_strong(
+    pub(super) fn start_strong(
         &mut self,
         cx: &mut Context<'_>,
         keyspace: String,
@@ -336,7 +337,7 @@ fn quorum_expected(oplog: &EventualLog, slot: &Slot) -> Vec<WriteRef> {
     expected
 }
 
-fn strong_key(index: u64) -> Bytes {
+pub(super) fn strong_key(index: u64) -> Bytes {
     Bytes::from(format!("k{index}"))
 }
 
