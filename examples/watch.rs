@@ -127,7 +127,7 @@ async fn scan(inventory: &StrongKeyspace, prefix: &str) -> anyhow::Result<(View,
 fn applied(receipt: &Receipt) -> LogIndex {
     match receipt.position {
         Position::Raft { applied, .. } => applied,
-        Position::Eventual { .. } => LogIndex(0),
+        Position::Eventual { .. } | Position::Paxos { .. } => LogIndex(0),
     }
 }
 

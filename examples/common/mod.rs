@@ -183,6 +183,8 @@ impl Cluster {
         let level = match mode {
             KeyspaceMode::Strong => ReadLevel::Stale,
             KeyspaceMode::Eventual(_) => ReadLevel::Local,
+            // A paxos read is a round of its own: linearizable is its one level.
+            KeyspaceMode::Paxos => ReadLevel::Linearizable,
         };
         let probe = || Operation::Get {
             key: "examples-probe".into(),
@@ -346,6 +348,10 @@ pub fn receipt_line(receipt: &Receipt) -> String {
                     .collect();
                 parts.push(format!("has {}", seen.join(",")));
             }
+        }
+        Position::Paxos { acceptors, .. } => {
+            let acceptors: Vec<String> = acceptors.iter().map(ToString::to_string).collect();
+            parts.push(format!("accepted by {}", acceptors.join(",")));
         }
     }
     parts.join(" · ")

@@ -779,8 +779,18 @@ impl NodeCore {
             self.drops.insert(id);
         }
         for tag in self.waiting.on_keyspace(id) {
-            let name = name.to_string();
-            self.fail(tag, crate::protocol::ClientError::UnknownKeyspace { name });
+            // A write may have been applied (a strong entry committed, a paxos accept sent,
+            // an eventual write stored) before the drop: it must not be answered as refused.
+            let write = self.waiting.get(tag).is_some_and(|p| p.waiting.is_write());
+            let error = match write {
+                true => crate::protocol::ClientError::Timeout {
+                    may_have_applied: true,
+                },
+                false => crate::protocol::ClientError::UnknownKeyspace {
+                    name: name.to_string(),
+                },
+            };
+            self.fail(tag, error);
         }
         tracing::info!(keyspace = %name, id = id.0, "keyspace dropped");
     }
