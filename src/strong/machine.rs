@@ -239,12 +239,7 @@ impl StrongMachine {
     /// A key's current version for a client's read: `Locked` while a transaction across
     /// keyspaces holds a write to it (it may have committed already).
     pub fn read(&self, key: &[u8]) -> Result<Option<Versioned>, ReadFailure> {
-        if self.intents == 0 {
-            return Ok(self.get(key)?);
-        }
-        if let Some(locked) = self.lock_on(&Command::Get {
-            key: Bytes::copy_from_slice(key),
-        })? {
+        if let Some(locked) = self.read_lock(key)? {
             return Err(ReadFailure::Command(locked));
         }
         Ok(self.get(key)?)

@@ -205,12 +205,12 @@ impl BankClient {
                 self.next_at = now + Duration::from_millis(50);
                 return Vec::new();
             }
-            self.start(now);
+            self.start();
         }
         self.advance(now, violations)
     }
 
-    fn start(&mut self, now: Instant) {
+    fn start(&mut self) {
         if self.liveness || self.rng.chance(0.3) {
             self.stats.audits += 1;
             let parts = KEYSPACES
@@ -226,7 +226,7 @@ impl BankClient {
                     )
                 })
                 .collect();
-            self.begin_txn(now, parts, true);
+            self.begin_txn(parts, true);
             return;
         }
         self.stats.transfers += 1;
@@ -243,7 +243,7 @@ impl BankClient {
         };
     }
 
-    fn begin_txn(&mut self, _now: Instant, parts: BTreeMap<String, Part>, audit: bool) {
+    fn begin_txn(&mut self, parts: BTreeMap<String, Part>, audit: bool) {
         self.txns += 1;
         let txn = TxnId {
             client: crate::strong::ClientId(self.addr.0),
@@ -266,7 +266,7 @@ impl BankClient {
                 Some((keyspace, Operation::Get { key }))
             }
             Flow::Reading { .. } => {
-                self.transfer(now);
+                self.transfer();
                 return self.advance(now, violations);
             }
             Flow::Resolving { txn, anchor, .. } => {
@@ -315,7 +315,7 @@ impl BankClient {
     }
 
     /// Both accounts read: the transfer's transaction.
-    fn transfer(&mut self, now: Instant) {
+    fn transfer(&mut self) {
         let Flow::Reading { accounts, read } = std::mem::replace(&mut self.flow, Flow::Idle) else {
             return;
         };
@@ -349,7 +349,7 @@ impl BankClient {
             };
             parts.insert(keyspace, part);
         }
-        self.begin_txn(now, parts, false);
+        self.begin_txn(parts, false);
     }
 
     fn end_operation(&mut self, now: Instant, violations: &mut Vec<String>) {

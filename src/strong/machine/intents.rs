@@ -13,7 +13,6 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// Intent rows a scan's lock check reads per batch.
 const INTENT_BATCH_ROWS: usize = 64;
@@ -125,6 +124,16 @@ impl StrongMachine {
             Command::Scan { .. } | Command::TxnStep(_) => return Ok(None),
         };
         self.first_lock(keys, writes_only, None)
+    }
+
+    /// The write intent that stops a read of `key`, if any.
+    pub(super) fn read_lock(&self, key: &[u8]) -> Result<Option<CommandError>, StoreError> {
+        let Some(intent) = self.intent(key)? else {
+            return Ok(None);
+        };
+        Ok(intent
+            .writes()
+            .then(|| locked(Bytes::copy_from_slice(key), intent)))
     }
 
     /// The first of `keys` held by a transaction other than `own` (by a write intent only,
@@ -242,7 +251,7 @@ impl StrongMachine {
                 // A resolver aborted it before this prepare applied: place nothing.
                 return Ok(Ok(step_outcome(index, StepOutcome::Record(record.state))));
             }
-            let expires_at = self.clock.after(Duration::from_millis(ttl_ms));
+            let expires_at = WallMillis(self.clock.0.saturating_add(ttl_ms));
             let record = TxnRecord {
                 state: TxnState::Pending { expires_at },
                 keys: keys.clone(),
@@ -341,17 +350,6 @@ fn locked(key: Bytes, intent: Intent) -> CommandError {
 
 fn step_outcome(revision: LogIndex, outcome: StepOutcome) -> Outcome {
     Outcome::TxnStep { revision, outcome }
-}
-
-/// `WallMillis` plus a duration, saturating.
-trait After {
-    fn after(self, duration: Duration) -> WallMillis;
-}
-
-impl After for WallMillis {
-    fn after(self, duration: Duration) -> WallMillis {
-        WallMillis(self.0.saturating_add(duration.as_millis() as u64))
-    }
 }
 
 #[cfg(test)]
